@@ -1,0 +1,169 @@
+"""Compile a trained checkpoint into a network image.
+
+``python -m models.compile CHECKPOINT -o IMAGE --lanes N [--sparsity S] [--device 85f]``
+
+Steps: prune (magnitude, per projection) to ``S`` if the checkpoint is less sparse;
+quantise (weights to WEIGHT_BITS with one scale per target neuron, decays to
+DECAY_FRAC_BITS); balance neurons across lanes by their expected synaptic load; check that
+the image fits the board; write the image.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from boards.ecp5 import ulx3s_device
+
+from .capacity import memory_plan
+from .data import DEFAULT_TEXT, Vocab, load_text, split
+from .formats import DECAY_ONE, STATE_BITS, WEIGHT_MAX, NeuronKind
+from .image import save_image
+from .network import INPUT, Network, Projection, make_population
+
+__all__ = ["quantise", "balance_permutation", "firing_rates", "compile_model", "main"]
+
+# Largest scale per neuron: keeps the membrane range at 8 thresholds or more.
+_MAX_THRESHOLD = 1 << (STATE_BITS - 4)
+
+
+def _round(x):
+    return np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
+
+
+@torch.no_grad()
+def firing_rates(model, vocab, text, chars=8192):
+    """Mean firing rate of every hidden neuron over ``chars`` characters of ``text``."""
+    ids = torch.tensor(vocab.encode(text[:chars + 1], strict=False))[None]
+    _, _, spikes = model(ids, return_spikes=True)
+    return [s[0].mean(0).numpy() for s in spikes]
+
+
+def balance_permutation(load, lanes):
+    """Order neurons so that the lanes' summed ``load`` is even.
+
+    Longest-processing-time-first: the heaviest neuron goes to the least loaded lane that
+    still has room; lane ``j``'s ``k``-th neuron becomes core neuron ``k * lanes + j``.
+    Returns ``perm`` with ``perm[core id] = original index``.
+    """
+    n = len(load)
+    room = [len(range(j, n, lanes)) for j in range(lanes)]
+    total = np.zeros(lanes)
+    members = [[] for _ in range(lanes)]
+    for i in np.argsort(-np.asarray(load), kind="stable"):
+        open_lanes = [j for j in range(lanes) if len(members[j]) < room[j]]
+        j = min(open_lanes, key=lambda j: (total[j], j))
+        members[j].append(int(i))
+        total[j] += load[i]
+    perm = np.zeros(n, np.int64)
+    for j in range(lanes):
+        for k, i in enumerate(members[j]):
+            perm[k * lanes + j] = i
+    return perm
+
+
+@torch.no_grad()
+def quantise(model, vocab, lanes=1, rates=None, meta=None):
+    """Turn a float :class:`models.lm.SpikingLM` into an integer :class:`Network`.
+
+    ``rates`` (per hidden layer, per neuron firing rates) drives lane balancing; without it
+    neurons keep their order.
+    """
+    cfg, L = model.cfg, len(model.cfg.hidden)
+    w = {sp.name: model.weight(sp.name).double().numpy() for sp in model.specs}
+    incoming = {dst: [sp for sp in model.specs if sp.dst == dst] for dst in range(L + 1)}
+    src_rate = lambda s: (np.full(len(vocab), 1 / len(vocab)) if s == INPUT
+                          else (rates[s] if rates is not None else np.ones(cfg.hidden[s])))
+
+    perms = []
+    for l in range(L):
+        if rates is None or lanes == 1:
+            perms.append(np.arange(cfg.hidden[l]))
+            continue
+        load = sum(src_rate(sp.src) @ (w[sp.name] != 0) for sp in incoming[l])
+        perms.append(balance_permutation(load, lanes))
+    perms.append(np.arange(len(vocab)))
+    perm_of = lambda s: np.arange(len(vocab)) if s == INPUT else perms[s]
+
+    pops, scales = [], []
+    for dst in range(L + 1):
+        wmax = np.max([np.abs(w[sp.name]).max(0) for sp in incoming[dst]], axis=0)
+        wmax = np.maximum(wmax, 1e-12)
+        if dst < L:
+            alpha, theta, rho, jump, bias = (t.double().numpy() for t in model.neuron_params(dst))
+            scale = np.minimum(WEIGHT_MAX / wmax, _MAX_THRESHOLD / theta)
+            p = perms[dst]
+            pop = make_population(
+                f"h{dst}", NeuronKind[cfg.kind], cfg.hidden[dst],
+                alpha=_round(alpha[p] * DECAY_ONE), theta=_round(theta[p] * scale[p]),
+                rho=_round(rho[p] * DECAY_ONE), jump=_round(jump[p] * scale[p]),
+                bias=_round(bias[p] * scale[p]), scale=scale[p], perm=p)
+        else:
+            bias = model.out_bias.double().numpy()
+            scale = np.full(len(vocab), (WEIGHT_MAX / wmax).min())
+            limit = (1 << (STATE_BITS - 1)) - 1
+            scale = np.minimum(scale, limit / max(np.abs(bias).max(), 1e-12))
+            pop = make_population("readout", NeuronKind.READOUT, len(vocab), alpha=0,
+                                  theta=0, rho=0, jump=0, bias=_round(bias * scale), scale=scale)
+        pops.append(pop)
+        scales.append(scale)
+    projs = []
+    for sp in model.specs:
+        dst_scale = scales[sp.dst][perm_of(sp.dst)] if sp.dst < L else scales[sp.dst]
+        q = _round(w[sp.name][perm_of(sp.src)][:, perm_of(sp.dst)] * dst_scale[None, :])
+        projs.append(Projection(src=sp.src, dst=sp.dst, delay=sp.delay, weights=q))
+    net = Network(vocab=list(vocab.chars), populations=pops, projections=projs, readout=L,
+                  meta=dict(meta or {}, model=cfg.to_dict()))
+    return net.check()
+
+
+def compile_model(model, vocab, lanes, sparsity=None, text=None, meta=None):
+    """Prune (if asked), measure rates on ``text``, quantise and balance: a Network."""
+    if sparsity is not None and sparsity > model.sparsity() + 1e-9:
+        model.prune_(sparsity)
+    rates = firing_rates(model, vocab, split(text)[0]) if text is not None else None
+    return quantise(model, vocab, lanes, rates,
+                    meta=dict(meta or {}, sparsity=round(model.sparsity(), 4)))
+
+
+def main(argv=None):
+    from .train import load_checkpoint
+    ap = argparse.ArgumentParser(prog="python -m models.compile",
+                                 description=__doc__.split("\n")[1])
+    ap.add_argument("checkpoint")
+    ap.add_argument("-o", "--output", required=True, help="image file to write")
+    ap.add_argument("--lanes", type=int, default=16)
+    ap.add_argument("--sparsity", type=float, help="prune to this weight sparsity (0..1)")
+    ap.add_argument("--device", default="85f", help="ULX3S size the image must fit (default 85f)")
+    ap.add_argument("--data", help="text for measuring firing rates (default: the shipped text)")
+    args = ap.parse_args(argv)
+    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+        raise SystemExit(f"error: --sparsity must be in [0, 1), not {args.sparsity}")
+    if args.lanes < 1:
+        raise SystemExit(f"error: --lanes must be at least 1, not {args.lanes}")
+    try:
+        device = ulx3s_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    model, vocab, ck = load_checkpoint(args.checkpoint)
+    text = load_text(args.data or DEFAULT_TEXT)
+    if Vocab.from_text(text).chars != vocab.chars:
+        print("note: the rate-measuring text has another vocabulary; unknown characters are "
+              "skipped", file=sys.stderr)
+    net = compile_model(model, vocab, args.lanes, args.sparsity, text,
+                        meta={"checkpoint_step": ck.get("step")})
+    plan = memory_plan(net, args.lanes)
+    print(f"network: {sum(p.size for p in net.populations)} neurons, "
+          f"{net.nonzero_synapses} synapses, sparsity {net.meta['sparsity']:.3f}")
+    print(f"memory: {plan.summary()}")
+    if plan.blocks > device.dp16kd:
+        raise SystemExit(f"error: the image needs about {plan.blocks} block RAMs with "
+                         f"{args.lanes} lanes but the {device.part} has {device.dp16kd} "
+                         f"({plan.blocks - device.dp16kd} too many); prune harder or use fewer lanes")
+    size = save_image(net, args.lanes, args.output)
+    print(f"wrote {args.output} ({size} bytes, {args.lanes} lanes)")
+
+
+if __name__ == "__main__":
+    main()

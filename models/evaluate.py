@@ -1,0 +1,148 @@
+"""Evaluate a checkpoint or an image: ``python -m models.evaluate [PATH] [--json]``."""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import stream_batches
+
+__all__ = ["SHIPPED_IMAGE", "float_loss", "golden_loss", "main"]
+
+SHIPPED_IMAGE = Path(__file__).parent / "pretrained" / "shakespeare.img"
+
+
+@torch.no_grad()
+def float_loss(model, ids, streams, device="cpu", chunk=256):
+    """Validation loss of the float model, streamed as the core runs it.
+
+    ``ids`` is cut into ``streams`` contiguous streams, each started from the reset state
+    and run in chunks with the state carried over (the same protocol as the golden model).
+    Returns a dict with ``nats``, ``bits`` and the mean firing ``rate`` per layer.
+    """
+    model.eval()
+    x = stream_batches(ids, streams).to(device)
+    state = model.initial_state(x.shape[0], device)
+    total, count = 0.0, 0
+    rates = torch.zeros(len(model.cfg.hidden))
+    for t0 in range(0, x.shape[1] - 1, chunk):
+        inp = x[:, t0:min(t0 + chunk, x.shape[1] - 1)]
+        tgt = x[:, t0 + 1:t0 + 1 + inp.shape[1]]
+        logits, state, spikes = model(inp, state, return_spikes=True)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                 reduction="sum").item()
+        count += tgt.numel()
+        rates += torch.tensor([s.sum().item() for s in spikes]) / x.shape[0]
+    model.train()
+    steps = x.shape[1] - 1
+    nats = total / count
+    return {"nats": nats, "bits": nats / math.log(2),
+            "rate": (rates / steps / torch.tensor(model.cfg.hidden, dtype=torch.float)).tolist()}
+
+
+@torch.no_grad()
+def golden_loss(net, lanes, ids, streams, timing=None, progress=False):
+    """Validation loss and activity of the golden model, same protocol as :func:`float_loss`.
+
+    Returns a dict with ``nats``, ``bits``, ``rate`` (per spiking population),
+    ``events_per_token``, ``cycles_per_token``, ``route_cycles_per_token`` and
+    ``ideal_route_cycles_per_token`` (events / lanes).
+    """
+    from tqdm import tqdm
+    from .formats import DEFAULT_TIMING, NeuronKind
+    from .golden import GoldenCore
+    core = GoldenCore(net, lanes, timing or DEFAULT_TIMING, batch=streams)
+    x = stream_batches(ids, streams)
+    scale = torch.as_tensor(net.populations[net.readout].scale)
+    total, steps = 0.0, x.shape[1] - 1
+    spikes = torch.zeros(len(net.populations))
+    events = cycles = route = 0
+    for t in tqdm(range(steps), desc="golden", unit="tok", disable=not progress,
+                  mininterval=1.0, leave=False):
+        r = core.step(x[:, t], sample_tokens=False)
+        total += F.cross_entropy(r.logits.double() / scale, x[:, t + 1], reduction="sum").item()
+        spikes += torch.tensor([s.sum().item() for s in r.spikes], dtype=torch.float)
+        events += r.events.sum().item()
+        cycles += r.cycles.sum().item()
+        route += r.route_cycles.sum().item()
+    n = steps * streams
+    nats = total / n
+    spiking = [i for i, p in enumerate(net.populations) if p.kind != NeuronKind.READOUT]
+    return {"nats": nats, "bits": nats / math.log(2),
+            "rate": [spikes[i].item() / n / net.populations[i].size for i in spiking],
+            "events_per_token": events / n, "cycles_per_token": cycles / n,
+            "route_cycles_per_token": route / n, "ideal_route_cycles_per_token": events / n / lanes}
+
+
+def main(argv=None):
+    import argparse
+    import json
+    from pathlib import Path
+    from .compile import compile_model
+    from .data import Vocab, load_text, split
+    from .image import ImageError, load_image
+    from .train import load_checkpoint
+
+    ap = argparse.ArgumentParser(prog="python -m models.evaluate",
+                                 description="Validation loss, activity and cycles of a model.")
+    ap.add_argument("path", nargs="?", default=str(SHIPPED_IMAGE),
+                    help="image (.img) or checkpoint (.pt); default: the shipped image")
+    ap.add_argument("--data", help="text file (default: the shipped tiny-shakespeare); the last "
+                                   "10%% is the validation split")
+    ap.add_argument("--chars", type=int, help="evaluate only the first N validation characters")
+    ap.add_argument("--streams", type=int, default=64, help="parallel streams, each from reset")
+    ap.add_argument("--lanes", type=int, default=16, help="lanes when compiling a checkpoint")
+    ap.add_argument("--json", action="store_true", help="print one JSON object last")
+    args = ap.parse_args(argv)
+
+    path = Path(args.path)
+    model = None
+    try:
+        if path.suffix == ".pt":
+            model, vocab, ck = load_checkpoint(path)
+            text = load_text(args.data)
+            net, lanes = compile_model(model, vocab, args.lanes, text=text), args.lanes
+        else:
+            img = load_image(path)
+            net, lanes = img.net, img.lanes
+            vocab = Vocab(net.vocab)
+            ck_name = net.meta.get("checkpoint")
+            if ck_name and (path.parent / ck_name).exists():
+                model, _, _ = load_checkpoint(path.parent / ck_name)
+            text = load_text(args.data)
+    except ImageError as e:
+        raise SystemExit(f"error: {e}") from None
+    val = split(text)[1]
+    ids = torch.tensor(vocab.encode(val, strict=False))
+    if args.chars:
+        ids = ids[:args.chars]
+    streams = max(1, min(args.streams, len(ids) // 2))
+    result = {"path": str(path), "lanes": lanes, "val_chars": len(ids), "streams": streams,
+              "nonzero_synapses": net.nonzero_synapses,
+              "neurons": sum(p.size for p in net.populations)}
+    if model is not None:
+        f = float_loss(model, ids, streams)
+        result.update(float_val_nats=f["nats"], float_val_bits=f["bits"], float_rate=f["rate"])
+        print(f"float : {f['nats']:.4f} nats/char ({f['bits']:.4f} bits/char)")
+    else:
+        result.update(float_val_nats=None, float_val_bits=None)
+        print("float : (no checkpoint beside the image)")
+    g = golden_loss(net, lanes, ids, streams, progress=True)
+    result.update(golden_val_nats=g["nats"], golden_val_bits=g["bits"], golden_rate=g["rate"],
+                  synaptic_events_per_token=g["events_per_token"],
+                  cycles_per_token=g["cycles_per_token"],
+                  route_cycles_per_token=g["route_cycles_per_token"],
+                  ideal_route_cycles_per_token=g["ideal_route_cycles_per_token"])
+    print(f"golden: {g['nats']:.4f} nats/char ({g['bits']:.4f} bits/char)")
+    print("firing rate per layer: " + ", ".join(f"{r:.4f}" for r in g["rate"]))
+    print(f"synaptic events/token: {g['events_per_token']:.1f}; cycles/token: "
+          f"{g['cycles_per_token']:.1f} (routing {g['route_cycles_per_token']:.1f}, ideal "
+          f"{g['ideal_route_cycles_per_token']:.1f}) at {lanes} lanes")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Generate text with the golden model: ``python -m models.generate --prompt "ROMEO:"``.
+
+Runs the bit-exact integer model of the core on an image (default: the shipped one), so
+the text is exactly what the board and the RTL simulation produce for the same image,
+prompt, seed and temperature.
+"""
+
+import argparse
+import sys
+import time
+
+from .data import Vocab
+from .evaluate import SHIPPED_IMAGE
+from .golden import GoldenCore
+from .image import ImageError, load_image
+from .sampler import temperature_word
+
+__all__ = ["main"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m models.generate", description=__doc__.split("\n")[0])
+    ap.add_argument("--prompt", default="ROMEO:")
+    ap.add_argument("--tokens", type=int, default=200, help="characters to generate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely")
+    ap.add_argument("--image", default=str(SHIPPED_IMAGE))
+    args = ap.parse_args(argv)
+    try:
+        img = load_image(args.image)
+    except ImageError as e:
+        raise SystemExit(f"error: {e}") from None
+    vocab = Vocab(img.net.vocab)
+    try:
+        prompt = vocab.encode(args.prompt)
+    except ValueError as e:
+        raise SystemExit(f"error: prompt: {e}") from None
+    if not prompt:
+        raise SystemExit("error: the prompt is empty")
+    if args.tokens < 0 or args.temperature < 0:
+        raise SystemExit("error: --tokens and --temperature must not be negative")
+    core = GoldenCore(img.net, img.lanes)
+    scale = float(img.net.populations[img.net.readout].scale[0])
+    core.reset()
+    core.seed(args.seed)
+    core.set_temperature_word(temperature_word(args.temperature, scale))
+    t0 = time.perf_counter()
+    sys.stdout.write(args.prompt)
+    r, cycles = None, 0
+    for t in prompt:
+        r = core.step([t])
+        cycles += int(r.cycles[0])
+    for k in range(args.tokens):
+        tok = int(r.token[0])
+        sys.stdout.write(vocab.chars[tok])
+        sys.stdout.flush()
+        if k + 1 < args.tokens:
+            r = core.step([tok])
+            cycles += int(r.cycles[0])
+    dt = time.perf_counter() - t0
+    steps = len(prompt) + max(args.tokens - 1, 0)
+    print()
+    print(f"[golden model: {args.tokens} tokens in {dt:.2f} s, {steps / dt:.0f} steps/s; "
+          f"core cycles/step {cycles / steps:.0f} at {img.lanes} lanes]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

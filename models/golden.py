@@ -1,0 +1,165 @@
+"""The golden model: the bit-exact integer definition of what the core computes.
+
+:class:`GoldenCore` runs a :class:`models.network.Network` laid out over some lanes,
+timestep by timestep, on integer tensors only. It follows the schedule documented in
+models/network.py, the neuron equations of models/neurons.py, the sampler of
+models/sampler.py and the cycle model of models/cycles.py. The gateware, the RTL
+simulation and the host must agree with it exactly: any difference is a bug.
+
+It runs ``batch`` independent streams at once (each its own core, as if on several boards),
+which is what makes evaluating a whole validation text quick; the hardware is ``batch=1``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from . import cycles as cyc
+from .formats import ACC_MAX, ACC_MIN, DEFAULT_TIMING
+from .network import INPUT, lane_layout
+from .neurons import int_step
+from .sampler import sample, seed_state, xorshift32
+
+__all__ = ["StepResult", "GoldenCore"]
+
+
+@dataclass
+class StepResult:
+    """Everything one timestep produced, per stream (leading dimension ``batch``).
+
+    ``spikes``, ``v`` and ``a`` are lists with one entry per population (bool / int64
+    ``[batch, size]``, core neuron order); ``logits`` is the readout membrane
+    ``[batch, vocab]``; ``token`` the sampled next token ``[batch]``; ``cycles`` the
+    timestep's cycle count, ``route_cycles`` the part spent routing, and ``events`` the
+    synaptic events performed (all ``[batch]``).
+    """
+    spikes: list
+    v: list
+    a: list
+    logits: torch.Tensor
+    token: torch.Tensor
+    cycles: torch.Tensor
+    route_cycles: torch.Tensor
+    events: torch.Tensor
+
+
+class GoldenCore:
+    """Integer model of the core running one network image.
+
+    Parameters
+    ----------
+    net : Network
+    lanes : int
+    timing : CoreTiming
+    batch : int
+        Number of independent streams.
+    """
+
+    def __init__(self, net, lanes, timing=DEFAULT_TIMING, batch=1):
+        net.check()
+        self.net, self.lanes, self.timing, self.batch = net, lanes, timing, batch
+        self.layout = lane_layout(net, lanes)
+        self.weights = [torch.as_tensor(pr.weights, dtype=torch.int64) for pr in net.projections]
+        self.route = [cyc.RouteCost(sl, lanes, timing) for sl in self.layout.seg_len]
+        self.params = [{k: torch.as_tensor(getattr(p, k)) for k in p.PARAMS}
+                       for p in net.populations]
+        self.incoming = [[j for j, pr in enumerate(net.projections) if pr.dst == i]
+                         for i in range(len(net.populations))]
+        self.fixed_cycles = (sum(cyc.update_cycles(p.size, lanes, timing) for p in net.populations)
+                             + cyc.sample_cycles(net.vocab_size, timing))
+        self.temp_word = 0
+        self.reset()
+        self.seed(0)
+
+    def reset(self):
+        """Clear all neuron state and the previous timestep's spikes (the RESET command)."""
+        B = self.batch
+        self.v = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
+        self.a = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
+        self.prev = [torch.zeros(B, p.size, dtype=torch.bool) for p in self.net.populations]
+        self.prev_tokens = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
+
+    def seed(self, seed):
+        """Seed the sampler's random source of every stream (stream ``b`` gets ``seed + b``)."""
+        self.rng = [seed_state(seed + b) for b in range(self.batch)]
+
+    def set_temperature_word(self, word):
+        """Set the sampler's temperature word (0: argmax); see models.sampler."""
+        self.temp_word = int(word)
+
+    def _source_spikes(self, src, delay, token_spikes, now):
+        if src == INPUT:
+            return token_spikes if delay == 0 else self.prev_tokens
+        return now[src] if delay == 0 else self.prev[src]
+
+    def step(self, tokens, sample_tokens=True):
+        """Run one timestep with input ``tokens`` (ints ``[batch]``); see :class:`StepResult`.
+
+        With ``sample_tokens=False`` the sampler's result is not computed (its random source
+        still advances, as on the core), which saves time when only logits are needed.
+        """
+        tokens = torch.as_tensor(tokens, dtype=torch.int64).reshape(self.batch)
+        B = self.batch
+        token_spikes = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
+        token_spikes[torch.arange(B), tokens] = True
+        now = [None] * len(self.net.populations)
+        cycles = torch.full((B,), self.fixed_cycles, dtype=torch.int64)
+        route_cycles = torch.zeros(B, dtype=torch.int64)
+        events = torch.zeros(B, dtype=torch.int64)
+        for i, pop in enumerate(self.net.populations):
+            acc = torch.zeros(B, pop.size, dtype=torch.int64)
+            for j in self.incoming[i]:
+                pr = self.net.projections[j]
+                s = self._source_spikes(pr.src, pr.delay, token_spikes, now)
+                acc += s.long() @ self.weights[j] if s.any() else 0
+                c, e = cyc.route_cost(self.route[j], s)
+                route_cycles += c
+                events += e
+            # The accumulator can never leave its range (Network.check guarantees it).
+            assert acc.numel() == 0 or (int(acc.min()) >= ACC_MIN and int(acc.max()) <= ACC_MAX)
+            s, self.v[i], self.a[i] = int_step(pop.kind, self.v[i], self.a[i], acc,
+                                               **self.params[i])
+            now[i] = s
+        self.prev = now
+        self.prev_tokens = token_spikes
+        logits = self.v[self.net.readout]
+        token = torch.zeros(B, dtype=torch.int64)
+        for b in range(B):
+            if sample_tokens or self.temp_word:
+                t, self.rng[b] = sample(logits[b].tolist(), self.temp_word, self.rng[b])
+                token[b] = t
+            else:
+                self.rng[b] = _advance(self.rng[b], self.net.vocab_size)
+        if not sample_tokens and self.temp_word == 0:
+            token = logits.argmax(1)    # argmax picks the first maximum, as the sampler does
+        cycles += route_cycles
+        return StepResult(spikes=list(now), v=list(self.v), a=list(self.a), logits=logits,
+                          token=token, cycles=cycles, route_cycles=route_cycles, events=events)
+
+    def generate(self, prompt, n_tokens, temperature_word=0, seed=0):
+        """Reset, feed ``prompt`` (token ids) and generate ``n_tokens`` more (batch 1).
+
+        Returns the generated token ids; the first is sampled after the last prompt token.
+        """
+        if self.batch != 1:
+            raise ValueError("generate() runs one stream; build the core with batch=1")
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        self.reset()
+        self.seed(seed)
+        self.set_temperature_word(temperature_word)
+        out = []
+        for t in prompt:
+            r = self.step([t])
+        for k in range(n_tokens):
+            nxt = int(r.token[0])
+            out.append(nxt)
+            if k + 1 < n_tokens:
+                r = self.step([nxt])
+        return out
+
+
+def _advance(state, n):
+    for _ in range(n):
+        state = xorshift32(state)
+    return state

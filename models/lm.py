@@ -1,0 +1,215 @@
+"""The float spiking character language model that spikestream trains.
+
+The model is written in the core's own terms so that compiling it is mechanical: spiking
+populations (``h0``, ``h1``, ...) and a non-spiking readout, connected by projections with
+a delay of 0 or 1 timestep (see models/network.py). One character is one timestep.
+
+* ``input -> h0`` (delay 0 and, with ``token_shift``, delay 1): the token embedding is the
+  fan-out of the token's one-hot spike.
+* ``h(l-1) -> h(l)`` (delay 0 and, with ``token_shift``, delay 1) for stacked layers.
+* ``h(l) -> h(l)`` (delay 1) with ``recurrent``: the SRNN's recurrent weights.
+* ``h(l) -> readout`` (delay 0) from every layer, and ``input -> readout`` (delay 0).
+
+Training speed: every feed-forward product is computed for all timesteps at once; only
+the recurrent product and the neuron update run inside the time loop.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .formats import NeuronKind
+from .network import INPUT
+from .neurons import float_step
+
+__all__ = ["LMConfig", "SpikingLM", "ProjSpec"]
+
+
+@dataclass
+class LMConfig:
+    """Hyper-parameters of a :class:`SpikingLM`; saved inside every checkpoint."""
+    vocab_size: int = 65
+    hidden: tuple = (512,)
+    kind: str = "ALIF"              # neuron kind of the hidden layers: LIF, ALIF or IF
+    recurrent: bool = True
+    token_shift: bool = True
+    tau_m: tuple = (2.0, 20.0)      # membrane time constants drawn log-uniformly at init
+    tau_adp: tuple = (20.0, 200.0)  # adaptation time constants (ALIF)
+    surrogate_width: float = 2.0
+    embed_std: float = 1.0
+
+    def to_dict(self):
+        d = asdict(self)
+        d["hidden"] = list(d["hidden"])
+        d["tau_m"], d["tau_adp"] = list(d["tau_m"]), list(d["tau_adp"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        for k in ("hidden", "tau_m", "tau_adp"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class ProjSpec:
+    """One projection of the model: ``src`` is a layer index or INPUT; ``dst`` a layer index
+    or ``len(hidden)`` for the readout."""
+    name: str
+    src: int
+    dst: int
+    delay: int
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+class SpikingLM(nn.Module):
+    """A spiking character LM whose structure maps one-to-one onto the core."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.kind = NeuronKind[cfg.kind]
+        H, V, L = cfg.hidden, cfg.vocab_size, len(cfg.hidden)
+        specs = []
+        for l in range(L):
+            src = INPUT if l == 0 else l - 1
+            specs.append(ProjSpec(f"ff{l}", src, l, 0))
+            if cfg.token_shift:
+                specs.append(ProjSpec(f"shift{l}", src, l, 1))
+            if cfg.recurrent:
+                specs.append(ProjSpec(f"rec{l}", l, l, 1))
+        for l in range(L):
+            specs.append(ProjSpec(f"out{l}", l, L, 0))
+        specs.append(ProjSpec("out_in", INPUT, L, 0))
+        self.specs = specs
+        size = lambda i: V if i == INPUT else (H[i] if i < L else V)
+        self.weights = nn.ParameterDict()
+        for sp in specs:
+            n_in, n_out = size(sp.src), size(sp.dst)
+            if sp.src == INPUT:
+                std = cfg.embed_std if sp.dst < L else 0.02
+            else:
+                std = 1.0 / math.sqrt(n_in) * (0.5 if sp.name.startswith("rec") else 1.0)
+            self.weights[sp.name] = nn.Parameter(torch.randn(n_in, n_out) * std)
+            self.register_buffer(f"mask_{sp.name}", torch.ones(n_in, n_out))
+        g = torch.Generator().manual_seed(0)
+        self.alpha_logit = nn.ParameterList()
+        self.rho_logit = nn.ParameterList()
+        self.jump = nn.ParameterList()
+        self.bias = nn.ParameterList()
+        for n in H:
+            tau_m = torch.exp(torch.empty(n).uniform_(*map(math.log, cfg.tau_m), generator=g))
+            tau_a = torch.exp(torch.empty(n).uniform_(*map(math.log, cfg.tau_adp), generator=g))
+            self.alpha_logit.append(nn.Parameter(torch.logit(torch.exp(-1 / tau_m))))
+            self.rho_logit.append(nn.Parameter(torch.logit(torch.exp(-1 / tau_a))))
+            adaptive = self.kind == NeuronKind.ALIF
+            self.jump.append(nn.Parameter(torch.full((n,), 0.2 if adaptive else 0.0),
+                                          requires_grad=adaptive))
+            self.bias.append(nn.Parameter(torch.zeros(n)))
+        self.out_bias = nn.Parameter(torch.zeros(V))
+        self.register_buffer("theta", torch.ones(1))
+
+    # -- parameters in neuron terms (what the compiler quantises) --------------------------
+
+    def weight(self, name):
+        return self.weights[name] * getattr(self, f"mask_{name}")
+
+    def neuron_params(self, l):
+        """Float (alpha, theta, rho, jump, bias) of hidden layer ``l``."""
+        n = self.cfg.hidden[l]
+        alpha = torch.sigmoid(self.alpha_logit[l])
+        if self.kind == NeuronKind.IF:
+            alpha = torch.ones_like(alpha)
+        if self.kind == NeuronKind.ALIF:
+            rho, jump = torch.sigmoid(self.rho_logit[l]), F.relu(self.jump[l])
+        else:
+            rho, jump = torch.zeros(n), torch.zeros(n)
+        return alpha, self.theta.expand(n), rho, jump, self.bias[l]
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def _drive(self, src_spikes, name, delay):
+        """Input current from a projection for all timesteps: ``[B, T, N]``."""
+        x = src_spikes
+        if delay:
+            x = F.pad(x, (0, 0, 1, 0))[:, :-1]
+        return x @ self.weight(name)
+
+    def forward(self, tokens, state=None, return_spikes=False):
+        """Logits ``[B, T, V]`` for token ids ``[B, T]``; optional initial/final state.
+
+        ``state`` is a list per layer of ``(v, a, s_prev)`` plus the previous one-hot token,
+        exactly the state the core carries between timesteps.
+        """
+        cfg, L = self.cfg, len(self.cfg.hidden)
+        B, T = tokens.shape
+        onehot = F.one_hot(tokens, cfg.vocab_size).float()
+        if state is None:
+            state = self.initial_state(B, tokens.device)
+        prev_tok = state[-1]
+        src = torch.cat([prev_tok[:, None], onehot], 1)        # token at t-1 and t
+        layer_spikes, new_state = [], []
+        for l in range(L):
+            below = src if l == 0 else torch.cat([state[l - 1][2][:, None], layer_spikes[-1]], 1)
+            drive = below[:, 1:] @ self.weight(f"ff{l}")
+            if cfg.token_shift:
+                drive = drive + below[:, :-1] @ self.weight(f"shift{l}")
+            alpha, theta, rho, jump, bias = self.neuron_params(l)
+            drive = drive + bias
+            v, a, s = state[l]
+            w_rec = self.weight(f"rec{l}") if cfg.recurrent else None
+            out = []
+            for t in range(T):
+                cur = drive[:, t]
+                if w_rec is not None:
+                    cur = cur + s @ w_rec
+                s, v, a = float_step(self.kind, v, a, cur, alpha, theta, rho, jump,
+                                     cfg.surrogate_width)
+                out.append(s)
+            spikes = torch.stack(out, 1)
+            layer_spikes.append(spikes)
+            new_state.append((v, a, s))
+        logits = onehot @ self.weight("out_in") + self.out_bias
+        for l in range(L):
+            logits = logits + layer_spikes[l] @ self.weight(f"out{l}")
+        new_state.append(onehot[:, -1])
+        if return_spikes:
+            return logits, new_state, layer_spikes
+        return logits, new_state
+
+    def initial_state(self, batch, device=None):
+        """The state after a core reset: everything zero."""
+        st = [tuple(torch.zeros(batch, n, device=device) for _ in range(3))
+              for n in self.cfg.hidden]
+        st.append(torch.zeros(batch, self.cfg.vocab_size, device=device))
+        return st
+
+    # -- pruning ---------------------------------------------------------------------------
+
+    def prune_(self, sparsity):
+        """Magnitude-prune every projection to ``sparsity`` (fraction of zeros), in place.
+
+        Each projection is pruned to the same fraction, so no layer is emptied; the masks
+        stay, so training keeps pruned weights at zero.
+        """
+        for sp in self.specs:
+            w = self.weights[sp.name].detach().abs()
+            k = int(round(sparsity * w.numel()))
+            mask = torch.ones_like(w)
+            if k > 0:
+                thresh = w.flatten().kthvalue(k).values
+                mask = (w > thresh).float()
+            getattr(self, f"mask_{sp.name}").copy_(mask)
+
+    def sparsity(self):
+        total = sum(getattr(self, f"mask_{sp.name}").numel() for sp in self.specs)
+        zeros = sum((getattr(self, f"mask_{sp.name}") == 0).sum().item() for sp in self.specs)
+        return zeros / total

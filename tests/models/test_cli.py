@@ -1,0 +1,83 @@
+"""The command-line flow: train -> compile -> evaluate -> generate, on a tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from models import compile as compile_cli, evaluate, generate, train
+from models.image import load_image
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(1)
+    # Stop after the first step (as an interrupted run would), then resume to the end.
+    train.main(["--config", "tiny", "--out", str(out), "--max-minutes", "1e-9"])
+    first = torch.load(out / "ckpt.pt", weights_only=False)
+    train.main(["--config", "tiny", "--out", str(out)])
+    return out, first
+
+
+def test_train_resumes_and_plots(tiny_run, capsys):
+    out, first = tiny_run
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    assert first["step"] < ck["step"] == ck["train"]["steps"]
+    assert ck["config"]["hidden"] == [32] and ck["vocab"][0] == "\n"
+    assert any("val" in h for h in ck["history"])
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_refuses_other_settings(tiny_run):
+    out, _ = tiny_run
+    with pytest.raises(SystemExit, match="other settings"):
+        train.main(["--config", "tiny", "--out", str(out), "--set", "lr=0.1"])
+
+
+def test_compile_evaluate_generate(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    img = tmp_path / "tiny.img"
+    compile_cli.main([str(out / "ckpt.pt"), "-o", str(img), "--lanes", "4", "--sparsity", "0.6"])
+    image = load_image(img)
+    assert image.lanes == 4
+    assert image.net.meta["sparsity"] >= 0.6 - 1e-3
+    capsys.readouterr()
+    evaluate.main([str(out / "ckpt.pt"), "--json", "--chars", "600", "--streams", "4",
+                   "--lanes", "4"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("float_val_nats", "golden_val_nats", "synaptic_events_per_token",
+                "cycles_per_token", "lanes", "nonzero_synapses"):
+        assert key in result
+    assert abs(result["float_val_nats"] - result["golden_val_nats"]) < 0.2
+    assert result["cycles_per_token"] > result["ideal_route_cycles_per_token"] > 0
+
+    def gen(seed, temperature):
+        generate.main(["--image", str(img), "--prompt", "ROMEO:", "--tokens", "30",
+                       "--seed", str(seed), "--temperature", str(temperature)])
+        return capsys.readouterr().out
+
+    a, b, c = gen(1, 1.0), gen(1, 1.0), gen(2, 1.0)
+    assert a == b and a.startswith("ROMEO:") and len(a) == len("ROMEO:") + 30 + 1
+    assert a != c
+
+
+def test_compile_refuses_what_does_not_fit(tiny_run, tmp_path):
+    out, _ = tiny_run
+    with pytest.raises(SystemExit, match="block RAMs"):
+        compile_cli.main([str(out / "ckpt.pt"), "-o", str(tmp_path / "x.img"), "--lanes", "64",
+                          "--device", "12f"])
+    with pytest.raises(SystemExit, match="known sizes"):
+        compile_cli.main([str(out / "ckpt.pt"), "-o", str(tmp_path / "x.img"), "--device", "99f"])
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="not a spikestream checkpoint"):
+        compile_cli.main([str(bad), "-o", str(tmp_path / "x.img")])
+    with pytest.raises(SystemExit, match="no such text file"):
+        train.main(["--config", "tiny", "--out", str(tmp_path / "r"), "--data",
+                    str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit, match="error: .*bad magic"):
+        generate.main(["--image", str(bad)])
