@@ -123,7 +123,7 @@ def parse_image(data):
         if data[:len(IMAGE_MAGIC)] != IMAGE_MAGIC[:len(data[:8])]:
             raise ImageError("not a spikestream network image (bad magic)")
         raise ImageError(f"truncated: {len(data)} bytes, shorter than the {_HEADER.size}-byte header")
-    magic, version, hsize, mlen, blen, crc, _ = _HEADER.unpack_from(data)
+    magic, version, hsize, mlen, blen, crc, reserved = _HEADER.unpack_from(data)
     if magic != IMAGE_MAGIC:
         raise ImageError("not a spikestream network image (bad magic)")
     if version != IMAGE_VERSION:
@@ -131,6 +131,8 @@ def parse_image(data):
                          f"{IMAGE_VERSION} (recompile the model with models.compile)")
     if hsize != _HEADER.size:
         raise ImageError(f"header size {hsize}, expected {_HEADER.size}")
+    if reserved != 0:
+        raise ImageError(f"reserved header word is {reserved:#x}, must be 0")
     expected = _HEADER.size + mlen + blen
     if len(data) < expected:
         raise ImageError(f"truncated: {len(data)} bytes, the header promises {expected}")
@@ -153,7 +155,10 @@ def parse_image(data):
 def _decode(m, body):
     if m["formats"] != _FORMATS:
         raise ImageError(f"number formats {m['formats']} differ from this core's {_FORMATS}")
-    lanes = int(m["lanes"])
+    for key in ("lanes", "readout"):
+        if type(m[key]) is not int:
+            raise ImageError(f"{key} must be an integer, not {m[key]!r}")
+    lanes = m["lanes"]
     if lanes < 1:
         raise ImageError(f"lanes must be at least 1, not {lanes}")
 
@@ -217,6 +222,14 @@ def _decode(m, body):
     net = Network(vocab=vocab, populations=pops, projections=projs, readout=int(m["readout"]),
                   meta=dict(m.get("meta", {})))
     net.check()
+    for i, pd in enumerate(m["populations"]):
+        if pd["base"] != pop_base[i] or type(pd["size"]) is not int:
+            raise ImageError(f"population {pd['name']!r}: base {pd['base']!r} or size "
+                             f"{pd['size']!r} disagrees with the layout")
+    for j, pd in enumerate(m["projections"]):
+        if pd["ptr_base"] != ptr_base[j] or type(pd["delay"]) is not int:
+            raise ImageError(f"projection {j}: ptr_base {pd['ptr_base']!r} or delay "
+                             f"{pd['delay']!r} disagrees with the layout")
     # The stored rows must be exactly the canonical layout of the decoded network: no
     # duplicate, overlapping, zero-weight or stray synapses can hide in the file.
     lay = lane_layout(net, lanes)

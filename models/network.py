@@ -12,13 +12,15 @@ Schedule (one timestep = one token)
 -----------------------------------
 1. The token is the only spike of the token input (source :data:`INPUT`).
 2. Populations are updated in list order. Before population ``p`` is updated, every
-   projection into ``p`` is routed, in list order: a delay-0 projection carries its source's
+   projection into ``p`` is routed, in list order (projections are listed grouped by
+   target, in population order): a delay-0 projection carries its source's
    spikes of this timestep (so its source must be the input or an earlier population), a
    delay-1 projection its source's spikes of the previous timestep (any source, ``p``
    itself included: that is how recurrence and token shift are expressed).
 3. The readout population's membranes are the logits; the sampler picks the next token.
 """
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,8 +28,11 @@ import numpy as np
 from .formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
                       NeuronKind)
 
-__all__ = ["INPUT", "NetworkError", "Population", "Projection", "Network", "make_population",
+__all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "NetworkError", "Population", "Projection", "Network", "make_population",
            "LaneLayout", "lane_layout"]
+
+MAX_NEURONS_PER_LANE = 1 << 16
+"""Local neuron addresses are 16 bits in the image (the core may support fewer)."""
 
 INPUT = -1
 """Source index of the token input: a one-hot population of ``len(vocab)`` neurons."""
@@ -136,6 +141,10 @@ class Network:
                 if getattr(p, name).shape != (p.size,):
                     raise NetworkError(f"population {p.name!r}: {name} has shape "
                                        f"{getattr(p, name).shape}, expected ({p.size},)")
+            for name in Population.PARAMS + ("perm",):
+                if getattr(p, name).dtype.kind not in "iu":
+                    raise NetworkError(f"population {p.name!r}: {name} must be integers, not "
+                                       f"{getattr(p, name).dtype}")
             for name in ("alpha", "rho"):
                 x = getattr(p, name)
                 if x.min() < 0 or x.max() > DECAY_ONE:
@@ -147,6 +156,10 @@ class Network:
                                        f"{STATE_MIN}..{STATE_MAX}")
             if sorted(p.perm.tolist()) != list(range(p.size)):
                 raise NetworkError(f"population {p.name!r}: perm is not a permutation")
+        dsts = [pr.dst for pr in self.projections]
+        if dsts != sorted(dsts):
+            raise NetworkError("projections must be listed grouped by target population, in "
+                               "population order (the core routes them in list order)")
         fan_in = [np.zeros(p.size, dtype=np.int64) for p in self.populations]
         for j, pr in enumerate(self.projections):
             where = f"projection {j} ({pr.src} -> {pr.dst})"
@@ -163,6 +176,8 @@ class Network:
             if pr.weights.shape != shape:
                 raise NetworkError(f"{where}: weights have shape {pr.weights.shape}, "
                                    f"expected {shape}")
+            if pr.weights.dtype.kind not in "iu":
+                raise NetworkError(f"{where}: weights must be integers, not {pr.weights.dtype}")
             if pr.weights.size and (pr.weights.min() < WEIGHT_MIN or pr.weights.max() > WEIGHT_MAX):
                 raise NetworkError(f"{where}: weights outside {WEIGHT_MIN}..{WEIGHT_MAX}")
             fan_in[pr.dst] += np.abs(pr.weights.astype(np.int64)).sum(0)
@@ -171,6 +186,18 @@ class Network:
             if worst > ACC_MAX:
                 raise NetworkError(f"population {p.name!r}: a neuron's summed |weights| "
                                    f"({worst}) could overflow the accumulator (max {ACC_MAX})")
+        return self
+
+    def check_lanes(self, lanes):
+        """Raise :class:`NetworkError` if the network cannot be laid out over ``lanes``."""
+        if not isinstance(lanes, numbers.Integral):
+            raise NetworkError(f"lanes must be an integer, not {lanes!r}")
+        if lanes < 1:
+            raise NetworkError(f"lanes must be at least 1, not {lanes}")
+        per_lane = sum(-(-p.size // lanes) for p in self.populations)
+        if per_lane > MAX_NEURONS_PER_LANE:
+            raise NetworkError(f"{per_lane} neurons per lane with {lanes} lanes; a lane "
+                               f"addresses at most {MAX_NEURONS_PER_LANE}")
         return self
 
 
@@ -203,8 +230,7 @@ class LaneLayout:
 
 def lane_layout(net, lanes):
     """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`)."""
-    if lanes < 1:
-        raise NetworkError(f"lanes must be at least 1, not {lanes}")
+    net.check_lanes(lanes)
     pop_base, base = [], 0
     for p in net.populations:
         pop_base.append(base)
