@@ -41,7 +41,7 @@ def check_parameters(*, divisor):
 
 def _bit_timer(divisor):
     # Counts divisor-2 .. 0, -1: its sign bit rises exactly `divisor` cycles after a reload.
-    return Signal(range(-1, divisor - 1), init=-1)
+    return Signal(range(-1, divisor - 1), init=-1, name="timer")
 
 
 class UARTRxError(data.Struct):
