@@ -10,6 +10,7 @@ the image fits the board; write the image.
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -137,6 +138,9 @@ def main(argv=None):
     ap.add_argument("--sparsity", type=float, help="prune to this weight sparsity (0..1)")
     ap.add_argument("--device", default="85f", help="ULX3S size the image must fit (default 85f)")
     ap.add_argument("--data", help="text for measuring firing rates (default: the shipped text)")
+    ap.add_argument("--with-checkpoint", action="store_true",
+                    help="also write the float model (without optimiser state) beside the image, "
+                         "so that models.evaluate can compare float and golden")
     args = ap.parse_args(argv)
     if args.sparsity is not None and not 0 <= args.sparsity < 1:
         raise SystemExit(f"error: --sparsity must be in [0, 1), not {args.sparsity}")
@@ -151,8 +155,11 @@ def main(argv=None):
     if Vocab.from_text(text).chars != vocab.chars:
         print("note: the rate-measuring text has another vocabulary; unknown characters are "
               "skipped", file=sys.stderr)
-    net = compile_model(model, vocab, args.lanes, args.sparsity, text,
-                        meta={"checkpoint_step": ck.get("step")})
+    meta = {"checkpoint_step": ck.get("step")}
+    out = Path(args.output)
+    if args.with_checkpoint:
+        meta["checkpoint"] = out.with_suffix(".pt").name
+    net = compile_model(model, vocab, args.lanes, args.sparsity, text, meta=meta)
     plan = memory_plan(net, args.lanes)
     print(f"network: {sum(p.size for p in net.populations)} neurons, "
           f"{net.nonzero_synapses} synapses, sparsity {net.meta['sparsity']:.3f}")
@@ -161,7 +168,11 @@ def main(argv=None):
         raise SystemExit(f"error: the image needs about {plan.blocks} block RAMs with "
                          f"{args.lanes} lanes but the {device.part} has {device.dp16kd} "
                          f"({plan.blocks - device.dp16kd} too many); prune harder or use fewer lanes")
-    size = save_image(net, args.lanes, args.output)
+    size = save_image(net, args.lanes, out)
+    if args.with_checkpoint:
+        slim = {k: ck[k] for k in ("config", "train", "vocab", "step", "history") if k in ck}
+        torch.save(dict(slim, model=model.state_dict()), out.with_suffix(".pt"))
+        print(f"wrote {out.with_suffix('.pt')}")
     print(f"wrote {args.output} ({size} bytes, {args.lanes} lanes)")
 
 

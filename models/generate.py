@@ -15,7 +15,30 @@ from .golden import GoldenCore
 from .image import ImageError, load_image
 from .sampler import temperature_word
 
-__all__ = ["main"]
+__all__ = ["write_raster", "main"]
+
+
+def write_raster(spikes, net, text, path):
+    """Spike raster PNG: one panel per spiking population, time along x (one char a step)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    pops = [i for i, p in enumerate(net.populations) if i != net.readout]
+    fig, axes = plt.subplots(len(pops), 1, figsize=(12, 5 * len(pops)), squeeze=False)
+    for ax, i in zip(axes[:, 0], pops):
+        m = torch.stack([s[i][0] for s in spikes]).T.numpy()
+        ax.imshow(m, aspect="auto", cmap="Greys", interpolation="nearest", origin="lower")
+        ax.set_ylabel(f"{net.populations[i].name} neuron")
+        ax.set_xlim(-0.5, len(spikes) - 0.5)
+        ax.set_title(f"{net.populations[i].name}: firing rate {m.mean():.3f}")
+    axes[-1, 0].set_xlabel("timestep (character)")
+    if len(text) <= 120:
+        axes[-1, 0].set_xticks(range(len(spikes)), [repr(c)[1:-1] for c in text[:len(spikes)]],
+                               fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -25,6 +48,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely")
     ap.add_argument("--image", default=str(SHIPPED_IMAGE))
+    ap.add_argument("--raster", metavar="PNG", help="also write a spike raster of the run")
     args = ap.parse_args(argv)
     try:
         img = load_image(args.image)
@@ -46,10 +70,11 @@ def main(argv=None):
     core.set_temperature_word(temperature_word(args.temperature, scale))
     t0 = time.perf_counter()
     sys.stdout.write(args.prompt)
-    r, cycles = None, 0
+    r, cycles, raster = None, 0, []
     for t in prompt:
         r = core.step([t])
         cycles += int(r.cycles[0])
+        raster.append(r)
     for k in range(args.tokens):
         tok = int(r.token[0])
         sys.stdout.write(vocab.chars[tok])
@@ -57,9 +82,13 @@ def main(argv=None):
         if k + 1 < args.tokens:
             r = core.step([tok])
             cycles += int(r.cycles[0])
+            raster.append(r)
     dt = time.perf_counter() - t0
     steps = len(prompt) + max(args.tokens - 1, 0)
     print()
+    if args.raster:
+        write_raster([x.spikes for x in raster], img.net, args.prompt + "".join(
+            vocab.chars[int(x.token[0])] for x in raster[len(prompt) - 1:]), args.raster)
     print(f"[golden model: {args.tokens} tokens in {dt:.2f} s, {steps / dt:.0f} steps/s; "
           f"core cycles/step {cycles / steps:.0f} at {img.lanes} lanes]", file=sys.stderr)
 

@@ -49,7 +49,7 @@ class TrainConfig:
 CONFIGS = {
     # The shipped model. Budget: about 2 hours on a 2-core CPU.
     "shakespeare": (LMConfig(hidden=(1024,), kind="ALIF", recurrent=False, token_shift=True),
-                    TrainConfig(steps=3000, batch=32, seq=128, sparsity=0.75)),
+                    TrainConfig(steps=3000, batch=32, seq=128, sparsity=0.5)),
     # A seconds-long run for tests and smoke checks.
     "tiny": (LMConfig(hidden=(32,), kind="ALIF"),
              TrainConfig(steps=30, batch=4, seq=32, eval_every=15, eval_streams=2,
