@@ -1,0 +1,98 @@
+"""Pipelined trees between the scheduler and the lanes.
+
+A signal that drives every lane directly has a fan-out of hundreds of loads and spans the
+whole die; on an ECP5-85F that alone limits a 64-lane core to about 70 MHz. These trees
+spend ``stages`` register levels instead, with at most 4 loads (or 4 inputs) per register.
+"""
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["tree_arity", "Broadcast", "Reduce"]
+
+
+def tree_arity(count, stages):
+    """Smallest fan-out ``f`` with ``f ** stages >= count``."""
+    f = 1
+    while f ** stages < count:
+        f += 1
+    return f
+
+
+class Broadcast(wiring.Component):
+    """Copy ``i`` to ``count`` outputs through ``stages`` levels of registers.
+
+    Parameters
+    ----------
+    shape : shape-castable
+    count : int
+    stages : int
+        Latency in cycles (at least 1).
+
+    Attributes
+    ----------
+    i : In(shape)
+    o : Out(ArrayLayout(shape, count))
+        ``o[k]`` is ``i`` delayed by ``stages`` cycles.
+    """
+
+    def __init__(self, shape, count, stages):
+        if stages < 1:
+            raise ValueError("a broadcast tree needs at least one stage")
+        self._shape, self._count, self._stages = shape, count, stages
+        super().__init__({"i": In(shape), "o": Out(data.ArrayLayout(shape, count))})
+
+    def elaborate(self, platform):
+        m = Module()
+        f = tree_arity(self._count, self._stages)
+        level = [self.i]
+        for s in range(1, self._stages + 1):
+            copies = -(-self._count // f ** (self._stages - s))
+            regs = []
+            for c in range(copies):
+                r = Signal(self._shape, name=f"level{s}_{c}")
+                m.d.sync += r.eq(level[c // f] if len(level) > 1 else level[0])
+                regs.append(r)
+            level = regs
+        for k in range(self._count):
+            m.d.comb += self.o[k].eq(level[k])
+        return m
+
+
+class Reduce(wiring.Component):
+    """OR (``op="or"``) or AND (``op="and"``) ``count`` inputs through ``stages`` registers.
+
+    Attributes
+    ----------
+    i : In(ArrayLayout(width, count))
+    o : Out(width)
+        The reduction of ``i``, ``stages`` cycles later.
+    """
+
+    def __init__(self, width, count, stages, op):
+        if op not in ("or", "and"):
+            raise ValueError(f"op must be 'or' or 'and', not {op!r}")
+        if stages < 1:
+            raise ValueError("a reduction tree needs at least one stage")
+        self._width, self._count, self._stages, self._op = width, count, stages, op
+        super().__init__({"i": In(data.ArrayLayout(width, count)), "o": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        f = tree_arity(self._count, self._stages)
+        level = [Value.cast(self.i[k]) for k in range(self._count)]
+        for s in range(1, self._stages + 1):
+            regs = []
+            for c in range(0, len(level), f):
+                group = level[c:c + f]
+                r = Signal(self._width, name=f"level{s}_{c // f}")
+                acc = group[0]
+                for x in group[1:]:
+                    acc = (acc | x) if self._op == "or" else (acc & x)
+                m.d.sync += r.eq(acc)
+                regs.append(r)
+            level = regs
+        assert len(level) == 1
+        m.d.comb += self.o.eq(level[0])
+        return m

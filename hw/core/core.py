@@ -1,0 +1,468 @@
+"""The spike-routing core: lanes, trees, tables, scheduler, sampler and host ports."""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from models.formats import STATE_BITS, TEMPERATURE_BITS
+from ..memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for)
+from .fabric import LaneArray
+from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
+                      read_request_layout, read_response_layout, word_layout,
+                      write_request_layout)
+from .sampler import Sampler
+from .timing import COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing
+
+__all__ = ["Core"]
+
+
+def _prefix_sums(m, values, width, stages):
+    """Inclusive prefix sums of ``values`` after ``stages`` register levels (Kogge-Stone)."""
+    n = len(values)
+    levels = max(0, (n - 1).bit_length())
+    per_stage = -(-levels // stages) if levels else 0
+    x = list(values)
+    d = 1
+    for s in range(stages):
+        for _ in range(per_stage):
+            if d < n:
+                x = [x[i] + x[i - d] if i >= d else x[i] for i in range(n)]
+                d *= 2
+        regs = [Signal(width, name=f"prefix{s}_{i}") for i in range(n)]
+        m.d.sync += [r.eq(v) for r, v in zip(regs, x)]
+        x = regs
+    return x
+
+
+class Core(wiring.Component):
+    """The spike-routing core for one :class:`~hw.memory_map.CoreConfig`.
+
+    It runs the network loaded into its memories (see hw/memory_map.py) timestep by
+    timestep exactly as :class:`models.golden.GoldenCore` with ``timing=core.timing`` does:
+    every spike, every ``v``/``a``, the sampled token, and the cycles per timestep.
+
+    Ports are served only while no command runs (their ``ready`` is low otherwise); a
+    command has priority over a write, a write over a read.
+
+    Attributes
+    ----------
+    write : In(stream.Signature(write_request_layout(config)))
+        Write ``data`` to word ``addr`` of memory ``mem`` in lane ``lane`` (0 for global
+        memories). A bad memory id, a read-only memory, a lane or address out of range, or
+        a ``CORE`` value out of range writes nothing and sets ``status.write_error``.
+    read : In(stream.Signature(read_request_layout(config)))
+        Read a word; answered on ``read_data``.
+    read_data : Out(stream.Signature(read_response_layout(config)))
+        The word, or ``error`` (and ``status.read_error``) for a refused read.
+    cmd : In(stream.Signature(Command))
+        ``Op.RESET``, ``Op.STEP`` with an input token, or ``Op.CLEAR``.
+    result : Out(stream.Signature(Result))
+        One per command. For STEP: the sampled token, the timestep's cycles (the cycle
+        model's count: ``result.valid`` rises ``COMMAND_LATENCY + 1 + cycles`` cycles after
+        the command's handshake), the spikes of all populations, and ``error`` if the token
+        was outside the vocabulary (nothing ran).
+    status : Out(StatusWord)
+        ``busy`` and the sticky error flags (cleared by ``Op.CLEAR``).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "write": In(stream.Signature(write_request_layout(config))),
+            "read": In(stream.Signature(read_request_layout(config))),
+            "read_data": Out(stream.Signature(read_response_layout(config))),
+            "cmd": In(stream.Signature(Command)),
+            "result": Out(stream.Signature(Result)),
+            "status": Out(StatusWord),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def timing(self):
+        """The :class:`~models.formats.CoreTiming` this core runs to."""
+        return core_timing(self._config.stages)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        L, NPL, T = cfg.lanes, cfg.neurons_per_lane, cfg.stages
+        timing = self.timing
+
+        # Lanes and the trees that reach them ------------------------------------------------
+        BUS = lane_bus_layout(cfg)
+        m.submodules.lanes = lanes = LaneArray(cfg)
+        root = lanes.gather
+        all_done = lanes.done
+
+        cbus = Signal(BUS, name="cbus")      # the scheduler's side of the lane bus
+        spike = Signal(BUS.members["spike"], name="spike")
+        bus_in = Signal(BUS, name="bus_in")
+        m.d.comb += [bus_in.eq(cbus), bus_in.spike.eq(spike), lanes.bus.eq(bus_in)]
+        m.d.sync += cbus.op.eq(LaneOp.NOP)   # ops are one-cycle pulses
+
+        # Tables --------------------------------------------------------------------------------
+        POP = word_layout(cfg, Mem.POP)
+        PROJ = word_layout(cfg, Mem.PROJ)
+        SPK = data.StructLayout({
+            "bounds": data.ArrayLayout(unsigned(cfg.size_bits), L + 1),
+            "qbase": unsigned(addr_bits(cfg.queue_depth)),
+        })
+        m.submodules.pop_table = pop_t = Memory(shape=POP, depth=cfg.max_pops, init=[])
+        m.submodules.proj_table = proj_t = Memory(shape=PROJ, depth=cfg.max_projs, init=[])
+        # Spike counts of each population's last update, by timestep parity: the lanes'
+        # windows of ranks (prefix sums of their counts) and the queue base.
+        m.submodules.spike_table = spk_t = Memory(shape=SPK, depth=2 * cfg.max_pops, init=[])
+        # Separate read ports (LUT RAM copies) for the scheduler and for host reads keep the
+        # scheduler's table lookups free of address multiplexers.
+        pop_rd, pop_wr = pop_t.read_port(domain="comb"), pop_t.write_port()
+        proj_rd, proj_wr = proj_t.read_port(domain="comb"), proj_t.write_port()
+        pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
+        spk_rd, spk_wr = spk_t.read_port(domain="comb"), spk_t.write_port()
+
+        n_pops = Signal(bits_for(cfg.max_pops), name="n_pops")
+        n_projs = Signal(bits_for(cfg.max_projs), name="n_projs")
+        readout = Signal(cfg.pop_bits, name="readout")
+        vocab = Signal(bits_for(cfg.max_vocab), name="vocab")
+        temperature = Signal(TEMPERATURE_BITS, name="temperature")
+
+        m.submodules.sampler = sampler = Sampler(cfg.token_bits)
+        m.d.comb += sampler.temperature.eq(temperature)
+
+        # Scheduler state -----------------------------------------------------------------------
+        p = Signal(range(cfg.max_pops + 1), name="p")
+        j = Signal(range(cfg.max_projs + 1), name="j")
+        parity = Signal(name="parity")
+        token = Signal(cfg.token_bits, name="token")
+        prev_token = Signal(cfg.token_bits, name="prev_token")
+        prev_valid = Signal(name="prev_valid")
+        cycles = Signal(COUNTER_BITS, name="cycles")
+        spikes = Signal(COUNTER_BITS, name="spikes")
+        ph_pop = Signal(POP, name="ph_pop")
+        ph_proj = Signal(PROJ, name="ph_proj")
+        ph_route = Signal(name="ph_route")
+        ph_update = Signal(name="ph_update")
+        countdown = Signal(bits_for(max(NPL, cfg.max_vocab) + 4 * T + 16), name="countdown")
+        body = Signal(range(timing.broadcast_latency + 1), name="body")
+        inj_on = Signal(name="inj_on")
+        inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
+        res = Signal(Result, name="res")
+        cq = Signal(Command, name="cq")
+        rdata = Signal(read_response_layout(cfg), name="rdata")
+        err = self.status
+
+        # Spikes onto the bus: gathered from the lanes (id + the projection's row base), or
+        # the input token injected where the lanes' first spike would have been.
+        inject_at = T + 1 + READ_LATENCY + T
+        m.d.comb += [
+            spike.valid.eq(root.valid | (inj_on & (body == inject_at))),
+            spike.ptr.eq(Mux(inj_on, inj_ptr, root.payload[:cfg.id_bits] + cbus.ptr_base)),
+        ]
+
+        # Prefix sums of the lanes' spike counts, finished when an update's last count is.
+        incl = _prefix_sums(m, [lanes.counts[k] for k in range(L)], cfg.size_bits, T)
+
+        # Host port checks ----------------------------------------------------------------------
+        def in_range(req, writing):
+            ok = Signal(name="write_in_range" if writing else "read_in_range")
+            lane_ok = req.lane < L
+            with m.Switch(req.mem):
+                for mem in Mem:
+                    with m.Case(mem):
+                        if writing and mem == Mem.ACC:
+                            continue
+                        lane_cond = lane_ok if mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR,
+                                                       Mem.SYN) else (req.lane == 0)
+                        m.d.comb += ok.eq(lane_cond & (req.addr < cfg.depth(mem)))
+            return ok
+
+        # Requests are checked as they are accepted and registered with their verdicts, so
+        # that the writes they enable start from flip-flops.
+        lane_mems = max(Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)
+        core_limit = {CoreReg.POPS: cfg.max_pops, CoreReg.PROJS: cfg.max_projs,
+                      CoreReg.READOUT: cfg.max_pops - 1, CoreReg.VOCAB: cfg.max_vocab,
+                      CoreReg.TEMPERATURE: (1 << TEMPERATURE_BITS) - 1}
+        wp = self.write.payload
+        value_ok = Signal(name="value_ok")
+        m.d.comb += value_ok.eq(1)
+        with m.If(wp.mem == Mem.CORE):
+            with m.Switch(wp.addr):
+                for reg, limit in core_limit.items():
+                    with m.Case(reg):
+                        m.d.comb += value_ok.eq(wp.data <= limit)
+        w = Signal(write_request_layout(cfg), name="wq")
+        w_valid = Signal(name="wq_valid")
+        w_ok = Signal(name="wq_ok")
+        w_lane = Signal(name="wq_lane")
+        r = Signal(read_request_layout(cfg), name="rq")
+        r_ok = Signal(name="rq_ok")
+        r_lane = Signal(name="rq_lane")
+        m.d.sync += w_valid.eq(self.write.valid & self.write.ready)
+        with m.If(self.write.valid & self.write.ready):
+            m.d.sync += [w.eq(wp), w_ok.eq(in_range(wp, True) & value_ok),
+                         w_lane.eq(wp.mem <= lane_mems)]
+        with m.If(self.read.valid & self.read.ready):
+            m.d.sync += [r.eq(self.read.payload), r_ok.eq(in_range(self.read.payload, False)),
+                         r_lane.eq(self.read.payload.mem <= lane_mems)]
+
+        # Defaults of the table ports.
+        m.d.comb += [
+            pop_wr.addr.eq(w.addr), pop_wr.data.eq(w.data),
+            proj_wr.addr.eq(w.addr), proj_wr.data.eq(w.data),
+            pop_rd.addr.eq(Mux(p < n_pops, p, readout)), proj_rd.addr.eq(j),
+            pop_host.addr.eq(r.addr), proj_host.addr.eq(r.addr),
+            sampler.seed.payload.eq(w.data),
+        ]
+
+        core_word = Signal(cfg.data_bits, name="core_word")
+        table_q = [Signal(cfg.data_bits, name=f"table_q{k}") for k in range(3)]
+        with m.Switch(r.addr):
+            for reg, sig in ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
+                             (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
+                             (CoreReg.TEMPERATURE, temperature), (CoreReg.SEED, sampler.state)):
+                with m.Case(reg):
+                    m.d.comb += core_word.eq(sig)
+
+        # What the next projection would route, looked up (in D1) from the projection table
+        # straight into the spike table: the source's spike count and the lanes' windows for
+        # the bank of this timestep (delay 0) or the previous one (delay 1).
+        next_proj = Signal(PROJ, name="next_proj")
+        route_bank = Signal(name="route_bank")
+        route_entry = Signal(SPK, name="route_entry")
+        route_spikes = Signal(cfg.size_bits, name="route_spikes")
+        m.d.comb += [
+            next_proj.eq(proj_rd.data),
+            route_bank.eq(parity ^ next_proj.delay),
+            spk_rd.addr.eq(Cat(route_bank, next_proj.src)),
+            route_entry.eq(spk_rd.data),
+        ]
+        with m.If(next_proj.input):
+            m.d.comb += route_spikes.eq(~next_proj.delay | prev_valid)
+        with m.Else():
+            m.d.comb += route_spikes.eq(route_entry.bounds[L])
+        rt_spikes = Signal(cfg.size_bits, name="rt_spikes")
+        rt_bounds = Signal(SPK.members["bounds"], name="rt_bounds")
+        rt_qbase = Signal(SPK.members["qbase"], name="rt_qbase")
+        upd_qbase = Signal(SPK.members["qbase"], name="upd_qbase")
+
+        m.d.comb += [
+            self.result.payload.eq(res),
+            self.read_data.payload.eq(rdata),
+        ]
+
+        # The registered write, the cycle after its handshake (always in IDLE).
+        with m.If(w_valid):
+            # The lane bus's address and data fields are free while the core is idle.
+            m.d.sync += [cbus.lane.eq(w.lane), cbus.mem.eq(w.mem), cbus.addr.eq(w.addr),
+                         cbus.data.eq(w.data)]
+            with m.If(~w_ok):
+                m.d.sync += err.write_error.eq(1)
+            with m.Elif(w_lane):
+                m.d.sync += cbus.op.eq(LaneOp.WRITE)
+            with m.Elif(w.mem == Mem.POP):
+                m.d.comb += pop_wr.en.eq(1)
+            with m.Elif(w.mem == Mem.PROJ):
+                m.d.comb += proj_wr.en.eq(1)
+            with m.Else():
+                with m.Switch(w.addr):
+                    with m.Case(CoreReg.POPS):
+                        m.d.sync += n_pops.eq(w.data)
+                    with m.Case(CoreReg.PROJS):
+                        m.d.sync += n_projs.eq(w.data)
+                    with m.Case(CoreReg.READOUT):
+                        m.d.sync += readout.eq(w.data)
+                    with m.Case(CoreReg.VOCAB):
+                        m.d.sync += vocab.eq(w.data)
+                    with m.Case(CoreReg.TEMPERATURE):
+                        m.d.sync += temperature.eq(w.data)
+                    with m.Case(CoreReg.SEED):
+                        m.d.comb += sampler.seed.valid.eq(1)
+
+        with m.FSM(name="scheduler") as fsm:
+            with m.State("IDLE"):
+                # A registered write is still to be done while w_valid: commands and reads,
+                # which use the lane bus too, wait for it.
+                m.d.comb += [
+                    self.cmd.ready.eq(~w_valid),
+                    self.write.ready.eq(~self.cmd.valid),
+                    self.read.ready.eq(~self.cmd.valid & ~self.write.valid & ~w_valid),
+                ]
+                with m.If(self.cmd.valid):
+                    m.d.sync += cq.eq(self.cmd.payload)
+                    m.next = "COMMAND"
+                with m.Elif(self.read.valid & self.read.ready):
+                    m.next = "READ"
+
+            # The command registered in IDLE (COMMAND_LATENCY cycle).
+            with m.State("COMMAND"):
+                m.d.sync += [res.eq(0), res.op.eq(cq.op)]
+                with m.Switch(cq.op):
+                    with m.Case(Op.RESET):
+                        m.d.sync += [
+                            cbus.op.eq(LaneOp.CLEAR),
+                            prev_valid.eq(0), parity.eq(0),
+                            countdown.eq(max(NPL + T + 1, 2 * cfg.max_pops)),
+                        ]
+                        m.next = "CLEAR"
+                    with m.Case(Op.STEP):
+                        with m.If(cq.token < vocab):
+                            m.d.sync += [
+                                token.eq(cq.token),
+                                p.eq(0), j.eq(0), cycles.eq(0), spikes.eq(0),
+                            ]
+                            m.next = "D1"
+                        with m.Else():
+                            m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
+                            m.next = "RESULT"
+                    with m.Case(Op.CLEAR):
+                        m.d.sync += [err.write_error.eq(0), err.read_error.eq(0),
+                                     err.cmd_error.eq(0)]
+                        m.next = "RESULT"
+                    with m.Default():
+                        m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
+                        m.next = "RESULT"
+
+            with m.State("READ"):
+                m.d.sync += rdata.eq(0)
+                with m.If(~r_ok):
+                    m.d.sync += [rdata.error.eq(1), err.read_error.eq(1)]
+                    m.next = "READ_DATA"
+                with m.Elif(r_lane):
+                    m.d.sync += [cbus.op.eq(LaneOp.READ), cbus.lane.eq(r.lane),
+                                 cbus.mem.eq(r.mem), cbus.addr.eq(r.addr)]
+                    m.next = "READ_WAIT"
+                with m.Else():
+                    m.d.sync += [table_q[0].eq(pop_host.data), table_q[1].eq(proj_host.data),
+                                 table_q[2].eq(core_word)]
+                    m.next = "READ_TABLE"
+
+            with m.State("READ_TABLE"):
+                with m.Switch(r.mem):
+                    with m.Case(Mem.POP):
+                        m.d.sync += rdata.data.eq(table_q[0])
+                    with m.Case(Mem.PROJ):
+                        m.d.sync += rdata.data.eq(table_q[1])
+                    with m.Default():
+                        m.d.sync += rdata.data.eq(table_q[2])
+                m.next = "READ_DATA"
+
+            with m.State("READ_WAIT"):
+                with m.If(root.valid):
+                    m.d.sync += rdata.data.eq(root.payload)
+                    m.next = "READ_DATA"
+
+            with m.State("READ_DATA"):
+                m.d.comb += self.read_data.valid.eq(1)
+                with m.If(self.read_data.ready):
+                    m.next = "IDLE"
+
+            with m.State("CLEAR"):
+                # Meanwhile the lanes zero their state; here the spike table is zeroed.
+                m.d.sync += countdown.eq(countdown - 1)
+                with m.If(countdown < 2 * cfg.max_pops):
+                    m.d.comb += [spk_wr.en.eq(1), spk_wr.addr.eq(countdown), spk_wr.data.eq(0)]
+                with m.If(countdown == 0):
+                    m.next = "RESULT"
+
+            with m.State("RESULT"):
+                m.d.comb += self.result.valid.eq(1)
+                with m.If(self.result.ready):
+                    m.next = "IDLE"
+
+            # Dispatch, first cycle: which phase is next?
+            with m.State("D1"):
+                m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += [
+                    ph_pop.eq(pop_rd.data), ph_proj.eq(next_proj),
+                    ph_route.eq((j < n_projs) & (p < n_pops) & (next_proj.dst == p)),
+                    ph_update.eq(p < n_pops),
+                    rt_spikes.eq(route_spikes),
+                    rt_bounds.eq(Mux(next_proj.input, 0, route_entry.bounds)),
+                    rt_qbase.eq(route_entry.qbase),
+                    upd_qbase.eq(Mux(parity, NPL, 0) + pop_rd.data.base),
+                ]
+                m.next = "D2"
+
+            # Dispatch, second cycle: start it (or skip a route with nothing to send).
+            with m.State("D2"):
+                m.d.sync += [cycles.eq(cycles + 1), body.eq(0)]
+                # Every phase field is loaded whatever comes next (they are free until the op
+                # pulse), which keeps the decision off their enables.
+                m.d.sync += [
+                    cbus.ptr_base.eq(ph_proj.ptr_base),
+                    cbus.bounds.eq(rt_bounds),
+                    cbus.addr.eq(ph_pop.base),
+                    cbus.size.eq(ph_pop.size),
+                    cbus.kind.eq(ph_pop.kind),
+                    cbus.count.eq(Mux(ph_route, rt_spikes, Mux(ph_update, ph_pop.rows, vocab))),
+                    cbus.qbase.eq(Mux(ph_route, rt_qbase, upd_qbase)),
+                    countdown.eq(Mux(ph_update, ph_pop.rows + timing.update_latency - 1,
+                                     vocab + timing.sample_latency - 1)),
+                    inj_on.eq(ph_proj.input),
+                    inj_ptr.eq(ph_proj.ptr_base + Mux(ph_proj.delay, prev_token, token)),
+                ]
+                with m.If(ph_route):
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(rt_spikes == 0):
+                        m.next = "D1"
+                    with m.Else():
+                        m.d.sync += cbus.op.eq(LaneOp.ROUTE)
+                        m.next = "ROUTE"
+                with m.Elif(ph_update):
+                    m.d.sync += cbus.op.eq(LaneOp.UPDATE)
+                    m.next = "UPDATE"
+                with m.Else():
+                    m.d.sync += cbus.op.eq(LaneOp.SAMPLE)
+                    m.d.comb += sampler.start.eq(1)
+                    m.next = "SAMPLE"
+
+            with m.State("ROUTE"):
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(body != timing.broadcast_latency):
+                    m.d.sync += body.eq(body + 1)
+                # Before broadcast_latency no lane can be done, and the done tree may still
+                # show the previous phase.
+                with m.Elif(all_done):
+                    m.d.sync += inj_on.eq(0)
+                    m.next = "D1"
+
+            with m.State("UPDATE"):
+                m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
+                with m.If(countdown == 0):
+                    bounds = Signal(SPK.members["bounds"], name="bounds")
+                    m.d.comb += bounds.eq(Cat(C(0, cfg.size_bits), *incl))
+                    m.d.comb += [
+                        spk_wr.en.eq(1),
+                        spk_wr.addr.eq(Cat(parity, p)),
+                        spk_wr.data.bounds.eq(bounds),
+                        spk_wr.data.qbase.eq(upd_qbase),
+                    ]
+                    m.d.sync += [
+                        spikes.eq(spikes + incl[-1]),
+                        p.eq(p + 1),
+                    ]
+                    m.next = "D1"
+
+            with m.State("SAMPLE"):
+                m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
+                m.d.comb += [
+                    sampler.i.valid.eq(root.valid),
+                    sampler.i.payload.eq(root.payload[:STATE_BITS]),
+                ]
+                with m.If(countdown == 0):
+                    m.d.sync += [
+                        res.token.eq(sampler.token),
+                        res.cycles.eq(cycles + 1),
+                        res.spikes.eq(spikes),
+                        parity.eq(~parity),
+                        prev_token.eq(token),
+                        prev_valid.eq(1),
+                    ]
+                    m.next = "RESULT"
+
+        m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))
+        assert DISPATCH_CYCLES == 2 and NEURON_LATENCY == 5 and COMMAND_LATENCY == 1
+        return m

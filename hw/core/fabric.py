@@ -1,0 +1,63 @@
+"""The lanes and the pipelined trees that connect them to the scheduler."""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .broadcast import Broadcast, Reduce
+from .lane import Lane
+from .layouts import gather_layout, lane_bus_layout
+
+__all__ = ["LaneArray"]
+
+
+class LaneArray(wiring.Component):
+    """``config.lanes`` lanes behind a broadcast tree, a gather (OR) tree and a done (AND)
+    tree, each ``config.stages`` register levels deep.
+
+    Attributes
+    ----------
+    bus : In(lane_bus_layout(config))
+        Reaches every lane ``stages`` cycles later.
+    gather : Out(stream.Signature(config.data_bits, always_ready=True))
+        The OR of the lanes' gather outputs, ``stages`` cycles later.
+    done : Out(1)
+        The AND of the lanes' done flags, ``stages`` cycles later.
+    counts : Out(ArrayLayout(rows_bits, lanes))
+        Each lane's spike count of the last update (no delay).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "bus": In(lane_bus_layout(config)),
+            "gather": Out(stream.Signature(config.data_bits, always_ready=True)),
+            "done": Out(1),
+            "counts": Out(data.ArrayLayout(config.rows_bits, config.lanes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        L, T = cfg.lanes, cfg.stages
+        m.submodules.broadcast = bcast = Broadcast(lane_bus_layout(cfg), L, T)
+        m.submodules.gather = gather = Reduce(gather_layout(cfg).size, L, T, "or")
+        m.submodules.all_done = all_done = Reduce(1, L, T, "and")
+        m.d.comb += bcast.i.eq(self.bus)
+        for k in range(L):
+            lane = Lane(cfg, k)
+            m.submodules[f"lane{k}"] = lane
+            m.d.comb += [
+                lane.bus.eq(bcast.o[k]),
+                gather.i[k].eq(Cat(lane.gather.valid, lane.gather.payload)),
+                all_done.i[k].eq(lane.done),
+                self.counts[k].eq(lane.spikes),
+            ]
+        root = Signal(gather_layout(cfg), name="root")
+        m.d.comb += [
+            root.eq(gather.o),
+            self.gather.valid.eq(root.valid),
+            self.gather.payload.eq(root.data),
+            self.done.eq(all_done.o),
+        ]
+        return m

@@ -1,0 +1,437 @@
+"""One processing lane: its neurons' memories, the synapse walker and the neuron pipeline."""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from models.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
+from ..memory_map import Mem, addr_bits, bits_for
+from .layouts import LaneOp, gather_layout, lane_bus_layout, segment_layout, word_layout
+from .neuron import NeuronUnit
+from .timing import HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
+
+__all__ = ["Lane"]
+
+
+class Lane(wiring.Component):
+    """Lane ``index`` of a core built for ``config``.
+
+    A lane owns, for its neurons (neuron ``n`` of a population is in lane ``n % lanes`` at
+    local address ``base + n // lanes``), the parameters, the state ``(v, a)`` and the
+    input accumulator; its row pointers and synapse words; its spike queue (two banks, by
+    timestep parity) and the spike buffer of the projection being routed. It obeys the
+    lane bus (one ``LaneOp`` pulse per phase or host access, phase fields held):
+
+    * ``ROUTE``: stream its queued spikes of ranks ``bounds[index] .. bounds[index+1]-1``
+      into the gather tree at the matching cycles (so all lanes together emit them one per
+      cycle, lane-major), and walk every spike that then arrives on ``bus.spike``: read its
+      row pointer and spend ``max(1, length)`` cycles adding the segment's weights into the
+      accumulator (read-modify-write with forwarding). ``done`` rises when all
+      ``count`` spikes have been walked.
+    * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline; write
+      the state back, clear the accumulator, push each spike's neuron id to the queue at
+      ``qbase``; ``spikes`` counts them.
+    * ``SAMPLE``: stream the readout membranes of this lane's tokens ``index, index +
+      lanes, ...`` below ``count`` to the gather tree, one per ``lanes`` cycles in turn.
+    * ``CLEAR``: zero every ``v``, ``a`` and accumulator; ``WRITE``/``READ``: host access.
+
+    Attributes
+    ----------
+    bus : In(lane_bus_layout(config))
+        From the broadcast tree (registered there).
+    gather : Out(stream.Signature(gather_layout(config).data, always_ready=True))
+        Zero unless this lane is sending a spike id, a membrane or a host read word; the
+        core ORs all lanes' together.
+    done : Out(1)
+        Route phase: every spike of the phase has been walked.
+    spikes : Out(rows_bits)
+        Spikes pushed by the last update (a register).
+    """
+
+    def __init__(self, config, index):
+        self._config = config
+        self._index = index
+        super().__init__({
+            "bus": In(lane_bus_layout(config)),
+            "gather": Out(stream.Signature(gather_layout(config).size - 1, always_ready=True)),
+            "done": Out(1),
+            "spikes": Out(config.rows_bits),
+        })
+
+    @property
+    def index(self):
+        return self._index
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        L, NPL = cfg.lanes, cfg.neurons_per_lane
+        bus = self.bus
+        op = bus.op
+
+        PARAM = word_layout(cfg, Mem.PARAM)
+        STATE = word_layout(cfg, Mem.STATE)
+        PTR = segment_layout(cfg)
+        SYN = word_layout(cfg, Mem.SYN)
+
+        # Block RAM reads are written as an asynchronous read port followed by a register,
+        # which Yosys folds into the block RAM (a synchronous read), and a second register
+        # in the fabric (READ_LATENCY == 2). Written this way the memories' `no_rw_check`
+        # applies: no block RAM here is ever read at an address written in the same cycle
+        # whose old value matters (the accumulator forwards its two writes in flight), so
+        # Yosys need not emulate read-first collisions with comparators in the read path.
+        bram = {"no_rw_check": 1}
+        m.submodules.param = param = Memory(shape=PARAM, depth=NPL, init=[], attrs=bram)
+        m.submodules.state = state = Memory(shape=STATE, depth=NPL, init=[], attrs=bram)
+        m.submodules.acc = acc = Memory(shape=signed(ACC_BITS), depth=NPL, init=[], attrs=bram)
+        m.submodules.ptr = ptr = Memory(shape=PTR, depth=cfg.ptr_depth, init=[], attrs=bram)
+        m.submodules.syn = syn = Memory(shape=SYN, depth=cfg.syn_depth, init=[], attrs=bram)
+        m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
+                                            init=[], attrs=bram)
+        m.submodules.sbuf = sbuf = Memory(shape=unsigned(cfg.ptr_bits), depth=cfg.spike_depth,
+                                          init=[], attrs=bram)
+        m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
+
+        def bram_ports(memory, name):
+            """(read port, write port, registered read data) of a block RAM."""
+            r = memory.read_port(domain="comb")
+            raw = Signal(memory.shape, name=f"{name}_raw")
+            q = Signal(memory.shape, name=f"{name}_q")
+            m.d.sync += [raw.eq(r.data), q.eq(raw)]
+            return r, memory.write_port(), q
+
+        param_r, param_w, param_q = bram_ports(param, "param")
+        state_r, state_w, state_q = bram_ports(state, "state")
+        acc_r, acc_w, acc_q = bram_ports(acc, "acc")
+        ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr")
+        syn_r, syn_w, syn_q = bram_ports(syn, "syn")
+        queue_r, queue_w, queue_q = bram_ports(queue, "queue")
+        sbuf_r, sbuf_w, sbuf_q = bram_ports(sbuf, "sbuf")
+        skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
+        assert READ_LATENCY == 2
+
+        def delay(value, cycles, name):
+            """``value`` delayed by ``cycles`` registers."""
+            for k in range(cycles):
+                r = Signal.like(value, name=f"{name}_d{k + 1}")
+                m.d.sync += r.eq(value)
+                value = r
+            return value
+
+        # Mode flags: set by their op, cleared by any other op.
+        route_on = Signal(name="route_on")
+        with m.If(op != LaneOp.NOP):
+            m.d.sync += route_on.eq(op == LaneOp.ROUTE)
+
+        # Host access ---------------------------------------------------------------------------
+        mine = Signal(name="mine")
+        host_wr = Signal(name="host_wr")
+        host_rd = Signal(name="host_rd")
+        m.d.comb += [
+            mine.eq(bus.lane == self._index),
+            host_wr.eq((op == LaneOp.WRITE) & mine),
+            host_rd.eq((op == LaneOp.READ) & mine),
+        ]
+        host_rd_mem = delay(bus.mem, READ_LATENCY, "host_rd_mem")
+        host_rd_q = delay(host_rd, READ_LATENCY, "host_rd")
+        host_word = Signal(cfg.data_bits, name="host_word")
+        with m.Switch(host_rd_mem):
+            for mem, q in ((Mem.PARAM, param_q), (Mem.STATE, state_q), (Mem.ACC, acc_q),
+                           (Mem.PTR, ptr_q), (Mem.SYN, syn_q)):
+                with m.Case(mem):
+                    m.d.comb += host_word.eq(Value.cast(q).as_unsigned())
+
+        m.d.comb += [
+            param_w.en.eq(host_wr & (bus.mem == Mem.PARAM)),
+            param_w.addr.eq(bus.addr),
+            param_w.data.eq(bus.data),
+            ptr_w.en.eq(host_wr & (bus.mem == Mem.PTR)),
+            ptr_w.addr.eq(bus.addr),
+            ptr_w.data.eq(bus.data),
+            syn_w.en.eq(host_wr & (bus.mem == Mem.SYN)),
+            syn_w.addr.eq(bus.addr),
+            syn_w.data.eq(bus.data),
+        ]
+
+        # CLEAR: zero v, a and the accumulator at every address -------------------------------
+        clr_run = Signal(name="clr_run")
+        clr_addr = Signal(range(NPL), name="clr_addr")
+        with m.If(op == LaneOp.CLEAR):
+            m.d.sync += [clr_run.eq(1), clr_addr.eq(0)]
+        with m.Elif(clr_run):
+            m.d.sync += clr_addr.eq(clr_addr + 1)
+            with m.If(clr_addr == NPL - 1):
+                m.d.sync += clr_run.eq(0)
+
+        # UPDATE: stream rows through the neuron pipeline --------------------------------------
+        upd_run = Signal(name="upd_run")
+        upd_left = Signal(cfg.rows_bits, name="upd_left")
+        upd_addr = Signal(cfg.local_bits, name="upd_addr")
+        upd_n = Signal(bits_for(cfg.max_source + L), name="upd_n")
+        with m.If(op == LaneOp.UPDATE):
+            m.d.sync += [
+                upd_run.eq(bus.count != 0),
+                upd_left.eq(bus.count),
+                upd_addr.eq(bus.addr),
+                upd_n.eq(self._index),
+            ]
+        with m.Elif(upd_run):
+            m.d.sync += [upd_addr.eq(upd_addr + 1), upd_n.eq(upd_n + L),
+                         upd_left.eq(upd_left - 1)]
+            with m.If(upd_left == 1):
+                m.d.sync += upd_run.eq(0)
+
+        tag = data.StructLayout({"addr": unsigned(cfg.local_bits), "n": unsigned(cfg.id_bits),
+                                 "neuron": 1})
+        upd_tag = Signal(tag, name="upd_tag")
+        m.d.comb += [
+            upd_tag.addr.eq(upd_addr),
+            upd_tag.n.eq(upd_n),
+            upd_tag.neuron.eq(upd_n < bus.size),
+        ]
+        m.submodules.neuron = neuron = NeuronUnit(cfg, tag)
+        m.d.comb += [
+            neuron.i.valid.eq(delay(upd_run, READ_LATENCY, "upd_run")),
+            neuron.i.payload.kind.eq(bus.kind),
+            neuron.i.payload.params.eq(param_q),
+            neuron.i.payload.state.eq(state_q),
+            neuron.i.payload.acc.eq(acc_q),
+            neuron.i.payload.tag.eq(delay(upd_tag, READ_LATENCY, "upd_tag")),
+        ]
+        out = neuron.o.payload
+        write_back = Signal(name="write_back")
+        push = Signal(name="push")
+        m.d.comb += [
+            write_back.eq(neuron.o.valid & out.tag.neuron),
+            push.eq(write_back & out.spike),
+        ]
+        with m.If(op == LaneOp.UPDATE):
+            m.d.sync += self.spikes.eq(0)
+        with m.Elif(push):
+            m.d.sync += self.spikes.eq(self.spikes + 1)
+        m.d.comb += [
+            queue_w.en.eq(push),
+            queue_w.addr.eq(bus.qbase + self.spikes),
+            queue_w.data.eq(out.tag.n),
+        ]
+
+        # SAMPLE: this lane's readout membranes, one every `lanes` cycles --------------------
+        smp_run = Signal(name="smp_run")
+        smp_phase = Signal(range(L), name="smp_phase")
+        smp_n = Signal(bits_for(cfg.max_source + L), name="smp_n")
+        smp_addr = Signal(cfg.local_bits, name="smp_addr")
+        smp_read = Signal(name="smp_read")
+        m.d.comb += smp_read.eq(smp_run & (smp_phase == 0) & (smp_n < bus.count))
+        with m.If(op == LaneOp.SAMPLE):
+            m.d.sync += [smp_run.eq(1), smp_phase.eq(self._index), smp_n.eq(self._index),
+                         smp_addr.eq(bus.addr)]
+        with m.Elif(smp_run):
+            with m.If(smp_phase != 0):
+                m.d.sync += smp_phase.eq(smp_phase - 1)
+            with m.Elif(smp_read):
+                m.d.sync += [smp_phase.eq(L - 1), smp_n.eq(smp_n + L), smp_addr.eq(smp_addr + 1)]
+            with m.Else():
+                m.d.sync += smp_run.eq(0)
+        smp_q = delay(smp_read, READ_LATENCY, "smp_read")
+
+        # ROUTE, send side: this lane's queued spikes, in its window of ranks ------------------
+        snd_wait = Signal(cfg.size_bits, name="snd_wait")
+        snd_left = Signal(cfg.size_bits, name="snd_left")
+        snd_addr = Signal(addr_bits(cfg.queue_depth), name="snd_addr")
+        snd_read = Signal(name="snd_read")
+        m.d.comb += snd_read.eq(route_on & (snd_wait == 0) & (snd_left != 0))
+        with m.If(op == LaneOp.ROUTE):
+            lo, hi = bus.bounds[self._index], bus.bounds[self._index + 1]
+            m.d.sync += [snd_wait.eq(lo), snd_left.eq(hi - lo), snd_addr.eq(bus.qbase)]
+        with m.Elif(route_on & (snd_wait != 0)):
+            m.d.sync += snd_wait.eq(snd_wait - 1)
+        with m.Elif(snd_read):
+            m.d.sync += [snd_left.eq(snd_left - 1), snd_addr.eq(snd_addr + 1)]
+        m.d.comb += queue_r.addr.eq(snd_addr)
+        snd_q = delay(snd_read, READ_LATENCY, "snd_read")
+
+        # The gather output: at most one of these is active in any lane at any time. A host
+        # read's word is chosen and registered first (one cycle later than the others): the
+        # memory multiplexer stays off the path into the gather tree.
+        host_q = Signal(name="host_q")
+        host_word_q = Signal(cfg.data_bits, name="host_word_q")
+        m.d.sync += [host_q.eq(host_rd_q), host_word_q.eq(Mux(host_rd_q, host_word, 0))]
+        assert HOST_READ_LATENCY == READ_LATENCY + 1
+        m.d.comb += [
+            self.gather.valid.eq(snd_q | smp_q | host_q),
+            self.gather.payload.eq(Mux(snd_q, queue_q, 0) |
+                                   Mux(smp_q, state_q.v.as_unsigned(), 0) | host_word_q),
+        ]
+
+        # ROUTE, receive side: spike buffer, row pointers, segment queue ---------------------
+        # A spike that arrives while the segment queue has room goes straight to the row
+        # pointer read; otherwise it waits in the spike buffer. The order in which a lane
+        # walks its spikes does not matter (the sum is order-free and every spike costs the
+        # same cycles), only that the walker never starves while spikes wait.
+        in_valid = Signal(name="in_valid")
+        m.d.comb += in_valid.eq(bus.spike.valid & route_on)
+        reserved = Signal(range(SKID_DEPTH + 1), name="reserved")   # queued + in flight
+        sb_count = Signal(bits_for(cfg.spike_depth), name="sb_count")
+        wp = Signal(range(cfg.spike_depth), name="wp")
+        rp = Signal(range(cfg.spike_depth), name="rp")
+        sb_ret = Signal(name="sb_ret")       # a spike-buffer read's data is back this cycle
+        direct = Signal(name="direct")
+        store = Signal(name="store")
+        sb_read = Signal(name="sb_read")
+        take = Signal(name="take")
+        m.d.comb += [
+            direct.eq(in_valid & ~sb_ret & (reserved < SKID_DEPTH)),
+            store.eq(in_valid & ~direct),
+            sb_read.eq((sb_count != 0) & (reserved + direct < SKID_DEPTH)),
+        ]
+        sb_read_d1 = Signal(name="sb_read_d1")
+        m.d.sync += [sb_read_d1.eq(sb_read & route_on), sb_ret.eq(sb_read_d1 & route_on)]
+
+        def wrap(x):
+            return Mux(x == cfg.spike_depth - 1, 0, x + 1)
+
+        m.d.comb += [
+            sbuf_w.en.eq(store),
+            sbuf_w.addr.eq(wp),
+            sbuf_w.data.eq(bus.spike.ptr),
+            sbuf_r.addr.eq(rp),
+        ]
+        with m.If(op == LaneOp.ROUTE):
+            m.d.sync += [wp.eq(0), rp.eq(0), sb_count.eq(0), reserved.eq(0)]
+        with m.Else():
+            with m.If(store):
+                m.d.sync += wp.eq(wrap(wp))
+            with m.If(sb_read):
+                m.d.sync += rp.eq(wrap(rp))
+            m.d.sync += [
+                sb_count.eq(sb_count + store - sb_read),
+                reserved.eq(reserved + direct + sb_read - take),
+            ]
+
+        ptr_issue = Signal(name="ptr_issue")
+        m.d.comb += [
+            ptr_issue.eq(sb_ret | direct),
+            ptr_r.addr.eq(Mux(host_rd, bus.addr, Mux(sb_ret, sbuf_q, bus.spike.ptr))),
+        ]
+        push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
+
+        # The segment queue: a head register (what the walker looks at) in front of a small
+        # LUT RAM. A segment enters the head directly when it is free, so the queue adds no
+        # latency, and the walker decides from flip-flops only.
+        HEAD = data.StructLayout({"start": unsigned(cfg.syn_bits), "nonzero": 1, "single": 1,
+                                  "more": unsigned(cfg.rows_bits)})
+
+        head = Signal(HEAD, name="head")
+        head_valid = Signal(name="head_valid")
+
+        def load_head(seg):
+            return [head.start.eq(seg.start), head.nonzero.eq(seg.length != 0),
+                    head.single.eq(seg.length <= 1),
+                    head.more.eq(Mux(seg.length != 0, seg.length - 1, 0)), head_valid.eq(1)]
+
+        skid_wp = Signal(range(SKID_DEPTH), name="skid_wp")
+        skid_rp = Signal(range(SKID_DEPTH), name="skid_rp")
+        stored = Signal(range(SKID_DEPTH + 1), name="stored")      # segments in the LUT RAM
+        head_free = Signal(name="head_free")
+        refill = Signal(name="refill")
+        to_ram = Signal(name="to_ram")
+        m.d.comb += [
+            head_free.eq(~head_valid | take),
+            refill.eq(head_free & (stored != 0)),
+            to_ram.eq(push_seg & ~(head_free & (stored == 0))),
+            skid_w.en.eq(to_ram),
+            skid_w.addr.eq(skid_wp),
+            skid_w.data.eq(ptr_q),
+            skid_r.addr.eq(skid_rp),
+        ]
+        with m.If(op == LaneOp.ROUTE):
+            m.d.sync += [skid_wp.eq(0), skid_rp.eq(0), stored.eq(0), head_valid.eq(0)]
+        with m.Else():
+            with m.If(to_ram):
+                m.d.sync += skid_wp.eq(skid_wp + 1)
+            with m.If(refill):
+                m.d.sync += skid_rp.eq(skid_rp + 1)
+            m.d.sync += stored.eq(stored + to_ram - refill)
+            with m.If(refill):
+                m.d.sync += load_head(skid_r.data)
+            with m.Elif(head_free & push_seg):
+                m.d.sync += load_head(ptr_q)
+            with m.Elif(take):
+                m.d.sync += head_valid.eq(0)
+
+        # The walker: one slot per cycle, max(1, length) slots per spike.
+        rem = Signal(cfg.rows_bits, name="rem")           # slots of this segment still to go
+        rem_zero = Signal(init=1, name="rem_zero")
+        cur = Signal(cfg.syn_bits, name="cur")
+        walked = Signal(cfg.size_bits, name="walked")
+        syn_issue = Signal(name="syn_issue")
+        m.d.comb += [
+            take.eq(route_on & rem_zero & head_valid),
+            syn_issue.eq((take & head.nonzero) | ~rem_zero),
+            syn_r.addr.eq(Mux(host_rd, bus.addr, Mux(take, head.start, cur))),
+        ]
+        with m.If(op == LaneOp.ROUTE):
+            m.d.sync += [walked.eq(0), rem.eq(0), rem_zero.eq(1)]
+        with m.Elif(take):
+            m.d.sync += [
+                walked.eq(walked + 1),
+                cur.eq(head.start + 1),
+                rem.eq(head.more),
+                rem_zero.eq(head.single),
+            ]
+        with m.Elif(~rem_zero):
+            m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), rem_zero.eq(rem == 1)]
+        m.d.comb += self.done.eq(route_on & (walked == bus.count) & rem_zero)
+
+        # Accumulate: read (R), wait (M), add and write (W). The two writes still in flight
+        # when a read samples the memory are forwarded from registers.
+        v_r = delay(syn_issue & route_on, READ_LATENCY, "syn_issue")
+        v_m = Signal(name="v_m")
+        v_w = Signal(name="v_w")
+        a_m = Signal(cfg.local_bits, name="a_m")
+        a_w = Signal(cfg.local_bits, name="a_w")
+        w_m = Signal(signed(WEIGHT_BITS), name="w_m")
+        w_w = Signal(signed(WEIGHT_BITS), name="w_w")
+        wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
+                                        "value": signed(ACC_BITS)}), name="wr1")
+        wr2 = Signal.like(wr1, name="wr2")
+        hit1 = Signal(name="hit1")
+        hit2 = Signal(name="hit2")
+        m.d.sync += [
+            v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(syn_q.weight),
+            v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),
+            hit1.eq(v_m & v_w & (a_m == a_w)),
+            hit2.eq(v_m & wr1.valid & (a_m == wr1.addr)),
+        ]
+        old = Signal(signed(ACC_BITS), name="old")
+        new = Signal(signed(ACC_BITS), name="new")
+        m.d.comb += [
+            old.eq(Mux(hit1, wr1.value, Mux(hit2, wr2.value, acc_q))),
+            new.eq(old + w_w),
+        ]
+        m.d.sync += [
+            wr1.valid.eq(v_w), wr1.addr.eq(a_w), wr1.value.eq(new),
+            wr2.eq(wr1),
+        ]
+
+        # Memory port sharing. Host accesses only happen while the core is idle.
+        m.d.comb += [
+            param_r.addr.eq(Mux(host_rd, bus.addr, upd_addr)),
+            state_r.addr.eq(Mux(host_rd, bus.addr, Mux(smp_run, smp_addr, upd_addr))),
+            acc_r.addr.eq(Mux(host_rd, bus.addr, Mux(route_on, syn_q.addr, upd_addr))),
+        ]
+        with m.If(host_wr & (bus.mem == Mem.STATE)):
+            m.d.comb += [state_w.en.eq(1), state_w.addr.eq(bus.addr), state_w.data.eq(bus.data)]
+        with m.Elif(clr_run):
+            m.d.comb += [state_w.en.eq(1), state_w.addr.eq(clr_addr), state_w.data.eq(0)]
+        with m.Else():
+            m.d.comb += [state_w.en.eq(write_back), state_w.addr.eq(out.tag.addr),
+                         state_w.data.eq(out.state)]
+        with m.If(clr_run):
+            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(clr_addr), acc_w.data.eq(0)]
+        with m.Elif(neuron.o.valid):
+            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(out.tag.addr), acc_w.data.eq(0)]
+        with m.Else():
+            m.d.comb += [acc_w.en.eq(v_w), acc_w.addr.eq(a_w), acc_w.data.eq(new)]
+        return m

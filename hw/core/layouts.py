@@ -1,0 +1,107 @@
+"""``lib.data`` layouts of the core, built from the one definition in hw/memory_map.py."""
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, enum
+
+from models.formats import NeuronKind, ResetMode, NEURON_KIND_RESET
+from ..memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
+                          Mem, Status, addr_bits)
+
+__all__ = ["word_layout", "LaneOp", "lane_bus_layout", "gather_layout", "segment_layout",
+           "write_request_layout", "read_request_layout", "read_response_layout", "Command", "Result",
+           "StatusWord",
+           "reset_mode"]
+
+
+def word_layout(config, mem):
+    """The ``StructLayout`` of a memory word (fields LSB first, as ``WordLayout.pack``)."""
+    return data.StructLayout({f.name: signed(f.bits) if f.signed else unsigned(f.bits)
+                              for f in config.layout(mem)})
+
+
+def segment_layout(config):
+    """A row pointer without its memory: where a lane's segment starts and its length."""
+    return word_layout(config, Mem.PTR)
+
+
+class LaneOp(enum.Enum, shape=3):
+    """What the scheduler asks of the lanes this cycle (a one-cycle pulse on the lane bus)."""
+    NOP = 0
+    ROUTE = 1    # walk the spikes that follow on the bus; count = spikes, bounds = windows
+    UPDATE = 2   # update rows addr .. addr+count-1, push spikes at qbase
+    SAMPLE = 3   # stream readout membranes addr.. to the gather tree, count = vocabulary
+    CLEAR = 4    # zero every v, a and accumulator
+    WRITE = 5    # host write of data to mem[addr] in lane `lane`
+    READ = 6     # host read of mem[addr] in lane `lane` onto the gather tree
+
+
+def lane_bus_layout(config):
+    """What the broadcast tree carries from the scheduler to every lane, every cycle.
+
+    The phase fields (``addr``, ``count``, ``qbase``, ``ptr_base``, ``size``, ``kind``,
+    ``bounds``) are held for the whole phase; ``op`` is a pulse; ``spike`` carries one
+    routed spike per cycle (its row-pointer address, source id plus the projection's base).
+    ``bounds[l] .. bounds[l+1]`` is lane ``l``'s window of spike ranks.
+    """
+    return data.StructLayout({
+        "op": LaneOp,
+        "lane": unsigned(config.lane_bits),
+        "mem": unsigned(MEM_BITS),
+        "addr": unsigned(config.address_bits),
+        "data": unsigned(config.data_bits),
+        "count": unsigned(config.size_bits),
+        "qbase": unsigned(addr_bits(config.queue_depth)),
+        "ptr_base": unsigned(config.ptr_bits),
+        "size": unsigned(config.size_bits),
+        "kind": unsigned(2),
+        "bounds": data.ArrayLayout(unsigned(config.size_bits), config.lanes + 1),
+        "spike": data.StructLayout({"valid": 1, "ptr": unsigned(config.ptr_bits)}),
+    })
+
+
+def gather_layout(config):
+    """What each lane drives into the OR tree (all zero unless it is that lane's turn)."""
+    return data.StructLayout({"valid": 1, "data": unsigned(config.data_bits)})
+
+
+def reset_mode(kind):
+    """Decode a population's 2-bit :class:`NeuronKind` into (spikes, reset to zero) bits."""
+    spikes = 0
+    zero = 0
+    for k, r in NEURON_KIND_RESET.items():
+        if r != ResetMode.NONE:
+            spikes = spikes | (kind == int(k))
+        if r == ResetMode.ZERO:
+            zero = zero | (kind == int(k))
+    return spikes, zero
+
+
+def write_request_layout(config):
+    """Payload of the write port: memory id, lane, address, word."""
+    return data.StructLayout({"mem": unsigned(MEM_BITS), "lane": unsigned(LANE_BITS),
+                              "addr": unsigned(ADDR_BITS), "data": unsigned(config.data_bits)})
+
+
+def read_request_layout(config):
+    """Payload of the read port's request: memory id, lane, address."""
+    return data.StructLayout({"mem": unsigned(MEM_BITS), "lane": unsigned(LANE_BITS),
+                              "addr": unsigned(ADDR_BITS)})
+
+
+def read_response_layout(config):
+    """Payload of the read port's response: the word, or ``error`` for a refused read."""
+    return data.StructLayout({"data": unsigned(config.data_bits), "error": 1})
+
+
+Command = data.StructLayout({"op": unsigned(OP_BITS), "token": unsigned(TOKEN_BITS)})
+
+Result = data.StructLayout({
+    "op": unsigned(OP_BITS),
+    "token": unsigned(TOKEN_BITS),
+    "cycles": unsigned(COUNTER_BITS),
+    "spikes": unsigned(COUNTER_BITS),
+    "error": 1,
+})
+
+StatusWord = data.StructLayout({bit.name.lower(): 1 for bit in sorted(Status)})
+"""The status word; bit ``n`` is :class:`hw.memory_map.Status` ``n``."""

@@ -1,0 +1,62 @@
+"""Pipeline depths of the core, and the :class:`~models.formats.CoreTiming` they add up to.
+
+Pure Python: the gateware builds its pipelines to these numbers and the host hands
+:func:`core_timing` to :class:`models.golden.GoldenCore`, so the cycle model and the core
+agree by construction (and the whole-core tests check that they do).
+
+Every phase starts with ``DISPATCH_CYCLES`` cycles in which the scheduler reads its tables
+and decides; its body then runs on the lanes, which the scheduler reaches through
+``stages`` register levels of broadcast tree and hears back from through ``stages`` levels
+of gather (OR) and done (AND) trees.
+"""
+
+from models.formats import CoreTiming
+
+__all__ = ["COMMAND_LATENCY", "READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY", "WALK_LATENCY",
+           "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing"]
+
+READ_LATENCY = 2
+"""Block RAM read: address in cycle ``c``, data in a fabric register during ``c + 2``.
+(The extra register keeps the block RAM's slow clock-to-output off every logic path.)"""
+
+HOST_READ_LATENCY = READ_LATENCY + 1
+"""A lane bus READ op to the word on that lane's gather output (the memory is chosen in an
+extra register stage)."""
+
+NEURON_LATENCY = 5
+"""Neuron pipeline: operands, multiply, round, integrate, fire/reset (hw.core.neuron)."""
+
+SAMPLER_LATENCY = 6
+"""Sampler: noise table read (2), operands, temperature multiply, score, compare
+(hw.core.sampler)."""
+
+WALK_LATENCY = 3
+"""Spike at a lane to its first synapse read: row pointer read (2) and the segment queue."""
+
+COMMAND_LATENCY = 1
+"""Cycles between a command's handshake and its first phase (the command is registered);
+not part of the cycle model."""
+
+DISPATCH_CYCLES = 2
+"""Scheduler cycles per phase: read the tables, then look up the spike count and decide."""
+
+SKID_DEPTH = 16
+"""Segment queue between a lane's row-pointer reads and its synapse walker. It must cover
+the refill latency (spike-buffer read, pointer read, queue write: 6 cycles) with margin so
+that a lane never starves while spikes wait."""
+
+
+def core_timing(stages):
+    """The cycle-model constants of a core whose trees have ``stages`` register levels."""
+    T = G = P = stages
+    first_read = T + 1     # a lane sees a phase's start at T and issues its first read at T + 1
+    return CoreTiming(
+        # queue read, gather tree, broadcast tree, then pointer read and segment queue
+        broadcast_latency=first_read + READ_LATENCY + G + T + WALK_LATENCY,
+        # the slowest lane's done flag climbs the done tree; the scheduler moves on
+        route_drain=1 + G,
+        # reads, neuron pipeline, spike-count register, prefix sum of the lanes' counts
+        update_latency=first_read + READ_LATENCY + NEURON_LATENCY + 1 + P,
+        phase_overhead=DISPATCH_CYCLES,
+        sample_latency=first_read + READ_LATENCY + G + SAMPLER_LATENCY,
+    )
