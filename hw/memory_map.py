@@ -373,12 +373,14 @@ class CoreConfig:
 
     @classmethod
     def for_image(cls, image, **overrides):
-        """The smallest core for ``image``: every depth a power of two, at least its need.
+        """The smallest core for ``image``: every depth at least its need, rounded up to a
+        power of two (or, above 1024, to a multiple of 1024: block RAMs hold 1024 words of
+        18 bits).
 
         ``overrides`` set fields explicitly (e.g. ``stages``); the result is checked.
         """
         need = cls.image_needs(image)
-        kw = {k: (v if k == "lanes" else _pow2(v)) for k, v in need.items()}
+        kw = {k: (v if k == "lanes" else _round_depth(v)) for k, v in need.items()}
         kw["stages"] = max(cls.stages, _ceil_log(image.lanes, 4))
         kw.update(overrides)
         config = cls(**kw)
@@ -389,7 +391,9 @@ class CoreConfig:
         return replace(self, **changes)
 
 
-def _pow2(n):
+def _round_depth(n):
+    if n > 1024:
+        return -(-n // 1024) * 1024
     return 1 << max(0, int(n) - 1).bit_length()
 
 

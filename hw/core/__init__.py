@@ -1,11 +1,40 @@
-"""The spike-routing core (see docs/golden-model.md for what it computes).
+"""The spike-routing core: what docs/golden-model.md defines, in gateware.
 
-:class:`Core` is the whole thing; its blocks are importable for unit tests:
-:class:`LaneArray` (the lanes and their trees), :class:`Lane`, :class:`NeuronUnit`,
-:class:`Sampler`, :class:`Broadcast`, :class:`Reduce`. :mod:`hw.core.simhost` drives a core's
-ports from amaranth.sim testbenches.
-The host-side view (memory ids, word layouts, image loading) is :mod:`hw.memory_map`; the
-cycle-model constants the core runs to are :func:`core_timing`.
+:class:`Core` is the whole thing. Its blocks, each importable for unit tests:
+
+* :class:`LaneArray` — ``lanes`` :class:`Lane` s behind three pipelined trees
+  (:class:`Broadcast` out, :class:`Reduce` OR and AND back), ``stages`` registers deep.
+* :class:`Lane` — one lane's block RAMs (parameters, state, accumulator, row pointers,
+  synapses, spike queue, spike buffer) and its three engines: the neuron pipeline
+  (:class:`NeuronUnit`, ``models.neurons.int_step`` one neuron per cycle), the synapse
+  walker (row pointer, then one synapse per cycle into the accumulator, forwarding the two
+  writes in flight) and the readout streamer.
+* :class:`Sampler` — xorshift32, the Gumbel table and the running first maximum.
+
+How a timestep runs (every phase begins with ``DISPATCH_CYCLES`` of table lookups):
+
+* **update** ``p``: the scheduler broadcasts one UPDATE; every lane streams its rows
+  through the neuron pipeline, writes ``v, a`` back, clears the accumulator and queues its
+  spiking neurons' ids in the bank of this timestep's parity. The lanes' spike counts
+  then go through a prefix sum into the spike table: per population and parity, the window
+  of spike ranks ``[bounds[l], bounds[l+1])`` of every lane.
+* **route** a projection: one ROUTE carries the windows. Lane ``l`` reads its queue
+  during its window, so the lanes together put the source's spikes on the gather tree one
+  per cycle, lane-major, without gaps; the scheduler adds the projection's row-pointer base
+  (or injects the token) and broadcasts them back. Each lane takes every spike straight
+  to its row-pointer read when its segment queue has room, otherwise into its spike buffer
+  (deep enough for a whole source population), and walks ``max(1, length)`` slots per
+  spike. Since a lane never starves and every spike costs at least a cycle, lane ``l``
+  finishes ``broadcast_latency + sum(max(1, length))`` cycles after the phase starts: the
+  cycle model's route cost. The phase ends when the AND tree has seen every lane done.
+* **sample**: one SAMPLE; lane ``i % lanes`` sends readout membrane ``i`` at cycle ``i``
+  through the gather tree to the sampler.
+
+:func:`core_timing` turns the pipeline depths (``hw.core.timing``) into the
+:class:`~models.formats.CoreTiming` the core runs to; ``GoldenCore(net, lanes,
+timing=core.timing)`` is then the cycle-exact reference. The host-side view (memory ids,
+word layouts, image loading, fitting) is :mod:`hw.memory_map`; :mod:`hw.core.simhost`
+drives a core's ports from amaranth.sim testbenches.
 """
 
 from .timing import core_timing
@@ -16,4 +45,5 @@ from .lane import Lane
 from .fabric import LaneArray
 from .core import Core
 
-__all__ = ["core_timing", "Broadcast", "Reduce", "NeuronUnit", "Sampler", "Lane", "LaneArray", "Core"]
+__all__ = ["core_timing", "Broadcast", "Reduce", "NeuronUnit", "Sampler", "Lane", "LaneArray",
+           "Core"]

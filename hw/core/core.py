@@ -18,11 +18,14 @@ __all__ = ["Core"]
 
 
 def _prefix_sums(m, values, width, stages):
-    """Inclusive prefix sums of ``values`` after ``stages`` register levels (Kogge-Stone)."""
+    """Inclusive prefix sums of ``values`` after ``1 + stages`` register levels: one to bring
+    the values together from all over the die, then a Kogge-Stone adder spread over
+    ``stages``."""
     n = len(values)
     levels = max(0, (n - 1).bit_length())
     per_stage = -(-levels // stages) if levels else 0
-    x = list(values)
+    x = [Signal(width, name=f"prefix_in{i}") for i in range(n)]
+    m.d.sync += [r.eq(v) for r, v in zip(x, values)]
     d = 1
     for s in range(stages):
         for _ in range(per_stage):
@@ -130,7 +133,9 @@ class Core(wiring.Component):
         temperature = Signal(TEMPERATURE_BITS, name="temperature")
 
         m.submodules.sampler = sampler = Sampler(cfg.token_bits)
-        m.d.comb += sampler.temperature.eq(temperature)
+        sample_start = Signal(name="sample_start")     # a register: it fans out widely
+        m.d.sync += sample_start.eq(0)
+        m.d.comb += [sampler.temperature.eq(temperature), sampler.start.eq(sample_start)]
 
         # Scheduler state -----------------------------------------------------------------------
         p = Signal(range(cfg.max_pops + 1), name="p")
@@ -156,10 +161,14 @@ class Core(wiring.Component):
 
         # Spikes onto the bus: gathered from the lanes (id + the projection's row base), or
         # the input token injected where the lanes' first spike would have been.
+        # (The lanes add the row-pointer base to their ids themselves; root is all zero
+        # when nothing is gathered, so OR merges the injected token.)
         inject_at = T + 1 + READ_LATENCY + T
+        inj_now = Signal(name="inj_now")
+        m.d.sync += inj_now.eq(0)
         m.d.comb += [
-            spike.valid.eq(root.valid | (inj_on & (body == inject_at))),
-            spike.ptr.eq(Mux(inj_on, inj_ptr, root.payload[:cfg.id_bits] + cbus.ptr_base)),
+            spike.valid.eq(root.valid | inj_now),
+            spike.ptr.eq(root.payload[:cfg.ptr_bits] | Mux(inj_now, inj_ptr, 0)),
         ]
 
         # Prefix sums of the lanes' spike counts, finished when an update's last count is.
@@ -248,9 +257,16 @@ class Core(wiring.Component):
         rt_qbase = Signal(SPK.members["qbase"], name="rt_qbase")
         upd_qbase = Signal(SPK.members["qbase"], name="upd_qbase")
 
+        # A word read from a lane is caught whenever the gather tree shows one (its enable is
+        # the tree's own register, not a decision of the scheduler).
+        lane_word = Signal(cfg.data_bits, name="lane_word")
+        from_lane = Signal(name="from_lane")
+        with m.If(root.valid):
+            m.d.sync += lane_word.eq(root.payload)
         m.d.comb += [
             self.result.payload.eq(res),
-            self.read_data.payload.eq(rdata),
+            self.read_data.payload.error.eq(rdata.error),
+            self.read_data.payload.data.eq(Mux(from_lane, lane_word, rdata.data)),
         ]
 
         # The registered write, the cycle after its handshake (always in IDLE).
@@ -351,12 +367,13 @@ class Core(wiring.Component):
 
             with m.State("READ_WAIT"):
                 with m.If(root.valid):
-                    m.d.sync += rdata.data.eq(root.payload)
+                    m.d.sync += from_lane.eq(1)
                     m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
                 m.d.comb += self.read_data.valid.eq(1)
                 with m.If(self.read_data.ready):
+                    m.d.sync += from_lane.eq(0)
                     m.next = "IDLE"
 
             with m.State("CLEAR"):
@@ -416,11 +433,12 @@ class Core(wiring.Component):
                     m.next = "UPDATE"
                 with m.Else():
                     m.d.sync += cbus.op.eq(LaneOp.SAMPLE)
-                    m.d.comb += sampler.start.eq(1)
+                    m.d.sync += sample_start.eq(1)
                     m.next = "SAMPLE"
 
             with m.State("ROUTE"):
-                m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += [cycles.eq(cycles + 1),
+                             inj_now.eq(inj_on & (body == inject_at - 1))]
                 with m.If(body != timing.broadcast_latency):
                     m.d.sync += body.eq(body + 1)
                 # Before broadcast_latency no lane can be done, and the done tree may still

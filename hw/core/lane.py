@@ -24,7 +24,8 @@ class Lane(wiring.Component):
     lane bus (one ``LaneOp`` pulse per phase or host access, phase fields held):
 
     * ``ROUTE``: stream its queued spikes of ranks ``bounds[index] .. bounds[index+1]-1``
-      into the gather tree at the matching cycles (so all lanes together emit them one per
+      (as row-pointer addresses: id plus ``ptr_base``) into the gather tree at the matching
+      cycles (so all lanes together emit them one per
       cycle, lane-major), and walk every spike that then arrives on ``bus.spike``: read its
       row pointer and spend ``max(1, length)`` cycles adding the segment's weights into the
       accumulator (read-modify-write with forwarding). ``done`` rises when all
@@ -133,14 +134,22 @@ class Lane(wiring.Component):
             host_wr.eq((op == LaneOp.WRITE) & mine),
             host_rd.eq((op == LaneOp.READ) & mine),
         ]
-        host_rd_mem = delay(bus.mem, READ_LATENCY, "host_rd_mem")
-        host_rd_q = delay(host_rd, READ_LATENCY, "host_rd")
+        # A host read's word: each memory's output is gated by its own registered select
+        # (next to that memory), then the gated words are ORed (two register stages; the
+        # memories of a lane are block RAMs spread over the die).
         host_word = Signal(cfg.data_bits, name="host_word")
-        with m.Switch(host_rd_mem):
-            for mem, q in ((Mem.PARAM, param_q), (Mem.STATE, state_q), (Mem.ACC, acc_q),
-                           (Mem.PTR, ptr_q), (Mem.SYN, syn_q)):
-                with m.Case(mem):
-                    m.d.comb += host_word.eq(Value.cast(q).as_unsigned())
+        host_q = Signal(name="host_q")
+        gated = []
+        for mem, q in ((Mem.PARAM, param_q), (Mem.STATE, state_q), (Mem.ACC, acc_q),
+                       (Mem.PTR, ptr_q), (Mem.SYN, syn_q)):
+            sel = delay(host_rd & (bus.mem == mem), READ_LATENCY, f"host_{mem.name.lower()}")
+            g = Signal(cfg.data_bits, name=f"host_{mem.name.lower()}_word")
+            m.d.sync += g.eq(Mux(sel, Value.cast(q).as_unsigned(), 0))
+            gated.append(g)
+        m.d.sync += [
+            host_q.eq(delay(host_rd, READ_LATENCY + 1, "host_rd")),
+            host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4]),
+        ]
 
         m.d.comb += [
             param_w.en.eq(host_wr & (bus.mem == Mem.PARAM)),
@@ -219,18 +228,21 @@ class Lane(wiring.Component):
         # SAMPLE: this lane's readout membranes, one every `lanes` cycles --------------------
         smp_run = Signal(name="smp_run")
         smp_phase = Signal(range(L), name="smp_phase")
-        smp_n = Signal(bits_for(cfg.max_source + L), name="smp_n")
+        smp_next = Signal(bits_for(cfg.max_source + 2 * L), name="smp_next")   # after this one
+        smp_more = Signal(name="smp_more")        # this lane's next token is in the vocabulary
         smp_addr = Signal(cfg.local_bits, name="smp_addr")
         smp_read = Signal(name="smp_read")
-        m.d.comb += smp_read.eq(smp_run & (smp_phase == 0) & (smp_n < bus.count))
+        m.d.comb += smp_read.eq(smp_run & (smp_phase == 0) & smp_more)
         with m.If(op == LaneOp.SAMPLE):
-            m.d.sync += [smp_run.eq(1), smp_phase.eq(self._index), smp_n.eq(self._index),
+            m.d.sync += [smp_run.eq(1), smp_phase.eq(self._index),
+                         smp_more.eq(self._index < bus.count), smp_next.eq(self._index + L),
                          smp_addr.eq(bus.addr)]
         with m.Elif(smp_run):
             with m.If(smp_phase != 0):
                 m.d.sync += smp_phase.eq(smp_phase - 1)
             with m.Elif(smp_read):
-                m.d.sync += [smp_phase.eq(L - 1), smp_n.eq(smp_n + L), smp_addr.eq(smp_addr + 1)]
+                m.d.sync += [smp_phase.eq(L - 1), smp_addr.eq(smp_addr + 1),
+                             smp_more.eq(smp_next < bus.count), smp_next.eq(smp_next + L)]
             with m.Else():
                 m.d.sync += smp_run.eq(0)
         smp_q = delay(smp_read, READ_LATENCY, "smp_read")
@@ -251,17 +263,12 @@ class Lane(wiring.Component):
         m.d.comb += queue_r.addr.eq(snd_addr)
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
-        # The gather output: at most one of these is active in any lane at any time. A host
-        # read's word is chosen and registered first (one cycle later than the others): the
-        # memory multiplexer stays off the path into the gather tree.
-        host_q = Signal(name="host_q")
-        host_word_q = Signal(cfg.data_bits, name="host_word_q")
-        m.d.sync += [host_q.eq(host_rd_q), host_word_q.eq(Mux(host_rd_q, host_word, 0))]
-        assert HOST_READ_LATENCY == READ_LATENCY + 1
+        # The gather output: at most one of these is active in any lane at any time.
+        assert HOST_READ_LATENCY == READ_LATENCY + 2
         m.d.comb += [
             self.gather.valid.eq(snd_q | smp_q | host_q),
-            self.gather.payload.eq(Mux(snd_q, queue_q, 0) |
-                                   Mux(smp_q, state_q.v.as_unsigned(), 0) | host_word_q),
+            self.gather.payload.eq(Mux(snd_q, queue_q + bus.ptr_base, 0) |
+                                   Mux(smp_q, state_q.v.as_unsigned(), 0) | host_word),
         ]
 
         # ROUTE, receive side: spike buffer, row pointers, segment queue ---------------------

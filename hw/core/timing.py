@@ -19,9 +19,9 @@ READ_LATENCY = 2
 """Block RAM read: address in cycle ``c``, data in a fabric register during ``c + 2``.
 (The extra register keeps the block RAM's slow clock-to-output off every logic path.)"""
 
-HOST_READ_LATENCY = READ_LATENCY + 1
-"""A lane bus READ op to the word on that lane's gather output (the memory is chosen in an
-extra register stage)."""
+HOST_READ_LATENCY = READ_LATENCY + 2
+"""A lane bus READ op to the word on that lane's gather output (two more register stages
+choose the memory)."""
 
 NEURON_LATENCY = 5
 """Neuron pipeline: operands, multiply, round, integrate, fire/reset (hw.core.neuron)."""
@@ -56,7 +56,8 @@ def core_timing(stages):
         # the slowest lane's done flag climbs the done tree; the scheduler moves on
         route_drain=1 + G,
         # reads, neuron pipeline, spike-count register, prefix sum of the lanes' counts
-        update_latency=first_read + READ_LATENCY + NEURON_LATENCY + 1 + P,
+        # (an input register, then P levels)
+        update_latency=first_read + READ_LATENCY + NEURON_LATENCY + 1 + 1 + P,
         phase_overhead=DISPATCH_CYCLES,
         sample_latency=first_read + READ_LATENCY + G + SAMPLER_LATENCY,
     )
