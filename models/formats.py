@@ -127,7 +127,14 @@ class CoreTiming:
         return "CoreTiming({})".format(", ".join(f"{k}={v}" for k, v in vars(self).items()))
 
 
-DEFAULT_TIMING = CoreTiming()
+PLANNED_TIMING = CoreTiming()
+"""The constants the cycle model was first written against (hand-checked tests use them)."""
+
+DEFAULT_TIMING = CoreTiming(broadcast_latency=12, route_drain=3, update_latency=14,
+                            phase_overhead=2, sample_latency=13)
+"""The default core's pipeline (``hw.core.core_timing(2)``: trees of 2 register levels, up
+to 16 lanes; tests/hw check the two agree). Cores with deeper trees (more than 16 lanes)
+run to ``hw.core.core_timing(stages)``: pass that as ``timing``."""
 
 
 def saturate(x, bits):

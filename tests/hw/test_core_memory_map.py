@@ -96,9 +96,5 @@ def test_config_checks():
         CoreConfig(neurons_per_lane=0)
 
 
-@pytest.mark.xfail(strict=True, reason="work in progress (issue 3): models.formats.DEFAULT_TIMING "
-                   "still holds the planned constants, not the RTL's measured pipeline "
-                   "(core_timing(2)); updating it changes the hand-checked cycle tests and "
-                   "BENCHMARKS.md, left for the core's own session")
 def test_default_timing_is_the_default_core():
     assert core_timing(CoreConfig().stages) == DEFAULT_TIMING

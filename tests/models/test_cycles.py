@@ -5,7 +5,7 @@ spike of rank r reaches the lanes at r + broadcast_latency; each lane spends
 max(1, segment length) cycles on it, one spike after another; the phase ends when the
 slowest lane is done, + route_drain + phase_overhead (phase_overhead alone with no spikes).
 update = ceil(size / lanes) + update_latency + phase_overhead;
-sample = vocab + sample_latency + phase_overhead. DEFAULT_TIMING: broadcast_latency 2,
+sample = vocab + sample_latency + phase_overhead. PLANNED_TIMING: broadcast_latency 2,
 route_drain 3, update_latency 4, phase_overhead 1, sample_latency 3.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.cycles import RouteCost, lane_major_order, route_cost, sample_cycles, update_cycles
-from models.formats import DEFAULT_TIMING, CoreTiming, NeuronKind
+from models.formats import PLANNED_TIMING, CoreTiming, NeuronKind
 from models.golden import GoldenCore
 from models.network import INPUT, Network, Projection, lane_layout, make_population
 
@@ -22,7 +22,7 @@ CUSTOM = CoreTiming(broadcast_latency=5, route_drain=7, update_latency=11, phase
                     sample_latency=17)
 
 
-def _route(seg_len, spikes, lanes, timing=DEFAULT_TIMING):
+def _route(seg_len, spikes, lanes, timing=PLANNED_TIMING):
     rc = RouteCost(np.asarray(seg_len, dtype=np.int64), lanes, timing)
     c, e = route_cost(rc, torch.as_tensor(spikes, dtype=torch.bool).reshape(1, -1))
     return int(c[0]), int(e[0])
@@ -67,7 +67,7 @@ def test_one_lane():
 
 def test_no_spikes_costs_phase_overhead_only():
     seg = [[3, 1], [0, 4]]
-    assert _route(seg, [0, 0], 2) == (DEFAULT_TIMING.phase_overhead, 0) == (1, 0)
+    assert _route(seg, [0, 0], 2) == (PLANNED_TIMING.phase_overhead, 0) == (1, 0)
     assert _route(seg, [0, 0], 2, CUSTOM) == (13, 0)
 
 
@@ -97,7 +97,7 @@ def test_two_lanes_lane_bound():
 def test_route_against_simulation():
     g = np.random.default_rng(0)
     for lanes in (1, 2, 3, 5):
-        for timing in (DEFAULT_TIMING, CUSTOM):
+        for timing in (PLANNED_TIMING, CUSTOM):
             for _ in range(20):
                 n = int(g.integers(1, 12))
                 seg = g.integers(0, 4, (n, lanes)) * (g.random((n, lanes)) < 0.6)
@@ -117,13 +117,13 @@ def test_route_against_simulation():
 
 
 def test_update_and_sample_cycles():
-    assert update_cycles(5, 2, DEFAULT_TIMING) == 8        # ceil(5/2)=3 + 4 + 1
-    assert update_cycles(4, 2, DEFAULT_TIMING) == 7        # 2 + 4 + 1
-    assert update_cycles(1, 16, DEFAULT_TIMING) == 6       # 1 + 4 + 1
-    assert update_cycles(17, 16, DEFAULT_TIMING) == 7      # 2 + 4 + 1
+    assert update_cycles(5, 2, PLANNED_TIMING) == 8        # ceil(5/2)=3 + 4 + 1
+    assert update_cycles(4, 2, PLANNED_TIMING) == 7        # 2 + 4 + 1
+    assert update_cycles(1, 16, PLANNED_TIMING) == 6       # 1 + 4 + 1
+    assert update_cycles(17, 16, PLANNED_TIMING) == 7      # 2 + 4 + 1
     assert update_cycles(5, 2, CUSTOM) == 27               # 3 + 11 + 13
-    assert sample_cycles(6, DEFAULT_TIMING) == 10          # 6 + 3 + 1
-    assert sample_cycles(65, DEFAULT_TIMING) == 69         # 65 + 3 + 1
+    assert sample_cycles(6, PLANNED_TIMING) == 10          # 6 + 3 + 1
+    assert sample_cycles(65, PLANNED_TIMING) == 69         # 65 + 3 + 1
     assert sample_cycles(6, CUSTOM) == 36                  # 6 + 17 + 13
 
 
@@ -152,7 +152,7 @@ def test_lane_layout_segments():
 
 def test_golden_step_cycles():
     net = _two_population_net()
-    core = GoldenCore(net, lanes=2)
+    core = GoldenCore(net, lanes=2, timing=PLANNED_TIMING)
     # Fixed part: update h ceil(3/2) + 4 + 1 = 7; update readout ceil(4/2) + 4 + 1 = 7;
     # sample 4 + 3 + 1 = 8. Total 22.
     assert core.fixed_cycles == 22
@@ -188,8 +188,8 @@ def test_golden_step_cycles():
     lay = lane_layout(net, 2)
     phases = [_route(lay.seg_len[0], [0, 0, 1, 0], 2)[0], _route(lay.seg_len[1], prev_h, 2)[0],
               _route(lay.seg_len[2], [1, 0, 1], 2)[0], _route(lay.seg_len[3], [0, 0, 1, 0], 2)[0],
-              update_cycles(3, 2, DEFAULT_TIMING), update_cycles(4, 2, DEFAULT_TIMING),
-              sample_cycles(4, DEFAULT_TIMING)]
+              update_cycles(3, 2, PLANNED_TIMING), update_cycles(4, 2, PLANNED_TIMING),
+              sample_cycles(4, PLANNED_TIMING)]
     assert phases == [8, 8, 8, 7, 7, 7, 8] and sum(phases) == 53
 
 
