@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models.compile import compile_model
-from models.data import load_text, split
+from models.data import Vocab, load_text, split
 from models.evaluate import float_loss, golden_loss
 from models.train import load_checkpoint
 
@@ -38,7 +38,8 @@ def sweep(trained, levels, chars, lanes, streams, data=None):
         ids = torch.tensor(vocab.encode(split(text)[1], strict=False))[:chars]
         net = compile_model(model, vocab, lanes, text=text)
         f = float_loss(model, ids, streams)
-        g = golden_loss(net, lanes, ids, streams)
+        g = golden_loss(net, lanes, torch.tensor(Vocab(net.vocab).encode(
+            split(text)[1], strict=False))[:chars], streams)
         dense = sum(pr.weights.size for pr in net.projections)
         rows.append({"level": level, "measured_sparsity": 1 - net.nonzero_synapses / dense,
                      "steps": info["step"], "float_nats": f["nats"], "golden_nats": g["nats"],

@@ -23,7 +23,7 @@ from .formats import DECAY_ONE, STATE_BITS, WEIGHT_MAX, NeuronKind
 from .image import save_image
 from .network import INPUT, Network, Projection, make_population
 
-__all__ = ["quantise", "balance_permutation", "firing_rates", "compile_model", "main"]
+__all__ = ["quantise", "balance_permutation", "balance_rows", "firing_rates", "compile_model", "main"]
 
 # Largest scale per neuron: keeps the membrane range at 8 thresholds or more.
 _MAX_THRESHOLD = 1 << (STATE_BITS - 4)
@@ -41,18 +41,22 @@ def firing_rates(model, vocab, text, chars=8192):
     return [s[0].mean(0).numpy() for s in spikes]
 
 
-def balance_permutation(load, lanes):
+def balance_permutation(load, lanes, refine_steps=1000):
     """Order neurons so that the lanes' summed ``load`` is even.
 
     Longest-processing-time-first: the heaviest neuron goes to the least loaded lane that
-    still has room; lane ``j``'s ``k``-th neuron becomes core neuron ``k * lanes + j``.
+    still has room; then, while it lowers the busiest lane's load, swap one of that lane's
+    neurons with a lighter one elsewhere (LPT alone leaves the busiest lane well above the
+    mean when lanes hold only a few neurons each, as a 65-token readout on 16 lanes does).
+    Lane ``j``'s ``k``-th neuron becomes core neuron ``k * lanes + j``.
     Returns ``perm`` with ``perm[core id] = original index``.
     """
+    load = np.asarray(load, dtype=np.float64)
     n = len(load)
     room = [len(range(j, n, lanes)) for j in range(lanes)]
     total = np.zeros(lanes)
     members = [[] for _ in range(lanes)]
-    for i in np.argsort(-np.asarray(load), kind="stable"):
+    for i in np.argsort(-load, kind="stable"):
         open_lanes = [j for j in range(lanes) if len(members[j]) < room[j]]
         j = min(open_lanes, key=lambda j: (total[j], j))
         members[j].append(int(i))
@@ -61,6 +65,53 @@ def balance_permutation(load, lanes):
     for j in range(lanes):
         for k, i in enumerate(members[j]):
             perm[k * lanes + j] = i
+    lane = np.arange(n) % lanes
+    for _ in range(refine_steps if lanes > 1 else 0):
+        total = np.bincount(lane, weights=load[perm], minlength=lanes)
+        top = int(np.argmax(total))
+        a = np.flatnonzero(lane == top)
+        b = np.flatnonzero(lane != top)
+        d = load[perm[a]][:, None] - load[perm[b]][None, :]        # moved off the top lane
+        new_max = np.maximum(total[top] - d, total[lane[b]][None, :] + d)
+        new_max[d <= 0] = np.inf
+        k = np.unravel_index(np.argmin(new_max), new_max.shape)
+        if not new_max[k] < total[top] - 1e-9:
+            break
+        ia, ib = a[k[0]], b[k[1]]
+        perm[ia], perm[ib] = perm[ib], perm[ia]
+    return perm
+
+
+def balance_rows(perm, rows, lanes, steps=60000, seed=0):
+    """Refine ``perm`` for populations fed by the input only: there one token spikes per
+    timestep, and its route costs the busiest lane's share of that token's row, not a mean.
+
+    ``rows`` are 0/1 matrices ``[tokens, neurons]`` (original neuron order), one per input
+    projection; random swaps of two neurons in different lanes are kept when they lower the
+    sum over projections and tokens of the busiest lane's segment. Deterministic (``seed``).
+    """
+    n = len(perm)
+    lane = np.arange(n) % lanes
+    rng = np.random.default_rng(seed)
+    perm = np.array(perm)
+    rows = [np.asarray(r, dtype=np.int64) for r in rows]
+    segs = [np.stack([r[:, perm[lane == l]].sum(1) for l in range(lanes)], 1) for r in rows]
+    cost = sum(s.max(1).sum() for s in segs)
+    for i, j in rng.integers(0, n, (steps, 2)):
+        a, b = lane[i], lane[j]
+        if a == b:
+            continue
+        new = []
+        for r, s in zip(rows, segs):
+            d = r[:, perm[j]] - r[:, perm[i]]
+            s = s.copy()
+            s[:, a] += d
+            s[:, b] -= d
+            new.append(s)
+        c = sum(s.max(1).sum() for s in new)
+        if c < cost:
+            cost, segs = c, new
+            perm[i], perm[j] = perm[j], perm[i]
     return perm
 
 
@@ -83,9 +134,19 @@ def quantise(model, vocab, lanes=1, rates=None, meta=None):
             perms.append(np.arange(cfg.hidden[l]))
             continue
         load = sum(src_rate(sp.src) @ (w[sp.name] != 0) for sp in incoming[l])
-        perms.append(balance_permutation(load, lanes))
-    perms.append(np.arange(len(vocab)))
-    perm_of = lambda s: np.arange(len(vocab)) if s == INPUT else perms[s]
+        perm = balance_permutation(load, lanes)
+        if all(sp.src == INPUT for sp in incoming[l]):
+            perm = balance_rows(perm, [w[sp.name] != 0 for sp in incoming[l]], lanes)
+        perms.append(perm)
+    # The vocabulary's order is the compiler's to choose: input token ids and readout
+    # neurons are relabelled together (the image carries the vocabulary in core order), so
+    # the readout's lanes are balanced like a hidden layer's.
+    if rates is None or lanes == 1:
+        perms.append(np.arange(len(vocab)))
+    else:
+        perms.append(balance_permutation(
+            sum(src_rate(sp.src) @ (w[sp.name] != 0) for sp in incoming[L]), lanes))
+    perm_of = lambda s: perms[L] if s == INPUT else perms[s]
 
     pops, scales = [], []
     for dst in range(L + 1):
@@ -105,16 +166,18 @@ def quantise(model, vocab, lanes=1, rates=None, meta=None):
             scale = np.full(len(vocab), (WEIGHT_MAX / wmax).min())
             limit = (1 << (STATE_BITS - 1)) - 1
             scale = np.minimum(scale, limit / max(np.abs(bias).max(), 1e-12))
+            p = perms[dst]
             pop = make_population("readout", NeuronKind.READOUT, len(vocab), alpha=0,
-                                  theta=0, rho=0, jump=0, bias=_round(bias * scale), scale=scale)
+                                  theta=0, rho=0, jump=0, bias=_round(bias[p] * scale[p]),
+                                  scale=scale[p], perm=p)
         pops.append(pop)
         scales.append(scale)
     projs = []
     for sp in model.specs:
-        dst_scale = scales[sp.dst][perm_of(sp.dst)] if sp.dst < L else scales[sp.dst]
+        dst_scale = scales[sp.dst][perm_of(sp.dst)]
         q = _round(w[sp.name][perm_of(sp.src)][:, perm_of(sp.dst)] * dst_scale[None, :])
         projs.append(Projection(src=sp.src, dst=sp.dst, delay=sp.delay, weights=q))
-    net = Network(vocab=list(vocab.chars), populations=pops, projections=projs, readout=L,
+    net = Network(vocab=[vocab.chars[i] for i in perms[L]], populations=pops, projections=projs, readout=L,
                   meta=dict(meta or {}, model=cfg.to_dict()))
     return net.check()
 

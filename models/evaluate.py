@@ -109,14 +109,17 @@ def main(argv=None):
             vocab = Vocab(net.vocab)
             ck_name = net.meta.get("checkpoint")
             if ck_name and (path.parent / ck_name).exists():
-                model, _, _ = load_checkpoint(path.parent / ck_name)
+                model, vocab, _ = load_checkpoint(path.parent / ck_name)
             text = load_text(args.data)
     except ImageError as e:
         raise SystemExit(f"error: {e}") from None
     val = split(text)[1]
+    # The compiler may relabel the vocabulary: the float model reads its own token ids, the
+    # golden model the image's (the same characters).
     ids = torch.tensor(vocab.encode(val, strict=False))
+    core_ids = torch.tensor(Vocab(net.vocab).encode(val, strict=False))
     if args.chars:
-        ids = ids[:args.chars]
+        ids, core_ids = ids[:args.chars], core_ids[:args.chars]
     streams = max(1, min(args.streams, len(ids) // 2))
     result = {"path": str(path), "lanes": lanes, "val_chars": len(ids), "streams": streams,
               "nonzero_synapses": net.nonzero_synapses,
@@ -128,7 +131,7 @@ def main(argv=None):
     else:
         result.update(float_val_nats=None, float_val_bits=None)
         print("float : (no checkpoint beside the image)")
-    g = golden_loss(net, lanes, ids, streams, progress=True)
+    g = golden_loss(net, lanes, core_ids, streams, progress=True)
     result.update(golden_val_nats=g["nats"], golden_val_bits=g["bits"], golden_rate=g["rate"],
                   synaptic_events_per_token=g["events_per_token"],
                   cycles_per_token=g["cycles_per_token"],
