@@ -1,0 +1,376 @@
+"""A board in software: the SoC's link protocol answered by the golden model.
+
+:class:`GoldenBoard` takes the bytes a host sends and returns the frames the SoC would send
+back, following :mod:`hw.protocol` (framing, NACKs, the checks of
+:func:`hw.protocol.check_request` in their order, statuses, counters, the tag rules of
+:func:`hw.protocol.clears_tag`, bytes dropped while busy) and modelling every memory word
+by ``(memory, lane, address)``, so that READ returns what the gateware's memories would
+hold (each word cut to its memory's width; the accumulators, cleared by every update,
+read 0; ``SEED`` reads the generator's state). A STEP decodes the memories back into a
+:class:`models.network.Network` (cached until a WRITE changes the network) and runs
+:class:`models.golden.GoldenCore` with the core's own timing
+(:func:`hw.core.timing.core_timing`), taking each neuron's ``v, a`` from the ``STATE`` words
+and writing them back, so host writes to ``STATE`` act as they would on the core.
+
+:class:`sw.transport.GoldenTransport` runs one of these behind the transport interface.
+
+What the golden model cannot represent is refused with :class:`GoldenBoardError` rather
+than guessed: memories that do not decode into a network the golden model can run (for
+example a half-loaded image) make a STEP raise it.
+"""
+
+import struct
+
+import numpy as np
+import torch
+
+from hw.core.timing import core_timing
+from hw.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
+from hw.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
+                         READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
+                         Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
+                         identity_of, pack_words, response, unpack_words, word_bytes)
+from models.formats import NeuronKind
+from models.golden import GoldenCore
+from models.network import INPUT, Network, NetworkError, Projection, make_population
+from models.sampler import RNG_MASK, seed_state
+
+__all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS"]
+
+NETWORK_REGS = (CoreReg.POPS, CoreReg.PROJS, CoreReg.READOUT, CoreReg.VOCAB)
+"""The ``CORE`` registers that describe the network (the decoded network depends on them)."""
+
+
+class GoldenBoardError(RuntimeError):
+    """The golden board was asked for something the golden model cannot represent."""
+
+
+def _mask(bits):
+    return (1 << bits) - 1
+
+
+def _fields(layout, words):
+    """Unpack an array of words into a dict of numpy int64 arrays, one per field."""
+    dtype = np.int64 if layout.bits <= 62 else object
+    w = np.asarray(words, dtype=dtype)
+    out, shift = {}, 0
+    for f in layout:
+        x = (w >> shift) & _mask(f.bits)
+        if f.signed:
+            x = np.where(x >> (f.bits - 1) != 0, x - (1 << f.bits), x)
+        out[f.name] = np.asarray(x, dtype=np.int64)
+        shift += f.bits
+    return out
+
+
+class GoldenBoard:
+    """The SoC, at the protocol level, with the golden model as its core.
+
+    Parameters
+    ----------
+    config : hw.memory_map.CoreConfig
+        The core the board was "built" with (IDENTIFY reports it).
+    clock_hz, baud : int
+        Reported by IDENTIFY.
+    init : iterable of hw.memory_map.Write
+        Initial memory contents (as ``SoC(init=...)``), e.g. ``image_writes(image, config)``.
+    tag : int
+        Initial image tag (as ``SoC(tag=...)``).
+    """
+
+    def __init__(self, config, *, clock_hz, baud, init=(), tag=0):
+        self.config = config
+        self.clock_hz, self.baud = int(clock_hz), int(baud)
+        self.timing = core_timing(config.stages)
+        self.word_bytes = word_bytes(config)
+        L = config.lanes
+        self._words = {}        # per memory, per lane: the words as Python ints
+        for mem in Mem:
+            if mem in (Mem.STATE, Mem.ACC, Mem.CORE):
+                continue
+            lanes = L if mem in LANE_MEMS else 1
+            self._words[mem] = [[0] * config.depth(mem) for _ in range(lanes)]
+        # v and a words of every lane: numpy, because every STEP reads and writes them.
+        self._state = np.zeros((L, config.neurons_per_lane), dtype=np.int64)
+        self._layouts = {mem: config.layout(mem) for mem in Mem}
+        self._regs = {reg: 0 for reg in CoreReg if reg != CoreReg.SEED}
+        self.rng = seed_state(0)
+        self.tag = 0
+        self.core_status = 0
+        self.frames_ok = self.frames_rejected = self.bytes_dropped = 0
+        self.steps = self.cycles = 0
+        self._decoder = FrameDecoder(MAX_PAYLOAD, 2)
+        self._net = None            # (GoldenCore, index arrays) of the decoded network
+        self._net_valid = False
+        self._prev = None           # spikes of the previous timestep, per population
+        self._prev_tokens = None
+        start = contents_after(init, config)       # what SoC(init=...) starts with
+        for (mem, lane), words in start.lane.items():
+            for addr, word in words.items():
+                if mem == Mem.STATE:
+                    self._state[lane, addr] = word
+                else:
+                    self._words[mem][lane][addr] = word
+        for mem, words in start.table.items():
+            for addr, word in words.items():
+                self._words[mem][0][addr] = word
+        for reg, word in start.regs.items():
+            if reg == CoreReg.SEED:
+                self.rng = seed_state(word)
+            else:
+                self._regs[reg] = word
+        self.tag = int(tag)
+
+    # --- the byte stream ----------------------------------------------------------------------
+
+    def receive(self, data):
+        """Bytes that arrive while the link is idle: returns the first frame they complete as
+        ``(status, payload)`` (``None`` if none), after which the link is busy, so the rest
+        of ``data`` is dropped and counted, and the decoder starts afresh."""
+        start = 0
+        while True:
+            end = data.find(END, start)
+            if end < 0:
+                self._decoder.feed(data[start:])
+                return None
+            frames = self._decoder.feed(data[start:end + 1])
+            if frames:
+                self.drop(len(data) - end - 1)
+                self._decoder = FrameDecoder(MAX_PAYLOAD, 2)
+                return frames[0]
+            start = end + 1
+
+    def drop(self, count):
+        """Count bytes that arrived while the link was busy (the SoC drops them)."""
+        self.bytes_dropped += int(count)
+
+    def answer(self, status, payload):
+        """Act on one received frame; yields the response payloads in order (a RUN or
+        GENERATE yields its TOKEN frames one by one, as its timesteps finish)."""
+        if status != LinkStatus.OK:
+            self.frames_rejected += 1
+            yield response(NACK_OP, 0, status)
+            return
+        op, seq, body = payload[0], payload[1], bytes(payload[2:])
+        st, out = check_request(payload, self.config), b""
+        if st == LinkStatus.OK:
+            handler = {Cmd.IDENTIFY: self._identify, Cmd.WRITE: self._write,
+                       Cmd.READ: self._read, Cmd.RESET: self._reset, Cmd.RUN: self._run,
+                       Cmd.GENERATE: self._generate, Cmd.STATUS: self._status,
+                       Cmd.TAG: self._tag}[op]
+            st, out = yield from handler(seq, body)
+        if st == LinkStatus.OK:
+            self.frames_ok += 1
+        else:
+            self.frames_rejected += 1
+        yield response(op, seq, st, out)
+
+    def respond(self, data):
+        """Feed ``data`` (arriving while the link is idle) and return every byte the board
+        sends back, framed."""
+        got = self.receive(data)
+        if got is None:
+            return b""
+        return b"".join(frame(p) for p in self.answer(*got))
+
+    # --- requests, checked already (generators: they may yield TOKEN payloads, then return
+    # the final (status, body)) ------------------------------------------------------------------
+
+    def _identify(self, seq, body):
+        yield from ()
+        return LinkStatus.OK, identity_of(self.config, self.clock_hz, self.baud, self.tag)
+
+    def _write(self, seq, body):
+        yield from ()
+        mem, lane, addr, count = struct.unpack_from(WRITE_HEADER, body)
+        words = unpack_words(body[struct.calcsize(WRITE_HEADER):], self.word_bytes)
+        self._store(Mem(mem), lane, addr, words)
+        if any(clears_tag(mem, a) for a in range(addr, addr + count)):
+            self.tag = 0
+        return LinkStatus.OK, b""
+
+    def _read(self, seq, body):
+        yield from ()
+        mem, lane, addr, count = struct.unpack(READ_HEADER, body)
+        words = [self._load(Mem(mem), lane, a) for a in range(addr, addr + count)]
+        return LinkStatus.OK, pack_words(words, self.word_bytes)
+
+    def _reset(self, seq, body):
+        yield from ()
+        self._state[:] = 0
+        self._prev = self._prev_tokens = None
+        return LinkStatus.OK, b""
+
+    def _run(self, seq, body):
+        tokens = struct.unpack(f"<{len(body) // 2}H", body)
+        for i, t in enumerate(tokens):
+            if t >= self._regs[CoreReg.VOCAB]:
+                return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, i)
+            token, cycles, spikes = self._step(t)
+            yield response(Cmd.TOKEN, seq, LinkStatus.OK,
+                           struct.pack(TOKEN_FORMAT, i, token, cycles, spikes))
+        return LinkStatus.OK, struct.pack(DONE_FORMAT, len(tokens))
+
+    def _generate(self, seq, body):
+        token, count = struct.unpack(GENERATE_FORMAT, body)
+        if token >= self._regs[CoreReg.VOCAB]:
+            return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, 0)
+        for i in range(count):
+            token, cycles, spikes = self._step(token)
+            yield response(Cmd.TOKEN, seq, LinkStatus.OK,
+                           struct.pack(TOKEN_FORMAT, i, token, cycles, spikes))
+        return LinkStatus.OK, struct.pack(DONE_FORMAT, count)
+
+    def _status(self, seq, body):
+        yield from ()
+        return LinkStatus.OK, struct.pack(
+            STATUS_FORMAT, self.core_status, self.frames_ok, self.frames_rejected,
+            self.bytes_dropped, self.steps, self.cycles & 0xFFFFFFFF, self.tag)
+
+    def _tag(self, seq, body):
+        yield from ()
+        (self.tag,) = struct.unpack(TAG_FORMAT, body)
+        return LinkStatus.OK, b""
+
+    # --- memories -----------------------------------------------------------------------------
+
+    def _store(self, mem, lane, addr, words):
+        """Words as the memories keep them: cut to the memory's width."""
+        if mem == Mem.CORE:
+            for a, w in zip(range(addr, addr + len(words)), words):
+                if a == CoreReg.SEED:
+                    self.rng = seed_state(w & RNG_MASK)
+                else:
+                    self._regs[CoreReg(a)] = w
+                    self._net_valid = self._net_valid and a not in NETWORK_REGS
+            return
+        bits = _mask(self._layouts[mem].bits)
+        if mem == Mem.STATE:
+            self._state[lane, addr:addr + len(words)] = [w & bits for w in words]
+            return
+        self._words[mem][lane][addr:addr + len(words)] = [w & bits for w in words]
+        self._net_valid = False
+
+    def _load(self, mem, lane, addr):
+        if mem == Mem.CORE:
+            return self.rng if addr == CoreReg.SEED else self._regs[CoreReg(addr)]
+        if mem == Mem.STATE:
+            return int(self._state[lane, addr])
+        if mem == Mem.ACC:
+            # Every accumulator is cleared by RESET and by the update that consumes it, so
+            # between requests all of them read 0.
+            return 0
+        return self._words[mem][lane][addr]
+
+    # --- the core -----------------------------------------------------------------------------
+
+    def network(self):
+        """The :class:`Network` the memories hold (vocabulary ``0 .. VOCAB-1``), decoded
+        from the words; raises :class:`GoldenBoardError` if they hold none the golden model
+        can run."""
+        cfg, L = self.config, self.config.lanes
+        n_pops, n_projs = self._regs[CoreReg.POPS], self._regs[CoreReg.PROJS]
+        readout, vocab = self._regs[CoreReg.READOUT], self._regs[CoreReg.VOCAB]
+        if n_pops < 1:
+            raise GoldenBoardError("the core's POPS register is 0: no network is loaded")
+        pops_w = _fields(cfg.layout(Mem.POP), self._words[Mem.POP][0][:n_pops])
+        params = [_fields(cfg.layout(Mem.PARAM), lane_words)
+                  for lane_words in self._words[Mem.PARAM]]
+        pops, where = [], []
+        used = np.zeros(cfg.neurons_per_lane, dtype=bool)
+        for i in range(n_pops):
+            kind, base = int(pops_w["kind"][i]), int(pops_w["base"][i])
+            rows, size = int(pops_w["rows"][i]), int(pops_w["size"][i])
+            if size < 1 or rows != -(-size // L) or base + rows > cfg.neurons_per_lane \
+                    or used[base:base + rows].any():
+                raise GoldenBoardError(f"population {i}: size {size}, rows {rows} at base "
+                                       f"{base} is not a layout the golden model can run")
+            used[base:base + rows] = True
+            n = np.arange(size)
+            lane_of, addr_of = n % L, base + n // L
+            kw = {k: np.array([params[l][k][a] for l, a in zip(lane_of, addr_of)],
+                              dtype=np.int64) for k in ("alpha", "theta", "rho", "jump", "bias")}
+            pops.append(make_population(f"pop{i}", NeuronKind(kind), size, **kw))
+            where.append((lane_of, addr_of))
+        proj_w = _fields(cfg.layout(Mem.PROJ), self._words[Mem.PROJ][0][:n_projs])
+        ptrs = [_fields(cfg.layout(Mem.PTR), w) for w in self._words[Mem.PTR]]
+        syns = [_fields(cfg.layout(Mem.SYN), w) for w in self._words[Mem.SYN]]
+        projs = []
+        for j in range(n_projs):
+            src = INPUT if proj_w["input"][j] else int(proj_w["src"][j])
+            dst = int(proj_w["dst"][j])
+            if dst >= n_pops or (src != INPUT and src >= n_pops):
+                raise GoldenBoardError(f"projection {j}: source {src} or target {dst} is "
+                                       "not a loaded population")
+            n_src = vocab if src == INPUT else pops[src].size
+            ptr_base = int(proj_w["ptr_base"][j])
+            if ptr_base + n_src > cfg.ptr_depth:
+                raise GoldenBoardError(f"projection {j}: row pointers beyond the table")
+            weights = np.zeros((n_src, pops[dst].size), dtype=np.int64)
+            dst_base = int(pops_w["base"][dst])
+            for lane in range(L):
+                start = ptrs[lane]["start"][ptr_base:ptr_base + n_src]
+                length = ptrs[lane]["length"][ptr_base:ptr_base + n_src]
+                if np.any(start + length > cfg.syn_depth):
+                    raise GoldenBoardError(f"projection {j}, lane {lane}: a row reaches past "
+                                           "the synapse memory")
+                row = np.repeat(np.arange(n_src), length)
+                word = np.repeat(start, length) + np.arange(len(row)) - np.repeat(
+                    np.cumsum(length) - length, length)
+                target = (syns[lane]["addr"][word] - dst_base) * L + lane
+                if np.any(target < 0) or np.any(target >= pops[dst].size):
+                    raise GoldenBoardError(f"projection {j}, lane {lane}: a synapse targets "
+                                           "a neuron outside its population")
+                np.add.at(weights, (row, target), syns[lane]["weight"][word])
+            projs.append(Projection(src=src, dst=dst, delay=int(proj_w["delay"][j]),
+                                    weights=weights))
+        try:
+            net = Network(vocab=list(range(vocab)), populations=pops, projections=projs,
+                          readout=readout)
+            net.check()
+        except NetworkError as e:
+            raise GoldenBoardError(f"the memories hold no network the golden model can run: "
+                                   f"{e}") from None
+        return net, where
+
+    def _core(self):
+        if not self._net_valid:
+            net, where = self.network()
+            core = GoldenCore(net, self.config.lanes, self.timing)
+            sizes = [p.size for p in net.populations]
+            if self._prev is not None and [len(s[0]) for s in self._prev] == sizes \
+                    and len(self._prev_tokens[0]) == net.vocab_size:
+                core.prev, core.prev_tokens = self._prev, self._prev_tokens
+            self._prev, self._prev_tokens = core.prev, core.prev_tokens
+            self._net = core, where
+            self._net_valid = True
+        return self._net
+
+    def _step(self, token):
+        """One timestep with input ``token``: returns ``(sampled token, cycles, spikes)``."""
+        core, where = self._core()
+        if self._prev is None:                  # after a RESET
+            core.reset()
+            self._prev, self._prev_tokens = core.prev, core.prev_tokens
+        core.prev, core.prev_tokens = self._prev, self._prev_tokens
+        vf, af = self._layouts[Mem.STATE].fields
+        for i, (lane_of, addr_of) in enumerate(where):
+            w = self._state[lane_of, addr_of]
+            v = w & _mask(vf.bits)
+            a = (w >> vf.bits) & _mask(af.bits)
+            core.v[i] = torch.as_tensor(np.where(v >> (vf.bits - 1) != 0, v - (1 << vf.bits), v))[None]
+            core.a[i] = torch.as_tensor(np.where(a >> (af.bits - 1) != 0, a - (1 << af.bits), a))[None]
+        core.rng = [self.rng]
+        core.set_temperature_word(self._regs[CoreReg.TEMPERATURE])
+        r = core.step([token])
+        self.rng = core.rng[0]
+        self._prev, self._prev_tokens = core.prev, core.prev_tokens
+        for i, (lane_of, addr_of) in enumerate(where):
+            v = core.v[i][0].numpy() & _mask(vf.bits)
+            a = core.a[i][0].numpy() & _mask(af.bits)
+            self._state[lane_of, addr_of] = v | (a << vf.bits)
+        cycles = int(r.cycles[0])
+        spikes = sum(int(s[0].sum()) for s in r.spikes)
+        self.steps += 1
+        self.cycles += cycles
+        return int(r.token[0]), cycles, spikes
