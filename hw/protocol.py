@@ -50,7 +50,9 @@ check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOK
   body, except that ``RUN``/``GENERATE`` answer ``OK`` and ``BAD_TOKEN`` with
   :data:`DONE_FORMAT`. A NACK has an empty body.
 * ``RUN``/``GENERATE`` do not reset the core first; the TOKEN frames carry ``seq`` of the
-  request and status ``OK``; ``index`` counts from 0. A token outside the vocabulary stops
+  request and status ``OK``; ``index`` counts from 0. A response is final unless it is a
+  ``TOKEN`` frame with status ``OK`` (a request with ``op`` = ``TOKEN`` is answered
+  ``(TOKEN, seq, BAD_OPCODE)``, which is final). A token outside the vocabulary stops
   the request before that timestep runs (``GENERATE``: only its first token can be).
 * ``STATUS`` counts every request answered before it (not itself): ``frames_ok`` final
   responses with ``OK``, ``frames_rejected`` NACKs and final responses with any other status.
