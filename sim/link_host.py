@@ -258,14 +258,14 @@ def write_requests(writes, config, seq=0):
 
 
 def random_image(seed, config, kinds=("ALIF", "LIF")):
-    """A small random network image (``tests/hw/test_core_golden.random_network``) that fits
+    """A small random network image (``sim.netgen.random_network``) that fits
     ``config``: the first of seeds ``seed, seed + 1000, ...`` whose image fits. Returns
     ``(seed used, image)``; the same arguments always give the same image."""
     import numpy as np
 
     from models.formats import NeuronKind
     from models.image import Image
-    from tests.hw.test_core_golden import random_network
+    from .netgen import random_network
 
     for s in range(seed, seed + 100_000, 1000):
         rng = np.random.default_rng(s)
