@@ -27,6 +27,7 @@ projection, in routing order) and ``CORE`` (the registers of :class:`CoreReg`).
 """
 
 import enum
+import functools
 from dataclasses import dataclass, fields, replace
 
 from models.formats import (ACC_BITS, DECAY_BITS, STATE_BITS, TEMPERATURE_BITS, WEIGHT_BITS,
@@ -37,7 +38,7 @@ __all__ = [
     "bits_for", "addr_bits", "MEM_BITS", "LANE_BITS", "ADDR_BITS", "TOKEN_BITS", "COUNTER_BITS", "OP_BITS",
     "Mem", "LANE_MEMS", "GLOBAL_MEMS", "READ_ONLY_MEMS", "CoreReg", "Op", "Status",
     "Field", "WordLayout", "CoreConfig", "CoreFitError", "Write",
-    "image_writes", "settings_writes",
+    "image_writes", "settings_writes", "write_problem", "Contents", "contents_after",
 ]
 
 
@@ -310,6 +311,14 @@ class CoreConfig:
                 Mem.SYN: self.syn_depth, Mem.POP: self.max_pops, Mem.PROJ: self.max_projs,
                 Mem.CORE: len(CoreReg)}[mem]
 
+    def register_limit(self, reg):
+        """The largest value the write port accepts for ``CORE`` register ``reg``, or
+        ``None`` for ``SEED`` (any word: the sampler takes its low ``RNG_BITS``)."""
+        return {CoreReg.POPS: self.max_pops, CoreReg.PROJS: self.max_projs,
+                CoreReg.READOUT: self.max_pops - 1, CoreReg.VOCAB: self.max_vocab,
+                CoreReg.TEMPERATURE: (1 << TEMPERATURE_BITS) - 1,
+                CoreReg.SEED: None}[CoreReg(reg)]
+
     @property
     def data_bits(self):
         """Width of the write and read ports' data: the widest word."""
@@ -457,6 +466,85 @@ def settings_writes(temperature_word=None, seed=None):
     if seed is not None:
         out.append(Write(Mem.CORE, 0, CoreReg.SEED, int(seed) & ((1 << RNG_BITS) - 1)))
     return out
+
+
+def write_problem(write, config):
+    """Why the write port of a core built for ``config`` refuses ``write`` (it then sets
+    ``status.write_error`` and writes nothing), or ``None`` if it takes it."""
+    data_bits, depth, limit = _port_rules(config)
+    if not 0 <= write.data < (1 << data_bits):
+        return f"data {write.data:#x} does not fit the port's {data_bits} bits"
+    if write.mem not in depth:
+        return f"no memory {write.mem}"
+    mem = Mem(write.mem)
+    if mem in READ_ONLY_MEMS:
+        return f"{mem.name} is read only"
+    if mem in LANE_MEMS and not 0 <= write.lane < config.lanes:
+        return f"{mem.name}: no lane {write.lane} (the core has {config.lanes})"
+    if mem in GLOBAL_MEMS and write.lane != 0:
+        return f"{mem.name} is global: lane must be 0, not {write.lane}"
+    if not 0 <= write.addr < depth[mem]:
+        return f"{mem.name}: address {write.addr} outside 0..{depth[mem] - 1}"
+    if mem == Mem.CORE and limit[write.addr] is not None and write.data > limit[write.addr]:
+        return f"{CoreReg(write.addr).name} = {write.data} exceeds {limit[write.addr]}"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _port_rules(config):
+    # Loading a large image checks 10^5 writes: work the config's numbers out once.
+    return (config.data_bits, {mem: config.depth(mem) for mem in Mem},
+            {reg: config.register_limit(reg) for reg in CoreReg})
+
+
+@dataclass
+class Contents:
+    """What a core's memories and registers hold after some writes through its write port,
+    starting from power-up (every word zero, the sampler seeded with 0).
+
+    ``lane[(mem, lane)]`` and ``table[mem]`` map addresses to the words written there (each
+    cut to its memory's width, as the memory stores it); ``regs`` maps each ``CoreReg`` to
+    its value (for ``SEED``: the word last written, which the sampler's state then is
+    ``models.sampler.seed_state`` of). Addresses never written are zero.
+    """
+    lane: dict
+    table: dict
+    regs: dict
+
+    def words(self, mem, lane=0):
+        """The memory's words from address 0 to its highest written one, as a list."""
+        written = self.lane.get((Mem(mem), lane), {}) if Mem(mem) in LANE_MEMS else \
+            self.table.get(Mem(mem), {})
+        out = [0] * (max(written) + 1 if written else 0)
+        for addr, word in written.items():
+            out[addr] = word
+        return out
+
+
+def contents_after(writes, config):
+    """The :class:`Contents` of a core built for ``config`` after ``writes`` (an iterable of
+    :class:`Write`) go through its write port in order, later writes winning.
+
+    This is what ``hw.core.Core(config, init=writes)`` starts with. A write the port would
+    refuse (see :func:`write_problem`) raises ``ValueError``: an initial image that loads
+    with errors is a mistake, not a state to start from.
+    """
+    lane, table = {}, {}
+    regs = {reg: 0 for reg in CoreReg}
+    mask = {mem: (1 << config.layout(mem).bits) - 1 for mem in Mem}
+    for n, wr in enumerate(writes):
+        problem = write_problem(wr, config)
+        if problem is not None:
+            raise ValueError(f"write {n} ({wr}) would be refused: {problem}")
+        mem = Mem(wr.mem)
+        word = wr.data & mask[mem]
+        if mem in LANE_MEMS:
+            lane.setdefault((mem, wr.lane), {})[wr.addr] = word
+        elif mem == Mem.CORE:
+            regs[CoreReg(wr.addr)] = word
+        else:
+            table.setdefault(mem, {})[wr.addr] = word
+    return Contents(lane=lane, table=table, regs=regs)
 
 
 # Kinds are stored in 2 bits of the POP word.

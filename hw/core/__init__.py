@@ -30,6 +30,11 @@ How a timestep runs (every phase begins with ``DISPATCH_CYCLES`` of table lookup
 * **sample**: one SAMPLE; lane ``i % lanes`` sends readout membrane ``i`` at cycle ``i``
   through the gather tree to the sampler.
 
+``Core(config, init=writes)`` starts with an image already loaded (the memories' and
+registers' initial contents are what those writes through the write port would leave);
+``Core(config, trace=True)`` adds an observation port showing every lane's neuron
+write-backs, which the cocotb testbench (sim/tb_core.py) checks against the golden model.
+
 :func:`core_timing` turns the pipeline depths (``hw.core.timing``) into the
 :class:`~models.formats.CoreTiming` the core runs to; ``GoldenCore(net, lanes,
 timing=core.timing)`` is then the cycle-exact reference. The host-side view (memory ids,

@@ -6,11 +6,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from models.formats import STATE_BITS, TEMPERATURE_BITS
-from ..memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for)
+from ..memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for,
+                          contents_after)
 from .fabric import LaneArray
 from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
-                      read_request_layout, read_response_layout, word_layout,
-                      write_request_layout)
+                      read_request_layout, read_response_layout, trace_signature,
+                      word_layout, write_request_layout)
 from .sampler import Sampler
 from .timing import COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing
 
@@ -67,22 +68,56 @@ class Core(wiring.Component):
         was outside the vocabulary (nothing ran).
     status : Out(StatusWord)
         ``busy`` and the sticky error flags (cleared by ``Op.CLEAR``).
+    trace : Out(trace_signature(config))
+        Only with ``trace=True``: the neuron pipeline's write-backs, for testbenches.
+        ``trace.lanes[l]`` shows, in the cycle lane ``l`` writes a neuron's new state back,
+        ``valid``, the local ``addr``, the new ``v`` and ``a`` and whether it ``spike`` d;
+        ``trace.valid`` is the OR of the lanes' ``valid``. Pure observation (wires from
+        existing registers): it changes nothing in the core's behaviour or timing.
+
+    Parameters
+    ----------
+    config : CoreConfig
+    init : iterable of :class:`~hw.memory_map.Write`, optional
+        Initial contents: the core powers up as if these writes had gone through its write
+        port, e.g. ``image_writes(image, config) + settings_writes(...)``, so that a
+        simulation or a bitstream starts with an image loaded and ready to STEP (power-up
+        is the state after a RESET unless ``init`` writes ``STATE`` words). ``rst`` returns
+        the ``CORE`` registers and the sampler to these values; memories keep what they
+        hold. A write the port would refuse raises ``ValueError``.
+    trace : bool
+        Add the ``trace`` port (off in board builds).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, init=None, trace=False):
         self._config = config
-        super().__init__({
+        try:
+            self._contents = contents_after(init or (), config)
+        except ValueError:
+            # The refused image is the error to report, not the never-elaborated core.
+            self._MustUse__silence = True
+            raise
+        self._trace = bool(trace)
+        members = {
             "write": In(stream.Signature(write_request_layout(config))),
             "read": In(stream.Signature(read_request_layout(config))),
             "read_data": Out(stream.Signature(read_response_layout(config))),
             "cmd": In(stream.Signature(Command)),
             "result": Out(stream.Signature(Result)),
             "status": Out(StatusWord),
-        })
+        }
+        if self._trace:
+            members["trace"] = Out(trace_signature(config))
+        super().__init__(members)
 
     @property
     def config(self):
         return self._config
+
+    @property
+    def contents(self):
+        """The :class:`~hw.memory_map.Contents` the core starts with (from ``init``)."""
+        return self._contents
 
     @property
     def timing(self):
@@ -97,7 +132,10 @@ class Core(wiring.Component):
 
         # Lanes and the trees that reach them ------------------------------------------------
         BUS = lane_bus_layout(cfg)
-        m.submodules.lanes = lanes = LaneArray(cfg)
+        init = self._contents
+        m.submodules.lanes = lanes = LaneArray(cfg, init=init, trace=self._trace)
+        if self._trace:
+            wiring.connect(m, wiring.flipped(self.trace), lanes.trace)
         root = lanes.gather
         all_done = lanes.done
 
@@ -114,8 +152,13 @@ class Core(wiring.Component):
             "bounds": data.ArrayLayout(unsigned(cfg.size_bits), L + 1),
             "qbase": unsigned(addr_bits(cfg.queue_depth)),
         })
-        m.submodules.pop_table = pop_t = Memory(shape=POP, depth=cfg.max_pops, init=[])
-        m.submodules.proj_table = proj_t = Memory(shape=PROJ, depth=cfg.max_projs, init=[])
+        def table_init(layout, mem):
+            return [layout.from_bits(word) for word in init.words(mem)]
+
+        m.submodules.pop_table = pop_t = Memory(shape=POP, depth=cfg.max_pops,
+                                                init=table_init(POP, Mem.POP))
+        m.submodules.proj_table = proj_t = Memory(shape=PROJ, depth=cfg.max_projs,
+                                                  init=table_init(PROJ, Mem.PROJ))
         # Spike counts of each population's last update, by timestep parity: the lanes'
         # windows of ranks (prefix sums of their counts) and the queue base.
         m.submodules.spike_table = spk_t = Memory(shape=SPK, depth=2 * cfg.max_pops, init=[])
@@ -126,13 +169,15 @@ class Core(wiring.Component):
         pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
         spk_rd, spk_wr = spk_t.read_port(domain="comb"), spk_t.write_port()
 
-        n_pops = Signal(bits_for(cfg.max_pops), name="n_pops")
-        n_projs = Signal(bits_for(cfg.max_projs), name="n_projs")
-        readout = Signal(cfg.pop_bits, name="readout")
-        vocab = Signal(bits_for(cfg.max_vocab), name="vocab")
-        temperature = Signal(TEMPERATURE_BITS, name="temperature")
+        regs = init.regs
+        n_pops = Signal(bits_for(cfg.max_pops), name="n_pops", init=regs[CoreReg.POPS])
+        n_projs = Signal(bits_for(cfg.max_projs), name="n_projs", init=regs[CoreReg.PROJS])
+        readout = Signal(cfg.pop_bits, name="readout", init=regs[CoreReg.READOUT])
+        vocab = Signal(bits_for(cfg.max_vocab), name="vocab", init=regs[CoreReg.VOCAB])
+        temperature = Signal(TEMPERATURE_BITS, name="temperature",
+                             init=regs[CoreReg.TEMPERATURE])
 
-        m.submodules.sampler = sampler = Sampler(cfg.token_bits)
+        m.submodules.sampler = sampler = Sampler(cfg.token_bits, seed=regs[CoreReg.SEED])
         sample_start = Signal(name="sample_start")     # a register: it fans out widely
         m.d.sync += sample_start.eq(0)
         m.d.comb += [sampler.temperature.eq(temperature), sampler.start.eq(sample_start)]
@@ -191,9 +236,8 @@ class Core(wiring.Component):
         # Requests are checked as they are accepted and registered with their verdicts, so
         # that the writes they enable start from flip-flops.
         lane_mems = max(Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)
-        core_limit = {CoreReg.POPS: cfg.max_pops, CoreReg.PROJS: cfg.max_projs,
-                      CoreReg.READOUT: cfg.max_pops - 1, CoreReg.VOCAB: cfg.max_vocab,
-                      CoreReg.TEMPERATURE: (1 << TEMPERATURE_BITS) - 1}
+        core_limit = {reg: cfg.register_limit(reg) for reg in CoreReg
+                      if cfg.register_limit(reg) is not None}
         wp = self.write.payload
         value_ok = Signal(name="value_ok")
         m.d.comb += value_ok.eq(1)
@@ -306,7 +350,9 @@ class Core(wiring.Component):
                     self.write.ready.eq(~self.cmd.valid),
                     self.read.ready.eq(~self.cmd.valid & ~self.write.valid & ~w_valid),
                 ]
-                with m.If(self.cmd.valid):
+                # Only on a handshake: a command offered while a write is still registered
+                # must wait (taking it on valid alone ran it twice, once unacknowledged).
+                with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += cq.eq(self.cmd.payload)
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .broadcast import Broadcast, Reduce
 from .lane import Lane
-from .layouts import gather_layout, lane_bus_layout
+from .layouts import gather_layout, lane_bus_layout, trace_signature
 
 __all__ = ["LaneArray"]
 
@@ -25,16 +25,30 @@ class LaneArray(wiring.Component):
         The AND of the lanes' done flags, ``stages`` cycles later.
     counts : Out(ArrayLayout(rows_bits, lanes))
         Each lane's spike count of the last update (no delay).
+    trace : Out(trace_signature(config))
+        Only with ``trace=True``: the lanes' neuron write-backs (see :class:`~hw.core.Core`).
+
+    Parameters
+    ----------
+    config : CoreConfig
+    init : hw.memory_map.Contents, optional
+        Initial contents of the lanes' memories.
+    trace : bool
     """
 
-    def __init__(self, config):
+    def __init__(self, config, init=None, trace=False):
         self._config = config
-        super().__init__({
+        self._init = init
+        self._trace = bool(trace)
+        members = {
             "bus": In(lane_bus_layout(config)),
             "gather": Out(stream.Signature(config.data_bits, always_ready=True)),
             "done": Out(1),
             "counts": Out(data.ArrayLayout(config.rows_bits, config.lanes)),
-        })
+        }
+        if self._trace:
+            members["trace"] = Out(trace_signature(config))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -45,8 +59,10 @@ class LaneArray(wiring.Component):
         m.submodules.all_done = all_done = Reduce(1, L, T, "and")
         m.d.comb += bcast.i.eq(self.bus)
         for k in range(L):
-            lane = Lane(cfg, k)
+            lane = Lane(cfg, k, init=self._init, trace=self._trace)
             m.submodules[f"lane{k}"] = lane
+            if self._trace:
+                m.d.comb += self.trace.lanes[k].eq(lane.trace)
             m.d.comb += [
                 lane.bus.eq(bcast.o[k]),
                 gather.i[k].eq(Cat(lane.gather.valid, lane.gather.payload)),
@@ -60,4 +76,8 @@ class LaneArray(wiring.Component):
             self.gather.payload.eq(root.data),
             self.done.eq(all_done.o),
         ]
+        if self._trace:
+            any_valid = Signal(name="trace_any")
+            m.d.comb += [any_valid.eq(Cat(self.trace.lanes[k].valid for k in range(L)).any()),
+                         self.trace.valid.eq(any_valid)]
         return m

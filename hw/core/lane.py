@@ -7,7 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from models.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
 from ..memory_map import Mem, addr_bits, bits_for
-from .layouts import LaneOp, gather_layout, lane_bus_layout, segment_layout, word_layout
+from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
+                      word_layout)
 from .neuron import NeuronUnit
 from .timing import HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
@@ -48,17 +49,33 @@ class Lane(wiring.Component):
         Route phase: every spike of the phase has been walked.
     spikes : Out(rows_bits)
         Spikes pushed by the last update (a register).
+    trace : Out(trace_layout(config))
+        Only with ``trace=True``: the neuron pipeline's write-back this cycle (observation
+        only: wires from registers).
+
+    Parameters
+    ----------
+    config : CoreConfig
+    index : int
+    init : hw.memory_map.Contents, optional
+        Initial words of the lane's ``PARAM``, ``STATE``, ``PTR`` and ``SYN`` memories.
+    trace : bool
     """
 
-    def __init__(self, config, index):
+    def __init__(self, config, index, init=None, trace=False):
         self._config = config
         self._index = index
-        super().__init__({
+        self._init = init
+        self._trace = bool(trace)
+        members = {
             "bus": In(lane_bus_layout(config)),
             "gather": Out(stream.Signature(gather_layout(config).size - 1, always_ready=True)),
             "done": Out(1),
             "spikes": Out(config.rows_bits),
-        })
+        }
+        if self._trace:
+            members["trace"] = Out(trace_layout(config))
+        super().__init__(members)
 
     @property
     def index(self):
@@ -83,30 +100,40 @@ class Lane(wiring.Component):
         # whose old value matters (the accumulator forwards its two writes in flight), so
         # Yosys need not emulate read-first collisions with comparators in the read path.
         bram = {"no_rw_check": 1}
-        m.submodules.param = param = Memory(shape=PARAM, depth=NPL, init=[], attrs=bram)
-        m.submodules.state = state = Memory(shape=STATE, depth=NPL, init=[], attrs=bram)
+
+        # The host-loaded memories hold plain words (their layouts are applied to the read
+        # registers): initial contents as ints are what keeps a large image quick to build.
+        def initial(mem):
+            return [] if self._init is None else self._init.words(mem, self._index)
+
+        m.submodules.param = param = Memory(shape=PARAM.size, depth=NPL,
+                                            init=initial(Mem.PARAM), attrs=bram)
+        m.submodules.state = state = Memory(shape=STATE.size, depth=NPL,
+                                            init=initial(Mem.STATE), attrs=bram)
         m.submodules.acc = acc = Memory(shape=signed(ACC_BITS), depth=NPL, init=[], attrs=bram)
-        m.submodules.ptr = ptr = Memory(shape=PTR, depth=cfg.ptr_depth, init=[], attrs=bram)
-        m.submodules.syn = syn = Memory(shape=SYN, depth=cfg.syn_depth, init=[], attrs=bram)
+        m.submodules.ptr = ptr = Memory(shape=PTR.size, depth=cfg.ptr_depth,
+                                        init=initial(Mem.PTR), attrs=bram)
+        m.submodules.syn = syn = Memory(shape=SYN.size, depth=cfg.syn_depth,
+                                        init=initial(Mem.SYN), attrs=bram)
         m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
                                             init=[], attrs=bram)
         m.submodules.sbuf = sbuf = Memory(shape=unsigned(cfg.ptr_bits), depth=cfg.spike_depth,
                                           init=[], attrs=bram)
         m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
 
-        def bram_ports(memory, name):
-            """(read port, write port, registered read data) of a block RAM."""
+        def bram_ports(memory, name, shape=None):
+            """(read port, write port, registered read data as ``shape``) of a block RAM."""
             r = memory.read_port(domain="comb")
-            raw = Signal(memory.shape, name=f"{name}_raw")
-            q = Signal(memory.shape, name=f"{name}_q")
+            raw = Signal(shape or memory.shape, name=f"{name}_raw")
+            q = Signal(shape or memory.shape, name=f"{name}_q")
             m.d.sync += [raw.eq(r.data), q.eq(raw)]
             return r, memory.write_port(), q
 
-        param_r, param_w, param_q = bram_ports(param, "param")
-        state_r, state_w, state_q = bram_ports(state, "state")
+        param_r, param_w, param_q = bram_ports(param, "param", PARAM)
+        state_r, state_w, state_q = bram_ports(state, "state", STATE)
         acc_r, acc_w, acc_q = bram_ports(acc, "acc")
-        ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr")
-        syn_r, syn_w, syn_q = bram_ports(syn, "syn")
+        ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr", PTR)
+        syn_r, syn_w, syn_q = bram_ports(syn, "syn", SYN)
         queue_r, queue_w, queue_q = bram_ports(queue, "queue")
         sbuf_r, sbuf_w, sbuf_q = bram_ports(sbuf, "sbuf")
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
@@ -215,6 +242,14 @@ class Lane(wiring.Component):
             write_back.eq(neuron.o.valid & out.tag.neuron),
             push.eq(write_back & out.spike),
         ]
+        if self._trace:
+            m.d.comb += [
+                self.trace.valid.eq(write_back),
+                self.trace.spike.eq(out.spike),
+                self.trace.addr.eq(out.tag.addr),
+                self.trace.v.eq(out.state.v),
+                self.trace.a.eq(out.state.a),
+            ]
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += self.spikes.eq(0)
         with m.Elif(push):

@@ -1,13 +1,15 @@
 """``lib.data`` layouts of the core, built from the one definition in hw/memory_map.py."""
 
 from amaranth import signed, unsigned
-from amaranth.lib import data, enum
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.wiring import Out
 
-from models.formats import NeuronKind, ResetMode, NEURON_KIND_RESET
+from models.formats import STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET
 from ..memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
                           Mem, Status, addr_bits)
 
 __all__ = ["word_layout", "LaneOp", "lane_bus_layout", "gather_layout", "segment_layout",
+           "trace_layout", "trace_signature",
            "write_request_layout", "read_request_layout", "read_response_layout", "Command", "Result",
            "StatusWord",
            "reset_mode"]
@@ -62,6 +64,20 @@ def lane_bus_layout(config):
 def gather_layout(config):
     """What each lane drives into the OR tree (all zero unless it is that lane's turn)."""
     return data.StructLayout({"valid": 1, "data": unsigned(config.data_bits)})
+
+
+def trace_layout(config):
+    """One lane's neuron write-back as the observation port shows it (zero when idle)."""
+    return data.StructLayout({"valid": 1, "spike": 1, "addr": unsigned(config.local_bits),
+                              "v": signed(STATE_BITS), "a": signed(STATE_BITS)})
+
+
+def trace_signature(config):
+    """The core's observation port: every lane's write-back, and whether any is valid."""
+    return wiring.Signature({
+        "valid": Out(1),
+        "lanes": Out(data.ArrayLayout(trace_layout(config), config.lanes)),
+    })
 
 
 def reset_mode(kind):

@@ -32,6 +32,8 @@ class Sampler(wiring.Component):
     Parameters
     ----------
     token_bits : int
+    seed : int
+        The generator starts (and comes out of reset) at ``models.sampler.seed_state(seed)``.
 
     Attributes
     ----------
@@ -49,14 +51,14 @@ class Sampler(wiring.Component):
         Index of the first maximum so far.
     """
 
-    def __init__(self, token_bits):
+    def __init__(self, token_bits, seed=0):
         self._token_bits = token_bits
         super().__init__({
             "i": In(stream.Signature(signed(STATE_BITS), always_ready=True)),
             "start": In(1),
             "temperature": In(TEMPERATURE_BITS),
             "seed": In(stream.Signature(RNG_BITS, always_ready=True)),
-            "state": Out(RNG_BITS, init=seed_state(0)),
+            "state": Out(RNG_BITS, init=seed_state(seed)),
             "token": Out(token_bits),
         })
 

@@ -16,44 +16,11 @@ from hw.core import Core
 from hw.core.simhost import command, read_state, write_words
 from hw.core.timing import COMMAND_LATENCY
 from hw.memory_map import CoreConfig, Op, image_writes, settings_writes
-from models.formats import DECAY_ONE, STATE_MAX, STATE_MIN, NeuronKind
+from models.formats import NeuronKind
 from models.golden import GoldenCore
 from models.image import Image
-from models.network import INPUT, Network, Projection, lane_layout, make_population
-
-
-def random_network(rng, kinds, vocab=5, sizes=(1, 9)):
-    """A small random network: hidden populations of ``kinds``, then the readout."""
-    pops = []
-    for i, kind in enumerate(kinds):
-        n = int(rng.integers(*sizes, endpoint=True))
-        corner = rng.random() < 0.3
-        pops.append(make_population(
-            f"h{i}", kind, n,
-            alpha=DECAY_ONE if kind == NeuronKind.IF else rng.integers(0, DECAY_ONE + 1, n),
-            theta=rng.integers(-20, 400, n) if not corner else rng.choice([STATE_MIN, -1, 0, 1, STATE_MAX], n),
-            rho=rng.integers(0, DECAY_ONE + 1, n),
-            jump=rng.integers(-300, 300, n) if not corner else rng.choice([STATE_MIN, STATE_MAX], n),
-            bias=rng.integers(-50, 120, n) if not corner else rng.choice([STATE_MIN, STATE_MAX, 0], n)))
-    pops.append(make_population("readout", NeuronKind.READOUT, vocab,
-                                alpha=rng.integers(0, DECAY_ONE + 1, vocab),
-                                bias=rng.integers(-30, 30, vocab)))
-    sizes_of = lambda s: vocab if s == INPUT else pops[s].size
-    projs = []
-    for dst in range(len(pops)):
-        sources = [(INPUT, 0), (INPUT, 1)] + [(s, 0) for s in range(dst)] + \
-                  [(s, 1) for s in range(len(pops))]
-        picked = [sources[k] for k in rng.permutation(len(sources))[:int(rng.integers(1, 4))]]
-        for src, delay in picked:
-            shape = (sizes_of(src), pops[dst].size)
-            density = rng.choice([0.2, 0.5, 0.9])
-            big = rng.random() < 0.25
-            w = rng.integers(-127 if big else -40, 128 if big else 60, shape)
-            w = w * (rng.random(shape) < density)
-            w[rng.random(shape[0]) < 0.3] = 0          # some rows entirely empty
-            projs.append(Projection(src, dst, delay, w.astype(np.int64)))
-    return Network(vocab=[chr(97 + k) for k in range(vocab)], populations=pops,
-                   projections=projs, readout=len(pops) - 1).check()
+from models.network import lane_layout
+from sim.netgen import random_network
 
 
 def run_against_golden(net, lanes, tokens, *, temperature=0, seed=0, reset_at=()):

