@@ -45,7 +45,7 @@ def measure_sim_speed(tokens, image_path=SHIPPED_IMAGE):
     half = max(1, tokens // 2)
     tb_config = {"core": vars(config), "init": init, "nets": [],
                  "lm": {"text": str(DEFAULT_TEXT), "offset": offset, "text_steps": half,
-                        "greedy_steps": 0, "feedback_steps": max(1, tokens - half),
+                        "greedy_steps": 1, "feedback_steps": max(1, tokens - half),
                         "reseed": 7, "unchecked_steps": tokens}}
     root = Path(os.environ.get("SPIKESTREAM_SIM_BUILD") or _REPO / "sim_build")
     env = {"MAKEFLAGS": f"{os.environ.get('MAKEFLAGS', '')} {_MAKE_FLAGS}".strip(),
