@@ -1,23 +1,47 @@
-"""How many block RAMs an image needs on an ECP5, lane by lane.
+"""How many block RAMs (and LUTs) a core needs on an ECP5, memory by memory.
 
-Each lane stores its synapse words, its row pointers, its neurons' parameters and their
-state. Widths follow from the image: a synapse word is a target address plus a weight; a
-row pointer is a start and a length. Each memory is mapped to ECP5 DP16KD blocks (18 Kbit,
-configurable from 16384x1 to 512x36) in the cheapest shape. This is the estimate the
-compiler and the board checks use before anything is built; the build report gives the
-real count.
+This is the one memory model that the compiler, the boards' default configurations and the
+build's capacity check share. It follows what Yosys 0.70 (``synth_ecp5``) does with the
+core's memories, and is checked against it (tests/hw/test_build_capacity.py maps single
+lanes; tests/hw/test_build_real.py compares a whole build with nextpnr's count):
+
+* A memory in block RAM takes the cheapest DP16KD shape (18 Kbit, 16384x1 to 512x36):
+  :func:`bram_blocks`.
+* Left to its own costs, Yosys puts even a lane's small neuron memories (a hundred words)
+  into whole block RAMs: with 16 lanes of 128 neurons, 80 of the 85F's 208 blocks. So the
+  build marks lane memories ``ram_style = "distributed"`` (LUT RAM: TRELLIS_DPR16X4 cells
+  of 16 words x 4 bits) or ``"block"`` as :func:`lutram_memories` decides: candidates are
+  the memories of at most :data:`LUTRAM_MAX_BITS` (half a block RAM), and of those the
+  cheapest set in LUT RAM cells that keeps each lane within its block budget. LUT RAM is
+  not free (about ten LUT4 sites a cell with its read multiplexers), so only what the
+  budget needs goes there.
+* The lane's segment queue and the scheduler's tables have asynchronous read ports: they
+  are always LUT RAM and cost no block RAM.
+* Outside the lanes the SoC has :data:`SOC_BRAM` blocks (the sampler's noise table and the
+  link's frame buffer).
+
+LUT4 and FF counts (:class:`CorePlan` ``lut4``, ``ff``) are estimates fitted to real
+builds, used to keep default configurations routable; nextpnr's report is the truth.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
-from .formats import ACC_BITS, DECAY_BITS, STATE_BITS, WEIGHT_BITS
-from .network import lane_layout
+from .formats import ACC_BITS, DECAY_BITS, STATE_BITS
 
-__all__ = ["DP16KD_SHAPES", "bram_blocks", "MemoryPlan", "memory_plan", "SOC_BRAM"]
+__all__ = ["DP16KD_SHAPES", "DP16KD_BITS", "LUTRAM_MAX_BITS", "SOC_BRAM", "bram_blocks",
+           "dpr16x4_cells", "LaneMemory", "lane_memories", "lutram_memories", "lane_block_budget",
+           "LUT_PER_LANE", "LUT_PER_CELL", "LUT_SOC", "FF_PER_LANE", "FF_SOC", "SKID_WORDS",
+           "CorePlan",
+           "core_plan", "MemoryPlan", "memory_plan"]
 
 DP16KD_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
-SOC_BRAM = 4
-"""Blocks outside the lanes: the sampler's noise table, event queues and link buffers."""
+DP16KD_BITS = 18 * 1024
+LUTRAM_MAX_BITS = DP16KD_BITS // 2
+"""Lane memories of at most this many bits (depth x width) may go to LUT RAM."""
+SOC_BRAM = 2
+"""Blocks outside the lanes: the sampler's noise table (1024 x 16) and the link's frame
+buffer (2048 x 8)."""
 
 
 def bram_blocks(words, bits):
@@ -27,13 +51,137 @@ def bram_blocks(words, bits):
     return min(-(-bits // w) * -(-words // d) for w, d in DP16KD_SHAPES)
 
 
-def _bits(n):
-    return max(1, (max(n, 1) - 1).bit_length())
+def dpr16x4_cells(words, bits):
+    """TRELLIS_DPR16X4 cells (16 words of 4 bits) of a memory in LUT RAM."""
+    return -(-words // 16) * -(-bits // 4)
+
+
+@dataclass(frozen=True)
+class LaneMemory:
+    """One block-RAM-class memory of a lane (as hw/core/lane.py builds it)."""
+    name: str        # the Amaranth submodule name, which the build's Yosys script selects
+    words: int
+    bits: int
+    lutram: bool = False     # the build puts it into LUT RAM
+
+    @property
+    def blocks(self):
+        return 0 if self.lutram else bram_blocks(self.words, self.bits)
+
+    @property
+    def cells(self):
+        """TRELLIS_DPR16X4 cells if in LUT RAM."""
+        return dpr16x4_cells(self.words, self.bits) if self.lutram else 0
+
+
+def lane_memories(config):
+    """The memories of one lane of a core built for ``config`` (a :class:`CoreConfig`)."""
+    from hw.memory_map import Mem
+    npl = config.neurons_per_lane
+    return (
+        LaneMemory("param", npl, config.layout(Mem.PARAM).bits),
+        LaneMemory("state", npl, config.layout(Mem.STATE).bits),
+        LaneMemory("acc", npl, ACC_BITS),
+        LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits),
+        LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits),
+        LaneMemory("queue", config.queue_depth, config.id_bits),
+        LaneMemory("sbuf", config.spike_depth, config.ptr_bits),
+    )
+
+
+def lutram_memories(config, blocks_per_lane=None):
+    """Names of the lane memories that the build steers into LUT RAM.
+
+    Candidates are the lane memories of at most :data:`LUTRAM_MAX_BITS` bits. Without a
+    budget, all of them (the fewest block RAMs: what an image needs at least). With
+    ``blocks_per_lane``, the subset with the fewest LUT RAM cells that brings a lane within
+    that many blocks (all candidates if none does): LUT RAM costs logic (about ten LUT4
+    sites per cell with its read multiplexers), so it is spent only where block RAM runs out.
+    """
+    mems = lane_memories(config)
+    candidates = [m for m in mems if m.words * m.bits <= LUTRAM_MAX_BITS]
+    if blocks_per_lane is None:
+        return tuple(m.name for m in candidates)
+    fixed = sum(bram_blocks(m.words, m.bits) for m in mems if m not in candidates)
+    best = None
+    for mask in range(1 << len(candidates)):
+        chosen = [m for k, m in enumerate(candidates) if mask >> k & 1]
+        blocks = fixed + sum(bram_blocks(m.words, m.bits) for m in candidates
+                             if m not in chosen)
+        cells = sum(dpr16x4_cells(m.words, m.bits) for m in chosen)
+        if blocks <= blocks_per_lane and (best is None or (cells, len(chosen)) < best[0]):
+            best = ((cells, len(chosen)), chosen)
+    chosen = candidates if best is None else best[1]
+    return tuple(m.name for m in mems if m in chosen)
+
+
+def lane_block_budget(dp16kd, lanes, headroom=0):
+    """Block RAMs each of ``lanes`` lanes may use on a device with ``dp16kd`` of them,
+    keeping :data:`SOC_BRAM` for the rest of the SoC and ``headroom`` spare."""
+    return (dp16kd - SOC_BRAM - headroom) // lanes
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    """Block RAMs, LUT RAM cells and multipliers of a core built for ``config``."""
+    config: object
+    memories: tuple            # LaneMemory, per lane
+    blocks_per_lane: int
+    blocks: int                # all lanes plus SOC_BRAM
+    dpr16x4_per_lane: int
+    mult18: int
+    lut4: int                  # estimated TRELLIS_COMB (LUT4 sites), LUT RAM included
+    ff: int                    # estimated flip-flops
+
+    def summary(self):
+        parts = ", ".join(
+            f"{m.name} {m.words}x{m.bits} " + ("LUT RAM" if m.lutram else f"{m.blocks} DP16KD")
+            for m in self.memories)
+        return (f"{self.config.lanes} lanes x {self.blocks_per_lane} DP16KD + {SOC_BRAM} = "
+                f"{self.blocks} DP16KD (per lane: {parts})")
+
+
+MULT_PER_LANE = 2
+"""MULT18X18D per lane: the neuron pipeline's two decay multiplies."""
+MULT_SOC = 1
+"""The sampler's temperature multiply."""
+
+
+# Logic of a SoC, fitted to real builds (nextpnr-ecp5 0.11 utilisation: SoC builds of 1 and
+# 2 lanes, a probe build of 16 lanes; BENCHMARKS.md): TRELLIS_COMB (LUT4 sites) and
+# TRELLIS_FF. Good to about 10%; the build's report is the truth.
+LUT_PER_LANE = 1160
+"""A lane's logic, LUT RAM aside."""
+LUT_PER_CELL = 10
+"""Per LUT RAM cell: its four RAM LUTs and its share of the read multiplexers."""
+LUT_SOC = 3400
+"""UART, link, scheduler, sampler and tables: everything outside the lanes."""
+FF_PER_LANE = 1600
+FF_SOC = 2100
+SKID_WORDS = 16
+"""The lane's segment queue (hw.core.timing.SKID_DEPTH), always in LUT RAM."""
+
+
+def core_plan(config, blocks_per_lane=None):
+    """The :class:`CorePlan` of a core built for ``config``, its LUT RAM chosen by
+    :func:`lutram_memories` for ``blocks_per_lane``."""
+    lut = lutram_memories(config, blocks_per_lane)
+    mems = tuple(replace(m, lutram=m.name in lut) for m in lane_memories(config))
+    per_lane = sum(m.blocks for m in mems)
+    dpr = sum(m.cells for m in mems)
+    L = config.lanes
+    from hw.memory_map import Mem
+    cells = dpr + dpr16x4_cells(SKID_WORDS, config.layout(Mem.PTR).bits)
+    return CorePlan(config=config, memories=mems, blocks_per_lane=per_lane,
+                    blocks=per_lane * L + SOC_BRAM, dpr16x4_per_lane=dpr,
+                    mult18=MULT_PER_LANE * L + MULT_SOC,
+                    lut4=LUT_SOC + L * (LUT_PER_LANE + LUT_PER_CELL * cells),
+                    ff=FF_SOC + L * FF_PER_LANE)
 
 
 @dataclass
 class MemoryPlan:
-    """Per-lane memory sizes (words and bits) and the block RAM total."""
+    """The smallest core that holds a network: per-lane memory sizes and block RAM total."""
     lanes: int
     synapse_words: int        # of the fullest lane
     synapse_bits: int
@@ -43,28 +191,28 @@ class MemoryPlan:
     neuron_bits: int
     blocks_per_lane: int
     blocks: int               # all lanes plus SOC_BRAM
+    core: CorePlan = None
 
     def summary(self):
+        lut = ", ".join(m.name for m in self.core.memories if m.lutram) or "nothing"
         return (f"{self.lanes} lanes x {self.blocks_per_lane} DP16KD + {SOC_BRAM} = "
                 f"{self.blocks} DP16KD (per lane: {self.synapse_words} synapses of "
                 f"{self.synapse_bits} b, {self.pointer_words} row pointers of "
-                f"{self.pointer_bits} b, {self.neuron_words} neurons of {self.neuron_bits} b)")
+                f"{self.pointer_bits} b, {self.neuron_words} neurons of {self.neuron_bits} b; "
+                f"in LUT RAM: {lut})")
 
 
 def memory_plan(net, lanes):
-    """The :class:`MemoryPlan` of ``net`` laid out over ``lanes`` lanes."""
-    lay = lane_layout(net, lanes)
-    syn = max(lay.synapses_per_lane())
-    syn_bits = _bits(lay.neurons_per_lane) + WEIGHT_BITS
-    longest = max((int(sl.max()) for sl in lay.seg_len if sl.size), default=0)
-    ptr_bits = _bits(syn + 1) + _bits(longest + 1)
-    ptr = lay.ptr_entries
-    # parameters (alpha, theta, rho, jump, bias) and state (v, a, accumulator)
+    """The :class:`MemoryPlan` of ``net`` laid out over ``lanes`` lanes: the block RAMs of
+    the smallest core that holds it (``CoreConfig.for_image``: depths rounded up to powers
+    of two or multiples of 1024, as a build would size them)."""
+    from hw.memory_map import CoreConfig, Mem
+    config = CoreConfig.for_image(SimpleNamespace(net=net, lanes=lanes))
+    need = CoreConfig.image_needs(SimpleNamespace(net=net, lanes=lanes))
+    plan = core_plan(config)
     neuron_bits = 2 * DECAY_BITS + 3 * STATE_BITS + 2 * STATE_BITS + ACC_BITS
-    per_lane = (bram_blocks(syn, syn_bits) + bram_blocks(ptr, ptr_bits)
-                + bram_blocks(lay.neurons_per_lane, 2 * DECAY_BITS + 3 * STATE_BITS)
-                + bram_blocks(lay.neurons_per_lane, 2 * STATE_BITS + ACC_BITS))
-    return MemoryPlan(lanes=lanes, synapse_words=syn, synapse_bits=syn_bits, pointer_words=ptr,
-                      pointer_bits=ptr_bits, neuron_words=lay.neurons_per_lane,
-                      neuron_bits=neuron_bits, blocks_per_lane=per_lane,
-                      blocks=per_lane * lanes + SOC_BRAM)
+    return MemoryPlan(lanes=lanes, synapse_words=need["syn_depth"],
+                      synapse_bits=config.layout(Mem.SYN).bits,
+                      pointer_words=need["ptr_depth"], pointer_bits=config.layout(Mem.PTR).bits,
+                      neuron_words=need["neurons_per_lane"], neuron_bits=neuron_bits,
+                      blocks_per_lane=plan.blocks_per_lane, blocks=plan.blocks, core=plan)

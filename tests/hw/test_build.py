@@ -1,0 +1,238 @@
+"""hw.build without running the tools: arguments, capacity refusals, report parsing."""
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from boards import ulx3s
+from hw import build as hwb
+from hw.memory_map import CoreConfig
+from models.capacity import core_plan, lutram_memories
+from models.image import load_image
+
+SHIPPED = "models/pretrained/shakespeare.img"
+
+
+def run(capsys, *argv):
+    """``python -m hw.build ARGV`` in process: (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        hwb.main(list(argv))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_unknown_board_lists_known(capsys):
+    status, _, err = run(capsys, "--board", "arty")
+    assert status == hwb.EXIT_USAGE
+    assert "unknown board 'arty'; known boards: ulx3s" in err
+
+
+def test_unknown_device_lists_known(capsys):
+    status, _, err = run(capsys, "--board", "ulx3s", "--device", "17f")
+    assert status == hwb.EXIT_USAGE
+    assert "known sizes: 12f, 25f, 45f, 85f" in err
+
+
+def test_bad_lanes_and_clock(capsys):
+    status, _, err = run(capsys, "--lanes", "0")
+    assert status == hwb.EXIT_USAGE and "--lanes must be at least 1" in err
+    status, _, err = run(capsys, "--clock", "900", "--top", "probe", "--lanes", "1",
+                         "--device", "12f", "--no-image")
+    assert status == hwb.EXIT_USAGE and "3.125 to 400.0 MHz" in err
+
+
+def test_missing_image_is_a_clear_error(capsys, tmp_path):
+    status, _, err = run(capsys, "--image", str(tmp_path / "nothing.img"))
+    assert status == hwb.EXIT_USAGE and "cannot read image" in err
+
+
+def test_refuses_too_many_lanes_fast(capsys):
+    t0 = time.monotonic()
+    status, _, err = run(capsys, "--lanes", "64")
+    assert time.monotonic() - t0 < 10
+    assert status == hwb.EXIT_FIT
+    assert "64 lanes do not fit the LFE5U-85F" in err and "258 DP16KD" in err
+
+
+def test_refuses_an_image_too_large_fast(capsys):
+    # The 45F's default core (8 lanes of 128 neurons and 7168 synapse words) is too small
+    # for the shipped model (re-laid out for 8 lanes: 137 neurons and up to 12839 synapses
+    # in the fullest lane).
+    t0 = time.monotonic()
+    status, _, err = run(capsys, "--device", "45f")
+    assert time.monotonic() - t0 < 10
+    assert status == hwb.EXIT_FIT
+    assert "neurons per lane: needs 137, the core has 128 (9 too many)" in err
+    assert "synapse words per lane (the fullest lane): needs 12839, the core has 7168" in err
+
+
+def test_relayout_is_named(capsys):
+    status, _, err = run(capsys, "--device", "45f", "--lanes", "4")
+    assert status == hwb.EXIT_FIT
+    assert "laid out for 16 lanes and was checked as laid out for 4" in err
+
+
+def test_refuses_on_small_devices(capsys):
+    status, _, err = run(capsys, "--device", "12f")
+    assert status == hwb.EXIT_FIT
+    assert "image does not fit the core" in err and "neurons per lane" in err
+
+
+def test_check_fit_passes_the_default_85f():
+    config = ulx3s.core_config("85f")
+    plan = hwb.check_fit(config, ulx3s.device("85f"), load_image(SHIPPED))
+    assert plan.blocks <= 208
+
+
+def test_check_fit_names_every_shortfall():
+    config = CoreConfig(lanes=8, neurons_per_lane=64, syn_depth=1024, ptr_depth=1024,
+                        spike_depth=512)
+    with pytest.raises(hwb.FitError) as e:
+        hwb.check_fit(config, ulx3s.device("85f"), load_image(SHIPPED))
+    msg = str(e.value)
+    for what in ("neurons per lane: needs 137, the core has 64 (73 too many)",
+                 "row pointers per lane: needs 1219", "spike buffer entries"):
+        assert what in msg
+
+
+def test_memory_script_names_the_lutram_memories():
+    config = ulx3s.core_config("85f")
+    budget = ulx3s.lane_budget("85f", 16)
+    script = hwb.yosys_memory_script(config, budget)
+    # 12 blocks per lane: 7 synapse + 3 pointer + 1 spike buffer + 1 left, which the
+    # state takes; the parameters (2 blocks), accumulator and spike queue go to LUT RAM.
+    assert budget == 12
+    assert lutram_memories(config, budget) == ("param", "acc", "queue")
+    for name in ("param", "acc", "queue"):
+        assert f'setattr -set ram_style "distributed" */m:{name}' in script
+    for name in ("state", "syn", "ptr", "sbuf"):
+        assert f'setattr -set ram_style "block" */m:{name}' in script
+    # Without a budget, every small memory goes to LUT RAM.
+    assert lutram_memories(config) == ("param", "state", "acc", "queue")
+
+
+# A trimmed nextpnr-ecp5 0.11 --report of a one-lane build, and its log's Fmax lines.
+REPORT = {
+    "utilization": {
+        "DP16KD": {"available": 208, "used": 3},
+        "EHXPLLL": {"available": 4, "used": 1},
+        "MULT18X18D": {"available": 156, "used": 3},
+        "TRELLIS_COMB": {"available": 83640, "used": 4519},
+        "TRELLIS_FF": {"available": 83640, "used": 3079},
+        "TRELLIS_RAMW": {"available": 10455, "used": 221},
+    },
+    "fmax": {"$glbnet$design.clk": {"achieved": 117.89672088623047, "constraint": 100}},
+    "critical_paths": [
+        {"from": "<async>", "to": "posedge $glbnet$design.clk",
+         "path": [{"delay": 1.0, "type": "routing", "from": {"cell": "rx"},
+                   "to": {"cell": "sync"}}]},
+        {"from": "posedge $glbnet$design.clk", "to": "posedge $glbnet$design.clk",
+         "path": [
+             {"delay": 0.525, "type": "clk-to-q",
+              "from": {"cell": "core.lanes.o[0].op_FF"}, "to": {"cell": "core.lanes.o[0].op_FF"}},
+             {"delay": 0.872, "type": "routing", "net": "n1",
+              "sources": ["/work/main/hw/core/broadcast.py:44"],
+              "from": {"cell": "core.lanes.o[0].op_FF"}, "to": {"cell": "lane0.mux_LUT4"}},
+             {"delay": 0.236, "type": "logic",
+              "from": {"cell": "lane0.mux_LUT4"}, "to": {"cell": "lane0.mux_LUT4"}},
+             {"delay": 0.725, "type": "routing", "net": "n2",
+              "sources": ["/share/lattice/cells_map_trellis.v:108.23-108.24"],
+              "from": {"cell": "lane0.mux_LUT4"}, "to": {"cell": "lane0.param_raw_FF"}},
+             {"delay": 0.0, "type": "setup",
+              "from": {"cell": "lane0.param_raw_FF"}, "to": {"cell": "lane0.param_raw_FF"}},
+         ]},
+    ],
+}
+
+LOG = """\
+Info: Max frequency for clock '$glbnet$design.clk': 109.11 MHz (PASS at 100.00 MHz)
+Info: Routing..
+Info: Max frequency for clock '$glbnet$design.clk': 97.90 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def test_parse_report():
+    r = hwb.parse_report(REPORT)
+    assert r["lut4"] == (4519, 83640) and r["ff"] == (3079, 83640)
+    assert r["dp16kd"] == (3, 208) and r["mult18"] == (3, 156) and r["lutram"] == (221, 10455)
+    assert r["fmax"] == {"$glbnet$design.clk": (117.89672088623047, 100.0)}
+
+
+def test_parse_log_takes_the_last_report():
+    assert hwb.parse_log(LOG) == {"$glbnet$design.clk": (97.9, 100.0, False)}
+
+
+def test_critical_path_of_the_core_clock():
+    cp = hwb.critical_path(REPORT, "$glbnet$design.clk")
+    assert cp["from"] == "core.lanes.o[0].op_FF" and cp["to"] == "lane0.param_raw_FF"
+    assert cp["logic_levels"] == 1
+    assert cp["routing_ns"] == pytest.approx(1.597) and cp["total_ns"] == pytest.approx(2.358)
+    assert cp["sources"] == ["/work/main/hw/core/broadcast.py:44"]
+    assert hwb.critical_path({}, "x") is None
+
+
+def test_summary_and_json_fields():
+    result = {
+        "board": "ulx3s", "device": "LFE5U-85F", "lanes": 1, "design": "probe",
+        "neurons": 64, "synapses": 1024, "fmax_mhz": 97.9, "target_mhz": 100.0,
+        "timing_met": False, "lut4": 4519, "lut4_available": 83640, "ff": 3079,
+        "ff_available": 83640, "dp16kd": 3, "dp16kd_available": 208, "dp16kd_estimated": 3,
+        "mult18": 3, "mult18_available": 156, "bitstream": "build/x/top.bit",
+        "bitstream_bytes": 360052, "build_seconds": 66.0,
+        "stage_seconds": {"synth": 9.0, "pnr": 54.0}, "build_dir": "build/x",
+        "critical_path": hwb.critical_path(REPORT, "$glbnet$design.clk"),
+    }
+    text = hwb.summary(result)
+    assert "Fmax after routing: 97.9 MHz, target 100.0 MHz: timing FAILED" in text
+    assert "LUT4 4519/83640 (5%)" in text and "DP16KD 3/208 (1%)" in text
+    assert "critical path: core.lanes.o[0].op_FF -> lane0.param_raw_FF" in text
+    assert "hw/core/broadcast.py:44" in text
+
+
+def test_program_without_openfpgaloader_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    monkeypatch.setattr(hwb.shutil, "which", lambda name: None)
+    with pytest.raises(hwb.BuildError) as e:
+        hwb.program_board(tmp_path / "top.bit", hwb._Progress(quiet=True))
+    assert e.value.status == hwb.EXIT_PROGRAM
+    assert "openFPGALoader not found" in str(e.value) and "apt-get install openfpgaloader" in str(e.value)
+
+
+def test_bad_set_is_a_usage_error(capsys):
+    status, _, err = run(capsys, "--set", "syn_depth=lots")
+    assert status == hwb.EXIT_USAGE and "expected FIELD=N" in err
+    status, _, err = run(capsys, "--set", "colour=3")
+    assert status == hwb.EXIT_USAGE and "neurons_per_lane" in err
+
+
+def test_overused_cells_from_the_log(tmp_path):
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t          TRELLIS_IO:      14/    365     3%\n"
+                   "Info: \t              DP16KD:     193/    208    92%\n"
+                   "Info: \t        TRELLIS_COMB:   90211/  83640   107%\n"
+                   "ERROR: Unable to place cell 'x', no BELs remaining\n")
+    assert hwb.overused(log) == [("TRELLIS_COMB", 90211, 83640)]
+    assert hwb.overused(tmp_path / "missing.log") == []
+
+
+def test_clock_constraint_follows_the_netlist(tmp_path):
+    # Amaranth named the constraint after an alias that Yosys dropped; the PLL's CLKOP net
+    # is known by two other names: the shallower one is taken.
+    netlist = {"modules": {"top": {
+        "cells": {"pll.pll": {"type": "EHXPLLL", "connections": {"CLKOP": [18], "CLKI": [2]}},
+                  "ff": {"type": "TRELLIS_FF", "connections": {"CLK": [18]}}},
+        "netnames": {"design.core.lanes.lane4.clk": {"hide_name": 0, "bits": [18]},
+                     "design.clk": {"hide_name": 0, "bits": [18]},
+                     "$auto$x": {"hide_name": 1, "bits": [18]},
+                     "clk25_0__io": {"hide_name": 0, "bits": [2]}}}}}
+    (tmp_path / "top.json").write_text(json.dumps(netlist))
+    (tmp_path / "top.lpf").write_text('LOCATE COMP "x" SITE "G2";\n'
+                                      'FREQUENCY NET "design.core.sampler.clk" 103125000.0 HZ;\n'
+                                      'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;\n')
+    assert hwb.pin_clock_constraint(tmp_path, 103125000.0) == "design.clk"
+    lpf = (tmp_path / "top.lpf").read_text()
+    assert 'FREQUENCY NET "design.clk" 103125000.0 HZ;' in lpf
+    assert "sampler" not in lpf and 'FREQUENCY PORT "clk25_0__io"' in lpf

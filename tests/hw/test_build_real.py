@@ -1,0 +1,67 @@
+"""One real bitstream: ``python -m hw.build`` for a ULX3S-85F with one small lane.
+
+Yosys, nextpnr-ecp5 and ecppack (YoWASP) really run: about a minute and a half on a free
+core (plus about 45 s per tool the first time YoWASP compiles it). The SoC is built if this
+checkout has it, else the bare core behind its probe.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hw.build import TOOLS, soc_available
+from models.capacity import SOC_BRAM
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(os.environ.get(var) or tool) is None for var, tool in TOOLS.items()),
+    reason="YoWASP tools not installed")
+
+SMALL = {"neurons_per_lane": 64, "syn_depth": 1024, "ptr_depth": 1024, "spike_depth": 256,
+         "max_vocab": 128}
+
+
+def test_real_build_85f_one_lane(tmp_path):
+    top = "soc" if soc_available() else "probe"
+    argv = [sys.executable, "-m", "hw.build", "--board", "ulx3s", "--device", "85f",
+            "--lanes", "1", "--clock", "50", "--no-image", "--top", top, "--json",
+            "--build-dir", str(tmp_path)]
+    for key, value in SMALL.items():
+        argv += ["--set", f"{key}={value}"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Progress: every stage named with its elapsed time.
+    for stage in ("elaborate:", "yosys:", "nextpnr:", "ecppack:"):
+        assert stage in proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert (r["board"], r["device"], r["lanes"], r["design"]) == ("ulx3s", "LFE5U-85F", 1, top)
+    assert r["config"] == {**r["config"], **SMALL}
+    # 50 MHz: this test proves the flow; whether the core makes 100 MHz is bench.fmax's
+    # question (BENCHMARKS.md).
+    assert r["target_mhz"] == 50.0 and r["pll"] == [1, 2, 12]
+    assert r["timing_met"] and 50 <= r["fmax_mhz"] < 400, r.get("critical_path")
+    assert 1000 < r["lut4"] < 0.2 * r["lut4_available"]
+    assert 500 < r["ff"] < 0.2 * r["ff_available"]
+    assert r["lut4_available"] == r["ff_available"] == 83640
+    assert (r["dp16kd_available"], r["mult18_available"]) == (208, 156)
+    # Two multipliers in the lane's neuron, one in the sampler.
+    assert r["mult18"] == 3
+    # The capacity model counts SOC_BRAM blocks outside the lanes (noise table, frame
+    # buffer); the probe has only the noise table.
+    assert r["dp16kd"] == r["dp16kd_estimated"] - (SOC_BRAM - 1 if top == "probe" else 0)
+    assert (r["neurons"], r["synapses"]) == (64, 1024)
+
+    bit = Path(r["bitstream"])
+    assert bit == tmp_path / "top.bit" and bit.exists()
+    # Compressed (--compress) 85F bitstream: the uncompressed one is about 2.3 MB.
+    assert 100_000 < bit.stat().st_size == r["bitstream_bytes"] < 2_500_000
+    head = bit.read_bytes()[:64]
+    assert head.startswith(b"\xff\x00Part: LFE5U-85F")    # ecppack's comment, then the
+    assert b"\xff\xff\xbd\xb3" in head                    # ECP5 preamble
+    assert json.loads((tmp_path / "result.json").read_text())["bitstream"] == str(bit)
