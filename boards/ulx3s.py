@@ -8,7 +8,9 @@
   UART to the FT231X, the 8 LEDs.
 * :func:`platform` gives amaranth-boards' platform for a size, without openFPGALoader among
   the tools a build requires (only programming needs it).
-* :func:`core_config` sizes a :class:`~hw.memory_map.CoreConfig` to a size's block RAMs.
+* :func:`core_config` sizes a :class:`~hw.memory_map.CoreConfig` to a size's block RAMs
+  and LUTs (:mod:`models.capacity`); :func:`lane_budget` is the block RAM per lane the
+  build's LUT RAM choice works to.
 """
 
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform,
 
 from .ecp5 import ULX3S_DEVICES, ulx3s_device
 
-__all__ = ["DEVICES", "DEFAULT_DEVICE", "device", "OSC_MHZ", "PLLConfig", "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES",
-           "HEADROOM_BRAM", "LUT_FILL", "lane_budget", "core_config", "PROGRAMMER"]
+__all__ = ["DEVICES", "DEFAULT_DEVICE", "device", "OSC_MHZ", "PROGRAMMER", "PLLConfig",
+           "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL",
+           "lane_budget", "core_config"]
 
 DEVICES = ULX3S_DEVICES
 DEFAULT_DEVICE = "85f"

@@ -291,7 +291,7 @@ def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
     """Run ``argv`` in ``cwd``, its output to ``log_path``; show milestones and, every
     ``heartbeat`` seconds of silence, that it is still running. Raise :class:`BuildError`
     with the tool's last error lines if it fails."""
-    progress.say(f"{stage}: {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}")
+    progress.say(f"{stage}: {' '.join([Path(argv[0]).name, *argv[1:]])}")
     pattern = _MILESTONES.get(stage)
     t0 = time.monotonic()
     try:

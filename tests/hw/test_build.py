@@ -197,7 +197,8 @@ def test_program_without_openfpgaloader_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(hwb.BuildError) as e:
         hwb.program_board(tmp_path / "top.bit", hwb._Progress(quiet=True))
     assert e.value.status == hwb.EXIT_PROGRAM
-    assert "openFPGALoader not found" in str(e.value) and "apt-get install openfpgaloader" in str(e.value)
+    assert "openFPGALoader not found" in str(e.value)
+    assert "apt-get install openfpgaloader" in str(e.value)
 
 
 def test_bad_set_is_a_usage_error(capsys):
@@ -236,3 +237,29 @@ def test_clock_constraint_follows_the_netlist(tmp_path):
     lpf = (tmp_path / "top.lpf").read_text()
     assert 'FREQUENCY NET "design.clk" 103125000.0 HZ;' in lpf
     assert "sampler" not in lpf and 'FREQUENCY PORT "clk25_0__io"' in lpf
+
+
+def test_baked_image_elaborates_with_the_hosts_tag():
+    # A small random network baked into a one-lane SoC on the board (elaboration only).
+    import numpy as np
+    from models.formats import NeuronKind
+    from models.image import image_bytes, parse_image
+    from sim.netgen import random_network
+    from sw.client import image_tag as host_tag
+
+    net = random_network(np.random.default_rng(3), [NeuronKind.LIF, NeuronKind.ALIF])
+    data = image_bytes(net, 2)
+    image = parse_image(data)                      # laid out for 2 lanes, baked for 1
+    config = CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=1024, ptr_depth=1024,
+                        spike_depth=256, max_vocab=128)
+    hwb.check_fit(config, ulx3s.device("85f"), image)
+    tag = hwb.image_tag(image, data)
+    assert tag == host_tag(data) != 0
+    pll = ulx3s.pll_config(100)
+    design = hwb.make_design(config, top="soc", clock_hz=pll.f_out_hz, baud=3_000_000,
+                             image=image, tag=tag)
+    plan = ulx3s.platform("85f").prepare(ulx3s.Top(design, pll), name="top",
+                                         script_after_read=hwb.yosys_memory_script(config))
+    il = plan.files["top.il"]
+    assert "EHXPLLL" in il
+    assert f"32'{tag:032b}" in il                   # the link's tag register comes up set
