@@ -232,14 +232,28 @@ def image_tag(image, data=None):
     return tag_of(data if data is not None else image_bytes(image.net, image.lanes))
 
 
+FSM_STATES = ("engine_state", "framer_state", "scheduler_state", "fsm_state")
+"""The state registers of the SoC's FSMs (Amaranth names them ``<fsm>_state``). Yosys leaves
+a state register with an initial value alone unless told to recode it; one-hot, each state
+test is one flip-flop instead of a comparison of the whole state, which keeps the link's
+and the scheduler's wide next-state logic shallow."""
+
+
+def yosys_fsm_script():
+    """Yosys commands that ask for the SoC's FSMs to be recoded (:data:`FSM_STATES`)."""
+    return "setattr -set fsm_encoding \"one-hot\" " + " ".join(f"*/w:{n}" for n in FSM_STATES)
+
+
 def yosys_memory_script(config, blocks_per_lane=None):
     """Yosys commands (run after reading the design) that put the lanes' small memories
     into LUT RAM: exactly :func:`models.capacity.lutram_memories`, and keep the others in
     block RAM (Yosys would otherwise choose by its own cost)."""
     from models.capacity import lane_memories, lutram_memories
     lut = lutram_memories(config, blocks_per_lane)
+    # The synapse memory is built as banks named syn_b0, syn_b1, ... (hw.core.lane).
     return "\n".join(
-        f'setattr -set ram_style "{"distributed" if m.name in lut else "block"}" */m:{m.name}'
+        f'setattr -set ram_style "{"distributed" if m.name in lut else "block"}" '
+        f'*/m:{m.name} */m:{m.name}_b*'
         for m in lane_memories(config))
 
 
@@ -457,7 +471,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
                          image=image if bake else None, tag=tag)
     plan_files = platform.prepare(brd.Top(design, pll), name="top",
-                                  script_after_read=yosys_memory_script(config, budget))
+                                  script_after_read=yosys_memory_script(config, budget) + "\n" + yosys_fsm_script())
     plan_files.extract(build_dir)
     stages = {"elaborate": time.monotonic() - t0}
     progress.say(f"elaborate: done in {_clock(stages['elaborate'])}")

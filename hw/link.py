@@ -532,18 +532,26 @@ class Link(wiring.Component):
         def le(value, n):
             return [value[8 * i:8 * i + 8] for i in range(n)]
 
+        obusy = Signal(name="obusy")           # obuf holds bytes not yet handed over
+
         def load(values, last):
             assert len(values) <= obuf_bytes
             m.d.sync += [obuf[:8 * len(values)].eq(Cat(*values)), olen.eq(len(values)),
-                         olast.eq(last)]
+                         olast.eq(last), obusy.eq(1)]
+
+        # The emitter hands obuf to the encoder a byte per handshake whatever the engine's
+        # state, deciding from its own registers (and the encoder's): the wide obuf's shift
+        # enable stays two flip-flops deep. An emit state waits for it to finish.
+        m.d.comb += [enc.i.valid.eq(obusy), enc.i.payload.data.eq(obuf[:8]),
+                     enc.i.payload.last.eq(olast & (olen == 1))]
+        with m.If(obusy & enc.i.ready):
+            m.d.sync += [obuf.eq(obuf >> 8), olen.eq(olen - 1)]
+            with m.If(olen == 1):
+                m.d.sync += obusy.eq(0)
 
         def emit(then):
-            m.d.comb += [enc.i.valid.eq(1), enc.i.payload.data.eq(obuf[:8]),
-                         enc.i.payload.last.eq(olast & (olen == 1))]
-            with m.If(enc.i.ready):
-                m.d.sync += [obuf.eq(obuf >> 8), olen.eq(olen - 1)]
-                with m.If(olen == 1):
-                    then()
+            with m.If(~obusy):
+                then()
 
         def goto(state):
             def then():

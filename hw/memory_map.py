@@ -276,6 +276,17 @@ class CoreConfig:
         """Each lane's spike queue: one bank of ``neurons_per_lane`` per timestep parity."""
         return 2 * self.neurons_per_lane
 
+    @property
+    def syn_bank_words(self):
+        """Words per bank of a lane's synapse memory, which the gateware builds as banks of
+        one block RAM's depth (a DP16KD in 1024 x 18 mode; a wider word takes several side
+        by side), so that each bank's output is registered before they are merged."""
+        return min(1024, self.syn_depth)
+
+    @property
+    def syn_banks(self):
+        return -(-self.syn_depth // self.syn_bank_words)
+
     # Word layouts ----------------------------------------------------------------------------
 
     def layout(self, mem):

@@ -253,10 +253,19 @@ class Core(wiring.Component):
         r = Signal(read_request_layout(cfg), name="rq")
         r_ok = Signal(name="rq_ok")
         r_lane = Signal(name="rq_lane")
-        m.d.sync += w_valid.eq(self.write.valid & self.write.ready)
-        with m.If(self.write.valid & self.write.ready):
-            m.d.sync += [w.eq(wp), w_ok.eq(in_range(wp, True) & value_ok),
-                         w_lane.eq(wp.mem <= lane_mems)]
+        # The write's target, decoded as it is accepted: the registered write then acts on
+        # single flip-flops. (These registers load every cycle: they are only looked at
+        # while w_valid says they hold an accepted write.)
+        w_pop = Signal(name="wq_pop")
+        w_proj = Signal(name="wq_proj")
+        w_reg = Signal(len(CoreReg), name="wq_reg")      # one-hot: the CORE register
+        m.d.sync += [
+            w_valid.eq(self.write.valid & self.write.ready),
+            w.eq(wp), w_ok.eq(in_range(wp, True) & value_ok),
+            w_lane.eq(wp.mem <= lane_mems),
+            w_pop.eq(wp.mem == Mem.POP), w_proj.eq(wp.mem == Mem.PROJ),
+            w_reg.eq(Cat((wp.mem == Mem.CORE) & (wp.addr == reg) for reg in CoreReg)),
+        ]
         with m.If(self.read.valid & self.read.ready):
             m.d.sync += [r.eq(self.read.payload), r_ok.eq(in_range(self.read.payload, False)),
                          r_lane.eq(self.read.payload.mem <= lane_mems)]
@@ -318,28 +327,19 @@ class Core(wiring.Component):
             # The lane bus's address and data fields are free while the core is idle.
             m.d.sync += [cbus.lane.eq(w.lane), cbus.mem.eq(w.mem), cbus.addr.eq(w.addr),
                          cbus.data.eq(w.data)]
-            with m.If(~w_ok):
-                m.d.sync += err.write_error.eq(1)
-            with m.Elif(w_lane):
-                m.d.sync += cbus.op.eq(LaneOp.WRITE)
-            with m.Elif(w.mem == Mem.POP):
-                m.d.comb += pop_wr.en.eq(1)
-            with m.Elif(w.mem == Mem.PROJ):
-                m.d.comb += proj_wr.en.eq(1)
-            with m.Else():
-                with m.Switch(w.addr):
-                    with m.Case(CoreReg.POPS):
-                        m.d.sync += n_pops.eq(w.data)
-                    with m.Case(CoreReg.PROJS):
-                        m.d.sync += n_projs.eq(w.data)
-                    with m.Case(CoreReg.READOUT):
-                        m.d.sync += readout.eq(w.data)
-                    with m.Case(CoreReg.VOCAB):
-                        m.d.sync += vocab.eq(w.data)
-                    with m.Case(CoreReg.TEMPERATURE):
-                        m.d.sync += temperature.eq(w.data)
-                    with m.Case(CoreReg.SEED):
-                        m.d.comb += sampler.seed.valid.eq(1)
+        w_go = Signal(name="wq_go")
+        m.d.comb += w_go.eq(w_valid & w_ok)
+        with m.If(w_valid & ~w_ok):
+            m.d.sync += err.write_error.eq(1)
+        with m.If(w_go & w_lane):
+            m.d.sync += cbus.op.eq(LaneOp.WRITE)
+        m.d.comb += [pop_wr.en.eq(w_go & w_pop), proj_wr.en.eq(w_go & w_proj),
+                     sampler.seed.valid.eq(w_go & w_reg[CoreReg.SEED])]
+        for reg, target in ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
+                            (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
+                            (CoreReg.TEMPERATURE, temperature)):
+            with m.If(w_go & w_reg[reg]):
+                m.d.sync += target.eq(w.data)
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):

@@ -1,5 +1,7 @@
 """One processing lane: its neurons' memories, the synapse walker and the neuron pipeline."""
 
+from types import SimpleNamespace
+
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -9,10 +11,20 @@ from models.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
 from ..memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
                       word_layout)
+from .bram import BlockRAM
 from .neuron import NeuronUnit
-from .timing import HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
+from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
 __all__ = ["Lane"]
+
+
+def _delay(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` registers."""
+    for k in range(cycles):
+        r = Signal.like(value, name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(value)
+        value = r
+    return value
 
 
 class Lane(wiring.Component):
@@ -81,6 +93,39 @@ class Lane(wiring.Component):
     def index(self):
         return self._index
 
+    def _synapse_banks(self, m, layout, init, attrs):
+        """The synapse memory as ``config.syn_banks`` :class:`BlockRAM` banks (named
+        ``syn_b0``, ``syn_b1``, ...): returns its read port (``addr``), write port (``en``,
+        ``addr``, ``data``) and its data as ``layout``, ``BANKED_READ_LATENCY`` cycles after
+        the address. The banks' registered outputs are gated by their registered selects and
+        ORed into one more register."""
+        cfg = self._config
+        words = cfg.syn_bank_words
+        low = addr_bits(words)
+        port = SimpleNamespace(addr=Signal(addr_bits(cfg.syn_depth), name="syn_addr"))
+        wr = SimpleNamespace(en=Signal(name="syn_we"),
+                             addr=Signal(addr_bits(cfg.syn_depth), name="syn_waddr"),
+                             data=Signal(layout.size, name="syn_wdata"))
+        merged = 0
+        for k in range(cfg.syn_banks):
+            depth = min(words, cfg.syn_depth - k * words)
+            bank = BlockRAM(layout.size, depth, init[k * words:(k + 1) * words], attrs,
+                            name=f"syn_b{k}")
+            m.submodules[f"syn_b{k}"] = bank
+            hit = Signal(name=f"syn_b{k}_hit")
+            m.d.comb += [
+                bank.raddr.eq(port.addr[:low]),
+                bank.we.eq(wr.en & (wr.addr[low:] == k)),
+                bank.waddr.eq(wr.addr[:low]),
+                bank.wdata.eq(wr.data),
+            ]
+            m.d.sync += hit.eq(port.addr[low:] == k)
+            hit = _delay(m, hit, 1, f"syn_b{k}_hit")
+            merged = merged | Mux(hit, bank.rdata, 0)
+        q = Signal(layout, name="syn_q")
+        m.d.sync += q.eq(merged)
+        return port, wr, q
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -113,12 +158,10 @@ class Lane(wiring.Component):
         m.submodules.acc = acc = Memory(shape=signed(ACC_BITS), depth=NPL, init=[], attrs=bram)
         m.submodules.ptr = ptr = Memory(shape=PTR.size, depth=cfg.ptr_depth,
                                         init=initial(Mem.PTR), attrs=bram)
-        m.submodules.syn = syn = Memory(shape=SYN.size, depth=cfg.syn_depth,
-                                        init=initial(Mem.SYN), attrs=bram)
         m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
                                             init=[], attrs=bram)
-        m.submodules.sbuf = sbuf = Memory(shape=unsigned(cfg.ptr_bits), depth=cfg.spike_depth,
-                                          init=[], attrs=bram)
+        m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
+                                            name="sbuf")
         m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
 
         def bram_ports(memory, name, shape=None):
@@ -133,19 +176,16 @@ class Lane(wiring.Component):
         state_r, state_w, state_q = bram_ports(state, "state", STATE)
         acc_r, acc_w, acc_q = bram_ports(acc, "acc")
         ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr", PTR)
-        syn_r, syn_w, syn_q = bram_ports(syn, "syn", SYN)
+        syn_r, syn_w, syn_q = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         queue_r, queue_w, queue_q = bram_ports(queue, "queue")
-        sbuf_r, sbuf_w, sbuf_q = bram_ports(sbuf, "sbuf")
+        sbuf_r = SimpleNamespace(addr=sbuf.raddr)
+        sbuf_w = SimpleNamespace(en=sbuf.we, addr=sbuf.waddr, data=sbuf.wdata)
+        sbuf_q = sbuf.rdata
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
-        assert READ_LATENCY == 2
+        assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
 
         def delay(value, cycles, name):
-            """``value`` delayed by ``cycles`` registers."""
-            for k in range(cycles):
-                r = Signal.like(value, name=f"{name}_d{k + 1}")
-                m.d.sync += r.eq(value)
-                value = r
-            return value
+            return _delay(m, value, cycles, name)
 
         # Mode flags: set by their op, cleared by any other op.
         route_on = Signal(name="route_on")
@@ -167,14 +207,17 @@ class Lane(wiring.Component):
         host_word = Signal(cfg.data_bits, name="host_word")
         host_q = Signal(name="host_q")
         gated = []
-        for mem, q in ((Mem.PARAM, param_q), (Mem.STATE, state_q), (Mem.ACC, acc_q),
-                       (Mem.PTR, ptr_q), (Mem.SYN, syn_q)):
-            sel = delay(host_rd & (bus.mem == mem), READ_LATENCY, f"host_{mem.name.lower()}")
-            g = Signal(cfg.data_bits, name=f"host_{mem.name.lower()}_word")
+        for mem, q, latency in ((Mem.PARAM, param_q, READ_LATENCY),
+                                (Mem.STATE, state_q, READ_LATENCY),
+                                (Mem.ACC, acc_q, READ_LATENCY), (Mem.PTR, ptr_q, READ_LATENCY),
+                                (Mem.SYN, syn_q, BANKED_READ_LATENCY)):
+            name = f"host_{mem.name.lower()}"
+            sel = delay(host_rd & (bus.mem == mem), latency, name)
+            g = Signal(cfg.data_bits, name=f"{name}_word")
             m.d.sync += g.eq(Mux(sel, Value.cast(q).as_unsigned(), 0))
-            gated.append(g)
+            gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word"))
         m.d.sync += [
-            host_q.eq(delay(host_rd, READ_LATENCY + 1, "host_rd")),
+            host_q.eq(delay(host_rd, BANKED_READ_LATENCY + 1, "host_rd")),
             host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4]),
         ]
 
@@ -299,7 +342,7 @@ class Lane(wiring.Component):
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
         # The gather output: at most one of these is active in any lane at any time.
-        assert HOST_READ_LATENCY == READ_LATENCY + 2
+        assert HOST_READ_LATENCY == BANKED_READ_LATENCY + 2
         m.d.comb += [
             self.gather.valid.eq(snd_q | smp_q | host_q),
             self.gather.payload.eq(Mux(snd_q, queue_q + bus.ptr_base, 0) |
@@ -428,7 +471,7 @@ class Lane(wiring.Component):
 
         # Accumulate: read (R), wait (M), add and write (W). The two writes still in flight
         # when a read samples the memory are forwarded from registers.
-        v_r = delay(syn_issue & route_on, READ_LATENCY, "syn_issue")
+        v_r = delay(syn_issue & route_on, BANKED_READ_LATENCY, "syn_issue")
         v_m = Signal(name="v_m")
         v_w = Signal(name="v_w")
         a_m = Signal(cfg.local_bits, name="a_m")

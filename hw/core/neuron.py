@@ -57,7 +57,8 @@ class NeuronUnit(wiring.Component):
         stage 1: alpha*v, rho*a (the multipliers alone)
         stage 2: round: (alpha*v + 128) >> 8, (rho*a + 128) >> 8; I = sat(.), thr = sat(.)
         stage 3: v = sat(. + I);  a candidates sat(. + jump), sat(.)
-        stage 4: fire (v >= thr, spiking kinds only), reset, choose a
+        stage 4: fire (v >= thr, spiking kinds only), v - thr; after it, reset and
+                 choose a
 
     Parameters
     ----------
@@ -161,32 +162,36 @@ class NeuronUnit(wiring.Component):
             s3_thr.eq(s2_thr), s3_a.eq(s2_a), s3_kind.eq(s2_kind), s3_tag.eq(s2_tag),
         ]
 
-        # Stage 4: fire and reset.
+        # Stage 4: fire; the reset candidates. The choice itself is made after the stage's
+        # registers (one LUT level per output bit), keeping the long compare that decides
+        # it off the wide multiplexers.
         spikes, zero = reset_mode(s3_kind)
         diff = Signal(signed(W + 1), name="diff")
-        fire = Signal(name="fire")
-        m.d.comb += [
-            diff.eq(s3_v - s3_thr),
-            fire.eq(spikes & ~diff[-1]),
-        ]
+        m.d.comb += diff.eq(s3_v - s3_thr)
         v_sub = saturate(m, diff, W, "v_sub")
         s4_valid = Signal(name="s4_valid")
         s4_spike = Signal(name="s4_spike")
+        s4_spiking = Signal(name="s4_spiking")
+        s4_zero = Signal(name="s4_zero")
         s4_v = Signal(signed(W), name="s4_v")
+        s4_v_sub = Signal(signed(W), name="s4_v_sub")
+        s4_aj = Signal(signed(W), name="s4_aj")
+        s4_a0 = Signal(signed(W), name="s4_a0")
         s4_a = Signal(signed(W), name="s4_a")
         s4_tag = Signal(tag_shape, name="s4_tag")
         m.d.sync += [
             s4_valid.eq(s3_valid),
-            s4_spike.eq(fire),
-            s4_v.eq(Mux(fire, Mux(zero, 0, v_sub), s3_v)),
-            s4_a.eq(Mux(spikes, Mux(fire, s3_aj, s3_a0), s3_a)),
+            s4_spike.eq(spikes & ~diff[-1]),
+            s4_spiking.eq(spikes), s4_zero.eq(zero),
+            s4_v.eq(s3_v), s4_v_sub.eq(v_sub),
+            s4_aj.eq(s3_aj), s4_a0.eq(s3_a0), s4_a.eq(s3_a),
             s4_tag.eq(s3_tag),
         ]
         m.d.comb += [
             self.o.valid.eq(s4_valid),
             self.o.payload.spike.eq(s4_spike),
-            self.o.payload.state.v.eq(s4_v),
-            self.o.payload.state.a.eq(s4_a),
+            self.o.payload.state.v.eq(Mux(s4_spike, Mux(s4_zero, 0, s4_v_sub), s4_v)),
+            self.o.payload.state.a.eq(Mux(s4_spiking, Mux(s4_spike, s4_aj, s4_a0), s4_a)),
             self.o.payload.tag.eq(s4_tag),
         ]
         assert NEURON_LATENCY == 5

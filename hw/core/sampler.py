@@ -2,12 +2,12 @@
 
 from amaranth import *
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from models.formats import (GUMBEL_FRAC_BITS, GUMBEL_TABLE_BITS, RNG_BITS, STATE_BITS,
                             TEMPERATURE_BITS)
 from models.sampler import GUMBEL, seed_state
+from .bram import BlockRAM
 from .timing import SAMPLER_LATENCY
 
 __all__ = ["xorshift32", "Sampler"]
@@ -64,16 +64,16 @@ class Sampler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.gumbel = gumbel = Memory(shape=signed(16), depth=1 << GUMBEL_TABLE_BITS,
-                                              init=GUMBEL)
-        rom = gumbel.read_port()
+        # The noise table: a block RAM read in two cycles (see BlockRAM).
+        m.submodules.gumbel = rom = BlockRAM(16, 1 << GUMBEL_TABLE_BITS,
+                                             init=[g & 0xFFFF for g in GUMBEL], name="gumbel")
 
         # Stage 0: advance the generator, look up its noise.
         draw = Signal(RNG_BITS, name="draw")
         index = Signal(self._token_bits, name="index")
         m.d.comb += [
             draw.eq(xorshift32(self.state)),
-            rom.addr.eq(draw[RNG_BITS - GUMBEL_TABLE_BITS:]),
+            rom.raddr.eq(draw[RNG_BITS - GUMBEL_TABLE_BITS:]),
         ]
         with m.If(self.seed.valid):
             m.d.sync += self.state.eq(Mux(self.seed.payload == 0, seed_state(0),
@@ -94,9 +94,9 @@ class Sampler(wiring.Component):
             idx.append(Signal(self._token_bits, name=f"index{k}"))
             m.d.sync += [valid[k].eq(valid[k - 1]), v[k].eq(v[k - 1]), idx[k].eq(idx[k - 1])]
 
-        # Stage 1 is the noise table's read; stage 2 registers its output.
+        # Stages 1 and 2 are the noise table's read.
         noise = Signal(signed(16), name="noise")
-        m.d.sync += noise.eq(rom.data)
+        m.d.comb += noise.eq(rom.rdata)
 
         # Stage 3: the multiplier's operands, next to the DSP block.
         noise_op = Signal(signed(16), name="noise_op")

@@ -12,14 +12,21 @@ of gather (OR) and done (AND) trees.
 
 from models.formats import CoreTiming
 
-__all__ = ["COMMAND_LATENCY", "READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY", "WALK_LATENCY",
+__all__ = ["COMMAND_LATENCY", "READ_LATENCY", "BANKED_READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY", "WALK_LATENCY",
            "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing"]
 
 READ_LATENCY = 2
 """Block RAM read: address in cycle ``c``, data in a fabric register during ``c + 2``.
 (The extra register keeps the block RAM's slow clock-to-output off every logic path.)"""
 
-HOST_READ_LATENCY = READ_LATENCY + 2
+BANKED_READ_LATENCY = READ_LATENCY + 1
+"""Read of a memory deeper than one block RAM (the synapses), built as banks of one block
+each: every bank's output is registered next to it (gated by its registered bank select),
+and one more register ORs the banks, so no block RAM output drives a multiplexer in the
+same cycle. Only the synapse walker sees it, between its reads and the accumulator; no
+phase of the cycle model waits for it."""
+
+HOST_READ_LATENCY = BANKED_READ_LATENCY + 2
 """A lane bus READ op to the word on that lane's gather output (two more register stages
 choose the memory)."""
 
