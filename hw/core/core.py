@@ -195,7 +195,11 @@ class Core(wiring.Component):
         ph_proj = Signal(PROJ, name="ph_proj")
         ph_route = Signal(name="ph_route")
         ph_update = Signal(name="ph_update")
-        countdown = Signal(bits_for(max(NPL, cfg.max_vocab) + 4 * T + 16), name="countdown")
+        # Cycles left in a CLEAR, UPDATE or SAMPLE body, minus one: it ends in the cycle the
+        # count goes negative, which its sign flip-flop tells without a comparison.
+        countdown = Signal(signed(bits_for(max(NPL, cfg.max_vocab) + 4 * T + 16) + 1),
+                           name="countdown")
+        finished = countdown[-1]
         body = Signal(range(timing.broadcast_latency + 1), name="body")
         inj_on = Signal(name="inj_on")
         inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
@@ -366,7 +370,7 @@ class Core(wiring.Component):
                         m.d.sync += [
                             cbus.op.eq(LaneOp.CLEAR),
                             prev_valid.eq(0), parity.eq(0),
-                            countdown.eq(max(NPL + T + 1, 2 * cfg.max_pops)),
+                            countdown.eq(max(NPL + T + 1, 2 * cfg.max_pops) - 1),
                         ]
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
@@ -425,9 +429,9 @@ class Core(wiring.Component):
             with m.State("CLEAR"):
                 # Meanwhile the lanes zero their state; here the spike table is zeroed.
                 m.d.sync += countdown.eq(countdown - 1)
-                with m.If(countdown < 2 * cfg.max_pops):
+                with m.If(~finished & (countdown < 2 * cfg.max_pops)):
                     m.d.comb += [spk_wr.en.eq(1), spk_wr.addr.eq(countdown), spk_wr.data.eq(0)]
-                with m.If(countdown == 0):
+                with m.If(finished):
                     m.next = "RESULT"
 
             with m.State("RESULT"):
@@ -462,8 +466,8 @@ class Core(wiring.Component):
                     cbus.kind.eq(ph_pop.kind),
                     cbus.count.eq(Mux(ph_route, rt_spikes, Mux(ph_update, ph_pop.rows, vocab))),
                     cbus.qbase.eq(Mux(ph_route, rt_qbase, upd_qbase)),
-                    countdown.eq(Mux(ph_update, ph_pop.rows + timing.update_latency - 1,
-                                     vocab + timing.sample_latency - 1)),
+                    countdown.eq(Mux(ph_update, ph_pop.rows + timing.update_latency - 2,
+                                     vocab + timing.sample_latency - 2)),
                     inj_on.eq(ph_proj.input),
                     inj_ptr.eq(ph_proj.ptr_base + Mux(ph_proj.delay, prev_token, token)),
                 ]
@@ -495,7 +499,7 @@ class Core(wiring.Component):
 
             with m.State("UPDATE"):
                 m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
-                with m.If(countdown == 0):
+                with m.If(finished):
                     bounds = Signal(SPK.members["bounds"], name="bounds")
                     m.d.comb += bounds.eq(Cat(C(0, cfg.size_bits), *incl))
                     m.d.comb += [
@@ -516,7 +520,7 @@ class Core(wiring.Component):
                     sampler.i.valid.eq(root.valid),
                     sampler.i.payload.eq(root.payload[:STATE_BITS]),
                 ]
-                with m.If(countdown == 0):
+                with m.If(finished):
                     m.d.sync += [
                         res.token.eq(sampler.token),
                         res.cycles.eq(cycles + 1),

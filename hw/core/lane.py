@@ -193,13 +193,25 @@ class Lane(wiring.Component):
             m.d.sync += route_on.eq(op == LaneOp.ROUTE)
 
         # Host access ---------------------------------------------------------------------------
+        # A host access is decoded from the bus into registers first: each memory's write
+        # enable is then a flip-flop, and so is the select of its host address (the lane
+        # is idle meanwhile; host accesses take a cycle more, no phase waits for them).
         mine = Signal(name="mine")
-        host_wr = Signal(name="host_wr")
-        host_rd = Signal(name="host_rd")
-        m.d.comb += [
-            mine.eq(bus.lane == self._index),
-            host_wr.eq((op == LaneOp.WRITE) & mine),
+        m.d.comb += mine.eq(bus.lane == self._index)
+        host_rd = Signal(name="host_rd")                       # any READ of this lane
+        host_addr = Signal.like(bus.addr, name="host_addr")
+        host_data = Signal.like(bus.data, name="host_data")
+        host_wr = {mem: Signal(name=f"host_wr_{mem.name.lower()}")
+                   for mem in (Mem.PARAM, Mem.STATE, Mem.PTR, Mem.SYN)}
+        host_rd_mem = {mem: Signal(name=f"host_rd_{mem.name.lower()}")
+                       for mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)}
+        m.d.sync += [
             host_rd.eq((op == LaneOp.READ) & mine),
+            host_addr.eq(bus.addr), host_data.eq(bus.data),
+            *(w.eq((op == LaneOp.WRITE) & mine & (bus.mem == mem))
+              for mem, w in host_wr.items()),
+            *(r.eq((op == LaneOp.READ) & mine & (bus.mem == mem))
+              for mem, r in host_rd_mem.items()),
         ]
         # A host read's word: each memory's output is gated by its own registered select
         # (next to that memory), then the gated words are ORed (two register stages; the
@@ -212,7 +224,7 @@ class Lane(wiring.Component):
                                 (Mem.ACC, acc_q, READ_LATENCY), (Mem.PTR, ptr_q, READ_LATENCY),
                                 (Mem.SYN, syn_q, BANKED_READ_LATENCY)):
             name = f"host_{mem.name.lower()}"
-            sel = delay(host_rd & (bus.mem == mem), latency, name)
+            sel = delay(host_rd_mem[mem], latency, name)
             g = Signal(cfg.data_bits, name=f"{name}_word")
             m.d.sync += g.eq(Mux(sel, Value.cast(q).as_unsigned(), 0))
             gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word"))
@@ -222,15 +234,15 @@ class Lane(wiring.Component):
         ]
 
         m.d.comb += [
-            param_w.en.eq(host_wr & (bus.mem == Mem.PARAM)),
-            param_w.addr.eq(bus.addr),
-            param_w.data.eq(bus.data),
-            ptr_w.en.eq(host_wr & (bus.mem == Mem.PTR)),
-            ptr_w.addr.eq(bus.addr),
-            ptr_w.data.eq(bus.data),
-            syn_w.en.eq(host_wr & (bus.mem == Mem.SYN)),
-            syn_w.addr.eq(bus.addr),
-            syn_w.data.eq(bus.data),
+            param_w.en.eq(host_wr[Mem.PARAM]),
+            param_w.addr.eq(host_addr),
+            param_w.data.eq(host_data),
+            ptr_w.en.eq(host_wr[Mem.PTR]),
+            ptr_w.addr.eq(host_addr),
+            ptr_w.data.eq(host_data),
+            syn_w.en.eq(host_wr[Mem.SYN]),
+            syn_w.addr.eq(host_addr),
+            syn_w.data.eq(host_data),
         ]
 
         # CLEAR: zero v, a and the accumulator at every address -------------------------------
@@ -342,7 +354,7 @@ class Lane(wiring.Component):
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
         # The gather output: at most one of these is active in any lane at any time.
-        assert HOST_READ_LATENCY == BANKED_READ_LATENCY + 2
+        assert HOST_READ_LATENCY == 1 + BANKED_READ_LATENCY + 2
         m.d.comb += [
             self.gather.valid.eq(snd_q | smp_q | host_q),
             self.gather.payload.eq(Mux(snd_q, queue_q + bus.ptr_base, 0) |
@@ -397,7 +409,7 @@ class Lane(wiring.Component):
         ptr_issue = Signal(name="ptr_issue")
         m.d.comb += [
             ptr_issue.eq(sb_ret | direct),
-            ptr_r.addr.eq(Mux(host_rd, bus.addr, Mux(sb_ret, sbuf_q, bus.spike.ptr))),
+            ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sbuf_q, bus.spike.ptr))),
         ]
         push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
 
@@ -454,7 +466,7 @@ class Lane(wiring.Component):
         m.d.comb += [
             take.eq(route_on & rem_zero & head_valid),
             syn_issue.eq((take & head.nonzero) | ~rem_zero),
-            syn_r.addr.eq(Mux(host_rd, bus.addr, Mux(take, head.start, cur))),
+            syn_r.addr.eq(Mux(host_rd, host_addr, Mux(take, head.start, cur))),
         ]
         with m.If(op == LaneOp.ROUTE):
             m.d.sync += [walked.eq(0), rem.eq(0), rem_zero.eq(1)]
@@ -502,12 +514,12 @@ class Lane(wiring.Component):
 
         # Memory port sharing. Host accesses only happen while the core is idle.
         m.d.comb += [
-            param_r.addr.eq(Mux(host_rd, bus.addr, upd_addr)),
-            state_r.addr.eq(Mux(host_rd, bus.addr, Mux(smp_run, smp_addr, upd_addr))),
-            acc_r.addr.eq(Mux(host_rd, bus.addr, Mux(route_on, syn_q.addr, upd_addr))),
+            param_r.addr.eq(Mux(host_rd, host_addr, upd_addr)),
+            state_r.addr.eq(Mux(host_rd, host_addr, Mux(smp_run, smp_addr, upd_addr))),
+            acc_r.addr.eq(Mux(host_rd, host_addr, Mux(route_on, syn_q.addr, upd_addr))),
         ]
-        with m.If(host_wr & (bus.mem == Mem.STATE)):
-            m.d.comb += [state_w.en.eq(1), state_w.addr.eq(bus.addr), state_w.data.eq(bus.data)]
+        with m.If(host_wr[Mem.STATE]):
+            m.d.comb += [state_w.en.eq(1), state_w.addr.eq(host_addr), state_w.data.eq(host_data)]
         with m.Elif(clr_run):
             m.d.comb += [state_w.en.eq(1), state_w.addr.eq(clr_addr), state_w.data.eq(0)]
         with m.Else():

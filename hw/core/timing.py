@@ -26,9 +26,9 @@ and one more register ORs the banks, so no block RAM output drives a multiplexer
 same cycle. Only the synapse walker sees it, between its reads and the accumulator; no
 phase of the cycle model waits for it."""
 
-HOST_READ_LATENCY = BANKED_READ_LATENCY + 2
-"""A lane bus READ op to the word on that lane's gather output (two more register stages
-choose the memory)."""
+HOST_READ_LATENCY = 1 + BANKED_READ_LATENCY + 2
+"""A lane bus READ op to the word on that lane's gather output: the op is decoded into a
+register, and two more register stages after the read choose the memory."""
 
 NEURON_LATENCY = 5
 """Neuron pipeline: operands, multiply, round, integrate, fire/reset (hw.core.neuron)."""
