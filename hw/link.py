@@ -474,8 +474,8 @@ class Link(wiring.Component):
         cycles = Signal(COUNTER_BITS, name="cycles")
         tag = self.tag
 
-        # Checks, registered over three cycles (V1, V2, V3): no wide compare or add sits
-        # behind another.
+        # Checks, registered over three cycles (V1, V2, V3), acted on in V4: no wide compare
+        # or add sits behind another.
         op_ok = Signal(name="op_ok")
         len_ok = Signal(name="len_ok")
         write_len = Signal(range(8 + 65535 * wb + 1), name="write_len")
@@ -492,6 +492,9 @@ class Link(wiring.Component):
         is_write = op == P.Cmd.WRITE
         is_read = op == P.Cmd.READ
         is_stream = Signal(name="is_stream")     # RUN or GENERATE: the final carries DONE
+        # The opcode decoded in V1, one flip-flop per command, for V3 and V4.
+        op_is = {c: Signal(name=f"op_is_{c.name.lower()}") for c in P.Cmd}
+        verdict_ok = Signal(name="verdict_ok")
         clear_tag = Signal(name="clear_tag")
 
         # WRITE words: bits above data_bits must be zero (only the top byte can hold them).
@@ -533,24 +536,35 @@ class Link(wiring.Component):
             return [value[8 * i:8 * i + 8] for i in range(n)]
 
         obusy = Signal(name="obusy")           # obuf holds bytes not yet handed over
+        # A load state writes the response bytes into `stage` (the only register with one
+        # input per load state); the next cycle they move to obuf, whose input is then just
+        # stage or itself shifted.
+        stage = Signal(8 * obuf_bytes, name="ostage")
+        stage_len = Signal.like(olen, name="ostage_len")
+        stage_last = Signal(name="ostage_last")
+        stage_go = Signal(name="ostage_go")
 
         def load(values, last):
             assert len(values) <= obuf_bytes
-            m.d.sync += [obuf[:8 * len(values)].eq(Cat(*values)), olen.eq(len(values)),
-                         olast.eq(last), obusy.eq(1)]
+            m.d.sync += [stage[:8 * len(values)].eq(Cat(*values)), stage_len.eq(len(values)),
+                         stage_last.eq(last), stage_go.eq(1)]
 
         # The emitter hands obuf to the encoder a byte per handshake whatever the engine's
         # state, deciding from its own registers (and the encoder's): the wide obuf's shift
         # enable stays two flip-flops deep. An emit state waits for it to finish.
+        m.d.sync += stage_go.eq(0)             # (a load state's stage_go.eq(1) comes later)
         m.d.comb += [enc.i.valid.eq(obusy), enc.i.payload.data.eq(obuf[:8]),
                      enc.i.payload.last.eq(olast & (olen == 1))]
-        with m.If(obusy & enc.i.ready):
+        with m.If(stage_go):
+            m.d.sync += [obuf.eq(stage), olen.eq(stage_len), olast.eq(stage_last),
+                         obusy.eq(1)]
+        with m.Elif(obusy & enc.i.ready):
             m.d.sync += [obuf.eq(obuf >> 8), olen.eq(olen - 1)]
             with m.If(olen == 1):
                 m.d.sync += obusy.eq(0)
 
         def emit(then):
-            with m.If(~obusy):
+            with m.If(~obusy & ~stage_go):
                 then()
 
         def goto(state):
@@ -605,6 +619,7 @@ class Link(wiring.Component):
                                                             (body_len <= 2 * P.MAX_RUN))]
                     with m.Case(P.Cmd.WRITE):
                         m.d.sync += [op_ok.eq(1), len_ok.eq(1)]
+                m.d.sync += [op_is[c].eq(op == c) for c in P.Cmd]
                 m.d.sync += [
                     is_stream.eq((op == P.Cmd.RUN) | (op == P.Cmd.GENERATE)),
                     write_len.eq(8 + _times_const(count, wb)),
@@ -645,56 +660,59 @@ class Link(wiring.Component):
                 m.next = "V3"
 
             with m.State("V3"):
+                is_w, is_r = op_is[P.Cmd.WRITE], op_is[P.Cmd.READ]
                 with m.If(~op_ok):
                     m.d.comb += verdict.eq(S.BAD_OPCODE)
-                with m.Elif(~len_ok | (is_write & ~write_len_ok)):
+                with m.Elif(~len_ok | (is_w & ~write_len_ok)):
                     m.d.comb += verdict.eq(S.BAD_LENGTH)
-                with m.Elif((is_write | is_read) & ~mem_ok):
+                with m.Elif((is_w | is_r) & ~mem_ok):
                     m.d.comb += verdict.eq(S.BAD_MEMORY)
-                with m.Elif((is_write | is_read) &
+                with m.Elif((is_w | is_r) &
                             ~(lane_ok & addr_hi_zero & end_ok & count_ok)):
                     m.d.comb += verdict.eq(S.OUT_OF_RANGE)
-                with m.Elif((op == P.Cmd.GENERATE) & ~count_ok):
+                with m.Elif(op_is[P.Cmd.GENERATE] & ~count_ok):
                     m.d.comb += verdict.eq(S.OUT_OF_RANGE)
                 with m.Else():
                     m.d.comb += verdict.eq(S.OK)
-                m.d.sync += status.eq(verdict)
-                with m.If(verdict != S.OK):
+                m.d.sync += [status.eq(verdict), verdict_ok.eq(verdict == S.OK)]
+                m.next = "V4"
+
+            # Act on the registered verdict.
+            with m.State("V4"):
+                with m.If(~verdict_ok):
                     m.next = "L_SIMPLE"
-                with m.Else():
-                    with m.Switch(op):
-                        with m.Case(P.Cmd.IDENTIFY):
-                            m.next = "L_IDENT1"
-                        with m.Case(P.Cmd.STATUS):
-                            m.next = "L_STATUS"
-                        with m.Case(P.Cmd.TAG):
-                            m.d.sync += tag.eq(tag_in)
-                            m.next = "L_SIMPLE"
-                        with m.Case(P.Cmd.RESET):
-                            m.d.sync += cmd_op.eq(Op.RESET)
-                            m.next = "CMD"
-                        with m.Case(P.Cmd.READ):
-                            m.d.sync += [waddr.eq(addr), rleft.eq(count)]
-                            m.next = "L_READ_HDR"
-                        with m.Case(P.Cmd.WRITE):
-                            m.d.sync += [waddr.eq(addr), wleft.eq(count), word_pos.eq(0),
-                                         scan_bad.eq(0)]
-                            if scan_needed:
-                                fetch(_HEADER_BYTES, body_len - 8)
-                                m.next = "SCAN"
-                            else:
-                                fetch(_HEADER_BYTES, wb)
-                                m.next = "W_FETCH"
-                        with m.Case(P.Cmd.RUN):
-                            m.d.sync += [done.eq(0), left.eq(body_len[1:]), have.eq(0),
-                                         inflight.eq(0), cmd_op.eq(Op.STEP)]
-                            fetch(2, 2)
-                            m.next = "RUN_FETCH"
-                        with m.Case(P.Cmd.GENERATE):
-                            m.d.sync += [done.eq(0), left.eq(gen_count), have.eq(0),
-                                         inflight.eq(0), token_in.eq(gen_first),
-                                         cmd_op.eq(Op.STEP)]
-                            m.next = "ISSUE"
+                with m.Elif(op_is[P.Cmd.IDENTIFY]):
+                    m.next = "L_IDENT1"
+                with m.Elif(op_is[P.Cmd.STATUS]):
+                    m.next = "L_STATUS"
+                with m.Elif(op_is[P.Cmd.TAG]):
+                    m.d.sync += tag.eq(tag_in)
+                    m.next = "L_SIMPLE"
+                with m.Elif(op_is[P.Cmd.RESET]):
+                    m.d.sync += cmd_op.eq(Op.RESET)
+                    m.next = "CMD"
+                with m.Elif(op_is[P.Cmd.READ]):
+                    m.d.sync += [waddr.eq(addr), rleft.eq(count)]
+                    m.next = "L_READ_HDR"
+                with m.Elif(op_is[P.Cmd.WRITE]):
+                    m.d.sync += [waddr.eq(addr), wleft.eq(count), word_pos.eq(0),
+                                 scan_bad.eq(0)]
+                    if scan_needed:
+                        fetch(_HEADER_BYTES, body_len - 8)
+                        m.next = "SCAN"
+                    else:
+                        fetch(_HEADER_BYTES, wb)
+                        m.next = "W_FETCH"
+                with m.Elif(op_is[P.Cmd.RUN]):
+                    m.d.sync += [done.eq(0), left.eq(body_len[1:]), have.eq(0),
+                                 inflight.eq(0), cmd_op.eq(Op.STEP)]
+                    fetch(2, 2)
+                    m.next = "RUN_FETCH"
+                with m.Elif(op_is[P.Cmd.GENERATE]):
+                    m.d.sync += [done.eq(0), left.eq(gen_count), have.eq(0),
+                                 inflight.eq(0), token_in.eq(gen_first),
+                                 cmd_op.eq(Op.STEP)]
+                    m.next = "ISSUE"
 
             # --- WRITE ------------------------------------------------------------------
             with m.State("SCAN"):

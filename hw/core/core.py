@@ -205,6 +205,7 @@ class Core(wiring.Component):
         inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
         res = Signal(Result, name="res")
         cq = Signal(Command, name="cq")
+        cq_token_ok = Signal(name="cq_token_ok")       # checked as the command is taken
         rdata = Signal(read_response_layout(cfg), name="rdata")
         err = self.status
 
@@ -357,7 +358,8 @@ class Core(wiring.Component):
                 # Only on a handshake: a command offered while a write is still registered
                 # must wait (taking it on valid alone ran it twice, once unacknowledged).
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += cq.eq(self.cmd.payload)
+                    m.d.sync += [cq.eq(self.cmd.payload),
+                                 cq_token_ok.eq(self.cmd.payload.token < vocab)]
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):
                     m.next = "READ"
@@ -374,7 +376,7 @@ class Core(wiring.Component):
                         ]
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
-                        with m.If(cq.token < vocab):
+                        with m.If(cq_token_ok):
                             m.d.sync += [
                                 token.eq(cq.token),
                                 p.eq(0), j.eq(0), cycles.eq(0), spikes.eq(0),

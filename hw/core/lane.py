@@ -174,10 +174,18 @@ class Lane(wiring.Component):
 
         param_r, param_w, param_q = bram_ports(param, "param", PARAM)
         state_r, state_w, state_q = bram_ports(state, "state", STATE)
-        acc_r, acc_w, acc_q = bram_ports(acc, "acc")
+        acc_r, acc_w = acc.read_port(domain="comb"), acc.write_port()
+        acc_raw = Signal(signed(ACC_BITS), name="acc_raw")
+        acc_q = Signal(signed(ACC_BITS), name="acc_q")
+        m.d.sync += [acc_raw.eq(acc_r.data), acc_q.eq(acc_raw)]
         ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr", PTR)
         syn_r, syn_w, syn_q = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
-        queue_r, queue_w, queue_q = bram_ports(queue, "queue")
+        # The spike queue's second read register adds the projection's row-pointer base
+        # (held for the phase), so a lane sends row-pointer addresses from a register.
+        queue_r, queue_w = queue.read_port(domain="comb"), queue.write_port()
+        queue_raw = Signal(cfg.id_bits, name="queue_raw")
+        queue_ptr = Signal((queue_raw + bus.ptr_base).shape(), name="queue_ptr")
+        m.d.sync += [queue_raw.eq(queue_r.data), queue_ptr.eq(queue_raw + bus.ptr_base)]
         sbuf_r = SimpleNamespace(addr=sbuf.raddr)
         sbuf_w = SimpleNamespace(en=sbuf.we, addr=sbuf.waddr, data=sbuf.wdata)
         sbuf_q = sbuf.rdata
@@ -357,7 +365,7 @@ class Lane(wiring.Component):
         assert HOST_READ_LATENCY == 1 + BANKED_READ_LATENCY + 2
         m.d.comb += [
             self.gather.valid.eq(snd_q | smp_q | host_q),
-            self.gather.payload.eq(Mux(snd_q, queue_q + bus.ptr_base, 0) |
+            self.gather.payload.eq(Mux(snd_q, queue_ptr, 0) |
                                    Mux(smp_q, state_q.v.as_unsigned(), 0) | host_word),
         ]
 
@@ -482,7 +490,9 @@ class Lane(wiring.Component):
         m.d.comb += self.done.eq(route_on & (walked == bus.count) & rem_zero)
 
         # Accumulate: read (R), wait (M), add and write (W). The two writes still in flight
-        # when a read samples the memory are forwarded from registers.
+        # when a read samples the memory are forwarded from registers: the older one is
+        # merged into the read word already in M (it is then in wr1), so that W has one
+        # multiplexer in front of its adder.
         v_r = delay(syn_issue & route_on, BANKED_READ_LATENCY, "syn_issue")
         v_m = Signal(name="v_m")
         v_w = Signal(name="v_w")
@@ -492,25 +502,21 @@ class Lane(wiring.Component):
         w_w = Signal(signed(WEIGHT_BITS), name="w_w")
         wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
                                         "value": signed(ACC_BITS)}), name="wr1")
-        wr2 = Signal.like(wr1, name="wr2")
         hit1 = Signal(name="hit1")
-        hit2 = Signal(name="hit2")
+        base = Signal(signed(ACC_BITS), name="acc_base")    # the read word, two back merged
         m.d.sync += [
             v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(syn_q.weight),
             v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),
             hit1.eq(v_m & v_w & (a_m == a_w)),
-            hit2.eq(v_m & wr1.valid & (a_m == wr1.addr)),
+            base.eq(Mux(v_m & wr1.valid & (a_m == wr1.addr), wr1.value, acc_raw)),
         ]
         old = Signal(signed(ACC_BITS), name="old")
         new = Signal(signed(ACC_BITS), name="new")
         m.d.comb += [
-            old.eq(Mux(hit1, wr1.value, Mux(hit2, wr2.value, acc_q))),
+            old.eq(Mux(hit1, wr1.value, base)),
             new.eq(old + w_w),
         ]
-        m.d.sync += [
-            wr1.valid.eq(v_w), wr1.addr.eq(a_w), wr1.value.eq(new),
-            wr2.eq(wr1),
-        ]
+        m.d.sync += [wr1.valid.eq(v_w), wr1.addr.eq(a_w), wr1.value.eq(new)]
 
         # Memory port sharing. Host accesses only happen while the core is idle.
         m.d.comb += [
