@@ -20,6 +20,7 @@ import argparse
 import json
 import platform as host
 import sys
+from pathlib import Path
 
 from ._report import update_section
 
@@ -103,6 +104,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     ap.add_argument("--router", choices=("router1", "router2"),
                     help="nextpnr's router (default: hw.build's)")
+    ap.add_argument("--results", nargs="+", default=[], metavar="RESULT_JSON",
+                    help="hw.build result.json files (e.g. build/ulx3s-85f-l16/result.json of "
+                         "the default build) to report for their lane counts instead of "
+                         "building them again")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (last line)")
     ap.add_argument("--quiet", action="store_true", help="no build progress")
@@ -110,8 +115,17 @@ def main(argv=None):
     import signal
     from hw.build import _exit_on_sigterm
     signal.signal(signal.SIGTERM, _exit_on_sigterm)       # kill the running tool too
-    rows = sweep(args.device, args.lanes, args.clock, args.top, args.quiet, args.seed,
-                 args.router)
+    given = []
+    for path in args.results:
+        r = json.loads(Path(path).read_text())
+        r["note"] = (f"read from `{path}` (the build `hw.build` made with "
+                     f"{'the shipped image baked in' if r.get('baked_image') else 'no image'}"
+                     f", {r.get('router', 'router2')}, seed {r.get('seed', 1)})")
+        given.append(r)
+    built = {r["lanes"] for r in given}
+    rows = sorted(given + sweep(args.device, [n for n in args.lanes if n not in built],
+                                args.clock, args.top, args.quiet, args.seed, args.router),
+                  key=lambda r: r["lanes"])
     md = table(rows)
     print(md)
     if args.write:
