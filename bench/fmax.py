@@ -27,8 +27,10 @@ from ._report import update_section
 __all__ = ["sweep", "table", "main"]
 
 
-def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None):
-    """Build each lane count; returns the rows (results, or ``{"lanes", "error"}``)."""
+def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None,
+          overfill=True):
+    """Build each lane count; returns the rows (results, or ``{"lanes", "error"}``).
+    With ``overfill``, a lane count refused only by the LUT estimate is built anyway."""
     from boards import ulx3s
     from hw.build import ROOT, BuildError, build
     rows = []
@@ -39,6 +41,8 @@ def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None):
         except ValueError as e:
             # Refused only by the LUT estimate: build it anyway, to measure.
             try:
+                if not overfill:
+                    raise
                 config = ulx3s.core_config(device, lanes, lut_fill=1.0)
                 note = f"over the default configurations' LUT limit ({e})"
             except ValueError:
@@ -108,6 +112,8 @@ def main(argv=None):
                     help="hw.build result.json files (e.g. build/ulx3s-85f-l16/result.json of "
                          "the default build) to report for their lane counts instead of "
                          "building them again")
+    ap.add_argument("--no-overfill", action="store_true",
+                    help="do not build a lane count that the LUT estimate refuses")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (last line)")
     ap.add_argument("--quiet", action="store_true", help="no build progress")
@@ -119,12 +125,13 @@ def main(argv=None):
     for path in args.results:
         r = json.loads(Path(path).read_text())
         r["note"] = (f"read from `{path}` (the build `hw.build` made with "
-                     f"{'the shipped image baked in' if r.get('baked_image') else 'no image'}"
+                     f"{'an image baked in' if r.get('baked_image') else 'no image baked in'}"
                      f", {r.get('router', 'router2')}, seed {r.get('seed', 1)})")
         given.append(r)
     built = {r["lanes"] for r in given}
     rows = sorted(given + sweep(args.device, [n for n in args.lanes if n not in built],
-                                args.clock, args.top, args.quiet, args.seed, args.router),
+                                args.clock, args.top, args.quiet, args.seed, args.router,
+                                not args.no_overfill),
                   key=lambda r: r["lanes"])
     md = table(rows)
     print(md)
