@@ -646,8 +646,9 @@ def main(argv=None):
                     help="set a CoreConfig field of the core (e.g. syn_depth=1024); repeatable")
     ap.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
                     help="core clock in MHz (the PLL makes the nearest it can; default 100)")
-    ap.add_argument("--image", help="network image to check (default: the shipped one); "
-                                    "baked into the bitstream if laid out for the build's lanes")
+    ap.add_argument("--image", help="network image to check and bake into the bitstream "
+                                    "(without it the shipped image is only checked, and the "
+                                    "bitstream's memories start empty)")
     ap.add_argument("--no-bake", action="store_true",
                     help="only check --image, do not load it into the bitstream")
     ap.add_argument("--no-image", action="store_true",
