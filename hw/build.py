@@ -470,8 +470,8 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     tag = image_tag(image, image_data) if bake else 0
     design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
                          image=image if bake else None, tag=tag)
-    plan_files = platform.prepare(brd.Top(design, pll), name="top",
-                                  script_after_read=yosys_memory_script(config, budget) + "\n" + yosys_fsm_script())
+    script = yosys_memory_script(config, budget) + "\n" + yosys_fsm_script()
+    plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script)
     plan_files.extract(build_dir)
     stages = {"elaborate": time.monotonic() - t0}
     progress.say(f"elaborate: done in {_clock(stages['elaborate'])}")

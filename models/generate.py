@@ -41,6 +41,18 @@ def write_raster(spikes, net, text, path):
     plt.close(fig)
 
 
+def encode_prompt(vocab, text):
+    """``text`` as token ids of ``vocab``; a command-line error (``SystemExit``) if a
+    character is not in the vocabulary or the prompt is empty."""
+    try:
+        prompt = vocab.encode(text)
+    except ValueError as e:
+        raise SystemExit(f"error: prompt: {e}") from None
+    if not prompt:
+        raise SystemExit("error: the prompt is empty")
+    return prompt
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m models.generate", description=__doc__.split("\n")[0])
     ap.add_argument("--prompt", default="ROMEO:")
@@ -55,12 +67,7 @@ def main(argv=None):
     except ImageError as e:
         raise SystemExit(f"error: {e}") from None
     vocab = Vocab(img.net.vocab)
-    try:
-        prompt = vocab.encode(args.prompt)
-    except ValueError as e:
-        raise SystemExit(f"error: prompt: {e}") from None
-    if not prompt:
-        raise SystemExit("error: the prompt is empty")
+    prompt = encode_prompt(vocab, args.prompt)
     if args.tokens < 0 or args.temperature < 0:
         raise SystemExit("error: --tokens and --temperature must not be negative")
     core = GoldenCore(img.net, img.lanes)

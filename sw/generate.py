@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hw.memory_map import CoreFitError, image_writes
 from models.data import Vocab
+from models.generate import encode_prompt
 from models.image import Image, ImageError, parse_image
 from models.sampler import temperature_word
 
@@ -124,12 +125,7 @@ def main(argv=None):
     except ImageError as e:
         raise SystemExit(f"error: {args.image}: {e}") from None
     vocab = Vocab(img.net.vocab)
-    try:
-        prompt = vocab.encode(args.prompt)
-    except ValueError as e:
-        raise SystemExit(f"error: prompt: {e}") from None
-    if not prompt:
-        raise SystemExit("error: the prompt is empty")
+    prompt = encode_prompt(vocab, args.prompt)
     tag = image_tag(data)
     scale = float(img.net.populations[img.net.readout].scale[0])
 

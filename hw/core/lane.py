@@ -186,9 +186,6 @@ class Lane(wiring.Component):
         queue_raw = Signal(cfg.id_bits, name="queue_raw")
         queue_ptr = Signal((queue_raw + bus.ptr_base).shape(), name="queue_ptr")
         m.d.sync += [queue_raw.eq(queue_r.data), queue_ptr.eq(queue_raw + bus.ptr_base)]
-        sbuf_r = SimpleNamespace(addr=sbuf.raddr)
-        sbuf_w = SimpleNamespace(en=sbuf.we, addr=sbuf.waddr, data=sbuf.wdata)
-        sbuf_q = sbuf.rdata
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
         assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
 
@@ -397,10 +394,10 @@ class Lane(wiring.Component):
             return Mux(x == cfg.spike_depth - 1, 0, x + 1)
 
         m.d.comb += [
-            sbuf_w.en.eq(store),
-            sbuf_w.addr.eq(wp),
-            sbuf_w.data.eq(bus.spike.ptr),
-            sbuf_r.addr.eq(rp),
+            sbuf.we.eq(store),
+            sbuf.waddr.eq(wp),
+            sbuf.wdata.eq(bus.spike.ptr),
+            sbuf.raddr.eq(rp),
         ]
         with m.If(op == LaneOp.ROUTE):
             m.d.sync += [wp.eq(0), rp.eq(0), sb_count.eq(0), reserved.eq(0)]
@@ -417,7 +414,7 @@ class Lane(wiring.Component):
         ptr_issue = Signal(name="ptr_issue")
         m.d.comb += [
             ptr_issue.eq(sb_ret | direct),
-            ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sbuf_q, bus.spike.ptr))),
+            ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sbuf.rdata, bus.spike.ptr))),
         ]
         push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
 
