@@ -166,7 +166,7 @@ def _fold(m, bits, width, name):
     return Cat(*out)
 
 
-def core_probe(config):
+def core_probe(config, lutram=None):
     """A stand-in for the SoC: the bare core, every input from a shift register fed by
     ``rx`` and every output XOR-folded onto ``tx`` and ``leds``. It measures the core's
     Fmax and utilisation without the link."""
@@ -182,7 +182,7 @@ def core_probe(config):
 
         def elaborate(self, platform):
             m = Module()
-            m.submodules.core = core = Core(config)
+            m.submodules.core = core = Core(config, lutram=lutram)
             inputs = [core.write.valid, core.write.payload, core.read.valid,
                       core.read.payload, core.read_data.ready, core.cmd.valid,
                       core.cmd.payload, core.result.ready]
@@ -209,19 +209,21 @@ def soc_available():
     return True
 
 
-def make_design(config, *, top, clock_hz, baud, image=None, tag=0):
+def make_design(config, *, top, clock_hz, baud, image=None, tag=0, lutram=None):
     """The design to put on the board: ``"soc"`` (:class:`hw.soc.SoC`, with ``image`` in
-    its memories and ``tag`` reported if given) or ``"probe"`` (:func:`core_probe`)."""
+    its memories and ``tag`` reported if given) or ``"probe"`` (:func:`core_probe`), its
+    lanes' ``lutram`` memories in LUT RAM (:func:`models.capacity.lutram_memories`)."""
     if top == "probe":
-        return core_probe(config)
+        return core_probe(config, lutram)
     from hw.soc import SoC
     if image is None:
-        return SoC(config, clock_hz=clock_hz, baud=baud)
+        return SoC(config, clock_hz=clock_hz, baud=baud, lutram=lutram)
     from hw.memory_map import image_writes
     from models.image import Image
     if image.lanes != config.lanes:
         image = Image(net=image.net, lanes=config.lanes)     # as sw.client lays it out
-    return SoC(config, clock_hz=clock_hz, baud=baud, init=image_writes(image, config), tag=tag)
+    return SoC(config, clock_hz=clock_hz, baud=baud, init=image_writes(image, config), tag=tag,
+               lutram=lutram)
 
 
 def image_tag(image, data=None):
@@ -444,6 +446,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         except ValueError as e:
             raise FitError(str(e)) from None
     budget = brd.lane_budget(device, config.lanes)
+    from models.capacity import lutram_memories
     plan = check_fit(config, dev, image, budget)
     if bake and (image is None or top != "soc"):
         raise BuildError("only an image given to the SoC can be baked in", EXIT_USAGE)
@@ -469,7 +472,8 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     platform = brd.platform(device, program=program)
     tag = image_tag(image, image_data) if bake else 0
     design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
-                         image=image if bake else None, tag=tag)
+                         image=image if bake else None, tag=tag,
+                         lutram=lutram_memories(config, budget))
     script = yosys_memory_script(config, budget) + "\n" + yosys_fsm_script()
     plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script)
     plan_files.extract(build_dir)

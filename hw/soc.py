@@ -44,6 +44,8 @@ class SoC(wiring.Component):
     tag : int
         The image tag IDENTIFY reports at power-up: with ``init``, the tag of that image, so
         that a host sees it as loaded.
+    lutram : collection of str, optional
+        The lane memories the build puts in LUT RAM (see :class:`hw.core.Core`).
 
     Attributes
     ----------
@@ -58,8 +60,9 @@ class SoC(wiring.Component):
     tx: Out(1, init=1)
     leds: Out(8)
 
-    def __init__(self, config, *, clock_hz, baud, init=None, tag=0):
+    def __init__(self, config, *, clock_hz, baud, init=None, tag=0, lutram=None):
         self._config = config
+        self._lutram = lutram
         self._clock_hz = int(clock_hz)
         self._baud = int(baud)
         self._divisor = self._clock_hz // self._baud
@@ -83,7 +86,7 @@ class SoC(wiring.Component):
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
         m.submodules.link = link = Link(self._config, clock_hz=self._clock_hz,
                                         baud=self._baud, tag=self._tag)
-        m.submodules.core = core = Core(self._config, init=self._init)
+        m.submodules.core = core = Core(self._config, init=self._init, lutram=self._lutram)
 
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                      link.rx_error.eq(uart_rx.err.frame | uart_rx.err.overflow),

@@ -1,13 +1,15 @@
 """A block RAM with a registered read: one read port, one write port, two cycles of latency.
 
-On an ECP5 (a platform whose ``family`` is ``"ecp5"``) a memory too large for LUT RAM is
-built from ``DP16KD`` primitives in 1024 x 18 mode with the output register on
-(``REGMODE = "OUTREG"``): the block RAM's own slow clock-to-output (about 5.8 ns, more than
-half a 100 MHz cycle) then ends inside the block, and the fabric sees a register. Yosys's
-memory inference cannot use that register, so this component instantiates the primitive.
-Everywhere else (simulation, tests, other platforms) it is an Amaranth ``Memory`` followed
-by two registers, which behaves identically: data for the address of cycle ``c`` in cycle
-``c + 2``. The core never reads a word in the cycle it is written.
+On an ECP5 (a platform whose ``family`` is ``"ecp5"``) a block-RAM memory is built from
+``DP16KD`` primitives with the output register on (``REGMODE = "OUTREG"``): the block RAM's
+own slow clock-to-output (about 5.8 ns, more than half a 100 MHz cycle) then ends inside
+the block, and the fabric sees a register. Yosys's memory inference cannot use that
+register, so this component instantiates the primitive, in the shape Yosys would choose
+(:data:`MODES`: 512 x 36, 1024 x 18 or 2048 x 9, as many side by side as the width needs).
+Everywhere else (simulation, tests, other platforms), and for a memory the build puts in
+LUT RAM, it is an Amaranth ``Memory`` followed by two registers, which behaves identically:
+data for the address of cycle ``c`` in cycle ``c + 2``. The core never reads a word in the
+cycle it is written.
 """
 
 from amaranth import *
@@ -18,24 +20,49 @@ from amaranth.lib.wiring import In, Out
 from models.capacity import LUTRAM_MAX_BITS
 from ..memory_map import addr_bits
 
-__all__ = ["BLOCK_WORDS", "BLOCK_BITS", "BlockRAM", "initval"]
+__all__ = ["BLOCK_WORDS", "BLOCK_BITS", "MODES", "mode", "BlockRAM", "initval"]
 
 BLOCK_WORDS = 1024
-"""Depth of one DP16KD in the 18-bit mode used here."""
+"""Rows of a DP16KD's array (each :data:`BLOCK_BITS` bits)."""
 BLOCK_BITS = 18
+MODES = ((36, 512), (18, 1024), (9, 2048))
+"""The DP16KD shapes built here, ``(width, depth)``: 36 bits wide is the pseudo-dual-port
+mode (port A writes, port B reads, the word on ``DOA`` and ``DOB``)."""
+_ADDR_LOW = {36: 5, 18: 4, 9: 3}
+"""The lowest address bit of a mode (below it: byte enables, or unused)."""
 # A memory of at most LUTRAM_MAX_BITS bits may be put in LUT RAM by the build (its Yosys
-# script chooses by name, see models.capacity): it is always built as a ``Memory``.
+# script chooses by name, see models.capacity): that one is always built as a ``Memory``.
 
 
-def initval(words, width, block, row):
-    """The ``INITVAL_<row>`` parameter of the DP16KD holding bits ``block * 18`` up of
-    ``words`` (each ``width`` bits): 16 words of 18 bits, each in a 20-bit slot, as Yosys's
-    own DP16KD mapping lays them out."""
+def mode(width, depth):
+    """The :data:`MODES` entry with the fewest blocks for ``width`` x ``depth`` (the widest
+    of equals, as Yosys chooses), or ``None`` if ``depth`` is deeper than all of them."""
+    fits = [(-(-width // w), -w, w, d) for w, d in MODES if depth <= d]
+    return min(fits)[2:] if fits else None
+
+
+def initval(words, width, block, row, mode_width=BLOCK_BITS):
+    """The ``INITVAL_<row>`` parameter of the DP16KD holding bits ``block * mode_width`` up
+    of ``words`` (each ``width`` bits), as Yosys's own DP16KD mapping lays them out: the
+    array is 1024 rows of 18 bits, 16 rows per ``INITVAL`` in 20-bit slots, and word ``a``
+    of a ``mode_width``-bit mode starts at bit ``a * mode_width`` of the rows taken end to
+    end (two words a row at 9 bits, two rows a word at 36)."""
     value = 0
+    mask = (1 << mode_width) - 1
+    per_row = BLOCK_BITS // mode_width if mode_width <= BLOCK_BITS else 0
     for i in range(16):
-        k = row * 16 + i
-        if k < len(words):
-            value |= ((words[k] >> (block * BLOCK_BITS)) & ((1 << BLOCK_BITS) - 1)) << (20 * i)
+        r = row * 16 + i
+        bits = 0
+        if per_row:
+            for j in range(per_row):
+                k = r * per_row + j
+                if k < len(words):
+                    bits |= ((words[k] >> (block * mode_width)) & mask) << (j * mode_width)
+        else:
+            k, half = divmod(r, mode_width // BLOCK_BITS)
+            if k < len(words):
+                bits = (words[k] >> (block * mode_width + half * BLOCK_BITS)) & ((1 << BLOCK_BITS) - 1)
+        value |= bits << (20 * i)
     return value
 
 
@@ -53,20 +80,24 @@ class BlockRAM(wiring.Component):
     Parameters
     ----------
     width, depth : int
-        ``depth`` at most :data:`BLOCK_WORDS` where primitives are used.
+        ``depth`` at most 2048 where primitives are used (:func:`mode`).
     init : list of int
         Initial words from address 0.
     attrs : dict
         Attributes of the ``Memory`` (where one is built).
     name : str
         The ``Memory``'s name (the build's Yosys script chooses LUT RAM by name).
+    lutram : bool or None
+        The build puts this memory in LUT RAM: build a ``Memory``. ``None``: so it does
+        if it is small enough to be a candidate (at most ``LUTRAM_MAX_BITS``).
     """
 
-    def __init__(self, width, depth, init=(), attrs=None, name="mem"):
+    def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=None):
         self._width, self._depth = width, depth
         self._name = name
         self._init = list(init)
         self._attrs = dict(attrs or {})
+        self._lutram = (width * depth <= LUTRAM_MAX_BITS) if lutram is None else bool(lutram)
         super().__init__({
             "raddr": In(addr_bits(depth)),
             "rdata": Out(width),
@@ -76,9 +107,8 @@ class BlockRAM(wiring.Component):
         })
 
     def uses_primitives(self, platform):
-        return (getattr(platform, "family", None) == "ecp5"
-                and self._width * self._depth > LUTRAM_MAX_BITS
-                and self._depth <= BLOCK_WORDS)
+        return (getattr(platform, "family", None) == "ecp5" and not self._lutram
+                and mode(self._width, self._depth) is not None)
 
     def elaborate(self, platform):
         m = Module()
@@ -86,28 +116,44 @@ class BlockRAM(wiring.Component):
             m.submodules[self._name] = mem = Memory(shape=self._width, depth=self._depth,
                                             init=self._init, attrs=self._attrs)
             r, w = mem.read_port(domain="comb"), mem.write_port()
-            raw = Signal(self._width, name="raw")
+            raw = Signal(self._width, name="raw", reset_less=True)
             m.d.comb += [r.addr.eq(self.raddr), w.en.eq(self.we), w.addr.eq(self.waddr),
                          w.data.eq(self.wdata)]
-            m.d.sync += [raw.eq(r.data), self.rdata.eq(raw)]
+            q = Signal(self._width, name="q", reset_less=True)
+            m.d.sync += [raw.eq(r.data), q.eq(raw)]
+            m.d.comb += self.rdata.eq(q)
             return m
 
-        # 1024 x 18 mode: the word address is ADx[13:4]; ADA[1:0] are the write's byte
-        # enables. Port A writes, port B reads.
-        blocks = -(-self._width // BLOCK_BITS)
-        wdata = Signal(blocks * BLOCK_BITS)
-        rdata = Signal(blocks * BLOCK_BITS)
+        # Port A writes, port B reads. The word address is ADx[13:low]; below it, at 36
+        # and 18 bits, are the write's byte enables. At 36 bits a word is DIA then DIB
+        # (written through port A) and DOA then DOB (read through port B).
+        wide, depth = mode(self._width, self._depth)
+        low = _ADDR_LOW[wide]
+        half = min(wide, BLOCK_BITS)
+        blocks = -(-self._width // wide)
+        wdata = Signal(blocks * wide)
+        rdata = Signal(blocks * wide)
         m.d.comb += [wdata.eq(self.wdata), self.rdata.eq(rdata)]
-        ada = Cat(C(0b11, 2), C(0, 2), self.waddr, C(0, 10 - len(self.waddr)))
-        adb = Cat(C(0, 4), self.raddr, C(0, 10 - len(self.raddr)))
+        enables = {36: self.we.replicate(4), 18: C(0b11, 2), 9: C(0, 3)}[wide]
+        ada = Cat(enables, C(0, low - len(enables)), self.waddr,
+                  C(0, 14 - low - len(self.waddr)))
+        adb = Cat(C(0, low), self.raddr, C(0, 14 - low - len(self.raddr)))
         for b in range(blocks):
-            params = {f"p_INITVAL_{row:02X}": C(initval(self._init, self._width, b, row), 320)
+            params = {f"p_INITVAL_{row:02X}": C(initval(self._init, self._width, b, row, wide),
+                                                320)
                       for row in range(64)}
             ports = {}
+            word = slice(b * wide, (b + 1) * wide)
+            wd, rd = wdata[word], rdata[word]
             for i in range(BLOCK_BITS):
-                ports[f"i_DIA{i}"] = wdata[b * BLOCK_BITS + i]
-                ports[f"i_DIB{i}"] = C(0, 1)
-                ports[f"o_DOB{i}"] = rdata[b * BLOCK_BITS + i]
+                if wide == 36:
+                    ports[f"i_DIA{i}"], ports[f"i_DIB{i}"] = wd[i], wd[BLOCK_BITS + i]
+                    ports[f"o_DOA{i}"], ports[f"o_DOB{i}"] = rd[i], rd[BLOCK_BITS + i]
+                else:
+                    ports[f"i_DIA{i}"] = wd[i] if i < half else C(0, 1)
+                    ports[f"i_DIB{i}"] = C(0, 1)
+                    if i < half:
+                        ports[f"o_DOB{i}"] = rd[i]
             for i in range(14):
                 ports[f"i_ADA{i}"] = ada[i]
                 ports[f"i_ADB{i}"] = adb[i]
@@ -118,11 +164,12 @@ class BlockRAM(wiring.Component):
                               f"i_CS{c}2": C(0, 1)})
             m.submodules[f"block{b}"] = Instance(
                 "DP16KD",
-                p_DATA_WIDTH_A=BLOCK_BITS, p_DATA_WIDTH_B=BLOCK_BITS,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_DATA_WIDTH_A=wide, p_DATA_WIDTH_B=wide,
+                # At 36 bits both halves of the read word leave through output registers.
+                p_REGMODE_A="OUTREG" if wide == 36 else "NOREG", p_REGMODE_B="OUTREG",
                 p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
-                i_WEA=self.we, i_WEB=C(0, 1),
+                i_WEA=C(1, 1) if wide == 36 else self.we, i_WEB=C(0, 1),
                 **params, **ports)
         return m

@@ -29,6 +29,11 @@ class Broadcast(wiring.Component):
     count : int
     stages : int
         Latency in cycles (at least 1).
+    control : function, optional
+        With a ``StructLayout`` shape: given a register (a view of ``shape``), the parts of
+        it that take the reset (an op, a valid bit). The rest of every register is
+        reset-less: the reset then reaches only those bits, however wide the tree. Without
+        it the whole tree takes the reset.
 
     Attributes
     ----------
@@ -37,11 +42,28 @@ class Broadcast(wiring.Component):
         ``o[k]`` is ``i`` delayed by ``stages`` cycles.
     """
 
-    def __init__(self, shape, count, stages):
+    def __init__(self, shape, count, stages, control=None):
         if stages < 1:
             raise ValueError("a broadcast tree needs at least one stage")
         self._shape, self._count, self._stages = shape, count, stages
+        self._control = control
         super().__init__({"i": In(shape), "o": Out(data.ArrayLayout(shape, count))})
+
+    def _register(self, m, value, name):
+        """A register of ``value``: reset-less but for the control parts."""
+        if self._control is None:
+            r = Signal(self._shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+        data_r = Signal(self._shape, name=f"{name}_data", reset_less=True)
+        m.d.sync += data_r.eq(value)
+        r = Signal(self._shape, name=name)
+        m.d.comb += r.eq(data_r)
+        for k, (part, source) in enumerate(zip(self._control(r), self._control(value))):
+            ctl = Signal.like(part, name=f"{name}_ctl{k}")
+            m.d.sync += ctl.eq(source)
+            m.d.comb += part.eq(ctl)
+        return r
 
     def elaborate(self, platform):
         m = Module()
@@ -51,9 +73,8 @@ class Broadcast(wiring.Component):
             copies = -(-self._count // f ** (self._stages - s))
             regs = []
             for c in range(copies):
-                r = Signal(self._shape, name=f"level{s}_{c}")
-                m.d.sync += r.eq(level[c // f] if len(level) > 1 else level[0])
-                regs.append(r)
+                regs.append(self._register(m, level[c // f] if len(level) > 1 else level[0],
+                                           f"level{s}_{c}"))
             level = regs
         for k in range(self._count):
             m.d.comb += self.o[k].eq(level[k])

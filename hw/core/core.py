@@ -87,10 +87,15 @@ class Core(wiring.Component):
         hold. A write the port would refuse raises ``ValueError``.
     trace : bool
         Add the ``trace`` port (off in board builds).
+    lutram : collection of str, optional
+        Names of the lane memories that the build puts in LUT RAM (the build's choice,
+        :func:`models.capacity.lutram_memories`); the others are built as block RAMs with
+        registered outputs. Default: every candidate. Behaviour does not depend on it.
     """
 
-    def __init__(self, config, init=None, trace=False):
+    def __init__(self, config, init=None, trace=False, lutram=None):
         self._config = config
+        self._lutram = lutram
         try:
             self._contents = contents_after(init or (), config)
         except ValueError:
@@ -133,7 +138,8 @@ class Core(wiring.Component):
         # Lanes and the trees that reach them ------------------------------------------------
         BUS = lane_bus_layout(cfg)
         init = self._contents
-        m.submodules.lanes = lanes = LaneArray(cfg, init=init, trace=self._trace)
+        m.submodules.lanes = lanes = LaneArray(cfg, init=init, trace=self._trace,
+                                               lutram=self._lutram)
         if self._trace:
             wiring.connect(m, wiring.flipped(self.trace), lanes.trace)
         root = lanes.gather

@@ -34,12 +34,15 @@ class LaneArray(wiring.Component):
     init : hw.memory_map.Contents, optional
         Initial contents of the lanes' memories.
     trace : bool
+    lutram : collection of str, optional
+        The lane memories in LUT RAM (see :class:`~hw.core.lane.Lane`).
     """
 
-    def __init__(self, config, init=None, trace=False):
+    def __init__(self, config, init=None, trace=False, lutram=None):
         self._config = config
         self._init = init
         self._trace = bool(trace)
+        self._lutram = lutram
         members = {
             "bus": In(lane_bus_layout(config)),
             "gather": Out(stream.Signature(config.data_bits, always_ready=True)),
@@ -54,12 +57,13 @@ class LaneArray(wiring.Component):
         m = Module()
         cfg = self._config
         L, T = cfg.lanes, cfg.stages
-        m.submodules.broadcast = bcast = Broadcast(lane_bus_layout(cfg), L, T)
+        m.submodules.broadcast = bcast = Broadcast(lane_bus_layout(cfg), L, T,
+                                                   control=lambda bus: (bus.op, bus.spike.valid))
         m.submodules.gather = gather = Reduce(gather_layout(cfg).size, L, T, "or")
         m.submodules.all_done = all_done = Reduce(1, L, T, "and")
         m.d.comb += bcast.i.eq(self.bus)
         for k in range(L):
-            lane = Lane(cfg, k, init=self._init, trace=self._trace)
+            lane = Lane(cfg, k, init=self._init, trace=self._trace, lutram=self._lutram)
             m.submodules[f"lane{k}"] = lane
             if self._trace:
                 m.d.comb += self.trace.lanes[k].eq(lane.trace)

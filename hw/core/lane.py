@@ -11,6 +11,7 @@ from models.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
 from ..memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
                       word_layout)
+from models.capacity import lutram_memories
 from .bram import BlockRAM
 from .neuron import NeuronUnit
 from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
@@ -18,10 +19,10 @@ from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_D
 __all__ = ["Lane"]
 
 
-def _delay(m, value, cycles, name):
+def _delay(m, value, cycles, name, reset_less=False):
     """``value`` delayed by ``cycles`` registers."""
     for k in range(cycles):
-        r = Signal.like(value, name=f"{name}_d{k + 1}")
+        r = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=reset_less)
         m.d.sync += r.eq(value)
         value = r
     return value
@@ -72,13 +73,18 @@ class Lane(wiring.Component):
     init : hw.memory_map.Contents, optional
         Initial words of the lane's ``PARAM``, ``STATE``, ``PTR`` and ``SYN`` memories.
     trace : bool
+    lutram : collection of str, optional
+        Names of the lane memories (:func:`models.capacity.lane_memories`) the build puts in
+        LUT RAM; the others are block RAMs. Default: every candidate
+        (:func:`models.capacity.lutram_memories` without a budget).
     """
 
-    def __init__(self, config, index, init=None, trace=False):
+    def __init__(self, config, index, init=None, trace=False, lutram=None):
         self._config = config
         self._index = index
         self._init = init
         self._trace = bool(trace)
+        self._lutram = frozenset(lutram_memories(config) if lutram is None else lutram)
         members = {
             "bus": In(lane_bus_layout(config)),
             "gather": Out(stream.Signature(gather_layout(config).size - 1, always_ready=True)),
@@ -110,7 +116,7 @@ class Lane(wiring.Component):
         for k in range(cfg.syn_banks):
             depth = min(words, cfg.syn_depth - k * words)
             bank = BlockRAM(layout.size, depth, init[k * words:(k + 1) * words], attrs,
-                            name=f"syn_b{k}")
+                            name=f"syn_b{k}", lutram="syn" in self._lutram)
             m.submodules[f"syn_b{k}"] = bank
             hit = Signal(name=f"syn_b{k}_hit")
             m.d.comb += [
@@ -122,7 +128,7 @@ class Lane(wiring.Component):
             m.d.sync += hit.eq(port.addr[low:] == k)
             hit = _delay(m, hit, 1, f"syn_b{k}_hit")
             merged = merged | Mux(hit, bank.rdata, 0)
-        q = Signal(layout, name="syn_q")
+        q = Signal(layout, name="syn_q", reset_less=True)
         m.d.sync += q.eq(merged)
         return port, wr, q
 
@@ -146,51 +152,57 @@ class Lane(wiring.Component):
         # Yosys need not emulate read-first collisions with comparators in the read path.
         bram = {"no_rw_check": 1}
 
+        # Reset: only control state (valid bits, modes, counters, pointers) takes the reset.
+        # Data registers are reset-less: each is either reloaded every cycle from values
+        # that the reset clears (flushed while the reset is held) or loaded by the op that
+        # starts its phase before it is used. The reset net then reaches a few hundred
+        # flip-flops per lane rather than every one.
+        def delay(value, cycles, name, reset_less=False):
+            return _delay(m, value, cycles, name, reset_less)
+
+        def data_reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
+
         # The host-loaded memories hold plain words (their layouts are applied to the read
         # registers): initial contents as ints are what keeps a large image quick to build.
         def initial(mem):
             return [] if self._init is None else self._init.words(mem, self._index)
 
-        m.submodules.param = param = Memory(shape=PARAM.size, depth=NPL,
-                                            init=initial(Mem.PARAM), attrs=bram)
-        m.submodules.state = state = Memory(shape=STATE.size, depth=NPL,
-                                            init=initial(Mem.STATE), attrs=bram)
+        # Parameters, state and row pointers are block RAMs with registered outputs
+        # (hw.core.bram) unless the build puts them in LUT RAM (``lutram``); the accumulator
+        # and the spike queue use their first read register themselves, so they stay a
+        # ``Memory`` (LUT RAM in the default builds, inferred block RAM otherwise).
+        def block_ram(name, layout, depth, init):
+            ram = BlockRAM(Shape.cast(layout).width, depth, init, attrs=bram, name=name,
+                           lutram=name in self._lutram)
+            m.submodules[name] = ram
+            return (SimpleNamespace(addr=ram.raddr),
+                    SimpleNamespace(en=ram.we, addr=ram.waddr, data=ram.wdata),
+                    layout(ram.rdata) if isinstance(layout, data.Layout) else ram.rdata)
+
         m.submodules.acc = acc = Memory(shape=signed(ACC_BITS), depth=NPL, init=[], attrs=bram)
-        m.submodules.ptr = ptr = Memory(shape=PTR.size, depth=cfg.ptr_depth,
-                                        init=initial(Mem.PTR), attrs=bram)
         m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
                                             init=[], attrs=bram)
         m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
-                                            name="sbuf")
+                                            name="sbuf", lutram="sbuf" in self._lutram)
         m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
 
-        def bram_ports(memory, name, shape=None):
-            """(read port, write port, registered read data as ``shape``) of a block RAM."""
-            r = memory.read_port(domain="comb")
-            raw = Signal(shape or memory.shape, name=f"{name}_raw")
-            q = Signal(shape or memory.shape, name=f"{name}_q")
-            m.d.sync += [raw.eq(r.data), q.eq(raw)]
-            return r, memory.write_port(), q
-
-        param_r, param_w, param_q = bram_ports(param, "param", PARAM)
-        state_r, state_w, state_q = bram_ports(state, "state", STATE)
+        param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
+        state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
         acc_r, acc_w = acc.read_port(domain="comb"), acc.write_port()
-        acc_raw = Signal(signed(ACC_BITS), name="acc_raw")
-        acc_q = Signal(signed(ACC_BITS), name="acc_q")
+        acc_raw = data_reg(signed(ACC_BITS), "acc_raw")
+        acc_q = data_reg(signed(ACC_BITS), "acc_q")
         m.d.sync += [acc_raw.eq(acc_r.data), acc_q.eq(acc_raw)]
-        ptr_r, ptr_w, ptr_q = bram_ports(ptr, "ptr", PTR)
+        ptr_r, ptr_w, ptr_q = block_ram("ptr", PTR, cfg.ptr_depth, initial(Mem.PTR))
         syn_r, syn_w, syn_q = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
         queue_r, queue_w = queue.read_port(domain="comb"), queue.write_port()
-        queue_raw = Signal(cfg.id_bits, name="queue_raw")
-        queue_ptr = Signal((queue_raw + bus.ptr_base).shape(), name="queue_ptr")
+        queue_raw = data_reg(cfg.id_bits, "queue_raw")
+        queue_ptr = data_reg((queue_raw + bus.ptr_base).shape(), "queue_ptr")
         m.d.sync += [queue_raw.eq(queue_r.data), queue_ptr.eq(queue_raw + bus.ptr_base)]
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
         assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
-
-        def delay(value, cycles, name):
-            return _delay(m, value, cycles, name)
 
         # Mode flags: set by their op, cleared by any other op.
         route_on = Signal(name="route_on")
@@ -204,8 +216,8 @@ class Lane(wiring.Component):
         mine = Signal(name="mine")
         m.d.comb += mine.eq(bus.lane == self._index)
         host_rd = Signal(name="host_rd")                       # any READ of this lane
-        host_addr = Signal.like(bus.addr, name="host_addr")
-        host_data = Signal.like(bus.data, name="host_data")
+        host_addr = Signal.like(bus.addr, name="host_addr", reset_less=True)
+        host_data = Signal.like(bus.data, name="host_data", reset_less=True)
         host_wr = {mem: Signal(name=f"host_wr_{mem.name.lower()}")
                    for mem in (Mem.PARAM, Mem.STATE, Mem.PTR, Mem.SYN)}
         host_rd_mem = {mem: Signal(name=f"host_rd_{mem.name.lower()}")
@@ -221,7 +233,7 @@ class Lane(wiring.Component):
         # A host read's word: each memory's output is gated by its own registered select
         # (next to that memory), then the gated words are ORed (two register stages; the
         # memories of a lane are block RAMs spread over the die).
-        host_word = Signal(cfg.data_bits, name="host_word")
+        host_word = data_reg(cfg.data_bits, "host_word")
         host_q = Signal(name="host_q")
         gated = []
         for mem, q, latency in ((Mem.PARAM, param_q, READ_LATENCY),
@@ -230,9 +242,9 @@ class Lane(wiring.Component):
                                 (Mem.SYN, syn_q, BANKED_READ_LATENCY)):
             name = f"host_{mem.name.lower()}"
             sel = delay(host_rd_mem[mem], latency, name)
-            g = Signal(cfg.data_bits, name=f"{name}_word")
+            g = data_reg(cfg.data_bits, f"{name}_word")
             m.d.sync += g.eq(Mux(sel, Value.cast(q).as_unsigned(), 0))
-            gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word"))
+            gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word", True))
         m.d.sync += [
             host_q.eq(delay(host_rd, BANKED_READ_LATENCY + 1, "host_rd")),
             host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4]),
@@ -263,8 +275,8 @@ class Lane(wiring.Component):
         # UPDATE: stream rows through the neuron pipeline --------------------------------------
         upd_run = Signal(name="upd_run")
         upd_left = Signal(cfg.rows_bits, name="upd_left")
-        upd_addr = Signal(cfg.local_bits, name="upd_addr")
-        upd_n = Signal(bits_for(cfg.max_source + L), name="upd_n")
+        upd_addr = data_reg(cfg.local_bits, "upd_addr")
+        upd_n = data_reg(bits_for(cfg.max_source + L), "upd_n")
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += [
                 upd_run.eq(bus.count != 0),
@@ -293,7 +305,7 @@ class Lane(wiring.Component):
             neuron.i.payload.params.eq(param_q),
             neuron.i.payload.state.eq(state_q),
             neuron.i.payload.acc.eq(acc_q),
-            neuron.i.payload.tag.eq(delay(upd_tag, READ_LATENCY, "upd_tag")),
+            neuron.i.payload.tag.eq(delay(upd_tag, READ_LATENCY, "upd_tag", True)),
         ]
         out = neuron.o.payload
         write_back = Signal(name="write_back")
@@ -325,7 +337,7 @@ class Lane(wiring.Component):
         smp_phase = Signal(range(L), name="smp_phase")
         smp_next = Signal(bits_for(cfg.max_source + 2 * L), name="smp_next")   # after this one
         smp_more = Signal(name="smp_more")        # this lane's next token is in the vocabulary
-        smp_addr = Signal(cfg.local_bits, name="smp_addr")
+        smp_addr = data_reg(cfg.local_bits, "smp_addr")
         smp_read = Signal(name="smp_read")
         m.d.comb += smp_read.eq(smp_run & (smp_phase == 0) & smp_more)
         with m.If(op == LaneOp.SAMPLE):
@@ -345,7 +357,7 @@ class Lane(wiring.Component):
         # ROUTE, send side: this lane's queued spikes, in its window of ranks ------------------
         snd_wait = Signal(cfg.size_bits, name="snd_wait")
         snd_left = Signal(cfg.size_bits, name="snd_left")
-        snd_addr = Signal(addr_bits(cfg.queue_depth), name="snd_addr")
+        snd_addr = data_reg(addr_bits(cfg.queue_depth), "snd_addr")
         snd_read = Signal(name="snd_read")
         m.d.comb += snd_read.eq(route_on & (snd_wait == 0) & (snd_left != 0))
         with m.If(op == LaneOp.ROUTE):
@@ -424,7 +436,7 @@ class Lane(wiring.Component):
         HEAD = data.StructLayout({"start": unsigned(cfg.syn_bits), "nonzero": 1, "single": 1,
                                   "more": unsigned(cfg.rows_bits)})
 
-        head = Signal(HEAD, name="head")
+        head = data_reg(HEAD, "head")
         head_valid = Signal(name="head_valid")
 
         def load_head(seg):
@@ -465,7 +477,7 @@ class Lane(wiring.Component):
         # The walker: one slot per cycle, max(1, length) slots per spike.
         rem = Signal(cfg.rows_bits, name="rem")           # slots of this segment still to go
         rem_zero = Signal(init=1, name="rem_zero")
-        cur = Signal(cfg.syn_bits, name="cur")
+        cur = data_reg(cfg.syn_bits, "cur")
         walked = Signal(cfg.size_bits, name="walked")
         syn_issue = Signal(name="syn_issue")
         m.d.comb += [
@@ -493,14 +505,14 @@ class Lane(wiring.Component):
         v_r = delay(syn_issue & route_on, BANKED_READ_LATENCY, "syn_issue")
         v_m = Signal(name="v_m")
         v_w = Signal(name="v_w")
-        a_m = Signal(cfg.local_bits, name="a_m")
-        a_w = Signal(cfg.local_bits, name="a_w")
-        w_m = Signal(signed(WEIGHT_BITS), name="w_m")
-        w_w = Signal(signed(WEIGHT_BITS), name="w_w")
+        a_m = data_reg(cfg.local_bits, "a_m")
+        a_w = data_reg(cfg.local_bits, "a_w")
+        w_m = data_reg(signed(WEIGHT_BITS), "w_m")
+        w_w = data_reg(signed(WEIGHT_BITS), "w_w")
         wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
                                         "value": signed(ACC_BITS)}), name="wr1")
         hit1 = Signal(name="hit1")
-        base = Signal(signed(ACC_BITS), name="acc_base")    # the read word, two back merged
+        base = data_reg(signed(ACC_BITS), "acc_base")    # the read word, two back merged
         m.d.sync += [
             v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(syn_q.weight),
             v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),

@@ -88,18 +88,22 @@ class NeuronUnit(wiring.Component):
         x = self.i.payload
         tag_shape = x.tag.shape()
 
+        # Every stage's data registers are reset-less (only the valid bits take the reset):
+        # a reset in flight is flushed by the valid bits within NEURON_LATENCY cycles, and
+        # the core's reset net then reaches a few hundred flip-flops per lane, not all.
+
         # Stage 0: the multipliers' operands, registered next to the DSP blocks (which sit
         # far from the block RAMs); the two adds.
         s0_valid = Signal(name="s0_valid")
-        s0_alpha = Signal.like(x.params.alpha, name="s0_alpha")
-        s0_v = Signal(signed(W), name="s0_v")
-        s0_rho = Signal.like(x.params.rho, name="s0_rho")
-        s0_a = Signal(signed(W), name="s0_a")
-        s0_cur = Signal(signed(ACC_BITS + 1), name="s0_cur")
-        s0_thr = Signal(signed(W + 1), name="s0_thr")
-        s0_jump = Signal(signed(W), name="s0_jump")
-        s0_kind = Signal(2, name="s0_kind")
-        s0_tag = Signal(tag_shape, name="s0_tag")
+        s0_alpha = Signal.like(x.params.alpha, name="s0_alpha", reset_less=True)
+        s0_v = Signal(signed(W), name="s0_v", reset_less=True)
+        s0_rho = Signal.like(x.params.rho, name="s0_rho", reset_less=True)
+        s0_a = Signal(signed(W), name="s0_a", reset_less=True)
+        s0_cur = Signal(signed(ACC_BITS + 1), name="s0_cur", reset_less=True)
+        s0_thr = Signal(signed(W + 1), name="s0_thr", reset_less=True)
+        s0_jump = Signal(signed(W), name="s0_jump", reset_less=True)
+        s0_kind = Signal(2, name="s0_kind", reset_less=True)
+        s0_tag = Signal(tag_shape, name="s0_tag", reset_less=True)
         m.d.sync += [
             s0_valid.eq(self.i.valid),
             s0_alpha.eq(x.params.alpha), s0_v.eq(x.state.v),
@@ -110,14 +114,14 @@ class NeuronUnit(wiring.Component):
 
         # Stage 1: the multiplies alone, register to register.
         s1_valid = Signal(name="s1_valid")
-        s1_pv = Signal(signed(W + 11), name="s1_pv")
-        s1_pa = Signal(signed(W + 11), name="s1_pa")
-        s1_cur = Signal(signed(ACC_BITS + 1), name="s1_cur")
-        s1_thr = Signal(signed(W + 1), name="s1_thr")
-        s1_jump = Signal(signed(W), name="s1_jump")
-        s1_a = Signal(signed(W), name="s1_a")
-        s1_kind = Signal(2, name="s1_kind")
-        s1_tag = Signal(tag_shape, name="s1_tag")
+        s1_pv = Signal(signed(W + 11), name="s1_pv", reset_less=True)
+        s1_pa = Signal(signed(W + 11), name="s1_pa", reset_less=True)
+        s1_cur = Signal(signed(ACC_BITS + 1), name="s1_cur", reset_less=True)
+        s1_thr = Signal(signed(W + 1), name="s1_thr", reset_less=True)
+        s1_jump = Signal(signed(W), name="s1_jump", reset_less=True)
+        s1_a = Signal(signed(W), name="s1_a", reset_less=True)
+        s1_kind = Signal(2, name="s1_kind", reset_less=True)
+        s1_tag = Signal(tag_shape, name="s1_tag", reset_less=True)
         m.d.sync += [
             s1_valid.eq(s0_valid),
             s1_pv.eq(s0_alpha * s0_v),
@@ -128,14 +132,14 @@ class NeuronUnit(wiring.Component):
 
         # Stage 2: round half up and drop the fraction (arithmetic shift); saturate the sums.
         s2_valid = Signal(name="s2_valid")
-        s2_tv = Signal(signed(W + 3), name="s2_tv")
-        s2_ta = Signal(signed(W + 3), name="s2_ta")
-        s2_cur = Signal(signed(W), name="s2_cur")
-        s2_thr = Signal(signed(W), name="s2_thr")
-        s2_jump = Signal(signed(W), name="s2_jump")
-        s2_a = Signal(signed(W), name="s2_a")
-        s2_kind = Signal(2, name="s2_kind")
-        s2_tag = Signal(tag_shape, name="s2_tag")
+        s2_tv = Signal(signed(W + 3), name="s2_tv", reset_less=True)
+        s2_ta = Signal(signed(W + 3), name="s2_ta", reset_less=True)
+        s2_cur = Signal(signed(W), name="s2_cur", reset_less=True)
+        s2_thr = Signal(signed(W), name="s2_thr", reset_less=True)
+        s2_jump = Signal(signed(W), name="s2_jump", reset_less=True)
+        s2_a = Signal(signed(W), name="s2_a", reset_less=True)
+        s2_kind = Signal(2, name="s2_kind", reset_less=True)
+        s2_tag = Signal(tag_shape, name="s2_tag", reset_less=True)
         m.d.sync += [
             s2_valid.eq(s1_valid),
             s2_tv.eq((s1_pv + half) >> DECAY_FRAC_BITS),
@@ -147,13 +151,13 @@ class NeuronUnit(wiring.Component):
 
         # Stage 3: integrate; both candidates for the new adaptation.
         s3_valid = Signal(name="s3_valid")
-        s3_v = Signal(signed(W), name="s3_v")
-        s3_aj = Signal(signed(W), name="s3_aj")
-        s3_a0 = Signal(signed(W), name="s3_a0")
-        s3_thr = Signal(signed(W), name="s3_thr")
-        s3_a = Signal(signed(W), name="s3_a")
-        s3_kind = Signal(2, name="s3_kind")
-        s3_tag = Signal(tag_shape, name="s3_tag")
+        s3_v = Signal(signed(W), name="s3_v", reset_less=True)
+        s3_aj = Signal(signed(W), name="s3_aj", reset_less=True)
+        s3_a0 = Signal(signed(W), name="s3_a0", reset_less=True)
+        s3_thr = Signal(signed(W), name="s3_thr", reset_less=True)
+        s3_a = Signal(signed(W), name="s3_a", reset_less=True)
+        s3_kind = Signal(2, name="s3_kind", reset_less=True)
+        s3_tag = Signal(tag_shape, name="s3_tag", reset_less=True)
         m.d.sync += [
             s3_valid.eq(s2_valid),
             s3_v.eq(saturate(m, s2_tv + s2_cur, W, "v_int")),
@@ -170,15 +174,15 @@ class NeuronUnit(wiring.Component):
         m.d.comb += diff.eq(s3_v - s3_thr)
         v_sub = saturate(m, diff, W, "v_sub")
         s4_valid = Signal(name="s4_valid")
-        s4_spike = Signal(name="s4_spike")
-        s4_spiking = Signal(name="s4_spiking")
-        s4_zero = Signal(name="s4_zero")
-        s4_v = Signal(signed(W), name="s4_v")
-        s4_v_sub = Signal(signed(W), name="s4_v_sub")
-        s4_aj = Signal(signed(W), name="s4_aj")
-        s4_a0 = Signal(signed(W), name="s4_a0")
-        s4_a = Signal(signed(W), name="s4_a")
-        s4_tag = Signal(tag_shape, name="s4_tag")
+        s4_spike = Signal(name="s4_spike", reset_less=True)
+        s4_spiking = Signal(name="s4_spiking", reset_less=True)
+        s4_zero = Signal(name="s4_zero", reset_less=True)
+        s4_v = Signal(signed(W), name="s4_v", reset_less=True)
+        s4_v_sub = Signal(signed(W), name="s4_v_sub", reset_less=True)
+        s4_aj = Signal(signed(W), name="s4_aj", reset_less=True)
+        s4_a0 = Signal(signed(W), name="s4_a0", reset_less=True)
+        s4_a = Signal(signed(W), name="s4_a", reset_less=True)
+        s4_tag = Signal(tag_shape, name="s4_tag", reset_less=True)
         m.d.sync += [
             s4_valid.eq(s3_valid),
             s4_spike.eq(spikes & ~diff[-1]),

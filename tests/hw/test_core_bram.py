@@ -15,7 +15,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
-from hw.core.bram import BLOCK_BITS, BlockRAM, initval
+from hw.core.bram import BlockRAM, initval, mode
 
 ECP5 = SimpleNamespace(family="ecp5")
 
@@ -57,7 +57,25 @@ def test_primitives_only_where_they_belong():
     assert uses(16, 1024, ECP5)
     assert not uses(16, 1024, None)                 # simulation
     assert not uses(11, 256, ECP5)                  # a LUT RAM candidate
-    assert not uses(16, 2048, ECP5)                 # deeper than one block
+    assert uses(16, 2048, ECP5)                     # 2048 x 9 blocks
+    assert not uses(16, 4096, ECP5)                 # deeper than every mode
+
+    ram = BlockRAM(32, 128, lutram=False)           # small, but the build keeps it in blocks
+    ram._MustUse__silence = True
+    assert ram.uses_primitives(ECP5)
+    ram = BlockRAM(16, 1024, lutram=True)           # the build puts it in LUT RAM
+    ram._MustUse__silence = True
+    assert not ram.uses_primitives(ECP5)
+
+
+@pytest.mark.parametrize("width, depth, shape", [
+    (21, 2048, (9, 2048)), (32, 128, (36, 512)), (66, 100, (36, 512)), (15, 1024, (18, 1024)),
+    (18, 600, (18, 1024)), (40, 4096, None)])
+def test_mode_is_the_fewest_blocks(width, depth, shape):
+    from models.capacity import bram_blocks
+    assert mode(width, depth) == shape
+    if shape is not None:
+        assert -(-width // shape[0]) == bram_blocks(depth, width)
 
 
 def _synth(design, tmp_path, name):
@@ -77,16 +95,24 @@ def _param(cell, key):
     return int(value, 2) if set(value) <= {"0", "1"} else value
 
 
-@pytest.mark.parametrize("width", [16, 18])
-def test_initial_contents_match_yosys_mapping(tmp_path, width):
+@pytest.mark.parametrize("width, depth", [(16, 1024), (18, 1024), (21, 2048), (32, 128),
+                                          (66, 128)])
+def test_initial_contents_match_yosys_mapping(tmp_path, width, depth):
+    """Every shape (:data:`hw.core.bram.MODES`): the same blocks, in the same mode, with
+    the same ``INITVAL`` bits as Yosys's mapping (which puts them in some order)."""
     rng = random.Random(width)
-    words = [rng.randrange(1 << width) for _ in range(1024)]
-    ours = _synth(BlockRAM(width, 1024, init=words), tmp_path, "ours")
-    theirs = _synth(BlockRAM(width, 1024, init=words), tmp_path, "theirs")
-    assert len(ours) == len(theirs) == 1
-    o, t = ours[0], theirs[0]
-    assert _param(t, "DATA_WIDTH_A") == BLOCK_BITS or _param(t, "DATA_WIDTH_B") == BLOCK_BITS
-    assert _param(o, "REGMODE_B") == "OUTREG"
-    for row in range(64):
-        key = f"INITVAL_{row:02X}"
-        assert _param(o, key) == _param(t, key) == initval(words, width, 0, row), key
+    words = [rng.randrange(1 << width) for _ in range(depth)]
+    ours = _synth(BlockRAM(width, depth, init=words, lutram=False), tmp_path, "ours")
+    theirs = _synth(BlockRAM(width, depth, init=words, attrs={"ram_style": "block"}),
+                    tmp_path, "theirs")
+    wide, _ = mode(width, depth)
+    assert len(ours) == len(theirs) == -(-width // wide)
+    for o, t in zip(ours, theirs):
+        assert _param(o, "DATA_WIDTH_A") == _param(t, "DATA_WIDTH_A") == wide
+        assert _param(o, "DATA_WIDTH_B") == _param(t, "DATA_WIDTH_B") == wide
+        assert _param(o, "REGMODE_B") == "OUTREG"
+    keys = [f"INITVAL_{row:02X}" for row in range(64)]
+    expected = sorted(tuple(initval(words, width, b, row, wide) for row in range(64))
+                      for b in range(len(ours)))
+    assert sorted(tuple(_param(o, k) for k in keys) for o in ours) == expected
+    assert sorted(tuple(_param(t, k) for k in keys) for t in theirs) == expected
