@@ -242,6 +242,22 @@ _NEURONS = {"12f": 256, "25f": 256, "45f": 1024, "85f": 2048}
 shipped model's hidden layer, so that its 1089 neurons fit at 16 lanes."""
 
 
+_EBR_ROWS = {"85f": ((22, 46, 70, 82), (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114))}
+"""Where a size's DP16KD sites are, as nextpnr-ecp5 0.11 names them: rows (``Y``) of groups of
+four (``EBR0`` .. ``EBR3`` at ``X = x0, x0 + 2, x0 + 4, x0 + 6``). Read off a placement of
+208 blocks on the 85F; the other sizes are not mapped (their builds are not floorplanned)."""
+
+
+def ebr_rows(device):
+    """The DP16KD site names of ``device``, one list per row (left to right), or ``None``
+    if its sites are not mapped here."""
+    grid = _EBR_ROWS.get(_key(device))
+    if grid is None:
+        return None
+    ys, groups = grid
+    return [[f"X{x0 + 2 * k}/Y{y}/EBR{k}" for x0 in groups for k in range(4)] for y in ys]
+
+
 def lane_budget(device, lanes):
     """Block RAMs per lane that a build for ``device`` with ``lanes`` lanes may use (the
     budget :func:`models.capacity.lutram_memories` chooses the LUT RAM for)."""

@@ -259,6 +259,57 @@ def yosys_memory_script(config, blocks_per_lane=None):
         for m in lane_memories(config))
 
 
+def lane_blocks(config, lutram):
+    """The DP16KD primitives of one lane (hw.core.bram: every block-RAM lane memory but the
+    accumulator and the spike queue, which Yosys maps), as instance paths below the lane, in
+    the order the lane's data flows through them: spike buffer, row pointers, synapse banks,
+    then the neuron memories."""
+    from hw.core.bram import mode
+    from hw.memory_map import Mem
+    shapes = [("sbuf", config.ptr_bits, config.spike_depth),
+              ("ptr", config.layout(Mem.PTR).bits, config.ptr_depth)]
+    shapes += [(f"syn_b{k}", config.layout(Mem.SYN).bits,
+                min(config.syn_bank_words, config.syn_depth - k * config.syn_bank_words))
+               for k in range(config.syn_banks)]
+    shapes += [("state", config.layout(Mem.STATE).bits, config.neurons_per_lane),
+               ("param", config.layout(Mem.PARAM).bits, config.neurons_per_lane)]
+    names = []
+    for name, width, depth in shapes:
+        memory = "syn" if name.startswith("syn_b") else name
+        shape = mode(width, depth)
+        if memory in lutram or shape is None:
+            continue
+        names += [f"{name}.block{b}" for b in range(-(-width // shape[0]))]
+    return names
+
+
+def yosys_floorplan_script(config, device, lutram, prefix="design.core.lanes"):
+    """Yosys commands (run after synthesis) that pin each lane's block RAMs to neighbouring
+    DP16KD sites (nextpnr's ``BEL`` attribute), so that a lane's logic gathers around its
+    own blocks instead of being pulled across the die to wherever the placer put them.
+    Lanes fill the rows of blocks (:func:`boards.ulx3s.ebr_rows`) side by side, with the
+    sites left over shared out between them; a lane with more blocks than a row takes a run
+    of sites across rows. Empty if the device's sites are not mapped or the lanes' blocks
+    do not fit."""
+    from boards import ulx3s
+    rows = ulx3s.ebr_rows(device)
+    blocks = lane_blocks(config, lutram)
+    if rows is None or not blocks:
+        return ""
+    per_row = min(len(r) // len(blocks) for r in rows)
+    if per_row * len(rows) >= config.lanes:
+        runs = [rows[lane // per_row][(lane % per_row) * (len(rows[lane // per_row]) // per_row):]
+                for lane in range(config.lanes)]
+    else:
+        sites = [s for r in rows for s in r]
+        if len(blocks) * config.lanes > len(sites):
+            return ""
+        stride = len(sites) // config.lanes
+        runs = [sites[lane * stride:] for lane in range(config.lanes)]
+    return "\n".join(f'setattr -set BEL "{site}" top/c:{prefix}.lane{lane}.{block}'
+                     for lane, run in enumerate(runs) for block, site in zip(blocks, run))
+
+
 # Running the tools ----------------------------------------------------------------------------
 
 def _clock(seconds):
@@ -475,7 +526,9 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
                          image=image if bake else None, tag=tag,
                          lutram=lutram_memories(config, budget))
     script = yosys_memory_script(config, budget) + "\n" + yosys_fsm_script()
-    plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script)
+    floorplan = yosys_floorplan_script(config, device, lutram_memories(config, budget))
+    plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script,
+                                  script_after_synth=floorplan)
     plan_files.extract(build_dir)
     stages = {"elaborate": time.monotonic() - t0}
     progress.say(f"elaborate: done in {_clock(stages['elaborate'])}")

@@ -6,7 +6,8 @@ core's memories, and is checked against it (tests/hw/test_build_capacity.py maps
 lanes; tests/hw/test_build_real.py compares a whole build with nextpnr's count):
 
 * A memory in block RAM takes the cheapest DP16KD shape (18 Kbit, 16384x1 to 512x36):
-  :func:`bram_blocks`.
+  :func:`bram_blocks`. The gateware instantiates the same shapes itself where it can
+  (hw.core.bram, to use the blocks' output registers) and tests check that they match.
 * Left to its own costs, Yosys puts even a lane's small neuron memories (a hundred words)
   into whole block RAMs: with 16 lanes of 128 neurons, 80 of the 85F's 208 blocks. So the
   build marks lane memories ``ram_style = "distributed"`` (LUT RAM: TRELLIS_DPR16X4 cells

@@ -16,8 +16,9 @@ __all__ = ["COMMAND_LATENCY", "READ_LATENCY", "BANKED_READ_LATENCY", "HOST_READ_
            "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing"]
 
 READ_LATENCY = 2
-"""Block RAM read: address in cycle ``c``, data in a fabric register during ``c + 2``.
-(The extra register keeps the block RAM's slow clock-to-output off every logic path.)"""
+"""Block RAM read: address in cycle ``c``, data in a register during ``c + 2``: the block
+RAM's own output register on the ECP5 (hw.core.bram), which keeps its slow clock-to-output
+off every logic path; a LUT RAM's read is followed by two fabric registers."""
 
 BANKED_READ_LATENCY = READ_LATENCY + 1
 """Read of a memory deeper than one block RAM (the synapses), built as banks of one block

@@ -113,6 +113,40 @@ def test_memory_script_names_the_lutram_memories():
     assert lutram_memories(config) == ("param", "state", "acc", "queue")
 
 
+def _pins(script):
+    import re
+    return [re.fullmatch(r'setattr -set BEL "(X\d+/Y(\d+)/EBR\d)" top/c:design\.core\.lanes\.'
+                         r'lane(\d+)\.(\S+)', line).groups() for line in script.splitlines()]
+
+
+def test_floorplan_pins_each_lanes_blocks_together():
+    config = ulx3s.core_config("85f")
+    lut = lutram_memories(config, ulx3s.lane_budget("85f", 16))
+    blocks = hwb.lane_blocks(config, lut)
+    # The lane's primitives in data-flow order; its plan's 12 blocks.
+    assert blocks == ["sbuf.block0", "ptr.block0", "ptr.block1", "ptr.block2",
+                      *(f"syn_b{k}.block0" for k in range(7)), "state.block0"]
+    assert len(blocks) == core_plan(config, 12).blocks_per_lane
+    pins = _pins(hwb.yosys_floorplan_script(config, "85f", lut))
+    assert len(pins) == 16 * 12
+    assert len({site for site, *_ in pins}) == len(pins)           # one block a site
+    sites = {site for row in ulx3s.ebr_rows("85f") for site in row}
+    assert len(sites) == 208 and {site for site, *_ in pins} <= sites
+    for lane in range(16):                                        # a lane stays in one row
+        mine = [(row, block) for _, row, k, block in pins if int(k) == lane]
+        assert len({row for row, _ in mine}) == 1
+        assert [block for _, block in mine] == blocks
+
+
+def test_floorplan_spans_rows_for_big_lanes_and_skips_unmapped_sizes():
+    config = ulx3s.core_config("85f", 2)
+    lut = lutram_memories(config, ulx3s.lane_budget("85f", 2))
+    pins = _pins(hwb.yosys_floorplan_script(config, "85f", lut))
+    assert len(pins) == 2 * len(hwb.lane_blocks(config, lut)) > 2 * 52
+    assert len({site for site, *_ in pins}) == len(pins)
+    assert hwb.yosys_floorplan_script(ulx3s.core_config("12f"), "12f", ()) == ""
+
+
 # A trimmed nextpnr-ecp5 0.11 --report of a one-lane build, and its log's Fmax lines.
 REPORT = {
     "utilization": {

@@ -16,6 +16,7 @@ import pytest
 
 from hw.build import TOOLS, soc_available
 from models.capacity import SOC_BRAM
+from hw.memory_map import CoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -56,6 +57,18 @@ def test_real_build_85f_one_lane(tmp_path):
     # buffer); the probe has only the noise table.
     assert r["dp16kd"] == r["dp16kd_estimated"] - (SOC_BRAM - 1 if top == "probe" else 0)
     assert (r["neurons"], r["synapses"]) == (64, 1024)
+
+    # The lane's own block RAMs were pinned to distinct sites (hw.build's Yosys script names
+    # the same cells that synthesis made)
+    from hw.build import lane_blocks
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    cells = {name: c for mod in netlist["modules"].values()
+             for name, c in mod["cells"].items() if c["type"] == "DP16KD"}
+    # (the accumulator and spike queue, which Yosys maps, are left where the placer likes).
+    pinned = {n.split(".lanes.lane0.")[1]: c["attributes"]["BEL"] for n, c in cells.items()
+              if ".lanes.lane0." in n and "BEL" in c["attributes"]}
+    assert sorted(pinned) == sorted(lane_blocks(CoreConfig(lanes=1, **SMALL), ()))
+    assert len(set(pinned.values())) == len(pinned)
 
     bit = Path(r["bitstream"])
     assert bit == tmp_path / "top.bit" and bit.exists()
