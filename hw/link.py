@@ -462,6 +462,9 @@ class Link(wiring.Component):
         mem, lane, addr, count = hdr[16:24], hdr[24:32], hdr[32:64], hdr[64:80]
         gen_first, gen_count, tag_in = hdr[16:32], hdr[32:48], hdr[16:48]
         body_len = Signal(range(BUFFER_BYTES + 1), name="body_len")
+        # The bytes past the header, registered (body_len is set cycles before V4 reads it).
+        tail_len = Signal(range(BUFFER_BYTES + 1), name="tail_len", reset_less=True)
+        m.d.sync += tail_len.eq(body_len - 8)
 
         resp_op = Signal(8, name="resp_op")
         resp_seq = Signal(8, name="resp_seq")
@@ -698,7 +701,7 @@ class Link(wiring.Component):
                     m.d.sync += [waddr.eq(addr), wleft.eq(count), word_pos.eq(0),
                                  scan_bad.eq(0)]
                     if scan_needed:
-                        fetch(_HEADER_BYTES, body_len - 8)
+                        fetch(_HEADER_BYTES, tail_len)
                         m.next = "SCAN"
                     else:
                         fetch(_HEADER_BYTES, wb)
