@@ -89,6 +89,9 @@ class Reduce(wiring.Component):
     i : In(ArrayLayout(width, count))
     o : Out(width)
         The reduction of ``i``, ``stages`` cycles later.
+
+    The registers are reset-less: after a reset ``o`` shows what was in flight for
+    ``stages`` cycles (the core waits for the tree to flush, ``reset_settle``).
     """
 
     def __init__(self, width, count, stages, op):
@@ -107,7 +110,7 @@ class Reduce(wiring.Component):
             regs = []
             for c in range(0, len(level), f):
                 group = level[c:c + f]
-                r = Signal(self._width, name=f"level{s}_{c // f}")
+                r = Signal(self._width, name=f"level{s}_{c // f}", reset_less=True)
                 acc = group[0]
                 for x in group[1:]:
                     acc = (acc | x) if self._op == "or" else (acc & x)

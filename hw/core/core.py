@@ -13,7 +13,8 @@ from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
                       read_request_layout, read_response_layout, trace_signature,
                       word_layout, write_request_layout)
 from .sampler import Sampler
-from .timing import COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing
+from .timing import (COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing,
+                     reset_settle)
 
 __all__ = ["Core"]
 
@@ -352,14 +353,22 @@ class Core(wiring.Component):
             with m.If(w_go & w_reg[reg]):
                 m.d.sync += target.eq(w.data)
 
+        # After a reset the ports wait until the lanes have left theirs (reset_settle).
+        settle = Signal(range(reset_settle(T) + 1), init=reset_settle(T), name="settle")
+        settled = Signal(name="settled")
+        with m.If(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+        m.d.sync += settled.eq(settle <= 1)
+
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
                 # A registered write is still to be done while w_valid: commands and reads,
                 # which use the lane bus too, wait for it.
                 m.d.comb += [
-                    self.cmd.ready.eq(~w_valid),
-                    self.write.ready.eq(~self.cmd.valid),
-                    self.read.ready.eq(~self.cmd.valid & ~self.write.valid & ~w_valid),
+                    self.cmd.ready.eq(settled & ~w_valid),
+                    self.write.ready.eq(settled & ~self.cmd.valid),
+                    self.read.ready.eq(settled & ~self.cmd.valid & ~self.write.valid &
+                                       ~w_valid),
                 ]
                 # Only on a handshake: a command offered while a write is still registered
                 # must wait (taking it on valid alone ran it twice, once unacknowledged).

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .broadcast import Broadcast, Reduce
 from .lane import Lane
+from .timing import reset_settle
 from .layouts import gather_layout, lane_bus_layout, trace_signature
 
 __all__ = ["LaneArray"]
@@ -57,13 +58,29 @@ class LaneArray(wiring.Component):
         m = Module()
         cfg = self._config
         L, T = cfg.lanes, cfg.stages
+        # The lane bus tree is reset-less: the scheduler's bus is NOP while it is reset, and
+        # each lane's reset comes down a tree of the same depth (a registered copy per lane,
+        # in its own clock domain, so that no reset net spans the die), so a lane leaves
+        # reset as the bus words issued after the reset reach it.
         m.submodules.broadcast = bcast = Broadcast(lane_bus_layout(cfg), L, T,
-                                                   control=lambda bus: (bus.op, bus.spike.valid))
+                                                   control=lambda bus: ())
+        # A reset, however short, holds the lanes' reset for reset_settle cycles more.
+        m.submodules.reset_tree = reset_tree = Broadcast(1, L, T, control=lambda r: ())
+        hold = Signal(range(reset_settle(T) + 1), name="lane_reset_hold", reset_less=True)
+        with m.If(ResetSignal("sync")):
+            m.d.sync += hold.eq(reset_settle(T))
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        m.d.comb += reset_tree.i.eq(ResetSignal("sync") | (hold != 0))
         m.submodules.gather = gather = Reduce(gather_layout(cfg).size, L, T, "or")
         m.submodules.all_done = all_done = Reduce(1, L, T, "and")
         m.d.comb += bcast.i.eq(self.bus)
         for k in range(L):
-            lane = Lane(cfg, k, init=self._init, trace=self._trace, lutram=self._lutram)
+            domain = ClockDomain(f"lane{k}", local=True)
+            m.domains += domain
+            m.d.comb += [domain.clk.eq(ClockSignal("sync")), domain.rst.eq(reset_tree.o[k])]
+            lane = DomainRenamer(domain.name)(
+                Lane(cfg, k, init=self._init, trace=self._trace, lutram=self._lutram))
             m.submodules[f"lane{k}"] = lane
             if self._trace:
                 m.d.comb += self.trace.lanes[k].eq(lane.trace)

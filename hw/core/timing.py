@@ -69,3 +69,15 @@ def core_timing(stages):
         phase_overhead=DISPATCH_CYCLES,
         sample_latency=first_read + READ_LATENCY + G + SAMPLER_LATENCY,
     )
+
+
+def reset_settle(stages):
+    """Cycles after a reset before the core takes a command, write or read, and for which
+    the lanes' reset is held past the core's (at least). The lanes' reset comes down a
+    registered tree like the lane bus (``stages`` cycles late), and the trees are reset-less:
+    for ``stages`` cycles after the reset the lanes still run and what they send takes
+    ``stages`` more to leave the gather tree, and a spike the core passes on from there
+    reaches the lanes ``stages`` later still. Holding the lanes' reset this long after the
+    core's ends swallows all of that; a bus word the core sends once settled reaches the
+    lanes just as they leave reset."""
+    return 2 * stages + 2

@@ -133,6 +133,45 @@ def test_init_contents_and_reset():
     _simulate(core, bench, domain=sync)
 
 
+@pytest.mark.parametrize("pulse_at", [1, 6, 14, 30])
+def test_reset_pulse_mid_step_then_steps_match_golden(pulse_at):
+    # A one-cycle reset while a STEP is under way (the lanes routing or updating, the trees
+    # full; the lanes' reset comes later and lasts longer, hw.core.timing.reset_settle): the
+    # core serves commands again, and after a RESET command every step is the golden
+    # model's again, cycle for cycle.
+    net, config, writes = _setup("mixed", 3, 5)
+    core = Core(config, init=writes)
+    golden = GoldenCore(net, 3, timing=core.timing)
+    golden.set_temperature_word(150)
+    golden.seed(9)
+    tokens = [1, 2, 0, 3]
+    sync = ClockDomain("sync")
+
+    async def bench(ctx):
+        ref = golden.step([tokens[0]])
+        out = await command(ctx, core, Op.STEP, tokens[0])
+        assert (out.token, out.cycles) == (int(ref.token[0]), int(ref.cycles[0]))
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload, {"op": int(Op.STEP), "token": tokens[1]})
+        await ctx.tick().until(core.cmd.ready)
+        ctx.set(core.cmd.valid, 0)
+        await ctx.tick().repeat(pulse_at)
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        assert not (await command(ctx, core, Op.RESET)).error
+        golden.reset()
+        golden.seed(9)
+        for tok in tokens[2:] + tokens:
+            ref = golden.step([tok])
+            out = await command(ctx, core, Op.STEP, tok)
+            assert not out.error
+            assert (out.token, out.cycles, out.spikes) == (
+                int(ref.token[0]), int(ref.cycles[0]), sum(int(x.sum()) for x in ref.spikes))
+
+    _simulate(core, bench, domain=sync)
+
+
 def test_init_refuses_what_the_port_refuses():
     config = CoreConfig(lanes=2, neurons_per_lane=4, syn_depth=8, ptr_depth=8, max_pops=2,
                         max_projs=2, max_vocab=4, spike_depth=4)
