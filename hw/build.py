@@ -246,6 +246,21 @@ def yosys_fsm_script():
     return "setattr -set fsm_encoding \"one-hot\" " + " ".join(f"*/w:{n}" for n in FSM_STATES)
 
 
+REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree")
+"""Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
+reset's trees (:class:`hw.core.broadcast.Broadcast`), one register per lane at their leaves."""
+
+
+def yosys_replica_script(modules=REPLICATED):
+    """Yosys commands (run after reading the design) that keep the flip-flops of
+    ``modules`` apart. Registers with the same input are one register to Yosys's
+    ``opt_merge``, which would fold the broadcast tree back into one register per bit
+    driving every lane across the die, the naive broadcast the tree exists to avoid (and
+    every lane register loaded from it would then merge too). ``keep`` on a flip-flop cell,
+    once ``proc`` has made it, stops the merge."""
+    return "proc\nsetattr -set keep 1 " + " ".join(f"{m}/t:$dff" for m in modules)
+
+
 def yosys_memory_script(config, blocks_per_lane=None):
     """Yosys commands (run after reading the design) that put the lanes' small memories
     into LUT RAM: exactly :func:`models.capacity.lutram_memories`, and keep the others in
@@ -525,7 +540,8 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
                          image=image if bake else None, tag=tag,
                          lutram=lutram_memories(config, budget))
-    script = yosys_memory_script(config, budget) + "\n" + yosys_fsm_script()
+    script = "\n".join([yosys_memory_script(config, budget), yosys_fsm_script(),
+                        yosys_replica_script()])
     floorplan = yosys_floorplan_script(config, device, lutram_memories(config, budget))
     plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script,
                                   script_after_synth=floorplan)

@@ -78,3 +78,52 @@ def test_real_build_85f_one_lane(tmp_path):
     assert head.startswith(b"\xff\x00Part: LFE5U-85F")    # ecppack's comment, then the
     assert b"\xff\xff\xbd\xb3" in head                    # ECP5 preamble
     assert json.loads((tmp_path / "result.json").read_text())["bitstream"] == str(bit)
+
+
+def _dff_bits(il_text, script, tmp_path):
+    """Flip-flop bits left after ``script`` and Yosys's generic optimisation of a design."""
+    (tmp_path / "d.il").write_text(il_text)
+    (tmp_path / "d.ys").write_text(f"read_rtlil d.il\n{script}\nsynth -flatten -run :fine\n"
+                                   "techmap\nopt\nstat\n")
+    yosys = os.environ.get("YOSYS") or TOOLS["YOSYS"]
+    out = subprocess.run([yosys, "-q", "-l", "d.log", "d.ys"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = (tmp_path / "d.log").read_text()
+    return sum(int(line.split()[0]) for line in log.splitlines()
+               if line.split()[1:2] and "DFF" in line.split()[1])
+
+
+def test_replicated_broadcast_survives_synthesis(tmp_path):
+    # The broadcast tree's copies have the same inputs; without hw.build's keep script
+    # Yosys folds them into one register per bit (the naive broadcast), with it every copy
+    # stays. 8 bits to 4 outputs in 2 stages: 2 copies, then 4.
+    from amaranth import Module, unsigned
+    from amaranth.back import rtlil
+    from amaranth.lib import data, wiring
+    from amaranth.lib.wiring import In, Out
+    from hw.build import yosys_replica_script
+    from hw.core.broadcast import Broadcast
+
+    class Top(wiring.Component):
+        i: In(8)
+        o: Out(data.ArrayLayout(8, 4))
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.broadcast = b = Broadcast(unsigned(8), 4, 2)
+            m.d.comb += [b.i.eq(self.i), self.o.eq(b.o)]
+            return m
+
+    il = rtlil.convert(Top(), name="top")
+    assert _dff_bits(il, "", tmp_path) == 2 * 8
+    assert _dff_bits(il, yosys_replica_script(("top.broadcast",)), tmp_path) == (2 + 4) * 8
+    # ... and the default names the tree the SoC and the probe have.
+    from fnmatch import fnmatch
+    from hw.build import REPLICATED, make_design
+    from hw.memory_map import CoreConfig as Config
+    for top in ("soc", "probe"):
+        modules = [line.split()[1][1:] for line in rtlil.convert(
+            make_design(Config(lanes=2, **SMALL), top=top, clock_hz=50e6, baud=3_000_000),
+            name="top").splitlines() if line.startswith("module ")]
+        assert [m for m in modules if any(fnmatch(m, p) for p in REPLICATED)], top
