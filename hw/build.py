@@ -246,9 +246,12 @@ def yosys_fsm_script():
     return "setattr -set fsm_encoding \"one-hot\" " + " ".join(f"*/w:{n}" for n in FSM_STATES)
 
 
-REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree")
+REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree",
+              *(f"*.core.lanes.lane*.{name}" for name in ("param", "state", "ptr", "sbuf")))
 """Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
-reset's trees (:class:`hw.core.broadcast.Broadcast`), one register per lane at their leaves."""
+reset's trees (:class:`hw.core.broadcast.Broadcast`), one register per lane at their leaves,
+and the lane memories that may be LUT RAM (:class:`hw.core.bram.BlockRAM`), one read address
+register per column slice."""
 
 
 def yosys_replica_script(modules=REPLICATED):
@@ -270,7 +273,7 @@ def yosys_memory_script(config, blocks_per_lane=None):
     # The synapse memory is built as banks named syn_b0, syn_b1, ... (hw.core.lane).
     return "\n".join(
         f'setattr -set ram_style "{"distributed" if m.name in lut else "block"}" '
-        f'*/m:{m.name} */m:{m.name}_b*'
+        f'*/m:{m.name} */m:{m.name}_b* */m:{m.name}_s*'
         for m in lane_memories(config))
 
 

@@ -20,7 +20,11 @@ from amaranth.lib.wiring import In, Out
 from models.capacity import LUTRAM_MAX_BITS
 from ..memory_map import addr_bits
 
-__all__ = ["BLOCK_WORDS", "BLOCK_BITS", "MODES", "mode", "BlockRAM", "initval"]
+LUTRAM_SLICE_BITS = 16
+"""Widest column slice of a LUT RAM (four ``TRELLIS_DPR16X4`` per 16 words), each with its own
+registered read address."""
+
+__all__ = ["LUTRAM_SLICE_BITS", "BLOCK_WORDS", "BLOCK_BITS", "MODES", "mode", "BlockRAM", "initval"]
 
 BLOCK_WORDS = 1024
 """Rows of a DP16KD's array (each :data:`BLOCK_BITS` bits)."""
@@ -110,8 +114,31 @@ class BlockRAM(wiring.Component):
         return (getattr(platform, "family", None) == "ecp5" and not self._lutram
                 and mode(self._width, self._depth) is not None)
 
+    def _lut_ram(self, m):
+        """LUT RAM: column slices of at most :data:`LUTRAM_SLICE_BITS` bits, each a
+        ``Memory`` read asynchronously at its own copy of the registered address, into one
+        output register. The address register then drives only its slice's cells (it would
+        otherwise fan out to every cell of a wide memory, across the lane), and the read
+        multiplexer has the whole second cycle."""
+        for i, lo in enumerate(range(0, self._width, LUTRAM_SLICE_BITS)):
+            width = min(LUTRAM_SLICE_BITS, self._width - lo)
+            mask = (1 << width) - 1
+            mem = Memory(shape=width, depth=self._depth, init=[(x >> lo) & mask
+                                                               for x in self._init],
+                         attrs=self._attrs)
+            m.submodules[self._name if lo == 0 else f"{self._name}_s{i}"] = mem
+            r, w = mem.read_port(domain="comb"), mem.write_port()
+            addr = Signal.like(self.raddr, name=f"raddr_s{i}", reset_less=True)
+            raw = Signal(width, name=f"raw_s{i}", reset_less=True)
+            m.d.sync += [addr.eq(self.raddr), raw.eq(r.data)]
+            m.d.comb += [r.addr.eq(addr), w.en.eq(self.we), w.addr.eq(self.waddr),
+                         w.data.eq(self.wdata[lo:lo + width]), self.rdata[lo:lo + width].eq(raw)]
+        return m
+
     def elaborate(self, platform):
         m = Module()
+        if self._lutram:
+            return self._lut_ram(m)
         if not self.uses_primitives(platform):
             m.submodules[self._name] = mem = Memory(shape=self._width, depth=self._depth,
                                             init=self._init, attrs=self._attrs)
