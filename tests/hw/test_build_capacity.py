@@ -17,7 +17,7 @@ from hw.build import TOOLS, yosys_memory_script
 from hw.core.lane import Lane
 from hw.core.layouts import lane_bus_layout
 from hw.memory_map import CoreConfig
-from models.capacity import core_plan
+from models.capacity import core_plan, lutram_memories
 
 YOSYS = TOOLS["YOSYS"]
 pytestmark = pytest.mark.skipif(shutil.which(YOSYS) is None, reason=f"{YOSYS} not installed")
@@ -26,14 +26,15 @@ pytestmark = pytest.mark.skipif(shutil.which(YOSYS) is None, reason=f"{YOSYS} no
 class _LaneTop(Elaboratable):
     """One lane with its bus registered from inputs and its outputs registered."""
 
-    def __init__(self, config):
+    def __init__(self, config, lutram):
         self.config = config
+        self.lutram = lutram
         self.bus = Signal(lane_bus_layout(config), name="bus_in")
         self.o = Signal(config.data_bits + 2 + config.rows_bits, name="o")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.lane = lane = Lane(self.config, 0)
+        m.submodules.lane = lane = Lane(self.config, 0, lutram=self.lutram)
         bus = Signal.like(self.bus, name="bus_r")
         m.d.sync += [bus.eq(self.bus),
                      self.o.eq(Cat(lane.gather.valid, lane.gather.payload, lane.done,
@@ -43,7 +44,7 @@ class _LaneTop(Elaboratable):
 
 
 def mapped_cells(config, budget, tmp_path):
-    top = _LaneTop(config)
+    top = _LaneTop(config, lutram_memories(config, budget))     # as hw.build makes it
     (tmp_path / "lane.il").write_text(
         rtlil.convert(top, name="top", ports=[top.bus.as_value(), top.o]))
     script = (f"read_rtlil lane.il\n{yosys_memory_script(config, budget)}\n"
