@@ -540,12 +540,13 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     progress.say("elaborate: Amaranth -> RTLIL")
     platform = brd.platform(device, program=program)
     tag = image_tag(image, image_data) if bake else 0
+    lutram = lutram_memories(config, budget)
     design = make_design(config, top=top, clock_hz=pll.f_out_hz, baud=baud,
                          image=image if bake else None, tag=tag,
-                         lutram=lutram_memories(config, budget))
+                         lutram=lutram)
     script = "\n".join([yosys_memory_script(config, budget), yosys_fsm_script(),
                         yosys_replica_script()])
-    floorplan = yosys_floorplan_script(config, device, lutram_memories(config, budget))
+    floorplan = yosys_floorplan_script(config, device, lutram)
     plan_files = platform.prepare(brd.Top(design, pll), name="top", script_after_read=script,
                                   script_after_synth=floorplan)
     plan_files.extract(build_dir)

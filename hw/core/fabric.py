@@ -6,8 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from .broadcast import Broadcast, Reduce
 from .lane import Lane
-from .timing import reset_settle
 from .layouts import gather_layout, lane_bus_layout, trace_signature
+from .timing import reset_settle
 
 __all__ = ["LaneArray"]
 

@@ -121,9 +121,8 @@ def test_replicated_broadcast_survives_synthesis(tmp_path):
     # ... and the default names the tree the SoC and the probe have.
     from fnmatch import fnmatch
     from hw.build import REPLICATED, make_design
-    from hw.memory_map import CoreConfig as Config
     for top in ("soc", "probe"):
         modules = [line.split()[1][1:] for line in rtlil.convert(
-            make_design(Config(lanes=2, **SMALL), top=top, clock_hz=50e6, baud=3_000_000),
+            make_design(CoreConfig(lanes=2, **SMALL), top=top, clock_hz=50e6, baud=3_000_000),
             name="top").splitlines() if line.startswith("module ")]
         assert [m for m in modules if any(fnmatch(m, p) for p in REPLICATED)], top
