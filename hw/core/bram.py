@@ -24,7 +24,8 @@ LUTRAM_SLICE_BITS = 16
 """Widest column slice of a LUT RAM (four ``TRELLIS_DPR16X4`` per 16 words), each with its own
 registered read address."""
 
-__all__ = ["LUTRAM_SLICE_BITS", "BLOCK_WORDS", "BLOCK_BITS", "MODES", "mode", "BlockRAM", "initval"]
+__all__ = ["LUTRAM_SLICE_BITS", "BLOCK_WORDS", "BLOCK_BITS", "MODES", "mode", "BlockRAM",
+           "PipelinedRAM", "registered_read", "initval"]
 
 BLOCK_WORDS = 1024
 """Rows of a DP16KD's array (each :data:`BLOCK_BITS` bits)."""
@@ -68,6 +69,74 @@ def initval(words, width, block, row, mode_width=BLOCK_BITS):
                 bits = (words[k] >> (block * mode_width + half * BLOCK_BITS)) & ((1 << BLOCK_BITS) - 1)
         value |= bits << (20 * i)
     return value
+
+
+def registered_read(m, ports, name, width, depth, init, attrs, slice_bits):
+    """Build ``ports`` (``raddr``, ``rdata``, ``we``, ``waddr``, ``wdata``) in ``m`` as
+    column slices of at most ``slice_bits`` bits: each a ``Memory`` (named ``name``,
+    ``name_s1``, ...) read asynchronously at its own register of ``raddr`` (``raddr_s<i>``),
+    into one output register ``rdata``. The word of the address given in cycle ``c`` is in
+    ``rdata`` in cycle ``c + 2``, as the memory holds it in cycle ``c + 1`` (after a write of
+    cycle ``c``)."""
+    for i, lo in enumerate(range(0, width, slice_bits)):
+        bits = min(slice_bits, width - lo)
+        mask = (1 << bits) - 1
+        mem = Memory(shape=bits, depth=depth, init=[(x >> lo) & mask for x in init],
+                     attrs=attrs)
+        m.submodules[name if lo == 0 else f"{name}_s{i}"] = mem
+        r, w = mem.read_port(domain="comb"), mem.write_port()
+        addr = Signal.like(ports.raddr, name=f"raddr_s{i}", reset_less=True)
+        raw = Signal(bits, name=f"raw_s{i}", reset_less=True)
+        m.d.sync += [addr.eq(ports.raddr), raw.eq(r.data)]
+        m.d.comb += [r.addr.eq(addr), w.en.eq(ports.we), w.addr.eq(ports.waddr),
+                     w.data.eq(ports.wdata[lo:lo + bits]), ports.rdata[lo:lo + bits].eq(raw)]
+
+
+class PipelinedRAM(wiring.Component):
+    """``depth`` words of ``width`` bits read at a registered address into a register.
+
+    For a memory whose read cannot start a cycle before its data is needed, as a block RAM's
+    does, but whose address is known a cycle early: the address register is the memory's
+    (one copy per LUT RAM slice), so no address multiplexer stands in front of the read.
+
+    Attributes
+    ----------
+    raddr : In(addr_bits(depth))
+    rdata : Out(width)
+        The word at ``raddr`` of two cycles before, as the memory holds it one cycle before
+        (a write in the cycle of ``raddr`` is seen; one in the next cycle is not).
+    we, waddr, wdata : In
+        Write ``wdata`` at ``waddr`` (at the clock edge) when ``we``.
+
+    Parameters
+    ----------
+    width, depth, init, attrs, name :
+        As :class:`BlockRAM`.
+    lutram : bool
+        The build puts this memory in LUT RAM: column slices of at most
+        :data:`LUTRAM_SLICE_BITS` bits, each with its own address register. Otherwise one
+        ``Memory`` (Yosys maps it).
+    """
+
+    def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=True):
+        self._width, self._depth = width, depth
+        self._name = name
+        self._init = list(init)
+        self._attrs = dict(attrs or {})
+        self._lutram = bool(lutram)
+        super().__init__({
+            "raddr": In(addr_bits(depth)),
+            "rdata": Out(width),
+            "we": In(1),
+            "waddr": In(addr_bits(depth)),
+            "wdata": In(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        registered_read(m, self, self._name, self._width, self._depth, self._init,
+                        self._attrs, LUTRAM_SLICE_BITS if self._lutram else self._width)
+        return m
 
 
 class BlockRAM(wiring.Component):
@@ -120,19 +189,8 @@ class BlockRAM(wiring.Component):
         output register. The address register then drives only its slice's cells (it would
         otherwise fan out to every cell of a wide memory, across the lane), and the read
         multiplexer has the whole second cycle."""
-        for i, lo in enumerate(range(0, self._width, LUTRAM_SLICE_BITS)):
-            width = min(LUTRAM_SLICE_BITS, self._width - lo)
-            mask = (1 << width) - 1
-            mem = Memory(shape=width, depth=self._depth, init=[(x >> lo) & mask
-                                                               for x in self._init],
-                         attrs=self._attrs)
-            m.submodules[self._name if lo == 0 else f"{self._name}_s{i}"] = mem
-            r, w = mem.read_port(domain="comb"), mem.write_port()
-            addr = Signal.like(self.raddr, name=f"raddr_s{i}", reset_less=True)
-            raw = Signal(width, name=f"raw_s{i}", reset_less=True)
-            m.d.sync += [addr.eq(self.raddr), raw.eq(r.data)]
-            m.d.comb += [r.addr.eq(addr), w.en.eq(self.we), w.addr.eq(self.waddr),
-                         w.data.eq(self.wdata[lo:lo + width]), self.rdata[lo:lo + width].eq(raw)]
+        registered_read(m, self, self._name, self._width, self._depth, self._init,
+                        self._attrs, LUTRAM_SLICE_BITS)
         return m
 
     def elaborate(self, platform):

@@ -12,7 +12,7 @@ from ..memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
                       word_layout)
 from models.capacity import lutram_memories
-from .bram import BlockRAM
+from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
 from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
@@ -102,9 +102,9 @@ class Lane(wiring.Component):
     def _synapse_banks(self, m, layout, init, attrs):
         """The synapse memory as ``config.syn_banks`` :class:`BlockRAM` banks (named
         ``syn_b0``, ``syn_b1``, ...): returns its read port (``addr``), write port (``en``,
-        ``addr``, ``data``) and its data as ``layout``, ``BANKED_READ_LATENCY`` cycles after
-        the address. The banks' registered outputs are gated by their registered selects and
-        ORed into one more register."""
+        ``addr``, ``data``), its data as ``layout``, ``BANKED_READ_LATENCY`` cycles after
+        the address, and the same a cycle earlier, unregistered. The banks' registered
+        outputs are gated by their registered selects and ORed into one more register."""
         cfg = self._config
         words = cfg.syn_bank_words
         low = addr_bits(words)
@@ -130,7 +130,7 @@ class Lane(wiring.Component):
             merged = merged | Mux(hit, bank.rdata, 0)
         q = Signal(layout, name="syn_q", reset_less=True)
         m.d.sync += q.eq(merged)
-        return port, wr, q
+        return port, wr, q, layout(merged)
 
     def elaborate(self, platform):
         m = Module()
@@ -170,8 +170,10 @@ class Lane(wiring.Component):
 
         # Parameters, state and row pointers are block RAMs with registered outputs
         # (hw.core.bram) unless the build puts them in LUT RAM (``lutram``); the accumulator
-        # and the spike queue use their first read register themselves, so they stay a
-        # ``Memory`` (LUT RAM in the default builds, inferred block RAM otherwise).
+        # and the spike queue use their first read register themselves: the spike queue
+        # stays a ``Memory`` (LUT RAM in the default builds, inferred block RAM otherwise),
+        # the accumulator is a PipelinedRAM whose address register (a copy per LUT RAM
+        # slice) is loaded with the address of the next cycle's read.
         def block_ram(name, layout, depth, init):
             ram = BlockRAM(Shape.cast(layout).width, depth, init, attrs=bram, name=name,
                            lutram=name in self._lutram)
@@ -180,7 +182,8 @@ class Lane(wiring.Component):
                     SimpleNamespace(en=ram.we, addr=ram.waddr, data=ram.wdata),
                     layout(ram.rdata) if isinstance(layout, data.Layout) else ram.rdata)
 
-        m.submodules.acc = acc = Memory(shape=signed(ACC_BITS), depth=NPL, init=[], attrs=bram)
+        m.submodules.acc = acc = PipelinedRAM(ACC_BITS, NPL, attrs=bram, name="acc",
+                                              lutram="acc" in self._lutram)
         m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
                                             init=[], attrs=bram)
         m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
@@ -189,12 +192,12 @@ class Lane(wiring.Component):
 
         param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
         state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
-        acc_r, acc_w = acc.read_port(domain="comb"), acc.write_port()
-        acc_raw = data_reg(signed(ACC_BITS), "acc_raw")
+        acc_w = SimpleNamespace(en=acc.we, addr=acc.waddr, data=acc.wdata)
+        acc_raw = acc.rdata.as_signed()         # the word read at acc_addr of a cycle before
         acc_q = data_reg(signed(ACC_BITS), "acc_q")
-        m.d.sync += [acc_raw.eq(acc_r.data), acc_q.eq(acc_raw)]
+        m.d.sync += acc_q.eq(acc_raw)
         ptr_r, ptr_w, ptr_q = block_ram("ptr", PTR, cfg.ptr_depth, initial(Mem.PTR))
-        syn_r, syn_w, syn_q = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
+        syn_r, syn_w, syn_q, syn_next = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
         queue_r, queue_w = queue.read_port(domain="comb"), queue.write_port()
@@ -206,8 +209,9 @@ class Lane(wiring.Component):
 
         # Mode flags: set by their op, cleared by any other op.
         route_on = Signal(name="route_on")
-        with m.If(op != LaneOp.NOP):
-            m.d.sync += route_on.eq(op == LaneOp.ROUTE)
+        route_on_next = Signal(name="route_on_next")
+        m.d.comb += route_on_next.eq(Mux(op != LaneOp.NOP, op == LaneOp.ROUTE, route_on))
+        m.d.sync += route_on.eq(route_on_next)
 
         # Host access ---------------------------------------------------------------------------
         # A host access is decoded from the bus into registers first: each memory's write
@@ -216,6 +220,8 @@ class Lane(wiring.Component):
         mine = Signal(name="mine")
         m.d.comb += mine.eq(bus.lane == self._index)
         host_rd = Signal(name="host_rd")                       # any READ of this lane
+        host_rd_next = Signal(name="host_rd_next")
+        m.d.comb += host_rd_next.eq((op == LaneOp.READ) & mine)
         host_addr = Signal.like(bus.addr, name="host_addr", reset_less=True)
         host_data = Signal.like(bus.data, name="host_data", reset_less=True)
         host_wr = {mem: Signal(name=f"host_wr_{mem.name.lower()}")
@@ -223,7 +229,7 @@ class Lane(wiring.Component):
         host_rd_mem = {mem: Signal(name=f"host_rd_{mem.name.lower()}")
                        for mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)}
         m.d.sync += [
-            host_rd.eq((op == LaneOp.READ) & mine),
+            host_rd.eq(host_rd_next),
             host_addr.eq(bus.addr), host_data.eq(bus.data),
             *(w.eq((op == LaneOp.WRITE) & mine & (bus.mem == mem))
               for mem, w in host_wr.items()),
@@ -276,17 +282,19 @@ class Lane(wiring.Component):
         upd_run = Signal(name="upd_run")
         upd_left = Signal(cfg.rows_bits, name="upd_left")
         upd_addr = data_reg(cfg.local_bits, "upd_addr")
+        upd_addr_next = Signal(cfg.local_bits, name="upd_addr_next")
         upd_n = data_reg(bits_for(cfg.max_source + L), "upd_n")
+        m.d.comb += upd_addr_next.eq(Mux(op == LaneOp.UPDATE, bus.addr,
+                                         Mux(upd_run, upd_addr + 1, upd_addr)))
+        m.d.sync += upd_addr.eq(upd_addr_next)
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += [
                 upd_run.eq(bus.count != 0),
                 upd_left.eq(bus.count),
-                upd_addr.eq(bus.addr),
                 upd_n.eq(self._index),
             ]
         with m.Elif(upd_run):
-            m.d.sync += [upd_addr.eq(upd_addr + 1), upd_n.eq(upd_n + L),
-                         upd_left.eq(upd_left - 1)]
+            m.d.sync += [upd_n.eq(upd_n + L), upd_left.eq(upd_left - 1)]
             with m.If(upd_left == 1):
                 m.d.sync += upd_run.eq(0)
 
@@ -531,7 +539,11 @@ class Lane(wiring.Component):
         m.d.comb += [
             param_r.addr.eq(Mux(host_rd, host_addr, upd_addr)),
             state_r.addr.eq(Mux(host_rd, host_addr, Mux(smp_run, smp_addr, upd_addr))),
-            acc_r.addr.eq(Mux(host_rd, host_addr, Mux(route_on, syn_q.addr, upd_addr))),
+            # The accumulator's address register is loaded with what its address would be
+            # next cycle: the host's, the synapse's in the synapse register, or the
+            # update's (each from the values its own register is about to take).
+            acc.raddr.eq(Mux(host_rd_next, bus.addr,
+                             Mux(route_on_next, syn_next.addr, upd_addr_next))),
         ]
         with m.If(host_wr[Mem.STATE]):
             m.d.comb += [state_w.en.eq(1), state_w.addr.eq(host_addr), state_w.data.eq(host_data)]

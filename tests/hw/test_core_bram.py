@@ -15,7 +15,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
-from hw.core.bram import BlockRAM, initval, mode
+from hw.core.bram import BlockRAM, PipelinedRAM, initval, mode
 
 ECP5 = SimpleNamespace(family="ecp5")
 
@@ -50,6 +50,50 @@ def test_reads_take_two_cycles_and_see_writes(width, depth, lutram):
     sim.add_testbench(bench)
     sim.run()
     assert seen == [words[0], words[5], words[199], 0, (1 << width) - 4321]
+
+
+@pytest.mark.parametrize("lutram", [True, False])
+def test_pipelined_ram_reads_the_memory_a_cycle_after_its_address(lutram):
+    # 24 bits (two LUT RAM slices, or one Memory): the word of the address given in cycle c
+    # is out in cycle c + 2 as the memory holds it in cycle c + 1, so a write in cycle c
+    # is seen and one in cycle c + 1 is not (the accumulator forwards that one itself).
+    dut = PipelinedRAM(24, 128, init=[7, 8, 9], lutram=lutram)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.raddr, 1)
+        await ctx.tick()
+        ctx.set(dut.raddr, 2)
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))                       # address 1
+        ctx.set(dut.raddr, 5)                                 # cycle c: address 5 ...
+        ctx.set(dut.we, 1)
+        ctx.set(dut.waddr, 5)
+        ctx.set(dut.wdata, 0xABCDEF)                          # ... and its write
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))                       # address 2
+        ctx.set(dut.raddr, 2)
+        ctx.set(dut.waddr, 2)                                 # c + 1: a write to 2 ...
+        ctx.set(dut.wdata, 0x123456)
+        await ctx.tick()
+        ctx.set(dut.we, 0)
+        seen.append(ctx.get(dut.rdata))                       # address 5, written
+        ctx.set(dut.raddr, 3)                                 # d: address 3
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))                       # address 2, written
+        ctx.set(dut.we, 1)                                    # d + 1: a write to 3
+        ctx.set(dut.waddr, 3)
+        ctx.set(dut.wdata, 0x777)
+        await ctx.tick()
+        ctx.set(dut.we, 0)
+        seen.append(ctx.get(dut.rdata))                       # address 3, not yet written
+        await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [8, 9, 0xABCDEF, 0x123456, 0]
 
 
 def test_primitives_only_where_they_belong():
