@@ -258,6 +258,23 @@ def ebr_rows(device):
     return [[f"X{x0 + 2 * k}/Y{y}/EBR{k}" for x0 in groups for k in range(4)] for y in ys]
 
 
+_DSP_ROWS = {"85f": (10, 34, 58)}
+"""Rows (``Y``) of a size's MULT18X18D sites, as nextpnr-ecp5 0.11 names them: four in each
+group of nine columns that starts at a DP16KD group's ``x0`` (``MULT18_0`` at ``x0``,
+``MULT18_1`` at ``x0 + 1``, ``MULT18_4`` at ``x0 + 4``, ``MULT18_5`` at ``x0 + 5``), 52 a row.
+Checked site by site against nextpnr on the 85F."""
+
+
+def mult18_sites(device):
+    """The MULT18X18D site names of ``device``, row by row, left to right, or ``None`` if its
+    sites are not mapped here."""
+    ys = _DSP_ROWS.get(_key(device))
+    if ys is None:
+        return None
+    return [f"X{x0 + dx}/Y{y}/MULT18_{dx}" for y in ys for x0 in _EBR_ROWS[_key(device)][1]
+            for dx in (0, 1, 4, 5)]
+
+
 def lane_budget(device, lanes):
     """Block RAMs per lane that a build for ``device`` with ``lanes`` lanes may use (the
     budget :func:`models.capacity.lutram_memories` chooses the LUT RAM for)."""

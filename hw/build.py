@@ -247,11 +247,12 @@ def yosys_fsm_script():
 
 
 REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree",
-              *(f"*.core.lanes.lane*.{name}" for name in ("param", "state", "ptr", "sbuf")))
+              *(f"*.core.lanes.lane*.{name}"
+                for name in ("param", "state", "acc", "ptr", "sbuf")))
 """Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
 reset's trees (:class:`hw.core.broadcast.Broadcast`), one register per lane at their leaves,
-and the lane memories that may be LUT RAM (:class:`hw.core.bram.BlockRAM`), one read address
-register per column slice."""
+and the lane memories that may be LUT RAM (:class:`hw.core.bram.BlockRAM`,
+:class:`hw.core.bram.PipelinedRAM`), one read address register per column slice."""
 
 
 def yosys_replica_script(modules=REPLICATED):
@@ -301,14 +302,26 @@ def lane_blocks(config, lutram):
     return names
 
 
+LANE_MULTIPLIERS = ("neuron.s1_pv", "neuron.s1_pa")
+"""A lane's MULT18X18D cells, by the register each feeds (:class:`hw.core.neuron.NeuronUnit`,
+stage 1): Yosys names a multiplier after the net it drives."""
+
+
+def _site_xy(site):
+    x, y = site.split("/")[:2]
+    return int(x[1:]), int(y[1:])
+
+
 def yosys_floorplan_script(config, device, lutram, prefix="design.core.lanes"):
     """Yosys commands (run after synthesis) that pin each lane's block RAMs to neighbouring
     DP16KD sites (nextpnr's ``BEL`` attribute), so that a lane's logic gathers around its
     own blocks instead of being pulled across the die to wherever the placer put them.
     Lanes fill the rows of blocks (:func:`boards.ulx3s.ebr_rows`) side by side, with the
     sites left over shared out between them; a lane with more blocks than a row takes a run
-    of sites across rows. Empty if the device's sites are not mapped or the lanes' blocks
-    do not fit."""
+    of sites across rows. Each lane's multipliers (:data:`LANE_MULTIPLIERS`) then take free
+    MULT18X18D sites side by side nearest its blocks (:func:`boards.ulx3s.mult18_sites`): left to
+    the placer, a lane's multiplier can land tens of rows from the rest of its lane. Empty
+    if the device's sites are not mapped or the lanes' blocks do not fit."""
     from boards import ulx3s
     rows = ulx3s.ebr_rows(device)
     blocks = lane_blocks(config, lutram)
@@ -324,8 +337,21 @@ def yosys_floorplan_script(config, device, lutram, prefix="design.core.lanes"):
             return ""
         stride = len(sites) // config.lanes
         runs = [sites[lane * stride:] for lane in range(config.lanes)]
-    return "\n".join(f'setattr -set BEL "{site}" top/c:{prefix}.lane{lane}.{block}'
-                     for lane, run in enumerate(runs) for block, site in zip(blocks, run))
+    lines = [f'setattr -set BEL "{site}" top/c:{prefix}.lane{lane}.{block}'
+             for lane, run in enumerate(runs) for block, site in zip(blocks, run)]
+    free = list(ulx3s.mult18_sites(device) or ())
+    if len(free) >= len(LANE_MULTIPLIERS) * config.lanes:
+        for lane, run in enumerate(runs):
+            xy = [_site_xy(site) for site in run[:len(blocks)]]
+            near = tuple(sum(c) / len(xy) for c in zip(*xy))    # first: by the blocks,
+            for name in LANE_MULTIPLIERS:                        # then by each other
+                site = min(free, key=lambda s: sum(abs(a - b) for a, b in
+                                                   zip(_site_xy(s), near)))
+                free.remove(site)
+                near = _site_xy(site)
+                lines.append(f'setattr -set BEL "{site}" '
+                             f'top/c:{prefix}.lane{lane}.{name}_* top/t:MULT18X18D %i')
+    return "\n".join(lines)
 
 
 # Running the tools ----------------------------------------------------------------------------

@@ -113,10 +113,15 @@ def test_memory_script_names_the_lutram_memories():
     assert lutram_memories(config) == ("param", "state", "acc", "queue")
 
 
-def _pins(script):
+def _pins(script, kind="EBR"):
+    """(site, row, lane, cell) of each ``kind`` pin of a floorplan script."""
     import re
-    return [re.fullmatch(r'setattr -set BEL "(X\d+/Y(\d+)/EBR\d)" top/c:design\.core\.lanes\.'
-                         r'lane(\d+)\.(\S+)', line).groups() for line in script.splitlines()]
+    pins = [re.fullmatch(r'setattr -set BEL "(X\d+/Y(\d+)/(EBR|MULT18_)\d)" top/c:design\.'
+                         r'core\.lanes\.lane(\d+)\.(\S+)( top/t:MULT18X18D %i)?', line)
+            for line in script.splitlines()]
+    assert all(pins)
+    return [(site, row, lane, cell) for site, row, k, lane, cell, _ in (p.groups() for p in pins)
+            if k == kind]
 
 
 def test_floorplan_pins_each_lanes_blocks_together():
@@ -136,6 +141,29 @@ def test_floorplan_pins_each_lanes_blocks_together():
         mine = [(row, block) for _, row, k, block in pins if int(k) == lane]
         assert len({row for row, _ in mine}) == 1
         assert [block for _, block in mine] == blocks
+
+
+def test_floorplan_puts_each_lanes_multipliers_side_by_side_near_its_blocks():
+    config = ulx3s.core_config("85f")
+    lut = lutram_memories(config, ulx3s.lane_budget("85f", 16))
+    script = hwb.yosys_floorplan_script(config, "85f", lut)
+    mults, blocks = _pins(script, "MULT18_"), _pins(script)
+    assert len(mults) == 16 * 2 and len({site for site, *_ in mults}) == 32
+    assert {site for site, *_ in mults} <= set(ulx3s.mult18_sites("85f"))
+    assert len(ulx3s.mult18_sites("85f")) == 156
+
+    def xy(site):
+        return tuple(int(v[1:]) for v in site.split("/")[:2])
+
+    for lane in range(16):
+        mine = [(xy(site), cell) for site, _, k, cell in mults if int(k) == lane]
+        assert [cell for _, cell in mine] == ["neuron.s1_pv_*", "neuron.s1_pa_*"]
+        (x0, y0), (x1, y1) = (p for p, _ in mine)
+        assert y0 == y1 and abs(x0 - x1) <= 5                      # side by side
+        ebr = [xy(site) for site, _, k, _ in blocks if int(k) == lane]
+        assert min(x for x, _ in ebr) <= x0 <= max(x for x, _ in ebr) + 6
+        # The nearest row of multipliers (10, 34, 58) to the lane's row of blocks.
+        assert abs(y0 - ebr[0][1]) == min(abs(y - ebr[0][1]) for y in (10, 34, 58))
 
 
 def test_floorplan_spans_rows_for_big_lanes_and_skips_unmapped_sizes():

@@ -69,6 +69,13 @@ def test_real_build_85f_one_lane(tmp_path):
               if ".lanes.lane0." in n and "BEL" in c["attributes"]}
     assert sorted(pinned) == sorted(lane_blocks(CoreConfig(lanes=1, **SMALL), ()))
     assert len(set(pinned.values())) == len(pinned)
+    # So were its two multipliers (the Yosys selection by name finds exactly those cells),
+    # side by side; the sampler's is left to the placer.
+    mults = {n: c["attributes"].get("BEL") for mod in netlist["modules"].values()
+             for n, c in mod["cells"].items() if c["type"] == "MULT18X18D"}
+    lane = sorted(bel for n, bel in mults.items() if ".lanes.lane0.neuron.s1_p" in n)
+    assert len(lane) == 2 and all(lane) and lane[0] != lane[1], mults
+    assert [bel for n, bel in mults.items() if ".sampler." in n] == [None]
 
     bit = Path(r["bitstream"])
     assert bit == tmp_path / "top.bit" and bit.exists()
