@@ -175,6 +175,9 @@ class Core(wiring.Component):
         proj_rd, proj_wr = proj_t.read_port(domain="comb"), proj_t.write_port()
         pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
         spk_rd, spk_wr = spk_t.read_port(domain="comb"), spk_t.write_port()
+        # A third projection table port looks up the projection of the next cycle, whose
+        # entry in the (wide) spike table is then read at a registered address.
+        proj_ahead = proj_t.read_port(domain="comb")
 
         regs = init.regs
         n_pops = Signal(bits_for(cfg.max_pops), name="n_pops", init=regs[CoreReg.POPS])
@@ -193,6 +196,11 @@ class Core(wiring.Component):
         p = Signal(range(cfg.max_pops + 1), name="p")
         j = Signal(range(cfg.max_projs + 1), name="j")
         parity = Signal(name="parity")
+        # j and parity as they will be next cycle (the states below set these).
+        j_next = Signal.like(j, name="j_next")
+        parity_next = Signal(name="parity_next")
+        m.d.comb += [j_next.eq(j), parity_next.eq(parity)]
+        m.d.sync += [j.eq(j_next), parity.eq(parity_next)]
         token = Signal(cfg.token_bits, name="token")
         prev_token = Signal(cfg.token_bits, name="prev_token")
         prev_valid = Signal(name="prev_valid")
@@ -303,14 +311,20 @@ class Core(wiring.Component):
         # What the next projection would route, looked up (in D1) from the projection table
         # straight into the spike table: the source's spike count and the lanes' windows for
         # the bank of this timestep (delay 0) or the previous one (delay 1).
+        # The spike table's address is registered: it is loaded with the entry that the
+        # next cycle's projection (j_next) would look up at the next cycle's parity, so
+        # D1 reads the table with no table lookup and multiplexer in front of it (the
+        # table is written at most up to the cycle before D1, and the read sees that).
         next_proj = Signal(PROJ, name="next_proj")
-        route_bank = Signal(name="route_bank")
+        route_addr = Signal.like(spk_rd.addr, name="route_addr", reset_less=True)
         route_entry = Signal(SPK, name="route_entry")
         route_spikes = Signal(cfg.size_bits, name="route_spikes")
+        ahead = proj_ahead.data
+        m.d.sync += route_addr.eq(Cat(parity_next ^ ahead.delay, ahead.src))
         m.d.comb += [
             next_proj.eq(proj_rd.data),
-            route_bank.eq(parity ^ next_proj.delay),
-            spk_rd.addr.eq(Cat(route_bank, next_proj.src)),
+            proj_ahead.addr.eq(j_next),
+            spk_rd.addr.eq(route_addr),
             route_entry.eq(spk_rd.data),
         ]
         with m.If(next_proj.input):
@@ -386,16 +400,18 @@ class Core(wiring.Component):
                     with m.Case(Op.RESET):
                         m.d.sync += [
                             cbus.op.eq(LaneOp.CLEAR),
-                            prev_valid.eq(0), parity.eq(0),
+                            prev_valid.eq(0),
                             countdown.eq(max(NPL + T + 1, 2 * cfg.max_pops) - 1),
                         ]
+                        m.d.comb += parity_next.eq(0)
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
                         with m.If(cq_token_ok):
                             m.d.sync += [
                                 token.eq(cq.token),
-                                p.eq(0), j.eq(0), cycles.eq(0), spikes.eq(0),
+                                p.eq(0), cycles.eq(0), spikes.eq(0),
                             ]
+                            m.d.comb += j_next.eq(0)
                             m.next = "D1"
                         with m.Else():
                             m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
@@ -489,7 +505,7 @@ class Core(wiring.Component):
                     inj_ptr.eq(ph_proj.ptr_base + Mux(ph_proj.delay, prev_token, token)),
                 ]
                 with m.If(ph_route):
-                    m.d.sync += j.eq(j + 1)
+                    m.d.comb += j_next.eq(j + 1)
                     with m.If(rt_spikes == 0):
                         m.next = "D1"
                     with m.Else():
@@ -542,10 +558,10 @@ class Core(wiring.Component):
                         res.token.eq(sampler.token),
                         res.cycles.eq(cycles + 1),
                         res.spikes.eq(spikes),
-                        parity.eq(~parity),
                         prev_token.eq(token),
                         prev_valid.eq(1),
                     ]
+                    m.d.comb += parity_next.eq(~parity)
                     m.next = "RESULT"
 
         m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))
