@@ -71,6 +71,12 @@ def initval(words, width, block, row, mode_width=BLOCK_BITS):
     return value
 
 
+def _ports(width, depth):
+    """The members of a one-read, one-write memory component."""
+    return {"raddr": In(addr_bits(depth)), "rdata": Out(width),
+            "we": In(1), "waddr": In(addr_bits(depth)), "wdata": In(width)}
+
+
 def registered_read(m, ports, name, width, depth, init, attrs, slice_bits):
     """Build ``ports`` (``raddr``, ``rdata``, ``we``, ``waddr``, ``wdata``) in ``m`` as
     column slices of at most ``slice_bits`` bits: each a ``Memory`` (named ``name``,
@@ -124,13 +130,7 @@ class PipelinedRAM(wiring.Component):
         self._init = list(init)
         self._attrs = dict(attrs or {})
         self._lutram = bool(lutram)
-        super().__init__({
-            "raddr": In(addr_bits(depth)),
-            "rdata": Out(width),
-            "we": In(1),
-            "waddr": In(addr_bits(depth)),
-            "wdata": In(width),
-        })
+        super().__init__(_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()
@@ -171,13 +171,7 @@ class BlockRAM(wiring.Component):
         self._init = list(init)
         self._attrs = dict(attrs or {})
         self._lutram = (width * depth <= LUTRAM_MAX_BITS) if lutram is None else bool(lutram)
-        super().__init__({
-            "raddr": In(addr_bits(depth)),
-            "rdata": Out(width),
-            "we": In(1),
-            "waddr": In(addr_bits(depth)),
-            "wdata": In(width),
-        })
+        super().__init__(_ports(width, depth))
 
     def uses_primitives(self, platform):
         return (getattr(platform, "family", None) == "ecp5" and not self._lutram
