@@ -77,13 +77,14 @@ def _ports(width, depth):
             "we": In(1), "waddr": In(addr_bits(depth)), "wdata": In(width)}
 
 
-def registered_read(m, ports, name, width, depth, init, attrs, slice_bits):
+def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
+                    output_register=True):
     """Build ``ports`` (``raddr``, ``rdata``, ``we``, ``waddr``, ``wdata``) in ``m`` as
     column slices of at most ``slice_bits`` bits: each a ``Memory`` (named ``name``,
     ``name_s1``, ...) read asynchronously at its own register of ``raddr`` (``raddr_s<i>``),
     into one output register ``rdata``. The word of the address given in cycle ``c`` is in
     ``rdata`` in cycle ``c + 2``, as the memory holds it in cycle ``c + 1`` (after a write of
-    cycle ``c``)."""
+    cycle ``c``). Without ``output_register``, ``rdata`` is that read itself, in ``c + 1``."""
     for i, lo in enumerate(range(0, width, slice_bits)):
         bits = min(slice_bits, width - lo)
         mask = (1 << bits) - 1
@@ -93,7 +94,8 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits):
         r, w = mem.read_port(domain="comb"), mem.write_port()
         addr = Signal.like(ports.raddr, name=f"raddr_s{i}", reset_less=True)
         raw = Signal(bits, name=f"raw_s{i}", reset_less=True)
-        m.d.sync += [addr.eq(ports.raddr), raw.eq(r.data)]
+        m.d.sync += addr.eq(ports.raddr)
+        m.d[("sync" if output_register else "comb")] += raw.eq(r.data)
         m.d.comb += [r.addr.eq(addr), w.en.eq(ports.we), w.addr.eq(ports.waddr),
                      w.data.eq(ports.wdata[lo:lo + bits]), ports.rdata[lo:lo + bits].eq(raw)]
 
@@ -122,20 +124,26 @@ class PipelinedRAM(wiring.Component):
         The build puts this memory in LUT RAM: column slices of at most
         :data:`LUTRAM_SLICE_BITS` bits, each with its own address register. Otherwise one
         ``Memory`` (Yosys maps it).
+    output_register : bool
+        Without it, ``rdata`` is the asynchronous read of the registered address: the word
+        at ``raddr`` of one cycle before, as the memory holds it now.
     """
 
-    def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=True):
+    def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=True,
+                 output_register=True):
         self._width, self._depth = width, depth
         self._name = name
         self._init = list(init)
         self._attrs = dict(attrs or {})
         self._lutram = bool(lutram)
+        self._output_register = bool(output_register)
         super().__init__(_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()
         registered_read(m, self, self._name, self._width, self._depth, self._init,
-                        self._attrs, LUTRAM_SLICE_BITS if self._lutram else self._width)
+                        self._attrs, LUTRAM_SLICE_BITS if self._lutram else self._width,
+                        self._output_register)
         return m
 
 

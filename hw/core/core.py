@@ -1,5 +1,7 @@
 """The spike-routing core: lanes, trees, tables, scheduler, sampler and host ports."""
 
+from types import SimpleNamespace
+
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -8,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from models.formats import STATE_BITS, TEMPERATURE_BITS
 from ..memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for,
                           contents_after)
+from .bram import PipelinedRAM
 from .fabric import LaneArray
 from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
                       read_request_layout, read_response_layout, trace_signature,
@@ -168,13 +171,16 @@ class Core(wiring.Component):
                                                   init=table_init(PROJ, Mem.PROJ))
         # Spike counts of each population's last update, by timestep parity: the lanes'
         # windows of ranks (prefix sums of their counts) and the queue base.
-        m.submodules.spike_table = spk_t = Memory(shape=SPK, depth=2 * cfg.max_pops, init=[])
+        # (LUT RAM slices, each read at its own copy of a registered address: see below.)
+        m.submodules.spike_table = spk_t = PipelinedRAM(SPK.size, 2 * cfg.max_pops,
+                                                        name="spike_table",
+                                                        output_register=False)
         # Separate read ports (LUT RAM copies) for the scheduler and for host reads keep the
         # scheduler's table lookups free of address multiplexers.
         pop_rd, pop_wr = pop_t.read_port(domain="comb"), pop_t.write_port()
         proj_rd, proj_wr = proj_t.read_port(domain="comb"), proj_t.write_port()
         pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
-        spk_rd, spk_wr = spk_t.read_port(domain="comb"), spk_t.write_port()
+        spk_wr = SimpleNamespace(en=spk_t.we, addr=spk_t.waddr, data=SPK(spk_t.wdata))
         # A third projection table port looks up the projection of the next cycle, whose
         # entry in the (wide) spike table is then read at a registered address.
         proj_ahead = proj_t.read_port(domain="comb")
@@ -196,11 +202,20 @@ class Core(wiring.Component):
         p = Signal(range(cfg.max_pops + 1), name="p")
         j = Signal(range(cfg.max_projs + 1), name="j")
         parity = Signal(name="parity")
-        # j and parity as they will be next cycle (the states below set these).
+        # p, j and parity as they will be next cycle (the states below set these).
+        p_next = Signal.like(p, name="p_next")
         j_next = Signal.like(j, name="j_next")
         parity_next = Signal(name="parity_next")
-        m.d.comb += [j_next.eq(j), parity_next.eq(parity)]
-        m.d.sync += [j.eq(j_next), parity.eq(parity_next)]
+        m.d.comb += [p_next.eq(p), j_next.eq(j), parity_next.eq(parity)]
+        m.d.sync += [p.eq(p_next), j.eq(j_next), parity.eq(parity_next)]
+        # Dispatch's comparisons and the population table's address, registered from those:
+        # p_live = p < n_pops, j_live = j < n_projs, and the population to look up (p, or
+        # the readout's once all are updated). The tables and counts change only in IDLE.
+        p_live = Signal(name="p_live")
+        j_live = Signal(name="j_live")
+        pop_addr = Signal.like(pop_rd.addr, name="pop_addr", reset_less=True)
+        m.d.sync += [p_live.eq(p_next < n_pops), j_live.eq(j_next < n_projs),
+                     pop_addr.eq(Mux(p_next < n_pops, p_next, readout))]
         token = Signal(cfg.token_bits, name="token")
         prev_token = Signal(cfg.token_bits, name="prev_token")
         prev_valid = Signal(name="prev_valid")
@@ -294,7 +309,7 @@ class Core(wiring.Component):
         m.d.comb += [
             pop_wr.addr.eq(w.addr), pop_wr.data.eq(w.data),
             proj_wr.addr.eq(w.addr), proj_wr.data.eq(w.data),
-            pop_rd.addr.eq(Mux(p < n_pops, p, readout)), proj_rd.addr.eq(j),
+            pop_rd.addr.eq(pop_addr), proj_rd.addr.eq(j),
             pop_host.addr.eq(r.addr), proj_host.addr.eq(r.addr),
             sampler.seed.payload.eq(w.data),
         ]
@@ -311,21 +326,20 @@ class Core(wiring.Component):
         # What the next projection would route, looked up (in D1) from the projection table
         # straight into the spike table: the source's spike count and the lanes' windows for
         # the bank of this timestep (delay 0) or the previous one (delay 1).
-        # The spike table's address is registered: it is loaded with the entry that the
-        # next cycle's projection (j_next) would look up at the next cycle's parity, so
-        # D1 reads the table with no table lookup and multiplexer in front of it (the
-        # table is written at most up to the cycle before D1, and the read sees that).
+        # The spike table's address is registered (a copy per 16-bit slice of the wide
+        # table): it is loaded with the entry that the next cycle's projection (j_next)
+        # would look up at the next cycle's parity, so D1 reads the table with no table
+        # lookup and multiplexer in front of it (the table is written at most up to the
+        # cycle before D1, and the read sees that).
         next_proj = Signal(PROJ, name="next_proj")
-        route_addr = Signal.like(spk_rd.addr, name="route_addr", reset_less=True)
         route_entry = Signal(SPK, name="route_entry")
         route_spikes = Signal(cfg.size_bits, name="route_spikes")
         ahead = proj_ahead.data
-        m.d.sync += route_addr.eq(Cat(parity_next ^ ahead.delay, ahead.src))
+        m.d.comb += spk_t.raddr.eq(Cat(parity_next ^ ahead.delay, ahead.src))
         m.d.comb += [
             next_proj.eq(proj_rd.data),
             proj_ahead.addr.eq(j_next),
-            spk_rd.addr.eq(route_addr),
-            route_entry.eq(spk_rd.data),
+            route_entry.eq(spk_t.rdata),
         ]
         with m.If(next_proj.input):
             m.d.comb += route_spikes.eq(~next_proj.delay | prev_valid)
@@ -409,9 +423,9 @@ class Core(wiring.Component):
                         with m.If(cq_token_ok):
                             m.d.sync += [
                                 token.eq(cq.token),
-                                p.eq(0), cycles.eq(0), spikes.eq(0),
+                                cycles.eq(0), spikes.eq(0),
                             ]
-                            m.d.comb += j_next.eq(0)
+                            m.d.comb += [p_next.eq(0), j_next.eq(0)]
                             m.next = "D1"
                         with m.Else():
                             m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
@@ -477,8 +491,8 @@ class Core(wiring.Component):
                 m.d.sync += cycles.eq(cycles + 1)
                 m.d.sync += [
                     ph_pop.eq(pop_rd.data), ph_proj.eq(next_proj),
-                    ph_route.eq((j < n_projs) & (p < n_pops) & (next_proj.dst == p)),
-                    ph_update.eq(p < n_pops),
+                    ph_route.eq(j_live & p_live & (next_proj.dst == p)),
+                    ph_update.eq(p_live),
                     rt_spikes.eq(route_spikes),
                     rt_bounds.eq(Mux(next_proj.input, 0, route_entry.bounds)),
                     rt_qbase.eq(route_entry.qbase),
@@ -541,10 +555,8 @@ class Core(wiring.Component):
                         spk_wr.data.bounds.eq(bounds),
                         spk_wr.data.qbase.eq(upd_qbase),
                     ]
-                    m.d.sync += [
-                        spikes.eq(spikes + incl[-1]),
-                        p.eq(p + 1),
-                    ]
+                    m.d.sync += spikes.eq(spikes + incl[-1])
+                    m.d.comb += p_next.eq(p + 1)
                     m.next = "D1"
 
             with m.State("SAMPLE"):
