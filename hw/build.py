@@ -246,13 +246,14 @@ def yosys_fsm_script():
     return "setattr -set fsm_encoding \"one-hot\" " + " ".join(f"*/w:{n}" for n in FSM_STATES)
 
 
-REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree",
+REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.reset_tree", "*.core.spike_table",
               *(f"*.core.lanes.lane*.{name}"
                 for name in ("param", "state", "acc", "ptr", "sbuf")))
 """Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
 reset's trees (:class:`hw.core.broadcast.Broadcast`), one register per lane at their leaves,
 and the lane memories that may be LUT RAM (:class:`hw.core.bram.BlockRAM`,
-:class:`hw.core.bram.PipelinedRAM`), one read address register per column slice."""
+:class:`hw.core.bram.PipelinedRAM`, as the core's spike table), one read address register
+per column slice."""
 
 
 def yosys_replica_script(modules=REPLICATED):
@@ -517,12 +518,13 @@ def critical_path(report, clock=None):
 
 def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=None,
           image_data=None, bake=False, top="soc", build_dir=None, seed=1, baud=None,
-          quiet=False, program=False, config=None, router=None):
+          quiet=False, program=False, config=None, router=None, nextpnr_options=()):
     """Build a bitstream; returns a dict of results (see the module docstring).
 
     ``image`` (a :class:`models.image.Image`) is checked for fit; ``bake`` also loads it
     into the bitstream, tagged as its file's bytes ``image_data`` (see :func:`image_tag`).
-    ``config`` overrides the board's default core configuration. Raises
+    ``config`` overrides the board's default core configuration; ``nextpnr_options`` are
+    passed on to nextpnr-ecp5 as they are. Raises
     :class:`BuildError` (or :class:`FitError`) with a message for the user.
     """
     import boards
@@ -588,7 +590,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     progress.say(f"constraint: core clock net {clock_net!r} at {float(pll.f_out):.3f} MHz")
     try:
         stages["pnr"] = _run_nextpnr(env_tool, dev, platform, seed, router, build_dir,
-                                     progress)
+                                     progress, nextpnr_options)
     except BuildError as e:
         over = overused(build_dir / "nextpnr.log")
         if over:
@@ -630,6 +632,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size if bit.exists() else 0,
         "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
         "baud": baud, "seed": seed, "router": router,
+        "nextpnr_options": list(nextpnr_options),
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "build_seconds": round(time.monotonic() - t_start, 1),
         "build_dir": str(build_dir),
@@ -639,13 +642,13 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     return result
 
 
-def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress):
+def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress, options=()):
     return run_tool("nextpnr", [
         env_tool("NEXTPNR_ECP5"), "--log", "top.tim", dev.nextpnr,
         "--package", platform._nextpnr_package_options[platform.package].upper(),
         "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf",
         "--textcfg", "top.config", "--report", "top.report.json",
-        "--timing-allow-fail", "--seed", str(seed), "--router", router],
+        "--timing-allow-fail", "--seed", str(seed), "--router", router, *options],
         build_dir, build_dir / "nextpnr.log", progress)
 
 
@@ -736,9 +739,9 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main(argv=None):
+def argument_parser():
+    """The command line of ``python -m hw.build``."""
     import boards
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
     ap = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n")[0])
     ap.add_argument("--board", default="ulx3s", help="board (known: %(known)s)".replace(
         "%(known)s", ", ".join(sorted(boards.BOARDS))))
@@ -763,9 +766,19 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                     help=f"nextpnr's router (default {DEFAULT_ROUTER})")
+    ap.add_argument("--nextpnr-option", action="append", default=[], metavar="OPTION",
+                    help="pass OPTION on to nextpnr-ecp5 (repeatable; write it with =, e.g. "
+                         "--nextpnr-option=--tmg-ripup)")
     ap.add_argument("--program", action="store_true", help="load the bitstream with openFPGALoader")
     ap.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def main(argv=None):
+    import boards
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
+    ap = argument_parser()
     args = ap.parse_args(argv)
 
     def fail(message, status):
@@ -818,7 +831,8 @@ def main(argv=None):
         result = build(board=args.board, device=device, clock_mhz=args.clock, image=image,
                        image_data=data, bake=bake, top=args.top, build_dir=args.build_dir,
                        seed=args.seed, router=args.router, quiet=args.quiet,
-                       program=args.program, config=config)
+                       program=args.program, config=config,
+                       nextpnr_options=args.nextpnr_option)
     except BuildError as e:
         fail(e, e.status)
     print(summary(result))
