@@ -1,5 +1,7 @@
 """The spike-routing core: lanes, trees, tables, scheduler, sampler and host ports."""
 
+import operator
+from functools import reduce
 from types import SimpleNamespace
 
 from amaranth import *
@@ -301,9 +303,16 @@ class Core(wiring.Component):
             w_pop.eq(wp.mem == Mem.POP), w_proj.eq(wp.mem == Mem.PROJ),
             w_reg.eq(Cat((wp.mem == Mem.CORE) & (wp.addr == reg) for reg in CoreReg)),
         ]
+        # The CORE registers a read can name, and which one it names, decoded as it is
+        # accepted (one-hot): the register read is then an AND-OR of flip-flops.
+        readable = ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
+                    (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
+                    (CoreReg.TEMPERATURE, temperature), (CoreReg.SEED, sampler.state))
+        r_reg = Signal(len(readable), name="rq_reg")
         with m.If(self.read.valid & self.read.ready):
             m.d.sync += [r.eq(self.read.payload), r_ok.eq(in_range(self.read.payload, False)),
-                         r_lane.eq(self.read.payload.mem <= lane_mems)]
+                         r_lane.eq(self.read.payload.mem <= lane_mems),
+                         r_reg.eq(Cat(self.read.payload.addr == reg for reg, _ in readable))]
 
         # Defaults of the table ports.
         m.d.comb += [
@@ -316,12 +325,8 @@ class Core(wiring.Component):
 
         core_word = Signal(cfg.data_bits, name="core_word")
         table_q = [Signal(cfg.data_bits, name=f"table_q{k}") for k in range(3)]
-        with m.Switch(r.addr):
-            for reg, sig in ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
-                             (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
-                             (CoreReg.TEMPERATURE, temperature), (CoreReg.SEED, sampler.state)):
-                with m.Case(reg):
-                    m.d.comb += core_word.eq(sig)
+        m.d.comb += core_word.eq(reduce(operator.or_, (Mux(r_reg[k], sig, 0)
+                                                       for k, (_, sig) in enumerate(readable))))
 
         # What the next projection would route, looked up (in D1) from the projection table
         # straight into the spike table: the source's spike count and the lanes' windows for

@@ -402,10 +402,14 @@ class Lane(wiring.Component):
         store = Signal(name="store")
         sb_read = Signal(name="sb_read")
         take = Signal(name="take")
+        # (reserved + direct < SKID_DEPTH, without an adder in front of the comparison.)
+        room = Signal(name="room")
+        room2 = Signal(name="room2")
         m.d.comb += [
-            direct.eq(in_valid & ~sb_ret & (reserved < SKID_DEPTH)),
+            room.eq(reserved < SKID_DEPTH), room2.eq(reserved < SKID_DEPTH - 1),
+            direct.eq(in_valid & ~sb_ret & room),
             store.eq(in_valid & ~direct),
-            sb_read.eq((sb_count != 0) & (reserved + direct < SKID_DEPTH)),
+            sb_read.eq((sb_count != 0) & Mux(direct, room2, room)),
         ]
         sb_read_d1 = Signal(name="sb_read_d1")
         m.d.sync += [sb_read_d1.eq(sb_read & route_on), sb_ret.eq(sb_read_d1 & route_on)]
