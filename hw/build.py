@@ -62,6 +62,10 @@ variables."""
 EXIT_TIMING, EXIT_USAGE, EXIT_FIT, EXIT_TOOL, EXIT_PROGRAM = 1, 2, 3, 4, 5
 
 DEFAULT_ROUTER = "router2"
+NEXTPNR_OPTIONS = ("--tmg-ripup",)
+"""Options every build passes to nextpnr-ecp5: router2's timing-driven rip-up (re-routes the
+nets of failing paths). Measured on the default 16-lane 85F build (same placement, seed 1):
+86.9 MHz without it, 100.2 MHz with it (BENCHMARKS.md, "FPGA builds")."""
 """nextpnr's router. router1 (nextpnr's default) took 45 minutes to route a 2-lane SoC and
 made little headway on 16 lanes in 40 minutes on this kind of machine."""
 
@@ -524,7 +528,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     ``image`` (a :class:`models.image.Image`) is checked for fit; ``bake`` also loads it
     into the bitstream, tagged as its file's bytes ``image_data`` (see :func:`image_tag`).
     ``config`` overrides the board's default core configuration; ``nextpnr_options`` are
-    passed on to nextpnr-ecp5 as they are. Raises
+    passed on to nextpnr-ecp5 as they are, after :data:`NEXTPNR_OPTIONS`. Raises
     :class:`BuildError` (or :class:`FitError`) with a message for the user.
     """
     import boards
@@ -590,7 +594,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     progress.say(f"constraint: core clock net {clock_net!r} at {float(pll.f_out):.3f} MHz")
     try:
         stages["pnr"] = _run_nextpnr(env_tool, dev, platform, seed, router, build_dir,
-                                     progress, nextpnr_options)
+                                     progress, [*NEXTPNR_OPTIONS, *nextpnr_options])
     except BuildError as e:
         over = overused(build_dir / "nextpnr.log")
         if over:
@@ -632,7 +636,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size if bit.exists() else 0,
         "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
         "baud": baud, "seed": seed, "router": router,
-        "nextpnr_options": list(nextpnr_options),
+        "nextpnr_options": [*NEXTPNR_OPTIONS, *nextpnr_options],
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "build_seconds": round(time.monotonic() - t_start, 1),
         "build_dir": str(build_dir),
@@ -767,8 +771,9 @@ def argument_parser():
     ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                     help=f"nextpnr's router (default {DEFAULT_ROUTER})")
     ap.add_argument("--nextpnr-option", action="append", default=[], metavar="OPTION",
-                    help="pass OPTION on to nextpnr-ecp5 (repeatable; write it with =, e.g. "
-                         "--nextpnr-option=--tmg-ripup)")
+                    help="pass OPTION on to nextpnr-ecp5 as well as "
+                         f"{' '.join(NEXTPNR_OPTIONS)} (repeatable; write it with =, e.g. "
+                         "--nextpnr-option=--placer-heap-timingweight=20)")
     ap.add_argument("--program", action="store_true", help="load the bitstream with openFPGALoader")
     ap.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
