@@ -232,6 +232,11 @@ class Core(wiring.Component):
         countdown = Signal(signed(bits_for(max(NPL, cfg.max_vocab) + 4 * T + 16) + 1),
                            name="countdown")
         finished = countdown[-1]
+        # CLEAR zeroes the spike table at the addresses below 2 * max_pops that the countdown
+        # passes; whether it is below is registered a cycle ahead (no comparison in front
+        # of the table's write port, which fans out to every slice).
+        clr_spk = Signal(name="clr_spk")
+        clear_from = max(NPL + T + 1, 2 * cfg.max_pops) - 1        # CLEAR's first countdown
         body = Signal(range(timing.broadcast_latency + 1), name="body")
         inj_on = Signal(name="inj_on")
         inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
@@ -420,7 +425,8 @@ class Core(wiring.Component):
                         m.d.sync += [
                             cbus.op.eq(LaneOp.CLEAR),
                             prev_valid.eq(0),
-                            countdown.eq(max(NPL + T + 1, 2 * cfg.max_pops) - 1),
+                            countdown.eq(clear_from),
+                            clr_spk.eq(clear_from < 2 * cfg.max_pops),
                         ]
                         m.d.comb += parity_next.eq(0)
                         m.next = "CLEAR"
@@ -480,8 +486,9 @@ class Core(wiring.Component):
 
             with m.State("CLEAR"):
                 # Meanwhile the lanes zero their state; here the spike table is zeroed.
-                m.d.sync += countdown.eq(countdown - 1)
-                with m.If(~finished & (countdown < 2 * cfg.max_pops)):
+                m.d.sync += [countdown.eq(countdown - 1),
+                             clr_spk.eq(countdown <= 2 * cfg.max_pops)]
+                with m.If(~finished & clr_spk):
                     m.d.comb += [spk_wr.en.eq(1), spk_wr.addr.eq(countdown), spk_wr.data.eq(0)]
                 with m.If(finished):
                     m.next = "RESULT"
