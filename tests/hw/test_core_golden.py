@@ -79,3 +79,13 @@ def test_temperature_sampling_and_reset():
     net = random_network(rng, [NeuronKind.ALIF, NeuronKind.LIF])
     tokens = rng.integers(0, net.vocab_size, 6).tolist()
     run_against_golden(net, 2, tokens, temperature=300, seed=12345, reset_at=(3,))
+
+
+def test_reset_forgets_the_last_timesteps_spikes():
+    # RESET zeroes the spike table: after it, a delay-1 (recurrent) projection must route
+    # nothing from the timestep before the reset, whose spike counts are still in the table
+    # (this network fails here if CLEAR skips the table; the others above do not).
+    rng = np.random.default_rng(5)
+    net = random_network(rng, [NeuronKind.IF, NeuronKind.LIF])
+    tokens = rng.integers(0, net.vocab_size, 7).tolist()
+    run_against_golden(net, 2, tokens, reset_at=(2, 3, 5))
