@@ -62,12 +62,12 @@ variables."""
 EXIT_TIMING, EXIT_USAGE, EXIT_FIT, EXIT_TOOL, EXIT_PROGRAM = 1, 2, 3, 4, 5
 
 DEFAULT_ROUTER = "router2"
+"""nextpnr's router. router1 (nextpnr's default) took 45 minutes to route a 2-lane SoC and
+made little headway on 16 lanes in 40 minutes on this kind of machine."""
 NEXTPNR_OPTIONS = ("--tmg-ripup",)
 """Options every build passes to nextpnr-ecp5: router2's timing-driven rip-up (re-routes the
 nets of failing paths). Measured on the default 16-lane 85F build (same placement, seed 1):
 86.9 MHz without it, 100.2 MHz with it (BENCHMARKS.md, "FPGA builds")."""
-"""nextpnr's router. router1 (nextpnr's default) took 45 minutes to route a 2-lane SoC and
-made little headway on 16 lanes in 40 minutes on this kind of machine."""
 
 LOGIC_MARGIN = 1.1
 """A configuration whose estimated LUT4 or FF count passes the device's by more than this
@@ -533,6 +533,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     """
     import boards
     router = router or DEFAULT_ROUTER
+    nextpnr_options = [*NEXTPNR_OPTIONS, *nextpnr_options]
     progress = _Progress(quiet)
     t_start = time.monotonic()
     brd = boards.board(board)
@@ -594,7 +595,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     progress.say(f"constraint: core clock net {clock_net!r} at {float(pll.f_out):.3f} MHz")
     try:
         stages["pnr"] = _run_nextpnr(env_tool, dev, platform, seed, router, build_dir,
-                                     progress, [*NEXTPNR_OPTIONS, *nextpnr_options])
+                                     progress, nextpnr_options)
     except BuildError as e:
         over = overused(build_dir / "nextpnr.log")
         if over:
@@ -636,7 +637,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size if bit.exists() else 0,
         "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
         "baud": baud, "seed": seed, "router": router,
-        "nextpnr_options": [*NEXTPNR_OPTIONS, *nextpnr_options],
+        "nextpnr_options": nextpnr_options,
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "build_seconds": round(time.monotonic() - t_start, 1),
         "build_dir": str(build_dir),

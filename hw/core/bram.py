@@ -101,7 +101,7 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
 
 
 class PipelinedRAM(wiring.Component):
-    """``depth`` words of ``width`` bits read at a registered address into a register.
+    """``depth`` words of ``width`` bits read at a registered address (into a register).
 
     For a memory whose read cannot start a cycle before its data is needed, as a block RAM's
     does, but whose address is known a cycle early: the address register is the memory's
@@ -185,20 +185,15 @@ class BlockRAM(wiring.Component):
         return (getattr(platform, "family", None) == "ecp5" and not self._lutram
                 and mode(self._width, self._depth) is not None)
 
-    def _lut_ram(self, m):
-        """LUT RAM: column slices of at most :data:`LUTRAM_SLICE_BITS` bits, each a
-        ``Memory`` read asynchronously at its own copy of the registered address, into one
-        output register. The address register then drives only its slice's cells (it would
-        otherwise fan out to every cell of a wide memory, across the lane), and the read
-        multiplexer has the whole second cycle."""
-        registered_read(m, self, self._name, self._width, self._depth, self._init,
-                        self._attrs, LUTRAM_SLICE_BITS)
-        return m
-
     def elaborate(self, platform):
         m = Module()
         if self._lutram:
-            return self._lut_ram(m)
+            # Column slices, each read at its own copy of the registered address: the
+            # address register then drives only its slice's cells (not every cell of a wide
+            # memory, across the lane), and the read multiplexer has the whole second cycle.
+            registered_read(m, self, self._name, self._width, self._depth, self._init,
+                            self._attrs, LUTRAM_SLICE_BITS)
+            return m
         if not self.uses_primitives(platform):
             m.submodules[self._name] = mem = Memory(shape=self._width, depth=self._depth,
                                             init=self._init, attrs=self._attrs)

@@ -216,8 +216,9 @@ class Core(wiring.Component):
         p_live = Signal(name="p_live")
         j_live = Signal(name="j_live")
         pop_addr = Signal.like(pop_rd.addr, name="pop_addr", reset_less=True)
-        m.d.sync += [p_live.eq(p_next < n_pops), j_live.eq(j_next < n_projs),
-                     pop_addr.eq(Mux(p_next < n_pops, p_next, readout))]
+        p_next_live = p_next < n_pops
+        m.d.sync += [p_live.eq(p_next_live), j_live.eq(j_next < n_projs),
+                     pop_addr.eq(Mux(p_next_live, p_next, readout))]
         token = Signal(cfg.token_bits, name="token")
         prev_token = Signal(cfg.token_bits, name="prev_token")
         prev_valid = Signal(name="prev_valid")
@@ -333,13 +334,12 @@ class Core(wiring.Component):
         m.d.comb += core_word.eq(reduce(operator.or_, (Mux(r_reg[k], sig, 0)
                                                        for k, (_, sig) in enumerate(readable))))
 
-        # What the next projection would route, looked up (in D1) from the projection table
-        # straight into the spike table: the source's spike count and the lanes' windows for
-        # the bank of this timestep (delay 0) or the previous one (delay 1).
-        # The spike table's address is registered (a copy per 16-bit slice of the wide
-        # table): it is loaded with the entry that the next cycle's projection (j_next)
-        # would look up at the next cycle's parity, so D1 reads the table with no table
-        # lookup and multiplexer in front of it (the table is written at most up to the
+        # What the next projection would route, read (in D1) from the spike table: the
+        # source's spike count and the lanes' windows for the bank of this timestep (delay 0)
+        # or the previous one (delay 1). The table's address is registered (a copy per
+        # 16-bit slice of the wide table), loaded with the entry that the next cycle's
+        # projection (j_next) names at the next cycle's parity, so no table lookup or
+        # multiplexer stands in front of the read (the table is written at most up to the
         # cycle before D1, and the read sees that).
         next_proj = Signal(PROJ, name="next_proj")
         route_entry = Signal(SPK, name="route_entry")

@@ -193,7 +193,7 @@ class Lane(wiring.Component):
         param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
         state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
         acc_w = SimpleNamespace(en=acc.we, addr=acc.waddr, data=acc.wdata)
-        acc_raw = acc.rdata.as_signed()         # the word read at acc_addr of a cycle before
+        acc_raw = acc.rdata.as_signed()         # the word at acc.raddr of two cycles before
         acc_q = data_reg(signed(ACC_BITS), "acc_q")
         m.d.sync += acc_q.eq(acc_raw)
         ptr_r, ptr_w, ptr_q = block_ram("ptr", PTR, cfg.ptr_depth, initial(Mem.PTR))
