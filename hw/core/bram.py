@@ -78,26 +78,51 @@ def _ports(width, depth):
 
 
 def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
-                    output_register=True):
+                    output_register=True, row_words=None):
     """Build ``ports`` (``raddr``, ``rdata``, ``we``, ``waddr``, ``wdata``) in ``m`` as
     column slices of at most ``slice_bits`` bits: each a ``Memory`` (named ``name``,
     ``name_s1``, ...) read asynchronously at its own register of ``raddr`` (``raddr_s<i>``),
     into one output register ``rdata``. The word of the address given in cycle ``c`` is in
     ``rdata`` in cycle ``c + 2``, as the memory holds it in cycle ``c + 1`` (after a write of
-    cycle ``c``). Without ``output_register``, ``rdata`` is that read itself, in ``c + 1``."""
+    cycle ``c``). Without ``output_register``, ``rdata`` is that read itself, in ``c + 1``.
+
+    With ``row_words`` (a power of two below ``depth``), each slice is split by rows too:
+    a ``Memory`` per ``row_words`` words (``name_b1``, ``name_s1_b1``, ...), each read at
+    its own copy of the address (``raddr_s<i>_b<k>``), the row group chosen by one more
+    copy of its upper bits (``rgroup_s<i>``). Each address register then drives the cells of
+    one group only, not every cell of a deep memory."""
+    init = list(init)
+    if row_words is None or row_words >= depth:
+        row_words = depth
+    else:
+        assert row_words & (row_words - 1) == 0, "row groups are a power of two deep"
+    low = addr_bits(row_words) if row_words < depth else len(ports.raddr)
     for i, lo in enumerate(range(0, width, slice_bits)):
         bits = min(slice_bits, width - lo)
         mask = (1 << bits) - 1
-        mem = Memory(shape=bits, depth=depth, init=[(x >> lo) & mask for x in init],
-                     attrs=attrs)
-        m.submodules[name if lo == 0 else f"{name}_s{i}"] = mem
-        r, w = mem.read_port(domain="comb"), mem.write_port()
-        addr = Signal.like(ports.raddr, name=f"raddr_s{i}", reset_less=True)
+        reads = []
+        for k, base in enumerate(range(0, depth, row_words)):
+            words = min(row_words, depth - base)
+            mem = Memory(shape=bits, depth=words, attrs=attrs,
+                         init=[(x >> lo) & mask for x in init[base:base + words]])
+            label = (name if lo == 0 else f"{name}_s{i}") + (f"_b{k}" if k else "")
+            m.submodules[label] = mem
+            r, w = mem.read_port(domain="comb"), mem.write_port()
+            group = f"_b{k}" if row_words < depth else ""
+            addr = Signal(low, name=f"raddr_s{i}{group}", reset_less=True)
+            m.d.sync += addr.eq(ports.raddr[:low])
+            mine = (ports.waddr[low:] == k) if row_words < depth else C(1, 1)
+            m.d.comb += [r.addr.eq(addr), w.en.eq(ports.we & mine),
+                         w.addr.eq(ports.waddr[:low]), w.data.eq(ports.wdata[lo:lo + bits])]
+            reads.append(r.data)
+        read = reads[0]
+        if len(reads) > 1:
+            select = Signal(len(ports.raddr) - low, name=f"rgroup_s{i}", reset_less=True)
+            m.d.sync += select.eq(ports.raddr[low:])
+            read = Array(reads)[select]
         raw = Signal(bits, name=f"raw_s{i}", reset_less=True)
-        m.d.sync += addr.eq(ports.raddr)
-        m.d[("sync" if output_register else "comb")] += raw.eq(r.data)
-        m.d.comb += [r.addr.eq(addr), w.en.eq(ports.we), w.addr.eq(ports.waddr),
-                     w.data.eq(ports.wdata[lo:lo + bits]), ports.rdata[lo:lo + bits].eq(raw)]
+        m.d[("sync" if output_register else "comb")] += raw.eq(read)
+        m.d.comb += ports.rdata[lo:lo + bits].eq(raw)
 
 
 class PipelinedRAM(wiring.Component):
@@ -127,23 +152,27 @@ class PipelinedRAM(wiring.Component):
     output_register : bool
         Without it, ``rdata`` is the asynchronous read of the registered address: the word
         at ``raddr`` of one cycle before, as the memory holds it now.
+    row_words : int or None
+        In LUT RAM, also split the memory by rows, ``row_words`` words a group, each group
+        with its own address register (:func:`registered_read`).
     """
 
     def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=True,
-                 output_register=True):
+                 output_register=True, row_words=None):
         self._width, self._depth = width, depth
         self._name = name
         self._init = list(init)
         self._attrs = dict(attrs or {})
         self._lutram = bool(lutram)
         self._output_register = bool(output_register)
+        self._row_words = row_words
         super().__init__(_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()
         registered_read(m, self, self._name, self._width, self._depth, self._init,
                         self._attrs, LUTRAM_SLICE_BITS if self._lutram else self._width,
-                        self._output_register)
+                        self._output_register, self._row_words if self._lutram else None)
         return m
 
 

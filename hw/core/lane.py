@@ -16,6 +16,9 @@ from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
 from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
+QUEUE_ROW_WORDS = 64
+"""Rows of the spike queue (in LUT RAM) per copy of its read address (hw.core.bram)."""
+
 __all__ = ["Lane"]
 
 
@@ -170,10 +173,10 @@ class Lane(wiring.Component):
 
         # Parameters, state and row pointers are block RAMs with registered outputs
         # (hw.core.bram) unless the build puts them in LUT RAM (``lutram``); the accumulator
-        # and the spike queue use their first read register themselves: the spike queue
-        # stays a ``Memory`` (LUT RAM in the default builds, inferred block RAM otherwise),
-        # the accumulator is a PipelinedRAM whose address register (a copy per LUT RAM
-        # slice) is loaded with the address of the next cycle's read.
+        # and the spike queue use their first read register themselves: each is a
+        # PipelinedRAM whose address register (a copy per LUT RAM slice, and for the queue
+        # per group of QUEUE_ROW_WORDS rows) is loaded with the address of the next cycle's
+        # read. (Not in LUT RAM, they are one Memory each, which Yosys maps to block RAM.)
         def block_ram(name, layout, depth, init):
             ram = BlockRAM(Shape.cast(layout).width, depth, init, attrs=bram, name=name,
                            lutram=name in self._lutram)
@@ -184,8 +187,9 @@ class Lane(wiring.Component):
 
         m.submodules.acc = acc = PipelinedRAM(ACC_BITS, NPL, attrs=bram, name="acc",
                                               lutram="acc" in self._lutram)
-        m.submodules.queue = queue = Memory(shape=unsigned(cfg.id_bits), depth=cfg.queue_depth,
-                                            init=[], attrs=bram)
+        m.submodules.queue = queue = PipelinedRAM(cfg.id_bits, cfg.queue_depth, attrs=bram,
+                                                  name="queue", lutram="queue" in self._lutram,
+                                                  row_words=QUEUE_ROW_WORDS)
         m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
                                             name="sbuf", lutram="sbuf" in self._lutram)
         m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
@@ -200,10 +204,10 @@ class Lane(wiring.Component):
         syn_r, syn_w, syn_q, syn_next = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
-        queue_r, queue_w = queue.read_port(domain="comb"), queue.write_port()
-        queue_raw = data_reg(cfg.id_bits, "queue_raw")
+        queue_w = SimpleNamespace(en=queue.we, addr=queue.waddr, data=queue.wdata)
+        queue_raw = queue.rdata                 # the word at queue.raddr of two cycles before
         queue_ptr = data_reg((queue_raw + bus.ptr_base).shape(), "queue_ptr")
-        m.d.sync += [queue_raw.eq(queue_r.data), queue_ptr.eq(queue_raw + bus.ptr_base)]
+        m.d.sync += queue_ptr.eq(queue_raw + bus.ptr_base)
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
         assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
 
@@ -370,12 +374,17 @@ class Lane(wiring.Component):
         m.d.comb += snd_read.eq(route_on & (snd_wait == 0) & (snd_left != 0))
         with m.If(op == LaneOp.ROUTE):
             lo, hi = bus.bounds[self._index], bus.bounds[self._index + 1]
-            m.d.sync += [snd_wait.eq(lo), snd_left.eq(hi - lo), snd_addr.eq(bus.qbase)]
+            m.d.sync += [snd_wait.eq(lo), snd_left.eq(hi - lo)]
         with m.Elif(route_on & (snd_wait != 0)):
             m.d.sync += snd_wait.eq(snd_wait - 1)
         with m.Elif(snd_read):
-            m.d.sync += [snd_left.eq(snd_left - 1), snd_addr.eq(snd_addr + 1)]
-        m.d.comb += queue_r.addr.eq(snd_addr)
+            m.d.sync += snd_left.eq(snd_left - 1)
+        # The queue's own address registers are loaded with snd_addr's next value.
+        snd_addr_next = Signal.like(snd_addr, name="snd_addr_next")
+        m.d.comb += [snd_addr_next.eq(Mux(op == LaneOp.ROUTE, bus.qbase,
+                                          Mux(snd_read, snd_addr + 1, snd_addr))),
+                     queue.raddr.eq(snd_addr_next)]
+        m.d.sync += snd_addr.eq(snd_addr_next)
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
         # The gather output: at most one of these is active in any lane at any time.

@@ -96,6 +96,48 @@ def test_pipelined_ram_reads_the_memory_a_cycle_after_its_address(lutram):
     assert seen == [8, 9, 0xABCDEF, 0x123456, 0]
 
 
+@pytest.mark.parametrize("lutram, row_words, output_register", [
+    (True, None, True), (True, 32, True), (True, 16, False), (False, 32, True)])
+def test_pipelined_ram_against_a_model(lutram, row_words, output_register):
+    # Random reads and writes across the row groups (an address register each, as the
+    # spike queue has), checked every cycle against a list: rdata is the word at the
+    # address of two cycles before (one without the output register) as the list held it
+    # a cycle after that address. Without LUT RAM there are no groups: one Memory.
+    rng = random.Random(row_words)
+    width, depth = 20, 100                  # a last group shorter than the others
+    init = [rng.randrange(1 << width) for _ in range(depth)]
+    dut = PipelinedRAM(width, depth, init=init, lutram=lutram, row_words=row_words,
+                       output_register=output_register)
+    mismatches, checked = [], [0]
+
+    async def bench(ctx):
+        model = list(init)
+        held = []                           # the word read each cycle (at the registered address)
+        for cycle in range(400):
+            raddr = rng.randrange(depth)
+            write = rng.random() < 0.5
+            waddr, wdata = rng.randrange(depth), rng.randrange(1 << width)
+            ctx.set(dut.raddr, raddr)
+            ctx.set(dut.we, write)
+            ctx.set(dut.waddr, waddr)
+            ctx.set(dut.wdata, wdata)
+            await ctx.tick()
+            if write:
+                model[waddr] = wdata
+            held.append(model[raddr])       # what the memory holds after this cycle's write
+            if len(held) >= 2 or not output_register:
+                expect = held[-2] if output_register else held[-1]
+                checked[0] += 1
+                if ctx.get(dut.rdata) != expect:
+                    mismatches.append((cycle, ctx.get(dut.rdata), expect))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert checked[0] >= 399 and mismatches == []
+
+
 def test_primitives_only_where_they_belong():
     def uses(width, depth, platform):
         ram = BlockRAM(width, depth)
