@@ -120,12 +120,14 @@ class Sampler(wiring.Component):
             c_valid.eq(s_valid), c_index.eq(s_index),
         ]
 
-        # Stage 6: keep the first maximum.
+        # Stage 6: keep the first maximum. (Written `best < score`: Yosys maps a less-than
+        # to a carry chain whose carry-out is the answer, but a greater-than to a chain and
+        # then a tree of LUTs, on the way to the enable of best and token.)
         best = Signal(signed(TEMPERATURE_BITS + 19), name="best")
         first = Signal(name="first")
         with m.If(self.start):
             m.d.sync += first.eq(1)
-        with m.Elif(c_valid & (first | (score > best))):
+        with m.Elif(c_valid & (first | (best < score))):
             m.d.sync += [best.eq(score), self.token.eq(c_index), first.eq(0)]
         assert SAMPLER_LATENCY == 6
         return m
