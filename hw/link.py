@@ -553,16 +553,19 @@ class Link(wiring.Component):
                          stage_last.eq(last), stage_go.eq(1)]
 
         # The emitter hands obuf to the encoder a byte per handshake whatever the engine's
-        # state, deciding from its own registers (and the encoder's): the wide obuf's shift
-        # enable stays two flip-flops deep. An emit state waits for it to finish.
+        # state, deciding from its own registers (and the encoder's). obuf stays put until
+        # the next load (its enable is the stage_go flip-flop alone; a shift would put the
+        # handshake on the enable of every bit) and a byte index picks the byte to hand
+        # over. An emit state waits for it to finish.
+        opos = Signal(range(obuf_bytes), name="opos")
         m.d.sync += stage_go.eq(0)             # (a load state's stage_go.eq(1) comes later)
-        m.d.comb += [enc.i.valid.eq(obusy), enc.i.payload.data.eq(obuf[:8]),
+        m.d.comb += [enc.i.valid.eq(obusy), enc.i.payload.data.eq(obuf.word_select(opos, 8)),
                      enc.i.payload.last.eq(olast & (olen == 1))]
         with m.If(stage_go):
-            m.d.sync += [obuf.eq(stage), olen.eq(stage_len), olast.eq(stage_last),
+            m.d.sync += [obuf.eq(stage), opos.eq(0), olen.eq(stage_len), olast.eq(stage_last),
                          obusy.eq(1)]
         with m.Elif(obusy & enc.i.ready):
-            m.d.sync += [obuf.eq(obuf >> 8), olen.eq(olen - 1)]
+            m.d.sync += [opos.eq(opos + 1), olen.eq(olen - 1)]
             with m.If(olen == 1):
                 m.d.sync += obusy.eq(0)
 
@@ -658,7 +661,7 @@ class Link(wiring.Component):
                 m.next = "V2"
 
             with m.State("V2"):
-                m.d.sync += [end_ok.eq(end <= depth),
+                m.d.sync += [end_ok.eq(depth >= end),
                              write_len_ok.eq(body_ge_hdr & (body_len == write_len))]
                 m.next = "V3"
 
