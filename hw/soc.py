@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .core import Core
 from .link import Link
-from .uart import UARTRx, UARTTx, check_parameters
+from .uart import ByteBuffer, UARTRx, UARTTx, check_parameters
 
 __all__ = ["SoC", "LED"]
 
@@ -84,6 +84,7 @@ class SoC(wiring.Component):
         m = Module()
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
+        m.submodules.tx_buffer = tx_buffer = ByteBuffer()
         m.submodules.link = link = Link(self._config, clock_hz=self._clock_hz,
                                         baud=self._baud, tag=self._tag)
         m.submodules.core = core = Core(self._config, init=self._init, lutram=self._lutram)
@@ -92,7 +93,11 @@ class SoC(wiring.Component):
                      link.rx_error.eq(uart_rx.err.frame | uart_rx.err.overflow),
                      link.core_status.eq(core.status)]
         wiring.connect(m, uart_rx.o, link.rx)
-        wiring.connect(m, link.tx, uart_tx.i)
+        # The link's line bytes go to the transmitter through a register (the two handshakes
+        # would otherwise make one path from the transmitter's counters to the encoder's
+        # and back to the transmitter's timer).
+        wiring.connect(m, link.tx, tx_buffer.i)
+        wiring.connect(m, tx_buffer.o, uart_tx.i)
         wiring.connect(m, link.write, core.write)
         wiring.connect(m, link.read, core.read)
         wiring.connect(m, core.read_data, link.read_data)
