@@ -78,7 +78,7 @@ def _ports(width, depth):
 
 
 def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
-                    output_register=True, row_words=None):
+                    output_register=True, row_words=None, write_ahead=False):
     """Build ``ports`` (``raddr``, ``rdata``, ``we``, ``waddr``, ``wdata``) in ``m`` as
     column slices of at most ``slice_bits`` bits: each a ``Memory`` (named ``name``,
     ``name_s1``, ...) read asynchronously at its own register of ``raddr`` (``raddr_s<i>``),
@@ -90,7 +90,12 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
     a ``Memory`` per ``row_words`` words (``name_b1``, ``name_s1_b1``, ...), each read at
     its own copy of the address (``raddr_s<i>_b<k>``), the row group chosen by one more
     copy of its upper bits (``rgroup_s<i>``). Each address register then drives the cells of
-    one group only, not every cell of a deep memory."""
+    one group only, not every cell of a deep memory.
+
+    With ``write_ahead``, ``we`` and ``waddr`` are given a cycle before the write (each slice
+    registers its own copy, ``we_s<i>`` and ``waddr_s<i>``) and ``wdata`` in the write's
+    cycle: the write's enable and address then come to the cells from a flip-flop, not
+    through the logic that decides them."""
     init = list(init)
     if row_words is None or row_words >= depth:
         row_words = depth
@@ -100,6 +105,11 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
     for i, lo in enumerate(range(0, width, slice_bits)):
         bits = min(slice_bits, width - lo)
         mask = (1 << bits) - 1
+        we, waddr = ports.we, ports.waddr
+        if write_ahead:
+            we = Signal(name=f"we_s{i}")
+            waddr = Signal.like(ports.waddr, name=f"waddr_s{i}", reset_less=True)
+            m.d.sync += [we.eq(ports.we), waddr.eq(ports.waddr)]
         reads = []
         for k, base in enumerate(range(0, depth, row_words)):
             words = min(row_words, depth - base)
@@ -111,9 +121,9 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
             group = f"_b{k}" if row_words < depth else ""
             addr = Signal(low, name=f"raddr_s{i}{group}", reset_less=True)
             m.d.sync += addr.eq(ports.raddr[:low])
-            mine = (ports.waddr[low:] == k) if row_words < depth else C(1, 1)
-            m.d.comb += [r.addr.eq(addr), w.en.eq(ports.we & mine),
-                         w.addr.eq(ports.waddr[:low]), w.data.eq(ports.wdata[lo:lo + bits])]
+            mine = (waddr[low:] == k) if row_words < depth else C(1, 1)
+            m.d.comb += [r.addr.eq(addr), w.en.eq(we & mine),
+                         w.addr.eq(waddr[:low]), w.data.eq(ports.wdata[lo:lo + bits])]
             reads.append(r.data)
         read = reads[0]
         if len(reads) > 1:
@@ -155,10 +165,13 @@ class PipelinedRAM(wiring.Component):
     row_words : int or None
         In LUT RAM, also split the memory by rows, ``row_words`` words a group, each group
         with its own address register (:func:`registered_read`).
+    write_ahead : bool
+        ``we`` and ``waddr`` come a cycle before the write, ``wdata`` with it; they are
+        registered (a copy per slice) on their way to the cells.
     """
 
     def __init__(self, width, depth, init=(), attrs=None, name="mem", lutram=True,
-                 output_register=True, row_words=None):
+                 output_register=True, row_words=None, write_ahead=False):
         self._width, self._depth = width, depth
         self._name = name
         self._init = list(init)
@@ -166,13 +179,15 @@ class PipelinedRAM(wiring.Component):
         self._lutram = bool(lutram)
         self._output_register = bool(output_register)
         self._row_words = row_words
+        self._write_ahead = bool(write_ahead)
         super().__init__(_ports(width, depth))
 
     def elaborate(self, platform):
         m = Module()
         registered_read(m, self, self._name, self._width, self._depth, self._init,
                         self._attrs, LUTRAM_SLICE_BITS if self._lutram else self._width,
-                        self._output_register, self._row_words if self._lutram else None)
+                        self._output_register, self._row_words if self._lutram else None,
+                        self._write_ahead)
         return m
 
 

@@ -174,15 +174,18 @@ class Core(wiring.Component):
         # Spike counts of each population's last update, by timestep parity: the lanes'
         # windows of ranks (prefix sums of their counts) and the queue base.
         # (LUT RAM slices, each read at its own copy of a registered address: see below.)
+        # Its write's enable and address are decided a cycle ahead (write_ahead).
         m.submodules.spike_table = spk_t = PipelinedRAM(SPK.size, 2 * cfg.max_pops,
                                                         name="spike_table",
-                                                        output_register=False)
+                                                        output_register=False,
+                                                        write_ahead=True)
         # Separate read ports (LUT RAM copies) for the scheduler and for host reads keep the
         # scheduler's table lookups free of address multiplexers.
         pop_rd, pop_wr = pop_t.read_port(domain="comb"), pop_t.write_port()
         proj_rd, proj_wr = proj_t.read_port(domain="comb"), proj_t.write_port()
         pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
-        spk_wr = SimpleNamespace(en=spk_t.we, addr=spk_t.waddr, data=SPK(spk_t.wdata))
+        spk_ahead = SimpleNamespace(en=spk_t.we, addr=spk_t.waddr)    # the next cycle's write
+        spk_data = SPK(spk_t.wdata)                                     # this cycle's
         # A third projection table port looks up the projection of the next cycle, whose
         # entry in the (wide) spike table is then read at a registered address.
         proj_ahead = proj_t.read_port(domain="comb")
@@ -234,9 +237,7 @@ class Core(wiring.Component):
                            name="countdown")
         finished = countdown[-1]
         # CLEAR zeroes the spike table at the addresses below 2 * max_pops that the countdown
-        # passes; whether it is below is registered a cycle ahead (no comparison in front
-        # of the table's write port, which fans out to every slice).
-        clr_spk = Signal(name="clr_spk")
+        # passes (the table's write enable and address are decided a cycle ahead).
         clear_from = max(NPL + T + 1, 2 * cfg.max_pops) - 1        # CLEAR's first countdown
         body = Signal(range(timing.broadcast_latency + 1), name="body")
         inj_on = Signal(name="inj_on")
@@ -426,8 +427,10 @@ class Core(wiring.Component):
                             cbus.op.eq(LaneOp.CLEAR),
                             prev_valid.eq(0),
                             countdown.eq(clear_from),
-                            clr_spk.eq(clear_from < 2 * cfg.max_pops),
                         ]
+                        # CLEAR's first cycle zeroes address clear_from if there is one.
+                        m.d.comb += [spk_ahead.en.eq(clear_from < 2 * cfg.max_pops),
+                                     spk_ahead.addr.eq(clear_from)]
                         m.d.comb += parity_next.eq(0)
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
@@ -486,10 +489,12 @@ class Core(wiring.Component):
 
             with m.State("CLEAR"):
                 # Meanwhile the lanes zero their state; here the spike table is zeroed.
-                m.d.sync += [countdown.eq(countdown - 1),
-                             clr_spk.eq(countdown <= 2 * cfg.max_pops)]
-                with m.If(~finished & clr_spk):
-                    m.d.comb += [spk_wr.en.eq(1), spk_wr.addr.eq(countdown), spk_wr.data.eq(0)]
+                # Next cycle's countdown is countdown - 1: zero that address if it is one
+                # (and if the next cycle is still CLEAR's). The data is 0 by default.
+                m.d.sync += countdown.eq(countdown - 1)
+                m.d.comb += [spk_ahead.en.eq((countdown > 0) &
+                                             (countdown <= 2 * cfg.max_pops)),
+                             spk_ahead.addr.eq(countdown - 1)]
                 with m.If(finished):
                     m.next = "RESULT"
 
@@ -558,14 +563,16 @@ class Core(wiring.Component):
 
             with m.State("UPDATE"):
                 m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
+                # The body ends the cycle after countdown 0 (it starts at 0 or more), writing
+                # the population's spike counts: enable and address decided here.
+                with m.If(countdown == 0):
+                    m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(Cat(parity, p))]
                 with m.If(finished):
                     bounds = Signal(SPK.members["bounds"], name="bounds")
                     m.d.comb += bounds.eq(Cat(C(0, cfg.size_bits), *incl))
                     m.d.comb += [
-                        spk_wr.en.eq(1),
-                        spk_wr.addr.eq(Cat(parity, p)),
-                        spk_wr.data.bounds.eq(bounds),
-                        spk_wr.data.qbase.eq(upd_qbase),
+                        spk_data.bounds.eq(bounds),
+                        spk_data.qbase.eq(upd_qbase),
                     ]
                     m.d.sync += spikes.eq(spikes + incl[-1])
                     m.d.comb += p_next.eq(p + 1)
@@ -590,4 +597,5 @@ class Core(wiring.Component):
 
         m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))
         assert DISPATCH_CYCLES == 2 and NEURON_LATENCY == 5 and COMMAND_LATENCY == 1
+        assert timing.update_latency >= 2        # an UPDATE body never ends in its first cycle
         return m

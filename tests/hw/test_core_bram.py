@@ -96,23 +96,27 @@ def test_pipelined_ram_reads_the_memory_a_cycle_after_its_address(lutram):
     assert seen == [8, 9, 0xABCDEF, 0x123456, 0]
 
 
-@pytest.mark.parametrize("lutram, row_words, output_register", [
-    (True, None, True), (True, 32, True), (True, 16, False), (False, 32, True)])
-def test_pipelined_ram_against_a_model(lutram, row_words, output_register):
+@pytest.mark.parametrize("lutram, row_words, output_register, write_ahead", [
+    (True, None, True, False), (True, 32, True, False), (True, 16, False, False),
+    (False, 32, True, False), (True, None, False, True), (True, 32, True, True)])
+def test_pipelined_ram_against_a_model(lutram, row_words, output_register, write_ahead):
     # Random reads and writes across the row groups (an address register each, as the
     # spike queue has), checked every cycle against a list: rdata is the word at the
     # address of two cycles before (one without the output register) as the list held it
-    # a cycle after that address. Without LUT RAM there are no groups: one Memory.
+    # a cycle after that address. Without LUT RAM there are no groups: one Memory. With
+    # write_ahead, a write's enable and address come a cycle before its data (as the
+    # core's spike table is written).
     rng = random.Random(row_words)
     width, depth = 20, 100                  # a last group shorter than the others
     init = [rng.randrange(1 << width) for _ in range(depth)]
     dut = PipelinedRAM(width, depth, init=init, lutram=lutram, row_words=row_words,
-                       output_register=output_register)
+                       output_register=output_register, write_ahead=write_ahead)
     mismatches, checked = [], [0]
 
     async def bench(ctx):
         model = list(init)
         held = []                           # the word read each cycle (at the registered address)
+        ahead = (False, 0)                  # the enable and address given the cycle before
         for cycle in range(400):
             raddr = rng.randrange(depth)
             write = rng.random() < 0.5
@@ -122,6 +126,8 @@ def test_pipelined_ram_against_a_model(lutram, row_words, output_register):
             ctx.set(dut.waddr, waddr)
             ctx.set(dut.wdata, wdata)
             await ctx.tick()
+            if write_ahead:
+                (write, waddr), ahead = ahead, (write, waddr)
             if write:
                 model[waddr] = wdata
             held.append(model[raddr])       # what the memory holds after this cycle's write
