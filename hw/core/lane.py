@@ -16,8 +16,9 @@ from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
 from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
-QUEUE_ROW_WORDS = 64
-"""Rows of the spike queue (in LUT RAM) per copy of its read address (hw.core.bram)."""
+ROW_WORDS = 32
+"""Rows of the accumulator and the spike queue (in LUT RAM) per copy of their read address
+(hw.core.bram): each copy drives eight LUT RAM cells per 16-bit slice."""
 
 __all__ = ["Lane"]
 
@@ -174,9 +175,9 @@ class Lane(wiring.Component):
         # Parameters, state and row pointers are block RAMs with registered outputs
         # (hw.core.bram) unless the build puts them in LUT RAM (``lutram``); the accumulator
         # and the spike queue use their first read register themselves: each is a
-        # PipelinedRAM whose address register (a copy per LUT RAM slice, and for the queue
-        # per group of QUEUE_ROW_WORDS rows) is loaded with the address of the next cycle's
-        # read. (Not in LUT RAM, they are one Memory each, which Yosys maps to block RAM.)
+        # PipelinedRAM whose address register (a copy per LUT RAM slice and group of
+        # ROW_WORDS rows) is loaded with the address of the next cycle's read. (Not in LUT
+        # RAM, they are one Memory each, which Yosys maps to block RAM.)
         def block_ram(name, layout, depth, init):
             ram = BlockRAM(Shape.cast(layout).width, depth, init, attrs=bram, name=name,
                            lutram=name in self._lutram)
@@ -186,10 +187,11 @@ class Lane(wiring.Component):
                     layout(ram.rdata) if isinstance(layout, data.Layout) else ram.rdata)
 
         m.submodules.acc = acc = PipelinedRAM(ACC_BITS, NPL, attrs=bram, name="acc",
-                                              lutram="acc" in self._lutram)
+                                              lutram="acc" in self._lutram,
+                                              row_words=ROW_WORDS)
         m.submodules.queue = queue = PipelinedRAM(cfg.id_bits, cfg.queue_depth, attrs=bram,
                                                   name="queue", lutram="queue" in self._lutram,
-                                                  row_words=QUEUE_ROW_WORDS)
+                                                  row_words=ROW_WORDS)
         m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
                                             name="sbuf", lutram="sbuf" in self._lutram)
         m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
