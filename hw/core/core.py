@@ -421,6 +421,10 @@ class Core(wiring.Component):
             # The command registered in IDLE (COMMAND_LATENCY cycle).
             with m.State("COMMAND"):
                 m.d.sync += [res.eq(0), res.op.eq(cq.op)]
+                # A step starts at population 0, projection 0. They are reset for every
+                # command (only a step uses them), which keeps the decoded command off the
+                # projection table's look-ahead read address.
+                m.d.comb += [p_next.eq(0), j_next.eq(0)]
                 with m.Switch(cq.op):
                     with m.Case(Op.RESET):
                         m.d.sync += [
@@ -439,7 +443,6 @@ class Core(wiring.Component):
                                 token.eq(cq.token),
                                 cycles.eq(0), spikes.eq(0),
                             ]
-                            m.d.comb += [p_next.eq(0), j_next.eq(0)]
                             m.next = "D1"
                         with m.Else():
                             m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
