@@ -97,11 +97,12 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
     cycle: the write's enable and address then come to the cells from a flip-flop, not
     through the logic that decides them."""
     init = list(init)
-    if row_words is None or row_words >= depth:
-        row_words = depth
-    else:
+    grouped = row_words is not None and row_words < depth
+    if grouped:
         assert row_words & (row_words - 1) == 0, "row groups are a power of two deep"
-    low = addr_bits(row_words) if row_words < depth else len(ports.raddr)
+    else:
+        row_words = depth
+    low = addr_bits(row_words) if grouped else len(ports.raddr)
     for i, lo in enumerate(range(0, width, slice_bits)):
         bits = min(slice_bits, width - lo)
         mask = (1 << bits) - 1
@@ -118,10 +119,10 @@ def registered_read(m, ports, name, width, depth, init, attrs, slice_bits,
             label = (name if lo == 0 else f"{name}_s{i}") + (f"_b{k}" if k else "")
             m.submodules[label] = mem
             r, w = mem.read_port(domain="comb"), mem.write_port()
-            group = f"_b{k}" if row_words < depth else ""
+            group = f"_b{k}" if grouped else ""
             addr = Signal(low, name=f"raddr_s{i}{group}", reset_less=True)
             m.d.sync += addr.eq(ports.raddr[:low])
-            mine = (waddr[low:] == k) if row_words < depth else C(1, 1)
+            mine = (waddr[low:] == k) if grouped else C(1, 1)
             m.d.comb += [r.addr.eq(addr), w.en.eq(we & mine),
                          w.addr.eq(waddr[:low]), w.data.eq(ports.wdata[lo:lo + bits])]
             reads.append(r.data)
