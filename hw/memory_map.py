@@ -30,8 +30,8 @@ import enum
 import functools
 from dataclasses import dataclass, fields, replace
 
-from models.formats import (ACC_BITS, DECAY_BITS, STATE_BITS, TEMPERATURE_BITS, WEIGHT_BITS,
-                            RNG_BITS, NeuronKind)
+from models.formats import (ACC_BITS, DECAY_BITS, MAX_VOCAB, STATE_BITS, TEMPERATURE_BITS,
+                            WEIGHT_BITS, RNG_BITS, NeuronKind)
 from models.network import INPUT, lane_layout
 
 __all__ = [
@@ -200,7 +200,7 @@ class CoreConfig:
     ptr_depth: int = 2048
     max_pops: int = 8
     max_projs: int = 16
-    max_vocab: int = 256
+    max_vocab: int = MAX_VOCAB
     spike_depth: int = 1024
     stages: int = 2
 

@@ -9,6 +9,7 @@ the image fits the board; write the image.
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -18,12 +19,19 @@ import torch
 from boards.ecp5 import ulx3s_device
 
 from .capacity import memory_plan
-from .data import DEFAULT_TEXT, Vocab, load_text, split
-from .formats import DECAY_ONE, STATE_BITS, WEIGHT_MAX, NeuronKind
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .cli import run
+from .data import DEFAULT_TEXT, load_text, split
+from .files import FileProblem, check_output
+from .formats import DECAY_ONE, MAX_VOCAB, STATE_BITS, WEIGHT_MAX, NeuronKind
 from .image import save_image
 from .network import INPUT, Network, Projection, make_population
 
-__all__ = ["quantise", "balance_permutation", "balance_rows", "firing_rates", "compile_model", "main"]
+__all__ = ["quantise", "balance_permutation", "balance_rows", "firing_rates", "compile_model",
+           "MAX_LANES", "main"]
+
+MAX_LANES = 256
+"""Most lanes an image can be laid out for (the core's lane ids are 8 bits)."""
 
 # Largest scale per neuron: keeps the membrane range at 8 thresholds or more.
 _MAX_THRESHOLD = 1 << (STATE_BITS - 4)
@@ -191,8 +199,26 @@ def compile_model(model, vocab, lanes, sparsity=None, text=None, meta=None):
                     meta=dict(meta or {}, sparsity=round(model.sparsity(), 4)))
 
 
+def _outputs(args):
+    """The files that ``args`` will write, checked before any work: ``(image, checkpoint or
+    None)``; ``SystemExit`` (one line) if one would overwrite an input or cannot be written."""
+    out = Path(args.output)
+    inputs = [args.checkpoint, args.data]
+    if out.suffix == ".pt":
+        raise SystemExit(f"error: -o {out}: an image file must not end in .pt (that names "
+                         "a checkpoint); use .img")
+    try:
+        check_output(out, inputs, "image")
+        ck_out = None
+        if args.with_checkpoint:
+            ck_out = out.with_suffix(".pt")
+            check_output(ck_out, inputs, "checkpoint written by --with-checkpoint")
+    except FileProblem as e:
+        raise SystemExit(f"error: {e}") from None
+    return out, ck_out
+
+
 def main(argv=None):
-    from .train import load_checkpoint
     ap = argparse.ArgumentParser(prog="python -m models.compile",
                                  description=__doc__.split("\n")[1])
     ap.add_argument("checkpoint")
@@ -202,26 +228,33 @@ def main(argv=None):
     ap.add_argument("--device", default="85f", help="ULX3S size the image must fit (default 85f)")
     ap.add_argument("--data", help="text for measuring firing rates (default: the shipped text)")
     ap.add_argument("--with-checkpoint", action="store_true",
-                    help="also write the float model (without optimiser state) beside the image, "
-                         "so that models.evaluate can compare float and golden")
+                    help="also write the float model (without optimiser state) beside the image "
+                         "(IMAGE with .pt), so that models.evaluate can compare float and golden")
     args = ap.parse_args(argv)
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+    if args.sparsity is not None and not (math.isfinite(args.sparsity) and 0 <= args.sparsity < 1):
         raise SystemExit(f"error: --sparsity must be in [0, 1), not {args.sparsity}")
-    if args.lanes < 1:
-        raise SystemExit(f"error: --lanes must be at least 1, not {args.lanes}")
+    if not 1 <= args.lanes <= MAX_LANES:
+        raise SystemExit(f"error: --lanes must be in 1..{MAX_LANES}, not {args.lanes}")
     try:
         device = ulx3s_device(args.device)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    model, vocab, ck = load_checkpoint(args.checkpoint)
+    out, ck_out = _outputs(args)
+    try:
+        model, vocab, ck = load_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    if len(vocab) > MAX_VOCAB:
+        raise SystemExit(f"error: the model's vocabulary has {len(vocab)} tokens; the core "
+                         f"holds at most {MAX_VOCAB}")
     text = load_text(args.data or DEFAULT_TEXT)
-    if Vocab.from_text(text).chars != vocab.chars:
-        print("note: the rate-measuring text has another vocabulary; unknown characters are "
-              "skipped", file=sys.stderr)
-    meta = {"checkpoint_step": ck.get("step")}
-    out = Path(args.output)
-    if args.with_checkpoint:
-        meta["checkpoint"] = out.with_suffix(".pt").name
+    unknown = vocab.unknown(split(text)[0])
+    if unknown:
+        print(f"note: {unknown} characters of the rate-measuring text are not in the model's "
+              "vocabulary and are skipped", file=sys.stderr)
+    meta = {"checkpoint_step": ck.get("step") if isinstance(ck.get("step"), int) else None}
+    if ck_out is not None:
+        meta["checkpoint"] = ck_out.name
     net = compile_model(model, vocab, args.lanes, args.sparsity, text, meta=meta)
     plan = memory_plan(net, args.lanes)
     print(f"network: {sum(p.size for p in net.populations)} neurons, "
@@ -232,12 +265,12 @@ def main(argv=None):
                          f"{args.lanes} lanes but the {device.part} has {device.dp16kd} "
                          f"({plan.blocks - device.dp16kd} too many); prune harder or use fewer lanes")
     size = save_image(net, args.lanes, out)
-    if args.with_checkpoint:
+    if ck_out is not None:
         slim = {k: ck[k] for k in ("config", "train", "vocab", "step", "history") if k in ck}
-        torch.save(dict(slim, model=model.state_dict()), out.with_suffix(".pt"))
-        print(f"wrote {out.with_suffix('.pt')}")
-    print(f"wrote {args.output} ({size} bytes, {args.lanes} lanes)")
+        save_checkpoint(dict(slim, model=model.state_dict()), ck_out)
+        print(f"wrote {ck_out}")
+    print(f"wrote {out} ({size} bytes, {args.lanes} lanes)")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DEFAULT_TEXT", "load_text", "Vocab", "split", "random_windows", "stream_batches"]
+from .files import FileProblem, read_regular
+
+__all__ = ["DEFAULT_TEXT", "MAX_TEXT_BYTES", "load_text", "Vocab", "split", "random_windows",
+           "stream_batches"]
+
+MAX_TEXT_BYTES = 256 << 20
+"""Largest text file read (256 MiB; WikiText-103's training text is about 540 MB, so
+larger corpora need splitting)."""
 
 DEFAULT_TEXT = Path(__file__).parent / "data" / "tinyshakespeare.txt"
 """tiny-shakespeare (public domain), shipped so that no command needs a download."""
@@ -14,11 +21,16 @@ def load_text(path=None):
     """Read a UTF-8 text file (default: the shipped tiny-shakespeare)."""
     path = Path(path) if path else DEFAULT_TEXT
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SystemExit(f"error: no such text file: {path}") from None
+        data = read_regular(path, MAX_TEXT_BYTES, "text file")
+    except FileProblem as e:
+        if not path.exists() and not path.is_symlink():
+            raise SystemExit(f"error: no such text file: {path}") from None
+        raise SystemExit(f"error: {e}") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SystemExit(f"error: {path} is not UTF-8 text ({e})") from None
+        raise SystemExit(f"error: {path} is not UTF-8 text (byte {e.start}: "
+                         f"{e.reason})") from None
     if len(text) < 1000:
         raise SystemExit(f"error: {path} holds only {len(text)} characters; need at least 1000")
     return text
@@ -45,6 +57,10 @@ class Vocab:
             if missing:
                 raise ValueError(f"characters not in the model's vocabulary: {missing!r}")
         return [self.index[c] for c in text if c in self.index]
+
+    def unknown(self, text):
+        """How many characters of ``text`` are not in the vocabulary."""
+        return sum(1 for c in text if c not in self.index)
 
     def decode(self, ids):
         return "".join(self.chars[i] for i in ids)

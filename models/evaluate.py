@@ -1,12 +1,22 @@
 """Evaluate a checkpoint or an image: ``python -m models.evaluate [PATH] [--json]``."""
 
+import argparse
+import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from .data import stream_batches
+from .checkpoint import CheckpointError, load_checkpoint
+from .cli import run
+from .compile import MAX_LANES, compile_model
+from .data import Vocab, load_text, split, stream_batches
+from .formats import DEFAULT_TIMING, NeuronKind
+from .golden import GoldenCore
+from .image import ImageError, load_image
 
 __all__ = ["SHIPPED_IMAGE", "float_loss", "golden_loss", "main"]
 
@@ -49,9 +59,6 @@ def golden_loss(net, lanes, ids, streams, timing=None, progress=False):
     ``events_per_token``, ``cycles_per_token``, ``route_cycles_per_token`` and
     ``ideal_route_cycles_per_token`` (events / lanes).
     """
-    from tqdm import tqdm
-    from .formats import DEFAULT_TIMING, NeuronKind
-    from .golden import GoldenCore
     core = GoldenCore(net, lanes, timing or DEFAULT_TIMING, batch=streams)
     x = stream_batches(ids, streams)
     scale = torch.as_tensor(net.populations[net.readout].scale)
@@ -75,15 +82,34 @@ def golden_loss(net, lanes, ids, streams, timing=None, progress=False):
             "route_cycles_per_token": route / n, "ideal_route_cycles_per_token": events / n / lanes}
 
 
-def main(argv=None):
-    import argparse
-    import json
-    from pathlib import Path
-    from .compile import compile_model
-    from .data import Vocab, load_text, split
-    from .image import ImageError, load_image
-    from .train import load_checkpoint
+def _note(line):
+    print(line, file=sys.stderr, flush=True)
 
+
+def checkpoint_beside(image_path, net):
+    """The float checkpoint that the image names (``meta["checkpoint"]``, written by
+    ``models.compile --with-checkpoint``) if it is a plain file name in the image's own
+    folder and exists; else ``None`` (with a note when the image names something else).
+    The name comes from a file: it is never followed out of the image's folder."""
+    name = net.meta.get("checkpoint")
+    if name is None:
+        return None
+    folder = Path(image_path).parent
+    if (not isinstance(name, str) or Path(name).name != name or name.startswith(".")
+            or not name.endswith(".pt")):
+        _note(f"note: ignoring the checkpoint the image names ({str(name)!r:.60}): not a "
+              "file name in the image's folder")
+        return None
+    candidate = folder / name
+    if not candidate.exists():
+        return None
+    if candidate.resolve().parent != folder.resolve():
+        _note(f"note: ignoring {candidate}: it links out of the image's folder")
+        return None
+    return candidate
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m models.evaluate",
                                  description="Validation loss, activity and cycles of a model.")
     ap.add_argument("path", nargs="?", default=str(SHIPPED_IMAGE),
@@ -95,6 +121,13 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, default=16, help="lanes when compiling a checkpoint")
     ap.add_argument("--json", action="store_true", help="print one JSON object last")
     args = ap.parse_args(argv)
+    if args.chars is not None and args.chars < 2:
+        raise SystemExit(f"error: --chars must be at least 2 (one character predicts the "
+                         f"next), not {args.chars}")
+    if args.streams < 1:
+        raise SystemExit(f"error: --streams must be at least 1, not {args.streams}")
+    if not 1 <= args.lanes <= MAX_LANES:
+        raise SystemExit(f"error: --lanes must be in 1..{MAX_LANES}, not {args.lanes}")
 
     path = Path(args.path)
     model = None
@@ -107,21 +140,41 @@ def main(argv=None):
             img = load_image(path)
             net, lanes = img.net, img.lanes
             vocab = Vocab(net.vocab)
-            ck_name = net.meta.get("checkpoint")
-            if ck_name and (path.parent / ck_name).exists():
-                model, vocab, _ = load_checkpoint(path.parent / ck_name)
+            ck_path = checkpoint_beside(path, net)
             text = load_text(args.data)
-    except ImageError as e:
+            if ck_path is not None:
+                try:
+                    model, ck_vocab, _ = load_checkpoint(ck_path)
+                except CheckpointError as e:
+                    _note(f"note: no float comparison: {e}")
+                else:
+                    if sorted(ck_vocab.chars) == sorted(net.vocab):
+                        vocab = ck_vocab
+                    else:
+                        _note(f"note: no float comparison: {ck_path} has another vocabulary "
+                              "than the image")
+                        model = None
+    except (ImageError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
     val = split(text)[1]
+    unknown = vocab.unknown(val)
+    if unknown == len(val):
+        raise SystemExit(f"error: none of the {len(val):,} validation characters is in the "
+                         "model's vocabulary")
+    if unknown:
+        _note(f"warning: {unknown:,} of {len(val):,} validation characters are not in the "
+              "model's vocabulary and were skipped")
     # The compiler may relabel the vocabulary: the float model reads its own token ids, the
     # golden model the image's (the same characters).
     ids = torch.tensor(vocab.encode(val, strict=False))
     core_ids = torch.tensor(Vocab(net.vocab).encode(val, strict=False))
     if args.chars:
         ids, core_ids = ids[:args.chars], core_ids[:args.chars]
+    if len(ids) < 2:
+        raise SystemExit(f"error: only {len(ids)} validation character(s) to score; need 2")
     streams = max(1, min(args.streams, len(ids) // 2))
     result = {"path": str(path), "lanes": lanes, "val_chars": len(ids), "streams": streams,
+              "unknown_chars_skipped": unknown,
               "nonzero_synapses": net.nonzero_synapses,
               "neurons": sum(p.size for p in net.populations)}
     if model is not None:
@@ -148,4 +201,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,6 +21,7 @@ __all__ = [
     "STATE_BITS", "STATE_MIN", "STATE_MAX",
     "DECAY_FRAC_BITS", "DECAY_ONE", "DECAY_BITS",
     "NeuronKind", "ResetMode", "NEURON_KIND_RESET", "NEURON_KIND_SPIKES",
+    "MAX_VOCAB",
     "RNG_BITS", "GUMBEL_TABLE_BITS", "GUMBEL_FRAC_BITS", "TEMPERATURE_BITS",
     "CoreTiming", "DEFAULT_TIMING",
     "saturate", "round_shift",
@@ -49,6 +50,10 @@ STATE_MAX = (1 << (STATE_BITS - 1)) - 1
 DECAY_FRAC_BITS = 8
 DECAY_ONE = 1 << DECAY_FRAC_BITS
 DECAY_BITS = DECAY_FRAC_BITS + 1
+
+# Tokens a default core's vocabulary holds (CoreConfig.max_vocab of every ULX3S build): the
+# compiler refuses a larger vocabulary before any work.
+MAX_VOCAB = 256
 
 # Sampler: xorshift32 random source; RNG_BITS of each draw index a table of Gumbel noise
 # stored with GUMBEL_FRAC_BITS fractional bits; the temperature word is unsigned.

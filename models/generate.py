@@ -8,14 +8,22 @@ prompt, seed and temperature.
 import argparse
 import sys
 import time
+from pathlib import Path
 
+from tqdm import tqdm
+
+from .cli import run
 from .data import Vocab
 from .evaluate import SHIPPED_IMAGE
+from .files import FileProblem, atomic_write, check_output
 from .golden import GoldenCore
 from .image import ImageError, load_image
 from .sampler import temperature_word
 
-__all__ = ["write_raster", "main"]
+__all__ = ["PROMPT_PROGRESS", "write_raster", "encode_prompt", "main"]
+
+PROMPT_PROGRESS = 2000
+"""Prompts of more characters than this show a progress bar while they are fed."""
 
 
 def write_raster(spikes, net, text, path):
@@ -37,7 +45,8 @@ def write_raster(spikes, net, text, path):
         axes[-1, 0].set_xticks(range(len(spikes)), [repr(c)[1:-1] for c in text[:len(spikes)]],
                                fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -62,26 +71,40 @@ def main(argv=None):
     ap.add_argument("--image", default=str(SHIPPED_IMAGE))
     ap.add_argument("--raster", metavar="PNG", help="also write a spike raster of the run")
     args = ap.parse_args(argv)
+    if args.tokens < 0:
+        raise SystemExit(f"error: --tokens must not be negative, not {args.tokens}")
+    if args.raster:
+        if Path(args.raster).suffix.lower() != ".png":
+            raise SystemExit(f"error: --raster {args.raster}: name a .png file")
+        try:
+            check_output(args.raster, [args.image], "raster")
+        except FileProblem as e:
+            raise SystemExit(f"error: {e}") from None
     try:
         img = load_image(args.image)
     except ImageError as e:
         raise SystemExit(f"error: {e}") from None
     vocab = Vocab(img.net.vocab)
     prompt = encode_prompt(vocab, args.prompt)
-    if args.tokens < 0 or args.temperature < 0:
-        raise SystemExit("error: --tokens and --temperature must not be negative")
-    core = GoldenCore(img.net, img.lanes)
     scale = float(img.net.populations[img.net.readout].scale[0])
+    try:
+        temp_word = temperature_word(args.temperature, scale)
+    except ValueError as e:
+        raise SystemExit(f"error: --temperature: {e}") from None
+    core = GoldenCore(img.net, img.lanes)
     core.reset()
     core.seed(args.seed)
-    core.set_temperature_word(temperature_word(args.temperature, scale))
+    core.set_temperature_word(temp_word)
     t0 = time.perf_counter()
     sys.stdout.write(args.prompt)
+    sys.stdout.flush()
     r, cycles, raster = None, 0, []
-    for t in prompt:
+    for t in tqdm(prompt, desc="prompt", unit="char", file=sys.stderr, leave=False,
+                  disable=len(prompt) <= PROMPT_PROGRESS, mininterval=0.5):
         r = core.step([t])
         cycles += int(r.cycles[0])
-        raster.append(r)
+        if args.raster:
+            raster.append(r)
     for k in range(args.tokens):
         tok = int(r.token[0])
         sys.stdout.write(vocab.chars[tok])
@@ -89,7 +112,8 @@ def main(argv=None):
         if k + 1 < args.tokens:
             r = core.step([tok])
             cycles += int(r.cycles[0])
-            raster.append(r)
+            if args.raster:
+                raster.append(r)
     dt = time.perf_counter() - t0
     steps = len(prompt) + max(args.tokens - 1, 0)
     print()
@@ -101,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,7 +15,7 @@ the recurrent product and the neuron update run inside the time loop.
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -25,7 +25,10 @@ from .formats import NeuronKind
 from .network import INPUT
 from .neurons import float_step
 
-__all__ = ["LMConfig", "SpikingLM", "ProjSpec"]
+__all__ = ["MAX_LAYER", "LMConfig", "SpikingLM", "ProjSpec"]
+
+MAX_LAYER = 1 << 16
+"""Most neurons (or tokens) in one layer of a model (a lane addresses 2**16 neurons)."""
 
 
 @dataclass
@@ -52,8 +55,44 @@ class LMConfig:
         d = dict(d)
         for k in ("hidden", "tau_m", "tau_adp"):
             if k in d:
+                if not isinstance(d[k], (list, tuple)):
+                    raise ValueError(f"{k} must be a list, not {d[k]!r:.40}")
                 d[k] = tuple(d[k])
         return cls(**d)
+
+    def check(self):
+        """Raise ``ValueError`` (one line) naming the first setting no model can have."""
+        def is_int(x):
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        def is_num(x):
+            return (isinstance(x, (int, float)) and not isinstance(x, bool)
+                    and math.isfinite(x))
+
+        if not is_int(self.vocab_size) or not 1 <= self.vocab_size <= MAX_LAYER:
+            raise ValueError(f"vocab_size must be an integer in 1..{MAX_LAYER}, "
+                             f"not {self.vocab_size!r}")
+        if (not isinstance(self.hidden, tuple) or not self.hidden
+                or not all(is_int(n) and 1 <= n <= MAX_LAYER for n in self.hidden)):
+            raise ValueError(f"hidden must be a non-empty list of layer sizes in "
+                             f"1..{MAX_LAYER}, not {list(self.hidden) if isinstance(self.hidden, tuple) else self.hidden!r}")
+        if self.kind not in ("LIF", "ALIF", "IF"):
+            raise ValueError(f"kind must be LIF, ALIF or IF, not {self.kind!r}")
+        for k in ("recurrent", "token_shift"):
+            if not isinstance(getattr(self, k), bool):
+                raise ValueError(f"{k} must be true or false, not {getattr(self, k)!r}")
+        for k in ("tau_m", "tau_adp"):
+            t = getattr(self, k)
+            if (not isinstance(t, tuple) or len(t) != 2 or not all(is_num(x) for x in t)
+                    or not 0 < t[0] <= t[1]):
+                raise ValueError(f"{k} must be two time constants 0 < low <= high, not "
+                                 f"{list(t) if isinstance(t, tuple) else t!r}")
+        if not is_num(self.surrogate_width) or self.surrogate_width <= 0:
+            raise ValueError(f"surrogate_width must be a positive number, not "
+                             f"{self.surrogate_width!r}")
+        if not is_num(self.embed_std) or self.embed_std < 0:
+            raise ValueError(f"embed_std must be a number >= 0, not {self.embed_std!r}")
+        return self
 
 
 @dataclass

@@ -49,8 +49,8 @@ GUMBEL = tuple(_gumbel(u) for u in range(1 << GUMBEL_TABLE_BITS))
 
 def temperature_word(temperature, readout_scale):
     """The core's temperature word for a float temperature and the readout's scale."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, not {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, not {temperature}")
     return min(round(temperature * readout_scale), (1 << TEMPERATURE_BITS) - 1)
 
 

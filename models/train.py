@@ -8,21 +8,25 @@ last one. The loss curve is written to ``OUT/loss.png`` at every validation.
 import argparse
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .cli import INTERRUPTED
 from .data import Vocab, load_text, random_windows, split
 from .evaluate import float_loss
+from .files import atomic_write
 from .lm import LMConfig, SpikingLM
 
-__all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "main"]
+__all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "apply_settings", "main"]
+
 
 
 @dataclass
@@ -45,6 +49,39 @@ class TrainConfig:
     eval_chars: int = 16384
     seed: int = 1
 
+    def check(self):
+        """Raise ``ValueError`` (one line) naming the first setting that cannot train."""
+        def num(k):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"{k} must be a finite number, not {v!r}")
+            return v
+        for k in ("steps", "batch", "seq", "eval_every", "eval_streams", "eval_chars"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{k} must be a positive integer, not {v!r}")
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, not {self.warmup!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, not {self.seed!r}")
+        if num("lr") <= 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        for k in ("weight_decay", "grad_clip", "rate_reg"):
+            if num(k) < 0:
+                raise ValueError(f"{k} must be >= 0, not {getattr(self, k)}")
+        for k in ("min_lr_frac", "prune_start", "prune_end"):
+            if not 0 <= num(k) <= 1:
+                raise ValueError(f"{k} must be in [0, 1], not {getattr(self, k)}")
+        if not 0 <= num("sparsity") < 1:
+            raise ValueError(f"sparsity must be in [0, 1), not {self.sparsity}")
+        if self.prune_end <= self.prune_start:
+            raise ValueError(f"prune_end ({self.prune_end}) must be after prune_start "
+                             f"({self.prune_start})")
+        if self.eval_chars < 2 * self.eval_streams:
+            raise ValueError(f"eval_chars ({self.eval_chars}) must be at least twice "
+                             f"eval_streams ({self.eval_streams})")
+        return self
+
 
 CONFIGS = {
     # The shipped model. Budget: about 2 hours on a 2-core CPU.
@@ -55,20 +92,6 @@ CONFIGS = {
              TrainConfig(steps=30, batch=4, seq=32, eval_every=15, eval_streams=2,
                          eval_chars=512, sparsity=0.5, warmup=5)),
 }
-
-
-def load_checkpoint(path):
-    """Load a checkpoint; returns ``(model, vocab, checkpoint dict)``."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = LMConfig.from_dict(ck["config"])
-        model = SpikingLM(cfg)
-        model.load_state_dict(ck["model"])
-    except FileNotFoundError:
-        raise SystemExit(f"error: no such checkpoint: {path}") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear line
-        raise SystemExit(f"error: {path} is not a spikestream checkpoint ({e})") from None
-    return model, Vocab(ck["vocab"]), ck
 
 
 def _lr(tc, step):
@@ -105,18 +128,39 @@ def plot_history(history, path, title):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
 def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=None):
-    """Train (or resume) and return the path of the last checkpoint."""
+    """Train (or resume) and return the path of the last checkpoint.
+
+    Raises ``SystemExit`` with one line for settings, text or a checkpoint that cannot be
+    used, before any training step.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: cannot make the output folder {out} ({e.strerror})") from None
     ck_path = out / "ckpt.pt"
     train_text, val_text = split(text)
     vocab = Vocab.from_text(text)
     cfg.vocab_size = len(vocab)
+    try:
+        cfg.check()
+        tc.check()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if len(train_text) < tc.seq + 2:
+        raise SystemExit(f"error: seq={tc.seq} needs at least {tc.seq + 2} training "
+                         f"characters; the text's training part has {len(train_text)}")
+    if len(val_text) < 2 * tc.eval_streams:
+        raise SystemExit(f"error: the validation part ({len(val_text)} characters) is too "
+                         f"short for eval_streams={tc.eval_streams}")
     torch.manual_seed(tc.seed)
     model = SpikingLM(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if n.startswith("weights")]
@@ -126,68 +170,130 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
     gen = torch.Generator().manual_seed(tc.seed)
     step, history = 0, []
     if ck_path.exists() and not fresh:
-        ck = torch.load(ck_path, map_location=device, weights_only=False)
+        try:
+            ck = read_checkpoint(ck_path)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}; use --fresh to start over") from None
+        missing = [k for k in ("config", "train", "vocab", "model", "optim", "rng", "step",
+                               "history") if k not in ck]
+        if missing:
+            raise SystemExit(f"error: {ck_path} cannot be resumed (no {', '.join(missing)}: "
+                             "not a training checkpoint); use --fresh to start over")
         if ck["config"] != cfg.to_dict() or ck["train"] != asdict(tc) or ck["vocab"] != vocab.chars:
             raise SystemExit(f"error: {ck_path} was made with other settings or text; "
                              "use --fresh to start over or --out for a new folder")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        gen.set_state(ck["rng"])
-        step, history = ck["step"], ck["history"]
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optim"])
+            gen.set_state(ck["rng"])
+            step, history = ck["step"], ck["history"]
+            if (not isinstance(step, int) or not 0 <= step <= tc.steps
+                    or not isinstance(history, list)):
+                raise ValueError(f"step {step!r:.20} or history is not what training wrote")
+        except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise SystemExit(f"error: {ck_path} cannot be resumed ({reason}); use --fresh "
+                             "to start over") from None
         log(f"resuming from {ck_path} at step {step}")
     train_ids = torch.tensor(vocab.encode(train_text))
     val_ids = torch.tensor(vocab.encode(val_text))[:tc.eval_chars]
 
     def save():
-        tmp = ck_path.with_suffix(".tmp")
-        torch.save({"config": cfg.to_dict(), "train": asdict(tc), "vocab": vocab.chars,
-                    "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                    "rng": gen.get_state(), "history": history}, tmp)
-        os.replace(tmp, ck_path)
+        save_checkpoint({"config": cfg.to_dict(), "train": asdict(tc), "vocab": vocab.chars,
+                         "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                         "rng": gen.get_state(), "history": history}, ck_path)
 
     t_start = time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                file=sys.stderr, mininterval=1.0)
     running = None
-    while step < tc.steps:
-        target = _sparsity_at(tc, step)
-        if target > 0 and (step % 50 == 0 or step == int(tc.prune_end * tc.steps)):
-            model.prune_(target)
-        for g in opt.param_groups:
-            g["lr"] = _lr(tc, step)
-        x = random_windows(train_ids, tc.batch, tc.seq, gen).to(device)
-        logits, _, spikes = model(x[:, :-1], return_spikes=True)
-        loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), x[:, 1:].reshape(-1))
-        total = loss
-        if tc.rate_reg:
-            total = total + tc.rate_reg * torch.stack([s.mean() for s in spikes]).mean()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        with torch.no_grad():       # pruned weights stay exactly zero
-            for sp in model.specs:
-                model.weights[sp.name].mul_(getattr(model, f"mask_{sp.name}"))
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        rate = float(torch.stack([s.detach().mean() for s in spikes]).mean())
-        bar.set_postfix(loss=f"{running:.3f}", rate=f"{rate:.3f}", sparsity=f"{target:.2f}")
-        bar.update(1)
-        if step % 50 == 0:
-            history.append({"step": step, "train": running, "rate": rate})
-        if step % tc.eval_every == 0 or step == tc.steps:
-            val = float_loss(model, val_ids, tc.eval_streams, device=device)["nats"]
-            history.append({"step": step, "val": val, "minutes": (time.time() - t_start) / 60})
-            log(f"step {step}: train {running:.4f} val {val:.4f} nats/char, rate {rate:.3f}, "
-                f"sparsity {model.sparsity():.3f}")
-            save()
-            plot_history(history, out / "loss.png", f"{cfg.kind} {list(cfg.hidden)}")
-        if max_minutes and (time.time() - t_start) / 60 > max_minutes:
-            save()
-            log(f"stopping after {max_minutes} minutes at step {step}; run again to resume")
-            break
-    bar.close()
+    try:
+        while step < tc.steps:
+            target = _sparsity_at(tc, step)
+            if target > 0 and (step % 50 == 0 or step == int(tc.prune_end * tc.steps)):
+                model.prune_(target)
+            for g in opt.param_groups:
+                g["lr"] = _lr(tc, step)
+            x = random_windows(train_ids, tc.batch, tc.seq, gen).to(device)
+            logits, _, spikes = model(x[:, :-1], return_spikes=True)
+            loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), x[:, 1:].reshape(-1))
+            total = loss
+            if tc.rate_reg:
+                total = total + tc.rate_reg * torch.stack([s.mean() for s in spikes]).mean()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            with torch.no_grad():       # pruned weights stay exactly zero
+                for sp in model.specs:
+                    model.weights[sp.name].mul_(getattr(model, f"mask_{sp.name}"))
+            step += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            rate = float(torch.stack([s.detach().mean() for s in spikes]).mean())
+            bar.set_postfix(loss=f"{running:.3f}", rate=f"{rate:.3f}", sparsity=f"{target:.2f}")
+            bar.update(1)
+            if step % 50 == 0:
+                history.append({"step": step, "train": running, "rate": rate})
+            if step % tc.eval_every == 0 or step == tc.steps:
+                val = float_loss(model, val_ids, tc.eval_streams, device=device)["nats"]
+                history.append({"step": step, "val": val, "minutes": (time.time() - t_start) / 60})
+                log(f"step {step}: train {running:.4f} val {val:.4f} nats/char, rate {rate:.3f}, "
+                    f"sparsity {model.sparsity():.3f}")
+                save()
+                plot_history(history, out / "loss.png", f"{cfg.kind} {list(cfg.hidden)}")
+            if max_minutes and (time.time() - t_start) / 60 > max_minutes:
+                save()
+                log(f"stopping after {max_minutes} minutes at step {step}; run again to resume")
+                break
+    finally:
+        bar.close()
     return ck_path
+
+
+def _field_value(field, value):
+    """``value`` (the text after ``=``) as the type of dataclass field ``field``; a
+    ``ValueError`` (one line) if it is not one."""
+    kind = typing.get_origin(field.type) or field.type
+    if isinstance(kind, str):                        # postponed annotation
+        kind = {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}[kind]
+    try:
+        v = json.loads(value)
+    except json.JSONDecodeError:
+        v = value
+    if kind is bool:
+        if value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+    elif kind is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    elif kind is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            return float(v)
+    elif kind is str:
+        return value
+    elif kind is tuple:
+        if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                       for x in v):
+            return tuple(v)
+    name = "a list of numbers, e.g. [256,256]" if kind is tuple else kind.__name__
+    raise ValueError(f"--set {field.name}={value}: expected {name}")
+
+
+def apply_settings(settings, *targets):
+    """Apply ``KEY=VALUE`` strings to the dataclass instances ``targets`` (the first that has
+    the field), each value checked against the field's type; ``ValueError`` (one line)."""
+    for kv in settings:
+        key, eq, value = kv.partition("=")
+        if not eq:
+            raise ValueError(f"--set {kv}: expected KEY=VALUE")
+        for target in targets:
+            field = {f.name: f for f in fields(target)}.get(key)
+            if field is not None:
+                setattr(target, key, _field_value(field, value))
+                break
+        else:
+            known = sorted(f.name for t in targets for f in fields(t))
+            raise ValueError(f"--set: unknown setting {key!r}; known: {', '.join(known)}")
 
 
 def main(argv=None):
@@ -195,31 +301,44 @@ def main(argv=None):
     ap.add_argument("--config", default="shakespeare", choices=sorted(CONFIGS))
     ap.add_argument("--data", help="UTF-8 text file (default: the shipped tiny-shakespeare)")
     ap.add_argument("--out", help="output folder (default: runs/CONFIG)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     ap.add_argument("--threads", type=int, help="CPU threads for torch")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model or training setting, e.g. --set hidden=[256,256]")
     args = ap.parse_args(argv)
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"error: --threads must be at least 1, not {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes)
+                                             and args.max_minutes > 0):
+        raise SystemExit(f"error: --max-minutes must be a positive number, not {args.max_minutes}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise SystemExit(f"error: --device {args.device!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: no CUDA device here")
     cfg, tc = CONFIGS[args.config]
     cfg, tc = LMConfig(**vars(cfg)), TrainConfig(**vars(tc))
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        target = cfg if hasattr(cfg, key) else tc if hasattr(tc, key) else None
-        if target is None:
-            raise SystemExit(f"error: unknown setting {key!r}")
-        try:
-            v = json.loads(value)
-        except json.JSONDecodeError:
-            v = value
-        setattr(target, key, tuple(v) if isinstance(v, list) else v)
+    try:
+        apply_settings(args.set, cfg, tc)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     text = load_text(args.data)
     out = args.out or f"runs/{args.config}"
-    path = train(cfg, tc, text, out, device=args.device, fresh=args.fresh,
-                 log=lambda s: tqdm.write(s, file=sys.stderr), max_minutes=args.max_minutes)
+    log = lambda s: tqdm.write(s, file=sys.stderr)
+    try:
+        path = train(cfg, tc, text, out, device=device, fresh=args.fresh, log=log,
+                     max_minutes=args.max_minutes)
+    except KeyboardInterrupt:
+        ck = Path(out) / "ckpt.pt"
+        kept = f"; {ck} holds the last validation's state, run again to resume" \
+            if ck.exists() else ""
+        print(f"\ninterrupted{kept}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
     print(f"checkpoint: {path}")
 
 

@@ -17,14 +17,14 @@ def tiny_run(tmp_path_factory):
     torch.set_num_threads(1)
     # Stop after the first step (as an interrupted run would), then resume to the end.
     train.main(["--config", "tiny", "--out", str(out), "--max-minutes", "1e-9"])
-    first = torch.load(out / "ckpt.pt", weights_only=False)
+    first = torch.load(out / "ckpt.pt", weights_only=True)
     train.main(["--config", "tiny", "--out", str(out)])
     return out, first
 
 
 def test_train_resumes_and_plots(tiny_run, capsys):
     out, first = tiny_run
-    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
     assert first["step"] < ck["step"] == ck["train"]["steps"]
     assert ck["config"]["hidden"] == [32] and ck["vocab"][0] == "\n"
     assert any("val" in h for h in ck["history"])
