@@ -33,6 +33,7 @@ import argparse
 import collections
 import contextlib
 import json
+import math
 import os
 import queue
 import re
@@ -44,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from models.cli import run
 
 __all__ = ["EXIT_TIMING", "EXIT_USAGE", "EXIT_FIT", "EXIT_TOOL", "EXIT_PROGRAM", "TOOLS",
            "BuildError", "FitError", "check_fit", "capacity", "core_probe", "soc_available",
@@ -799,6 +802,10 @@ def main(argv=None):
         fail(e, EXIT_USAGE)
     if args.lanes is not None and args.lanes < 1:
         fail(f"--lanes must be at least 1, not {args.lanes}", EXIT_USAGE)
+    if not math.isfinite(args.clock):
+        fail(f"--clock must be a number of MHz, not {args.clock}", EXIT_USAGE)
+    if args.build_dir and Path(args.build_dir).exists() and not Path(args.build_dir).is_dir():
+        fail(f"--build-dir {args.build_dir} is a file, not a folder", EXIT_USAGE)
     try:
         brd.pll_config(args.clock)
     except ValueError as e:
@@ -806,15 +813,14 @@ def main(argv=None):
     if args.image and args.no_image:
         fail("--image and --no-image exclude each other", EXIT_USAGE)
 
-    from models.image import ImageError
-    from models.image import parse_image
+    from models.image import ImageError, parse_image, read_image_bytes
     image = data = None
     if not args.no_image:
         image_path = Path(args.image) if args.image else SHIPPED_IMAGE
         try:
-            data = image_path.read_bytes()
+            data = read_image_bytes(image_path)
             image = parse_image(data)
-        except (OSError, ImageError) as e:
+        except ImageError as e:
             fail(f"cannot read image {image_path}: {e}", EXIT_USAGE)
     bake = bool(args.image) and not args.no_bake and args.top == "soc"
     from hw.memory_map import CoreConfig
@@ -841,6 +847,8 @@ def main(argv=None):
                        nextpnr_options=args.nextpnr_option)
     except BuildError as e:
         fail(e, e.status)
+    except OSError as e:
+        fail(f"{e.filename or 'build'}: {e.strerror}", EXIT_USAGE)
     print(summary(result))
     status = 0
     if not result["timing_met"]:
@@ -860,4 +868,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

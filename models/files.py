@@ -60,7 +60,7 @@ def read_regular(path, limit, what="file"):
             raise FileProblem(f"{path}: is a folder, not a {what}")
         if not stat.S_ISREG(st.st_mode):
             raise FileProblem(f"{path}: not a regular file (a device, FIFO or socket); "
-                              f"give a {what} on disk")
+                              "give a file on disk")
         if st.st_size > limit:
             raise FileProblem(f"{path}: {_fmt_size(st.st_size)}, larger than the "
                               f"{_fmt_size(limit)} a {what} may have")

@@ -48,6 +48,17 @@ def test_missing_image_is_a_clear_error(capsys, tmp_path):
     assert status == hwb.EXIT_USAGE and "cannot read image" in err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (("--clock", "nan"), "--clock must be a number"), (("--clock", "inf"), "--clock must be"),
+    (("--image", "/dev/zero"), "not a regular file"),
+    (("--build-dir", "README.md", "--no-image"), "is a file, not a folder")])
+def test_hostile_arguments_are_one_line_errors(capsys, argv, words):
+    # /dev/zero was read until memory ran out; a file as --build-dir ended in a traceback.
+    status, _, err = run(capsys, *argv)
+    assert status == hwb.EXIT_USAGE and words in err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+
+
 def test_refuses_too_many_lanes_fast(capsys):
     t0 = time.monotonic()
     status, _, err = run(capsys, "--lanes", "64")
