@@ -11,7 +11,6 @@ that would run code, say) is refused without running it.
 import io
 import pickle
 import re
-import unicodedata
 import warnings
 import zipfile
 
@@ -20,9 +19,10 @@ import torch
 from .data import Vocab
 from .files import FileProblem, atomic_write, read_regular
 from .lm import LMConfig, SpikingLM
+from .network import check_vocab
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "read_checkpoint", "load_checkpoint",
-           "save_checkpoint", "check_vocab"]
+           "save_checkpoint"]
 
 MAX_CHECKPOINT_BYTES = 1 << 30
 """Largest checkpoint file read (1 GiB; the shipped one is 1.7 MB)."""
@@ -30,20 +30,6 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 
 class CheckpointError(ValueError):
     """The file is not a usable checkpoint; the message is one line."""
-
-
-def check_vocab(chars, where="vocabulary"):
-    """Raise ``ValueError`` (one line) unless ``chars`` is a non-empty list of distinct
-    single characters, each printable, a space, a newline or a tab."""
-    if not isinstance(chars, (list, tuple)) or not chars:
-        raise ValueError(f"{where} must be a non-empty list of characters")
-    for c in chars:
-        if not isinstance(c, str) or len(c) != 1:
-            raise ValueError(f"{where} entry {c!r:.40} is not a single character")
-        if not (c.isprintable() or c in "\n\t") or unicodedata.category(c) in ("Cs", "Co"):
-            raise ValueError(f"{where} entry {c!r} is not a printable character")
-    if len(set(chars)) != len(chars):
-        raise ValueError(f"{where} repeats a character")
 
 
 def read_checkpoint(path):
@@ -88,7 +74,9 @@ def load_checkpoint(path):
     if missing:
         raise CheckpointError(f"{path}: not a spikestream checkpoint (no {', '.join(missing)})")
     try:
-        check_vocab(ck["vocab"], "the checkpoint's vocabulary")
+        check_vocab(ck["vocab"])
+        if not all(isinstance(c, str) for c in ck["vocab"]):
+            raise ValueError("the vocabulary is not a list of characters")
         if not isinstance(ck["config"], dict):
             raise ValueError("config is not a dict")
         cfg = LMConfig.from_dict(ck["config"])

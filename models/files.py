@@ -37,6 +37,10 @@ def _fmt_size(n):
     return str(n)
 
 
+def _a(what):
+    return f"an {what}" if what[:1] in "aeiou" else f"a {what}"
+
+
 def read_regular(path, limit, what="file"):
     """The bytes of the regular file ``path``, refused (one line) if it is missing, not a
     regular file, or larger than ``limit`` bytes. Never blocks on a FIFO, never reads past
@@ -49,7 +53,7 @@ def read_regular(path, limit, what="file"):
     except FileNotFoundError:
         raise FileProblem(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise FileProblem(f"{path}: is a folder, not a {what}") from None
+        raise FileProblem(f"{path}: is a folder, not {_a(what)}") from None
     except PermissionError:
         raise FileProblem(f"{path}: permission denied") from None
     except OSError as e:
@@ -57,24 +61,27 @@ def read_regular(path, limit, what="file"):
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise FileProblem(f"{path}: is a folder, not a {what}")
+            raise FileProblem(f"{path}: is a folder, not {_a(what)}")
         if not stat.S_ISREG(st.st_mode):
             raise FileProblem(f"{path}: not a regular file (a device, FIFO or socket); "
                               "give a file on disk")
         if st.st_size > limit:
             raise FileProblem(f"{path}: {_fmt_size(st.st_size)}, larger than the "
-                              f"{_fmt_size(limit)} a {what} may have")
+                              f"{_fmt_size(limit)} {_a(what)} may have")
         with os.fdopen(fd, "rb") as f:
             fd = None
             try:
-                data = f.read(limit + 1)
+                # Read what the file holds (one byte more shows whether it grew meanwhile).
+                data = f.read(st.st_size + 1)
+                if len(data) > st.st_size:
+                    data += f.read(limit + 1 - len(data))
             except OSError as e:
                 raise FileProblem(f"{path}: cannot read ({e.strerror})") from None
     finally:
         if fd is not None:
             os.close(fd)
     if len(data) > limit:
-        raise FileProblem(f"{path}: larger than the {_fmt_size(limit)} a {what} may have")
+        raise FileProblem(f"{path}: larger than the {_fmt_size(limit)} {_a(what)} may have")
     return data
 
 

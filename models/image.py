@@ -24,24 +24,38 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from . import formats
-from .network import (INPUT, Network, NetworkError, Population, Projection, lane_layout)
+from .files import FileProblem, atomic_write_bytes, read_regular
+from .formats import NeuronKind
+from .network import (INPUT, MAX_NEURONS_PER_LANE, Network, NetworkError, Population,
+                      Projection, check_vocab, lane_layout)
 
-__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "ImageError", "Image", "save_image", "load_image",
-           "image_bytes", "parse_image"]
+__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "MAX_IMAGE_BYTES", "MAX_MANIFEST_BYTES",
+           "MAX_MANIFEST_DEPTH", "ImageError", "Image",
+           "save_image", "load_image", "read_image_bytes", "image_bytes", "parse_image"]
 
 IMAGE_MAGIC = b"SPKIMG\x00\x01"
 IMAGE_VERSION = 1
+MAX_IMAGE_BYTES = 64 << 20
+"""Largest image file read (64 MiB): over 100 times the block RAM of the largest ULX3S
+(208 DP16KD = 468 KiB), so every image a board can hold fits, and no file can make a
+reader allocate more than this before its header is checked."""
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest manifest (1 MiB; the shipped model's is 6 KiB): bounds what the JSON parser
+builds, and with it the number of populations, projections, lanes and tokens."""
+MAX_MANIFEST_DEPTH = 32
+"""Deepest nesting of lists and objects in a manifest (the format itself needs 4)."""
 _HEADER = struct.Struct("<8sHHIQII")
 _FORMATS = {"weight_bits": formats.WEIGHT_BITS, "acc_bits": formats.ACC_BITS,
             "state_bits": formats.STATE_BITS, "decay_frac_bits": formats.DECAY_FRAC_BITS}
 _POP_ARRAYS = {"alpha": "<u2", "theta": "<i2", "rho": "<u2", "jump": "<i2", "bias": "<i2",
                "scale": "<f8", "perm": "<u4"}
 _LANE_ARRAYS = {"ptr_start": "<u4", "ptr_len": "<u4", "syn_addr": "<u2", "syn_weight": "<i1"}
+_MANIFEST_KEYS = ("lanes", "vocab", "readout", "formats", "populations", "projections",
+                  "arrays", "meta")
 
 
 class ImageError(ValueError):
@@ -58,6 +72,8 @@ class Image:
 def image_bytes(net, lanes, meta=None):
     """Serialise ``net`` laid out over ``lanes`` lanes; returns the file's bytes."""
     net.check()
+    if not all(isinstance(t, str) for t in net.vocab):
+        raise NetworkError("an image's vocabulary must be characters, not token ids")
     lay = lane_layout(net, lanes)
     arrays, body, offset = {}, [], 0
 
@@ -97,20 +113,25 @@ def image_bytes(net, lanes, meta=None):
 
 
 def save_image(net, lanes, path, meta=None):
-    """Write ``net`` for ``lanes`` lanes to ``path``; returns the number of bytes."""
+    """Write ``net`` for ``lanes`` lanes to ``path`` (atomically); returns the number of
+    bytes."""
     data = image_bytes(net, lanes, meta)
-    Path(path).write_bytes(data)
+    atomic_write_bytes(path, data)
     return len(data)
+
+
+def read_image_bytes(path):
+    """The bytes of the image file ``path``: a regular file of at most
+    :data:`MAX_IMAGE_BYTES`, else :class:`ImageError` (one line)."""
+    try:
+        return read_regular(path, MAX_IMAGE_BYTES, "image file")
+    except FileProblem as e:
+        raise ImageError(str(e)) from None
 
 
 def load_image(path):
     """Read and check an image file; returns an :class:`Image`."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image file") from None
+    data = read_image_bytes(path)
     try:
         return parse_image(data)
     except ImageError as e:
@@ -118,9 +139,15 @@ def load_image(path):
 
 
 def parse_image(data):
-    """Check and decode the bytes of an image; returns an :class:`Image`."""
+    """Check and decode the bytes of an image; returns an :class:`Image`.
+
+    Every size the file declares is checked against the limits and against the bytes
+    actually present before anything of that size is allocated, and the synapses are
+    decoded sparsely: memory grows with the file, never with what its header claims.
+    """
+    data = memoryview(data).cast("B")
     if len(data) < _HEADER.size:
-        if data[:len(IMAGE_MAGIC)] != IMAGE_MAGIC[:len(data[:8])]:
+        if bytes(data[:8]) != IMAGE_MAGIC[:len(data[:8])]:
             raise ImageError("not a spikestream network image (bad magic)")
         raise ImageError(f"truncated: {len(data)} bytes, shorter than the {_HEADER.size}-byte header")
     magic, version, hsize, mlen, blen, crc, reserved = _HEADER.unpack_from(data)
@@ -138,103 +165,276 @@ def parse_image(data):
         raise ImageError(f"truncated: {len(data)} bytes, the header promises {expected}")
     if len(data) > expected:
         raise ImageError(f"{len(data) - expected} unexpected bytes after the end of the image")
+    if mlen > MAX_MANIFEST_BYTES:
+        raise ImageError(f"manifest of {mlen} bytes; an image's manifest may have at most "
+                         f"{MAX_MANIFEST_BYTES}")
     payload = data[_HEADER.size:]
     if zlib.crc32(payload) != crc:
         raise ImageError("corrupted: checksum mismatch")
     try:
-        m = json.loads(payload[:mlen].decode())
-        return _decode(m, payload[mlen:])
+        return _decode(_read_manifest(bytes(payload[:mlen])), payload[mlen:])
     except ImageError:
         raise
     except NetworkError as e:
         raise ImageError(f"inconsistent network: {e}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+        # A last line of defence: every case known is refused above with its own message.
         raise ImageError(f"inconsistent image: {type(e).__name__}: {e}") from None
 
 
+def _bad(problem):
+    return ImageError(f"inconsistent image: {problem}")
+
+
+def _show(x, limit=40):
+    """``x`` for a one-line message: short, with control characters escaped."""
+    if isinstance(x, str) and x.isascii() and x.isprintable() and 0 < len(x) <= limit:
+        return x
+    r = repr(x)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _quote(x, limit=40):
+    """``repr(x)`` shortened for a one-line message (control characters escaped)."""
+    r = repr(x)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _read_manifest(raw):
+    """The manifest's JSON object, refused (one line) if it is not JSON or is nested more
+    than :data:`MAX_MANIFEST_DEPTH` levels deep."""
+    try:
+        m = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _bad(f"UnicodeDecodeError: {e}") from None
+    except RecursionError:
+        raise _bad(f"the manifest is nested more than {MAX_MANIFEST_DEPTH} levels deep") from None
+    except ValueError as e:         # JSONDecodeError, or an integer of too many digits
+        raise _bad(f"{type(e).__name__}: {e}") from None
+    stack = [(m, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_MANIFEST_DEPTH:
+            raise _bad(f"the manifest is nested more than {MAX_MANIFEST_DEPTH} levels deep")
+        items = x.values() if isinstance(x, dict) else x
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
+    if not isinstance(m, dict):
+        raise _bad(f"the manifest is a JSON {type(m).__name__}, not an object")
+    return m
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+
+
+def _field(obj, key, kind, where="", optional=False):
+    """``obj[key]``, refused unless it is of JSON type ``kind`` (``int`` excludes ``true``)."""
+    path = f"{where}.{key}" if where else key
+    if key not in obj:
+        if optional:
+            return None
+        raise _bad(f"{path} is missing")
+    v = obj[key]
+    if type(v) is not kind:
+        raise _bad(f"{path} must be {_KIND_NAMES[kind]}, not {_quote(v)}")
+    return v
+
+
+def _no_other_keys(obj, keys, where):
+    extra = sorted(set(obj) - set(keys))
+    if extra:
+        raise _bad(f"{where or 'the manifest'} has an unknown key {_show(extra[0])}")
+
+
 def _decode(m, body):
-    if m["formats"] != _FORMATS:
-        raise ImageError(f"number formats {m['formats']} differ from this core's {_FORMATS}")
-    for key in ("lanes", "readout"):
-        if type(m[key]) is not int:
-            raise ImageError(f"{key} must be an integer, not {m[key]!r}")
-    lanes = m["lanes"]
+    # 1. The manifest's structure and every declared number, before any allocation.
+    _no_other_keys(m, _MANIFEST_KEYS, "")
+    lanes = _field(m, "lanes", int)
+    vocab = _field(m, "vocab", list)
+    readout = _field(m, "readout", int)
+    fmts = _field(m, "formats", dict)
+    pds = _field(m, "populations", list)
+    jds = _field(m, "projections", list)
+    ads = _field(m, "arrays", dict)
+    meta = _field(m, "meta", dict, optional=True) or {}
+    if fmts != _FORMATS:
+        raise ImageError(f"number formats {_show(fmts, 200)} differ from this core's {_FORMATS}")
     if lanes < 1:
         raise ImageError(f"lanes must be at least 1, not {lanes}")
-
-    def get(name, dtype):
-        d = m["arrays"][name]
-        if d["dtype"] != dtype:
-            raise ImageError(f"array {name} has dtype {d['dtype']}, expected {dtype}")
-        n = int(np.prod(d["shape"])) * np.dtype(dtype).itemsize
-        if d["offset"] < 0 or d["offset"] + n > len(body):
-            raise ImageError(f"array {name} lies outside the body")
-        return np.frombuffer(body, dtype, int(np.prod(d["shape"])), d["offset"]).reshape(d["shape"])
-
+    for i, t in enumerate(vocab):
+        if type(t) is not str:
+            raise NetworkError(f"vocabulary entry {i} is {_show(t)} ({type(t).__name__}), "
+                               "not a one-character string")
+    check_vocab(vocab)
     pops = []
-    for i, pd in enumerate(m["populations"]):
-        kw = {k: get(f"pop{i}.{k}", dt).astype(np.float64 if k == "scale" else np.int64)
-              for k, dt in _POP_ARRAYS.items()}
-        pop = Population(name=pd["name"], kind=formats.NeuronKind[pd["kind"]], **kw)
-        if pop.size != pd["size"]:
-            raise ImageError(f"population {pd['name']!r}: {pop.size} neurons stored, "
-                             f"header says {pd['size']}")
-        pops.append(pop)
-    vocab = list(m["vocab"])
-    pop_base, base = [], 0
-    for p in pops:
-        pop_base.append(base)
-        base += -(-p.size // lanes)
-    sizes = lambda s: len(vocab) if s == INPUT else pops[s].size
-    projs, ptr_base = [], [0]
-    for j, pd in enumerate(m["projections"]):
-        src, dst = int(pd["src"]), int(pd["dst"])
+    for i, pd in enumerate(pds):
+        where = f"populations[{i}]"
+        if type(pd) is not dict:
+            raise _bad(f"{where} must be an object, not {_quote(pd)}")
+        _no_other_keys(pd, ("name", "kind", "size", "base"), where)
+        name = _field(pd, "name", str, where)
+        kind = _field(pd, "kind", str, where)
+        if kind not in NeuronKind.__members__:
+            raise _bad(f"population {i} ({_quote(name)}): unknown neuron kind {_quote(kind)}, "
+                       f"not one of {', '.join(NeuronKind.__members__)}")
+        pops.append((name, NeuronKind[kind], _field(pd, "size", int, where),
+                     _field(pd, "base", int, where)))
+    projs = []
+    for j, jd in enumerate(jds):
+        where = f"projections[{j}]"
+        if type(jd) is not dict:
+            raise _bad(f"{where} must be an object, not {_quote(jd)}")
+        _no_other_keys(jd, ("src", "dst", "delay", "ptr_base"), where)
+        src, dst, delay, ptr = (_field(jd, k, int, where)
+                                for k in ("src", "dst", "delay", "ptr_base"))
         if not (src == INPUT or 0 <= src < len(pops)) or not 0 <= dst < len(pops):
             raise ImageError(f"projection {j}: source {src} or target {dst} is not a population")
-        projs.append(Projection(src=src, dst=dst, delay=int(pd["delay"]),
-                                weights=np.zeros((sizes(src), pops[dst].size), np.int64)))
-        ptr_base.append(ptr_base[-1] + sizes(src))
+        projs.append((src, dst, delay, ptr))
+
+    # 2. The array table: exactly the arrays of the format, each inside the body. The lane
+    # count is bounded by the table's length before any per-lane name is made.
+    if 4 * lanes > len(ads):
+        raise _bad(f"{lanes} lanes need {4 * lanes} lane arrays; the manifest lists "
+                   f"{len(ads)} arrays")
+    want = {f"pop{i}.{k}": dt for i in range(len(pops)) for k, dt in _POP_ARRAYS.items()}
+    want.update({f"lane{l}.{k}": dt for l in range(lanes) for k, dt in _LANE_ARRAYS.items()})
+    length = {}
+    for name, dtype in want.items():
+        if name not in ads:
+            raise _bad(f"array {name} is missing")
+        d, where = ads[name], f"arrays.{name}"
+        if type(d) is not dict:
+            raise _bad(f"{where} must be an object, not {_quote(d)}")
+        _no_other_keys(d, ("dtype", "shape", "offset"), where)
+        got = _field(d, "dtype", str, where)
+        if got != dtype:
+            raise ImageError(f"array {name} has dtype {_show(got)}, expected {dtype}")
+        shape, offset = _field(d, "shape", list, where), _field(d, "offset", int, where)
+        if len(shape) != 1 or type(shape[0]) is not int or shape[0] < 0:
+            raise _bad(f"array {name} has shape {_show(shape)}, not [length]")
+        if offset < 0 or offset + shape[0] * np.dtype(dtype).itemsize > len(body):
+            raise ImageError(f"array {name} lies outside the body")
+        length[name] = shape[0]
+    for name in ads:
+        if name not in want:
+            raise _bad(f"array {_show(name)} is not one of the image's arrays")
+
+    # 3. Sizes and the layout they imply, against what is stored.
+    pop_base, base = [], 0
+    for i, (name, kind, size, pbase) in enumerate(pops):
+        for k in _POP_ARRAYS:
+            if length[f"pop{i}.{k}"] != size:
+                raise ImageError(f"population {_quote(name)}: {length[f'pop{i}.{k}']} neurons "
+                                 f"stored, header says {size}")
+        if pbase != base:
+            raise ImageError(f"population {_quote(name)}: base {pbase} disagrees with the "
+                             f"layout ({base})")
+        pop_base.append(base)
+        base += -(-size // lanes)
+    if base > MAX_NEURONS_PER_LANE:
+        raise NetworkError(f"{base} neurons per lane with {lanes} lanes; a lane addresses at "
+                           f"most {MAX_NEURONS_PER_LANE}")
+    source_size = lambda s: len(vocab) if s == INPUT else pops[s][2]
+    ptr_base = [0]
+    for src, *_ in projs:
+        ptr_base.append(ptr_base[-1] + source_size(src))
+    n_ptr = ptr_base[-1]
     for lane in range(lanes):
-        start = get(f"lane{lane}.ptr_start", "<u4").astype(np.int64)
-        length = get(f"lane{lane}.ptr_len", "<u4").astype(np.int64)
-        addr = get(f"lane{lane}.syn_addr", "<u2").astype(np.int64)
-        weight = get(f"lane{lane}.syn_weight", "<i1").astype(np.int64)
-        if len(start) != ptr_base[-1] or len(length) != ptr_base[-1]:
-            raise ImageError(f"lane {lane}: {len(start)} row pointers, expected {ptr_base[-1]}")
-        if len(addr) != len(weight):
+        for k in ("ptr_start", "ptr_len"):
+            if length[f"lane{lane}.{k}"] != n_ptr:
+                raise ImageError(f"lane {lane}: {length[f'lane{lane}.{k}']} row pointers, "
+                                 f"expected {n_ptr}")
+        if length[f"lane{lane}.syn_addr"] != length[f"lane{lane}.syn_weight"]:
             raise ImageError(f"lane {lane}: synapse address and weight arrays differ in length")
-        if np.any(start + length > len(addr)):
-            raise ImageError(f"lane {lane}: a row pointer reaches past the lane's "
-                             f"{len(addr)} synapses")
-        entry = np.repeat(np.arange(len(length)), length)          # pointer entry of each word
-        first = np.repeat(np.cumsum(length) - length, length)
-        word = np.repeat(start, length) + np.arange(len(entry)) - first
-        proj = np.searchsorted(ptr_base, entry, side="right") - 1
-        for j, pr in enumerate(projs):
-            sel = proj == j
-            k = entry[sel] - ptr_base[j]
-            a = addr[word[sel]] - pop_base[pr.dst]
-            n = a * lanes + lane
-            if np.any(a < 0) or np.any(n >= pops[pr.dst].size):
-                raise ImageError(f"lane {lane}: projection {j} targets an address outside "
-                                 "its population")
-            pr.weights[k, n] = weight[word[sel]]
-    net = Network(vocab=vocab, populations=pops, projections=projs, readout=int(m["readout"]),
-                  meta=dict(m.get("meta", {})))
-    net.check()
-    for i, pd in enumerate(m["populations"]):
-        if pd["base"] != pop_base[i] or type(pd["size"]) is not int:
-            raise ImageError(f"population {pd['name']!r}: base {pd['base']!r} or size "
-                             f"{pd['size']!r} disagrees with the layout")
-    for j, pd in enumerate(m["projections"]):
-        if pd["ptr_base"] != ptr_base[j] or type(pd["delay"]) is not int:
-            raise ImageError(f"projection {j}: ptr_base {pd['ptr_base']!r} or delay "
-                             f"{pd['delay']!r} disagrees with the layout")
+    for j, (*_, ptr) in enumerate(projs):
+        if ptr != ptr_base[j]:
+            raise ImageError(f"projection {j}: ptr_base {ptr} disagrees with the layout "
+                             f"({ptr_base[j]})")
+
+    # 4. The arrays: every one is now known to lie in the body with the size the layout needs.
+    def get(name):
+        d = ads[name]
+        return np.frombuffer(body, want[name], d["shape"][0], d["offset"])
+
+    populations = [Population(name=name, kind=kind, **{
+        k: get(f"pop{i}.{k}").astype(np.float64 if k == "scale" else np.int64)
+        for k in _POP_ARRAYS}) for i, (name, kind, size, _) in enumerate(pops)]
+    synapses = _decode_synapses(lanes, get, ptr_base, pop_base, projs,
+                                [p.size for p in populations])
+    projections = []
+    for j, (src, dst, delay, _) in enumerate(projs):
+        rows, cols, values = synapses[j]
+        projections.append(Projection.from_synapses(
+            src, dst, delay, (source_size(src), populations[dst].size), rows, cols, values))
+    net = Network(vocab=vocab, populations=populations, projections=projections,
+                  readout=readout, meta=dict(meta)).check()
     # The stored rows must be exactly the canonical layout of the decoded network: no
     # duplicate, overlapping, zero-weight or stray synapses can hide in the file.
     lay = lane_layout(net, lanes)
     for lane in range(lanes):
         for k in _LANE_ARRAYS:
-            if not np.array_equal(getattr(lay, k)[lane], get(f"lane{lane}.{k}", _LANE_ARRAYS[k])):
+            if not np.array_equal(getattr(lay, k)[lane], get(f"lane{lane}.{k}")):
                 raise ImageError(f"lane {lane}: {k} is not the canonical layout of its synapses")
     return Image(net=net, lanes=lanes)
+
+
+def _decode_synapses(lanes, get, ptr_base, pop_base, projs, sizes):
+    """Per projection, ``(rows, cols, values)`` of the synapses the lanes' rows hold,
+    row-major; the rows are checked to be in canonical form on the way (so that the words
+    of a lane are exactly its rows, each once), which bounds everything by the words stored.
+    """
+    ptr_base = np.array(ptr_base, np.int64)
+    dst_of = np.array([p[1] for p in projs], np.int64)
+    base_of = np.array(pop_base, np.int64)[dst_of] if len(projs) else np.zeros(0, np.int64)
+    size_of = np.array(sizes, np.int64)[dst_of] if len(projs) else np.zeros(0, np.int64)
+    # Each synapse gets the key (row pointer, target) = entry * width + target; a lane's
+    # words are stored in key order, so sorting the lanes' keys is a merge.
+    width = max(sizes, default=1)
+    keys, weights = [], []
+    for lane in range(lanes):
+        start = get(f"lane{lane}.ptr_start").astype(np.int64)
+        length = get(f"lane{lane}.ptr_len").astype(np.int64)
+        addr = get(f"lane{lane}.syn_addr")
+        weight = get(f"lane{lane}.syn_weight")
+        if np.any(start + length > len(addr)):
+            raise ImageError(f"lane {lane}: a row pointer reaches past the lane's "
+                             f"{len(addr)} synapses")
+        # Canonical rows follow one another with no gap or overlap: each starts where the
+        # previous one ends. Then the words are exactly the rows' words, once each.
+        ends = np.cumsum(length)
+        if not np.array_equal(start, ends - length):
+            raise ImageError(f"lane {lane}: ptr_start is not the canonical layout of its "
+                             "synapses")
+        if (ends[-1] if len(ends) else 0) != len(addr):
+            raise ImageError(f"lane {lane}: syn_addr is not the canonical layout of its "
+                             "synapses (it holds words no row points to)")
+        del start, ends
+        entry = np.repeat(np.arange(len(length)), length)        # row pointer of each word
+        del length
+        proj = np.searchsorted(ptr_base, entry, side="right") - 1
+        target = (addr - base_of[proj]) * lanes + lane
+        outside = (target < 0) | (target >= size_of[proj])
+        if outside.any():
+            raise ImageError(f"lane {lane}: projection {int(proj[np.argmax(outside)])} "
+                             "targets an address outside its population")
+        del proj, outside
+        if np.any((entry[1:] == entry[:-1]) & (addr[1:] <= addr[:-1])):
+            raise ImageError(f"lane {lane}: syn_addr is not the canonical layout of its "
+                             "synapses (a row's targets must ascend, each once)")
+        if np.any(weight == 0):
+            raise ImageError(f"lane {lane}: syn_weight is not the canonical layout of its "
+                             "synapses (a stored weight is 0)")
+        keys.append(entry * width + target)
+        weights.append(weight)
+        del entry, target
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    del keys
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    weight = (np.concatenate(weights) if weights else np.zeros(0, np.int8))[order]
+    del order, weights
+    cut = np.searchsorted(key, ptr_base * width)
+    out = []
+    for j in range(len(projs)):
+        k = key[cut[j]:cut[j + 1]]
+        out.append((k // width - ptr_base[j], k % width, weight[cut[j]:cut[j + 1]]))
+    return out

@@ -28,8 +28,9 @@ import numpy as np
 from .formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
                       NeuronKind)
 
-__all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "NetworkError", "Population", "Projection", "Network", "make_population",
-           "LaneLayout", "lane_layout"]
+__all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "TOKEN_WHITESPACE", "NetworkError", "check_vocab",
+           "Population", "Projection", "Network", "make_population", "LaneLayout",
+           "lane_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
 """Local neuron addresses are 16 bits in the image (the core may support fewer)."""
@@ -40,6 +41,44 @@ INPUT = -1
 
 class NetworkError(ValueError):
     """A network (or an image holding one) is inconsistent or cannot run on the core."""
+
+
+TOKEN_WHITESPACE = "\n\t"
+"""The characters other than printable ones (``str.isprintable``, space included) that a
+vocabulary may hold."""
+
+
+def check_vocab(vocab):
+    """Raise :class:`NetworkError` unless ``vocab`` is a non-empty list of distinct tokens,
+    each a single printable character (or one of :data:`TOKEN_WHITESPACE`).
+
+    Control characters, escape sequences and longer strings are refused, so that a
+    vocabulary can neither garble a terminal nor stand for more than one character. A
+    network rebuilt from a core's memories knows no characters: the token ids
+    ``0, 1, ..., n - 1`` (Python ints, in order) are accepted as its vocabulary.
+    """
+    if not isinstance(vocab, (list, tuple)):
+        raise NetworkError(f"vocabulary must be a list, not {type(vocab).__name__}")
+    if not vocab:
+        raise NetworkError("vocabulary is empty")
+    if all(type(t) is int for t in vocab) and list(vocab) == list(range(len(vocab))):
+        return
+    for i, t in enumerate(vocab):
+        if not isinstance(t, str) or len(t) != 1:
+            shown = repr(t) if len(repr(t)) <= 40 else repr(t)[:37] + "..."
+            raise NetworkError(f"vocabulary entry {i} is {shown} ({type(t).__name__}), not a "
+                               "one-character string")
+        if not (t.isprintable() or t in TOKEN_WHITESPACE):
+            raise NetworkError(f"vocabulary entry {i} is {t!r} (U+{ord(t):04X}), not a "
+                               "printable character (control characters and escape "
+                               "sequences are refused; newline and tab are allowed)")
+    if len(set(vocab)) != len(vocab):
+        seen = {}
+        for i, t in enumerate(vocab):
+            if t in seen:
+                raise NetworkError(f"vocabulary has repeated tokens: {t!r} is token "
+                                   f"{seen[t]} and token {i}")
+            seen[t] = i
 
 
 @dataclass(eq=False)
@@ -80,21 +119,132 @@ def make_population(name, kind, size, *, alpha=0, theta=1, rho=0, jump=0, bias=0
                       perm=arr(np.arange(size) if perm is None else perm))
 
 
-@dataclass(eq=False)
 class Projection:
     """Synapses from ``src`` (a population index or :data:`INPUT`) to population ``dst``.
 
-    ``weights`` is a dense integer array ``[src size, dst size]``; zeros are not synapses
-    and are never stored on the core.
+    The weights are an integer matrix ``[src size, dst size]``; zeros are not synapses and
+    are never stored on the core. A projection holds them in one of two forms:
+
+    * **dense**, as given to the constructor (``Projection(src, dst, delay, weights)``) or
+      assigned to :attr:`weights`: the array itself, so editing it in place edits the
+      projection;
+    * **sparse**, as built by :meth:`from_synapses` (the image loader does): only the
+      non-zero synapses, so memory grows with the synapses, not with ``src x dst``.
+
+    :meth:`synapses`, :attr:`shape` and :attr:`nonzero` work on either form without
+    building a dense matrix; everything in ``models`` that walks the weights of a network
+    (``Network.check``, :func:`lane_layout`, the golden model) uses them. Reading
+    :attr:`weights` of a sparse projection builds the dense matrix once and keeps it, as the
+    dense form, from then on (for small networks and callers that edit weights).
     """
-    src: int
-    dst: int
-    delay: int
-    weights: np.ndarray
+
+    def __init__(self, src, dst, delay, weights):
+        self.src, self.dst, self.delay = src, dst, delay
+        self.weights = weights
+
+    @classmethod
+    def from_synapses(cls, src, dst, delay, shape, rows, cols, values):
+        """A sparse projection of ``shape`` ``(src size, dst size)`` holding weight
+        ``values[i]`` from source ``rows[i]`` to target ``cols[i]``.
+
+        The synapses may come in any order; zero weights are dropped. The arrays are kept
+        without a copy where they already have the stored type (rows and columns as
+        ``int32`` while the shape allows, values as given): do not edit them afterwards.
+        Raises :class:`NetworkError` if a synapse lies outside ``shape``, one ``(row, col)``
+        appears twice, or the arrays are not one-dimensional integers of one length.
+        """
+        shape = tuple(int(n) for n in shape)
+        if len(shape) != 2 or min(shape) < 0:
+            raise NetworkError(f"projection shape {shape} is not (source size, target size)")
+        arrs = [np.asarray(a) for a in (rows, cols, values)]
+        if any(a.ndim != 1 or len(a) != len(arrs[0]) for a in arrs):
+            raise NetworkError("synapse rows, cols and values must be one-dimensional arrays "
+                               "of one length")
+        if any(a.dtype.kind not in "iu" and len(a) for a in arrs):
+            raise NetworkError("synapse rows, cols and values must be integers, not "
+                               f"{', '.join(str(a.dtype) for a in arrs)}")
+        rows, cols, values = arrs
+        if values.dtype.kind not in "iu":
+            values = values.astype(np.int64)            # an empty list, say
+        if len(rows) and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0
+                          or cols.max() >= shape[1]):
+            raise NetworkError(f"a synapse lies outside the projection's shape {shape}")
+        index = np.int32 if max(shape, default=0) < 1 << 31 else np.int64
+        rows, cols = rows.astype(index, copy=False), cols.astype(index, copy=False)
+        keep = values != 0
+        if not keep.all():
+            rows, cols, values = rows[keep], cols[keep], values[keep]
+        if index is np.int32:       # one int64 key per synapse: (row, col) in row-major order
+            key = rows.astype(np.int64) * shape[1] + cols
+            ordered = bool(np.all(key[1:] > key[:-1]))
+            del key
+        else:
+            step_r, step_c = np.diff(rows), np.diff(cols)
+            ordered = not np.any((step_r < 0) | ((step_r == 0) & (step_c <= 0)))
+        if not ordered:
+            order = np.lexsort((cols, rows))
+            rows, cols, values = rows[order], cols[order], values[order]
+            same = (np.diff(rows) == 0) & (np.diff(cols) == 0)
+            if same.any():
+                i = int(np.argmax(same))
+                raise NetworkError(f"synapse ({rows[i]}, {cols[i]}) appears twice")
+        pr = cls.__new__(cls)
+        pr.src, pr.dst, pr.delay = src, dst, delay
+        pr._dense, pr._sparse, pr._shape = None, (rows, cols, values), shape
+        return pr
+
+    @property
+    def weights(self):
+        """The dense weight matrix ``[src size, dst size]`` (built from the sparse form on
+        first use, as ``int64``, then kept: edits to it are edits to the projection)."""
+        if self._dense is None:
+            rows, cols, values = self._sparse
+            w = np.zeros(self._shape, np.int64)
+            w[rows, cols] = values
+            self._dense, self._sparse = w, None
+        return self._dense
+
+    @weights.setter
+    def weights(self, w):
+        self._dense, self._sparse, self._shape = np.asarray(w), None, None
+
+    @property
+    def shape(self):
+        """``(src size, dst size)``."""
+        return self._dense.shape if self._dense is not None else self._shape
+
+    @property
+    def dtype(self):
+        """The weights' dtype."""
+        return self._dense.dtype if self._dense is not None else self._sparse[2].dtype
+
+    @property
+    def is_sparse(self):
+        """True while the projection holds its synapses sparsely (see the class)."""
+        return self._dense is None
+
+    def synapses(self):
+        """``(rows, cols, values)``: the non-zero synapses, row by row and within a row by
+        target (ascending). Integer arrays: indices ``int32`` or ``int64``, values of the
+        weights' dtype; widen them before arithmetic that could overflow."""
+        if self._dense is None:
+            return self._sparse
+        w = self._dense
+        if w.ndim != 2:
+            raise NetworkError(f"weights have shape {w.shape}, not (source size, target size)")
+        rows, cols = np.nonzero(w)
+        return rows, cols, w[rows, cols]
 
     @property
     def nonzero(self):
-        return int(np.count_nonzero(self.weights))
+        if self._dense is None:
+            return len(self._sparse[2])
+        return int(np.count_nonzero(self._dense))
+
+    def __repr__(self):
+        return (f"Projection(src={self.src}, dst={self.dst}, delay={self.delay}, "
+                f"shape={self.shape}, nonzero={self.nonzero}"
+                f"{', sparse' if self.is_sparse else ''})")
 
 
 @dataclass(eq=False)
@@ -122,8 +272,7 @@ class Network:
 
     def check(self):
         """Raise :class:`NetworkError` naming the first thing the core cannot run."""
-        if not self.vocab or len(set(self.vocab)) != len(self.vocab):
-            raise NetworkError("vocabulary is empty or has repeated tokens")
+        check_vocab(self.vocab)
         if not self.populations:
             raise NetworkError("network has no populations")
         if not 0 <= self.readout < len(self.populations):
@@ -134,7 +283,10 @@ class Network:
         if ro.size != self.vocab_size:
             raise NetworkError(f"readout population has {ro.size} neurons but the vocabulary "
                                f"has {self.vocab_size} tokens")
-        for p in self.populations:
+        for i, p in enumerate(self.populations):
+            if not isinstance(p.name, str) or not p.name.isprintable():
+                raise NetworkError(f"population {i}: its name {p.name!r} is not a printable "
+                                   "string")
             if p.size < 1:
                 raise NetworkError(f"population {p.name!r} is empty")
             for name in Population.PARAMS + ("scale", "perm"):
@@ -154,7 +306,7 @@ class Network:
                 if x.min() < STATE_MIN or x.max() > STATE_MAX:
                     raise NetworkError(f"population {p.name!r}: {name} outside "
                                        f"{STATE_MIN}..{STATE_MAX}")
-            if sorted(p.perm.tolist()) != list(range(p.size)):
+            if not np.array_equal(np.sort(p.perm), np.arange(p.size)):
                 raise NetworkError(f"population {p.name!r}: perm is not a permutation")
         dsts = [pr.dst for pr in self.projections]
         if dsts != sorted(dsts):
@@ -173,14 +325,18 @@ class Network:
                 raise NetworkError(f"{where}: a delay-0 projection must come from the input "
                                    "or an earlier population (use delay 1 for recurrence)")
             shape = (self.source_size(pr.src), self.populations[pr.dst].size)
-            if pr.weights.shape != shape:
-                raise NetworkError(f"{where}: weights have shape {pr.weights.shape}, "
+            if tuple(pr.shape) != shape:
+                raise NetworkError(f"{where}: weights have shape {tuple(pr.shape)}, "
                                    f"expected {shape}")
-            if pr.weights.dtype.kind not in "iu":
-                raise NetworkError(f"{where}: weights must be integers, not {pr.weights.dtype}")
-            if pr.weights.size and (pr.weights.min() < WEIGHT_MIN or pr.weights.max() > WEIGHT_MAX):
+            if pr.dtype.kind not in "iu":
+                raise NetworkError(f"{where}: weights must be integers, not {pr.dtype}")
+            # A dense matrix is range-checked in its own dtype, before synapses() converts it.
+            w = pr.weights if not pr.is_sparse else pr.synapses()[2]
+            if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
                 raise NetworkError(f"{where}: weights outside {WEIGHT_MIN}..{WEIGHT_MAX}")
-            fan_in[pr.dst] += np.abs(pr.weights.astype(np.int64)).sum(0)
+            rows, cols, values = pr.synapses()
+            fan_in[pr.dst] += np.bincount(cols, weights=np.abs(values.astype(np.int64)),
+                                          minlength=shape[1]).astype(np.int64)
         for p, f in zip(self.populations, fan_in):
             worst = int((f + np.abs(p.bias)).max())
             if worst > ACC_MAX:
@@ -229,7 +385,11 @@ class LaneLayout:
 
 
 def lane_layout(net, lanes):
-    """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`)."""
+    """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`).
+
+    Works on each projection's sparse synapses: time and memory grow with the synapses and
+    the row pointers, never with ``source size x target size``.
+    """
     net.check_lanes(lanes)
     pop_base, base = [], 0
     for p in net.populations:
@@ -240,30 +400,37 @@ def lane_layout(net, lanes):
         ptr_base.append(n_ptr)
         n_ptr += net.source_size(pr.src)
     ptr_base.append(n_ptr)
-    ptr_start = [np.zeros(n_ptr, np.int64) for _ in range(lanes)]
-    ptr_len = [np.zeros(n_ptr, np.int64) for _ in range(lanes)]
-    addrs = [[] for _ in range(lanes)]
-    weights = [[] for _ in range(lanes)]
-    fill = [0] * lanes
-    seg_len = []
-    for j, pr in enumerate(net.projections):
-        n_dst = pr.weights.shape[1]
-        lens = np.zeros((pr.weights.shape[0], lanes), np.int64)
-        for lane in range(lanes):
-            cols = np.arange(lane, n_dst, lanes)
-            block = pr.weights[:, cols]
-            nz_rows, nz_cols = np.nonzero(block)      # row-major: sources, then targets
-            counts = np.bincount(nz_rows, minlength=block.shape[0])
-            lens[:, lane] = counts
-            starts = fill[lane] + np.concatenate([[0], np.cumsum(counts)[:-1]])
-            ptr_start[lane][ptr_base[j]:ptr_base[j + 1]] = starts
-            ptr_len[lane][ptr_base[j]:ptr_base[j + 1]] = counts
-            addrs[lane].append(pop_base[pr.dst] + nz_cols)
-            weights[lane].append(block[nz_rows, nz_cols].astype(np.int64))
-            fill[lane] += len(nz_rows)
-        seg_len.append(lens)
-    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)
+    seg_len, lane_of, addr, weight = [], [], [], []
+    lane_dtype = np.uint16 if lanes <= 1 << 16 else np.int64     # uint16 sorts in linear time
+    for pr in net.projections:
+        rows, cols, values = pr.synapses()
+        n_src = net.source_size(pr.src)
+        lane = cols % lanes
+        seg_len.append(np.bincount(rows.astype(np.int64) * lanes + lane,
+                                   minlength=n_src * lanes).reshape(n_src, lanes))
+        lane_of.append(lane.astype(lane_dtype))
+        addr.append(cols // lanes + pop_base[pr.dst])     # < MAX_NEURONS_PER_LANE
+        weight.append(values)
+        del rows, cols, values, lane
+    # Row pointers: each lane stores its words projection by projection, row by row, with
+    # no gaps, so a row starts where the lane's previous rows end.
+    lens = np.concatenate(seg_len) if seg_len else np.zeros((0, lanes), np.int64)
+    starts = np.cumsum(lens, axis=0) - lens
+    ptr_len = list(np.ascontiguousarray(lens.T))
+    ptr_start = list(np.ascontiguousarray(starts.T))
+    del lens, starts
+    # Synapse words: every projection's synapses are in row-major order already, so a
+    # stable sort by lane gives each lane its words in storage order.
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
+    lane_of = cat(lane_of)
+    order = np.argsort(lane_of, kind="stable")
+    split = np.cumsum(np.bincount(lane_of, minlength=lanes))[:-1]
+    del lane_of
+    addr, weight = cat(addr)[order], cat(weight)[order]
+    del order
+    syn_addr = [a.astype(np.int64) for a in np.split(addr, split)]
+    del addr
+    syn_weight = [w.astype(np.int64) for w in np.split(weight, split)]
     return LaneLayout(lanes=lanes, pop_base=pop_base, neurons_per_lane=base, ptr_base=ptr_base,
                       ptr_start=ptr_start, ptr_len=ptr_len,
-                      syn_addr=[cat(a) for a in addrs], syn_weight=[cat(w) for w in weights],
-                      seg_len=seg_len)
+                      syn_addr=syn_addr, syn_weight=syn_weight, seg_len=seg_len)

@@ -24,6 +24,7 @@ from .data import Vocab, load_text, random_windows, split
 from .evaluate import float_loss
 from .files import atomic_write
 from .lm import LMConfig, SpikingLM
+from .network import NetworkError, check_vocab
 
 __all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "apply_settings", "main"]
 
@@ -150,6 +151,10 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
     train_text, val_text = split(text)
     vocab = Vocab.from_text(text)
     cfg.vocab_size = len(vocab)
+    try:
+        check_vocab(vocab.chars)
+    except NetworkError as e:
+        raise SystemExit(f"error: the text's characters cannot be the model's tokens: {e}") from None
     try:
         cfg.check()
         tc.check()

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from models import golden
 from models.compile import quantise
 from models.data import Vocab
+from models.evaluate import SHIPPED_IMAGE
 from models.formats import DECAY_ONE, STATE_MAX, NeuronKind
 from models.golden import GoldenCore
+from models.image import image_bytes, load_image, parse_image
 from models.lm import LMConfig, SpikingLM
 from models.network import INPUT, Network, Projection, make_population
 from models.sampler import GUMBEL, sample, seed_state, temperature_word, xorshift32
+from sim.netgen import random_network
 
 SCALE = 64      # every weight below is k / SCALE with |k| <= 127, one of them 127 per neuron
 
@@ -304,3 +308,47 @@ def test_delay_one_recurrence_sees_previous_spikes():
     # v of neuron 1: 5 - 3 = 2 after its spike; nothing more arrives.
     assert r.v[0].tolist() == [[0, 2]]
     assert core.step([1]).spikes[0].tolist() == [[False, False]]
+
+
+# -- sparse and dense routing -----------------------------------------------------------------
+
+def _run(net, lanes, tokens, dense_fill, monkeypatch, batch=4):
+    """Every step's spikes, membranes, logits, cycles and events, with projections routed
+    densely or sparsely as ``dense_fill`` (models.golden.DENSE_FILL) decides."""
+    monkeypatch.setattr(golden, "DENSE_FILL", dense_fill)
+    core = GoldenCore(net, lanes=lanes, batch=batch)
+    assert {s.dense for s in core.synapses} == {dense_fill == 0.0}
+    out = []
+    for t in tokens:
+        r = core.step(t)
+        out.append([x.tolist() for x in (*r.spikes, *r.v, *r.a, r.logits, r.token, r.cycles,
+                                         r.route_cycles, r.events)])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparse_routing_equals_dense_routing(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, [NeuronKind.ALIF, NeuronKind.LIF, NeuronKind.IF], vocab=7,
+                         sizes=(3, 40))
+    tokens = rng.integers(0, 7, (15, 4))
+    dense = _run(net, 3, tokens, 0.0, monkeypatch)
+    assert _run(net, 3, tokens, 2.0, monkeypatch) == dense
+    # and a loaded (sparse) copy of the network is the same network
+    loaded = parse_image(image_bytes(net, 3)).net
+    assert _run(loaded, 3, tokens, 2.0, monkeypatch) == dense
+
+
+def test_sparse_routing_equals_dense_routing_on_the_shipped_model(monkeypatch):
+    img = load_image(SHIPPED_IMAGE)
+    tokens = np.random.default_rng(5).integers(0, img.net.vocab_size, (12, 2))
+    dense = _run(img.net, img.lanes, tokens, 0.0, monkeypatch, batch=2)
+    assert _run(img.net, img.lanes, tokens, 2.0, monkeypatch, batch=2) == dense
+    # some spikes must have been routed, or the comparison shows nothing
+    assert any(any(any(row) for row in step[0]) for step in dense)
+
+
+def test_the_shipped_model_routes_densely():
+    # its projections are about half full: a dense matrix product is the faster way
+    img = load_image(SHIPPED_IMAGE)
+    assert all(s.dense for s in GoldenCore(img.net, img.lanes).synapses)

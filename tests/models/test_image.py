@@ -338,7 +338,8 @@ def test_repacking_unchanged_parts_gives_the_same_image(net):
 @pytest.mark.parametrize("manifest, problem", [
     (b"{not json", "inconsistent image: JSONDecodeError"),
     (b"\xff\xfe{}", "inconsistent image: UnicodeDecodeError"),
-    (b"[1, 2]", "inconsistent image: TypeError"),
+    (b"[1, 2]", "inconsistent image: the manifest is a JSON list, not an object"),
+    (b'"lanes"', "inconsistent image: the manifest is a JSON str, not an object"),
     (b"", "inconsistent image: JSONDecodeError"),
 ])
 def test_manifest_not_parseable(parts, manifest, problem):
@@ -346,19 +347,25 @@ def test_manifest_not_parseable(parts, manifest, problem):
     _rejected(_pack(header, manifest, body), problem)
 
 
-@pytest.mark.parametrize("path", [
-    ("lanes",), ("vocab",), ("readout",), ("formats",), ("populations",), ("projections",),
-    ("arrays",), ("populations", 1, "kind"), ("populations", 2, "name"),
-    ("projections", 0, "delay"), ("projections", 3, "src"), ("arrays", "pop2.rho"),
-    ("arrays", "lane3.syn_weight"), ("arrays", "pop0.scale", "offset"),
+@pytest.mark.parametrize("path, problem", [
+    (("lanes",), "lanes"), (("vocab",), "vocab"), (("readout",), "readout"),
+    (("formats",), "formats"), (("populations",), "populations"),
+    (("projections",), "projections"), (("arrays",), "arrays"),
+    (("populations", 1, "kind"), "populations[1].kind"),
+    (("populations", 2, "name"), "populations[2].name"),
+    (("projections", 0, "delay"), "projections[0].delay"),
+    (("projections", 3, "src"), "projections[3].src"),
+    (("arrays", "pop2.rho"), "array pop2.rho"),
+    (("arrays", "lane3.syn_weight"), "array lane3.syn_weight"),
+    (("arrays", "pop0.scale", "offset"), "arrays.pop0.scale.offset"),
 ])
-def test_missing_key(parts, path):
+def test_missing_key(parts, path, problem):
     _, header, m, body = parts
     holder = m
     for key in path[:-1]:
         holder = holder[key]
     del holder[path[-1]]
-    _rejected(_pack(header, m, body), f"inconsistent image: KeyError: '{path[-1]}'")
+    _rejected(_pack(header, m, body), f"inconsistent image: {problem} is missing")
 
 
 def test_missing_meta_is_allowed(parts):
@@ -434,7 +441,9 @@ def test_population_size_disagrees(parts):
 def test_unknown_neuron_kind(parts):
     _, header, m, body = parts
     m["populations"][0]["kind"] = "IZHIKEVICH"
-    _rejected(_pack(header, m, body), "KeyError: 'IZHIKEVICH'")
+    _rejected(_pack(header, m, body), "inconsistent image: population 0 ('alif'): unknown "
+                                      "neuron kind 'IZHIKEVICH', not one of LIF, ALIF, IF, "
+                                      "READOUT")
 
 
 @pytest.mark.parametrize("field, value", [("src", 4), ("src", -2), ("dst", 4), ("dst", -1)])
@@ -507,15 +516,30 @@ def _append_word(m, body, lane, addr, weight):
     return d["shape"][0] - 1
 
 
+def _insert_word(m, body, lane, entry, addr, weight):
+    """Put one more word at the start of row pointer ``entry`` of ``lane``, keeping the
+    rows canonical (every later row starts one word later)."""
+    start = _array(m, body, f"lane{lane}.ptr_start")
+    pos = int(start[entry])
+    start[entry + 1:] += 1
+    _array(m, body, f"lane{lane}.ptr_len")[entry] += 1
+    del start                                   # a view of body, which grows below
+    for name, value in (("syn_addr", addr), ("syn_weight", weight)):
+        d = m["arrays"][f"lane{lane}.{name}"]
+        words = _array(m, body, f"lane{lane}.{name}")
+        words = np.concatenate([words[:pos], np.array([value], d["dtype"]), words[pos:]])
+        body += bytes((-len(body)) % 8)
+        d["offset"] = len(body)
+        body += words.tobytes()
+        d["shape"][0] += 1
+
+
 def test_synapse_into_empty_lane_slot(parts):
     # lif has 3 neurons, so lane 3 of 4 holds none: its address pop_base + 0 would be neuron 3.
     net, header, m, body = parts
     lay = lane_layout(net, 4)
     j = next(j for j, pr in enumerate(net.projections) if pr.dst == 1 and pr.nonzero)
-    word = _append_word(m, body, 3, lay.pop_base[1], 5)
-    entry = lay.ptr_base[j]
-    _array(m, body, "lane3.ptr_start")[entry] = word
-    _array(m, body, "lane3.ptr_len")[entry] = 1
+    _insert_word(m, body, 3, lay.ptr_base[j], lay.pop_base[1], 5)
     _rejected(_pack(header, m, body), f"lane 3: projection {j} targets an address outside")
 
 
@@ -525,7 +549,8 @@ def test_duplicated_synapse(parts):
     s = _array(m, body, "lane0.ptr_start")[e]
     addr = _array(m, body, "lane0.syn_addr")
     addr[s + 1] = addr[s]
-    _rejected(_pack(header, m, body), "lane 0: ptr_start is not the canonical layout")
+    _rejected(_pack(header, m, body), "lane 0: syn_addr is not the canonical layout of its "
+                                      "synapses (a row's targets must ascend, each once)")
 
 
 def test_synapses_out_of_order(parts):
@@ -574,8 +599,8 @@ def test_readout_size_differs_from_vocabulary():
 def test_repeated_vocabulary_in_image(parts):
     _, header, m, body = parts
     m["vocab"][1] = m["vocab"][0]
-    _rejected(_pack(header, m, body), "inconsistent network: vocabulary is empty or has "
-                                      "repeated tokens")
+    _rejected(_pack(header, m, body), "inconsistent network: vocabulary has repeated tokens: "
+                                      "'a' is token 0 and token 1")
 
 
 def test_readout_index_not_readout(parts):
@@ -701,9 +726,10 @@ def test_perm_not_a_permutation(perm):
         _small(hidden=hidden).check()
 
 
-@pytest.mark.parametrize("vocab", [("a", "b", "a"), ("x", "x", "x")])
-def test_repeated_vocabulary(vocab):
-    with pytest.raises(NetworkError, match="vocabulary is empty or has repeated tokens"):
+@pytest.mark.parametrize("vocab, problem", [(("a", "b", "a"), "'a' is token 0 and token 2"),
+                                            (("x", "x", "x"), "'x' is token 0 and token 1")])
+def test_repeated_vocabulary(vocab, problem):
+    with pytest.raises(NetworkError, match=re.escape(f"vocabulary has repeated tokens: {problem}")):
         _small(vocab=vocab).check()
 
 
@@ -774,3 +800,81 @@ def test_nonzero_reserved_word_is_refused(parts):
     _, header, m, body = parts
     with pytest.raises(ImageError):
         parse_image(_pack({**header, "reserved": 1}, m, body))
+
+
+# --- sparse projections --------------------------------------------------------------------
+
+def test_a_projection_built_dense_keeps_its_array():
+    w = np.zeros((3, 4), np.int8)
+    pr = Projection(INPUT, 0, 0, w)
+    assert pr.weights is w and not pr.is_sparse and pr.shape == (3, 4) and pr.nonzero == 0
+    w[1, 2] = -5                                # editing the array edits the projection
+    assert pr.nonzero == 1
+    assert [a.tolist() for a in pr.synapses()] == [[1], [2], [-5]]
+    pr.weights = np.ones((3, 4), np.int64)
+    assert pr.nonzero == 12 and pr.dtype == np.int64
+
+
+def test_from_synapses_sorts_drops_zeros_and_refuses_duplicates():
+    pr = Projection.from_synapses(0, 1, 1, (3, 5), [2, 0, 1, 0], [1, 4, 0, 2], [7, -3, 0, 9])
+    assert pr.is_sparse and pr.shape == (3, 5) and pr.nonzero == 3
+    assert [a.tolist() for a in pr.synapses()] == [[0, 0, 2], [2, 4, 1], [9, -3, 7]]
+    assert "sparse" in repr(pr)
+    with pytest.raises(NetworkError, match=re.escape("synapse (0, 2) appears twice")):
+        Projection.from_synapses(0, 1, 1, (3, 5), [0, 1, 0], [2, 2, 2], [1, 1, 1])
+    with pytest.raises(NetworkError, match="outside the projection's shape"):
+        Projection.from_synapses(0, 1, 1, (3, 5), [3], [0], [1])
+    with pytest.raises(NetworkError, match="outside the projection's shape"):
+        Projection.from_synapses(0, 1, 1, (3, 5), [0], [-1], [1])
+    with pytest.raises(NetworkError, match="must be integers"):
+        Projection.from_synapses(0, 1, 1, (3, 5), [0], [1], [1.5])
+    with pytest.raises(NetworkError, match="one length"):
+        Projection.from_synapses(0, 1, 1, (3, 5), [0, 1], [1], [1])
+
+
+def test_reading_weights_of_a_sparse_projection_makes_it_dense():
+    pr = Projection.from_synapses(INPUT, 0, 0, (2, 3), [0, 1], [2, 0], [4, -4])
+    w = pr.weights
+    assert w.dtype == np.int64 and w.tolist() == [[0, 0, 4], [-4, 0, 0]]
+    assert not pr.is_sparse and pr.weights is w
+    w[0, 0] = 1
+    assert pr.nonzero == 3
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4, 16])
+def test_sparse_and_dense_networks_lay_out_and_save_alike(lanes):
+    net = _network(np.random.default_rng(20 + lanes))
+    sparse = Network(vocab=net.vocab, populations=net.populations, readout=net.readout,
+                     meta=net.meta, projections=[
+                         Projection.from_synapses(pr.src, pr.dst, pr.delay, pr.shape,
+                                                  *np.nonzero(pr.weights),
+                                                  pr.weights[np.nonzero(pr.weights)])
+                         for pr in net.projections]).check()
+    assert all(pr.is_sparse for pr in sparse.projections)
+    assert image_bytes(sparse, lanes) == image_bytes(net, lanes)
+    a, b = lane_layout(sparse, lanes), lane_layout(net, lanes)
+    for k in ("ptr_start", "ptr_len", "syn_addr", "syn_weight", "seg_len"):
+        for x, y in zip(getattr(a, k), getattr(b, k)):
+            assert x.dtype == y.dtype == np.int64 and np.array_equal(x, y), k
+    assert all(pr.is_sparse for pr in sparse.projections)     # nothing made them dense
+
+
+def test_a_loaded_network_is_sparse_and_checked_as_such(parts):
+    net, header, m, body = parts
+    img = parse_image(_pack(header, m, body))
+    assert all(pr.is_sparse for pr in img.net.projections)
+    assert img.net.nonzero_synapses == net.nonzero_synapses
+    # a weight out of range in a sparse projection is refused like a dense one
+    pr = img.net.projections[0]
+    rows, cols, values = pr.synapses()
+    img.net.projections[0] = Projection.from_synapses(pr.src, pr.dst, pr.delay, pr.shape, rows,
+                                                      cols, values.astype(np.int64) * 300)
+    with pytest.raises(NetworkError, match="weights outside -128..127"):
+        img.net.check()
+
+
+def test_a_dense_uint64_weight_does_not_wrap_into_range():
+    w = np.zeros((3, 4), np.uint64)
+    w[0, 0] = np.uint64(2 ** 64 - 1)            # -1 if it were cast to int64 first
+    with pytest.raises(NetworkError, match="weights outside"):
+        _small(w_in=w).check()
