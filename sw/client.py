@@ -7,6 +7,18 @@ whose message is one line. Commands that only read, or write the same words agai
 GENERATE change the core's state, so they are re-sent only after a NACK that is known to be
 theirs (nothing else arrived), never after a timeout.
 
+The protocol has no way to stop a request, and a board drops what arrives while it works,
+so the client keeps every request short: RUN and GENERATE are sent in chunks sized so that
+the board answers each in about :attr:`Client.request_seconds` (the first chunk small, the
+next ones scaled from the tokens per second measured, up to the protocol's limits). A caller
+that stops a stream early, or is interrupted (Ctrl-C), then waits at most about a second for
+the chunk in flight to end (:meth:`Client.finish`) and finds the board answerable.
+
+The client trusts nothing the board sends: a TOKEN frame past the count asked for, out of
+order, of the wrong size or with a token outside the vocabulary, an IDENTIFY that claims a
+core that cannot exist, and any answer body of the wrong size raise
+:class:`~sw.errors.BoardMismatch` (one line).
+
 Typical use::
 
     with SerialTransport("/dev/ttyUSB0") as link:
@@ -18,6 +30,8 @@ Typical use::
         for result in board.generate(token, 100): ...
 """
 
+import math
+import numbers
 import random
 import struct
 import sys
@@ -26,22 +40,41 @@ import zlib
 from pathlib import Path
 
 from hw.memory_map import CoreFitError, Mem, image_writes, settings_writes
-from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_READ,
-                         MAX_RUN, NACK_OP, PROTOCOL_VERSION, READ_HEADER, STATUS_FORMAT,
-                         TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd, FrameDecoder, Identity,
-                         LinkCounters, LinkStatus, TokenResult, frame, max_write_words,
-                         pack_words, parse_response, request, unpack_words, word_bytes)
-from models.image import Image, image_bytes, parse_image
+from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
+                         MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION, READ_HEADER,
+                         STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
+                         FrameDecoder, Identity, LinkCounters, LinkStatus, TokenResult, frame,
+                         max_write_words, pack_words, parse_response, request, unpack_words,
+                         word_bytes)
+from models.image import Image, image_bytes, parse_image, read_image_bytes
 
-from .errors import (BoardMismatch, CommandFailed, ImageDoesNotFit, NoResponse,
+from .errors import (BoardMismatch, CommandFailed, HostError, ImageDoesNotFit, NoResponse,
                      TransportError)
 
-__all__ = ["Client", "image_tag", "IDEMPOTENT"]
+__all__ = ["Client", "image_tag", "check_timeout", "IDEMPOTENT", "FIRST_CHUNK",
+           "REQUEST_SECONDS", "FINISH_SECONDS"]
 
 IDEMPOTENT = frozenset({Cmd.IDENTIFY, Cmd.WRITE, Cmd.READ, Cmd.TAG, Cmd.STATUS, Cmd.RESET})
 """Requests that may be sent twice with the same effect as once."""
 
 _GENERATE_MAX = (1 << 16) - 1      # GENERATE's count is a u16
+
+FIRST_CHUNK = 8
+"""Timesteps in the first RUN or GENERATE request of a client, before it has measured the
+board's speed."""
+
+REQUEST_SECONDS = 0.25
+"""How long the client aims for each RUN or GENERATE request to take on the board."""
+
+FINISH_SECONDS = 1.0
+"""Most seconds the client waits for the request in flight when a stream stops early."""
+
+_GROWTH = 8                         # a chunk is at most this many times the one before
+
+_TOKEN_SIZE = struct.calcsize(TOKEN_FORMAT)
+_DONE_SIZE = struct.calcsize(DONE_FORMAT)
+_IDENTIFY_SIZE = struct.calcsize(IDENTIFY_FORMAT)
+_STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
 
 _WHY = {
     LinkStatus.BAD_CRC: "the request arrived damaged (CRC)",
@@ -52,7 +85,8 @@ _WHY = {
     LinkStatus.BAD_LENGTH: "the request's body has the wrong length",
     LinkStatus.BAD_MEMORY: "no such memory, or it is read only",
     LinkStatus.OUT_OF_RANGE: "lane, address, count or value outside the core",
-    LinkStatus.BAD_TOKEN: "a token outside the loaded network's vocabulary",
+    LinkStatus.BAD_TOKEN: "a token outside the loaded network's vocabulary, or no network "
+                          "the board can run",
 }
 
 
@@ -74,6 +108,22 @@ def _stderr(line):
     print(line, file=sys.stderr, flush=True)
 
 
+def check_timeout(value, what="timeout"):
+    """``value`` as a float number of seconds: finite and positive, else ``ValueError``
+    (one line). A NaN or infinite timeout would wait for ever."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive, finite number of seconds, not {value!r}")
+    return value
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class Client:
     """Protocol client for one board.
 
@@ -83,27 +133,47 @@ class Client:
         An open transport.
     timeout : float, optional
         Seconds to wait for each response frame (default: the transport's
-        ``response_timeout``).
+        ``response_timeout``); finite and positive (``ValueError`` otherwise).
     retries : int
         Extra attempts for a request after a NACK or (idempotent requests) a timeout.
     progress : bool
         Show a progress bar while loading an image.
     log : callable
         Called with one-line notes (default: print to stderr).
+    request_seconds : float
+        How long each RUN or GENERATE request should keep the board busy (see the module
+        docstring): the longest a caller waits for the board after stopping a stream.
+
+    Attributes
+    ----------
+    vocab_size : int or None
+        Tokens of the loaded network (set by :meth:`load_image`): a sampled token at or
+        above it is a :class:`~sw.errors.BoardMismatch`. Before an image is loaded the
+        board's ``max_vocab`` bounds tokens.
     """
 
-    def __init__(self, transport, *, timeout=None, retries=3, progress=True, log=_stderr):
+    def __init__(self, transport, *, timeout=None, retries=3, progress=True, log=_stderr,
+                 request_seconds=REQUEST_SECONDS):
         self.transport = transport
-        self.timeout = transport.response_timeout if timeout is None else timeout
-        self.retries = retries
+        self.timeout = check_timeout(transport.response_timeout if timeout is None
+                                     else timeout)
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) \
+                or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+        self.retries = int(retries)
+        self.request_seconds = check_timeout(request_seconds, "request_seconds")
         self.progress = progress
         self.log = log
         self.identity = None
         self.config = None
+        self.vocab_size = None
         # A random first number keeps late frames of an earlier session from matching.
         self._seq = random.randrange(256)
         self._decoder = FrameDecoder(min_length=3)
         self._frames = []
+        self._inflight = None       # (cmd, seq) of a request whose final answer is due
+        self._rate = None           # timesteps per second measured on the board
+        self._chunk = FIRST_CHUNK   # the last chunk size chosen
         self.retried = 0            # requests re-sent (for tests and reports)
 
     # --- frames -----------------------------------------------------------------------------
@@ -124,12 +194,39 @@ class Client:
                 self._frames += self._decoder.feed(data)
         return self._frames.pop(0)
 
-    def drain(self, quiet=0.05):
-        """Throw away whatever the board sends until it has been quiet for ``quiet`` s."""
+    def drain(self, quiet=0.05, limit=FINISH_SECONDS):
+        """Throw away whatever the board sends until it has been quiet for ``quiet`` s, or
+        for at most ``limit`` s in all (a board that never stops talking)."""
         self._frames.clear()
-        while self.transport.read(4096, timeout=quiet):
+        end = time.monotonic() + limit
+        while time.monotonic() < end and self.transport.read(
+                4096, timeout=min(quiet, max(0.0, end - time.monotonic()))):
             pass
         self._decoder = FrameDecoder(min_length=3)
+
+    def finish(self, timeout=FINISH_SECONDS):
+        """Wait at most ``timeout`` s for the final answer of the request in flight (a
+        stream stopped early, a request interrupted by Ctrl-C), throwing its frames away, so
+        that the board is answerable for the next request. Returns ``True`` if nothing is in
+        flight any more, ``False`` if the board was still busy at the deadline."""
+        if self._inflight is None:
+            return True
+        cmd, seq = self._inflight
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                f = self._next_frame(deadline)
+                if f is None:
+                    return False
+                decoded, payload = f
+                if decoded != LinkStatus.OK:
+                    continue
+                op, rseq, status, _ = parse_response(payload)
+                if rseq == seq and (op == cmd or (op == Cmd.TOKEN
+                                                  and status != LinkStatus.OK)):
+                    return True
+        finally:
+            self._inflight = None
 
     def _send(self, cmd, body):
         seq = self._next_seq()
@@ -148,7 +245,9 @@ class Client:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
+            self._inflight = None
             seq = self._send(cmd, body)
+            self._inflight = (cmd, seq)
             deadline = time.monotonic() + timeout
             started = False
             nacked = None
@@ -156,6 +255,7 @@ class Client:
                 f = self._next_frame(deadline)
                 if f is None:
                     if started:
+                        self._inflight = None
                         raise NoResponse(f"{self.transport.description} stopped answering "
                                          f"during {name} (no frame for {timeout:g} s)")
                     if nacked is not None:
@@ -164,12 +264,14 @@ class Client:
                     why = f"no answer within {timeout:g} s"
                     if idempotent:
                         break
+                    self._inflight = None
                     raise NoResponse(f"no answer to {name} from "
                                      f"{self.transport.description} within {timeout:g} s")
                 decoded, payload = f
                 if decoded != LinkStatus.OK:
                     # A response damaged on the way back: it may have been ours.
                     if started or not idempotent:
+                        self._inflight = None
                         raise TransportError(f"a damaged frame ({decoded.name}) arrived "
                                              f"from {self.transport.description} during "
                                              f"{name}")
@@ -192,9 +294,12 @@ class Client:
                     continue
                 started = True
                 deadline = time.monotonic() + timeout
-                yield op, status, rbody
                 if op == cmd:
+                    self._inflight = None
+                    yield op, status, rbody
                     return
+                yield op, status, rbody
+        self._inflight = None
         if cmd == Cmd.IDENTIFY and why.startswith("no answer"):
             raise NoResponse(f"no answer from {self.transport.description}: is the board "
                              "powered, and programmed with the spikestream bitstream "
@@ -202,12 +307,20 @@ class Client:
         raise NoResponse(f"{name} failed after {self.retries + 1} attempts "
                          f"({why}) on {self.transport.description}")
 
-    def _request(self, cmd, body=b"", *, timeout=None):
-        """Send a request that has one response; returns its body (status OK)."""
+    def _request(self, cmd, body=b"", *, size=None, timeout=None):
+        """Send a request that has one response; returns its body (status OK), which must
+        be ``size`` bytes long if ``size`` is given."""
         for op, status, rbody in self._exchange(cmd, body, timeout=timeout):
             pass
         self._check_status(cmd, status)
+        if size is not None and len(rbody) != size:
+            raise self._mismatch(f"answered {_name(cmd)} with {len(rbody)} bytes, not "
+                                 f"{size}")
         return rbody
+
+    def _mismatch(self, what):
+        return BoardMismatch(f"{self.transport.description} {what}: a faulty board or "
+                             "bitstream?")
 
     @staticmethod
     def _check_status(cmd, status, extra=""):
@@ -222,12 +335,11 @@ class Client:
     def identify(self):
         """Ask the board what it is; returns its :class:`~hw.protocol.Identity`.
 
-        Raises :class:`~sw.errors.BoardMismatch` for a device that is not a spikestream SoC
-        or speaks another protocol version.
+        Raises :class:`~sw.errors.BoardMismatch` for a device that is not a spikestream SoC,
+        speaks another protocol version, or claims a core that cannot be built.
         """
         body = self._request(Cmd.IDENTIFY)
-        size = struct.calcsize(IDENTIFY_FORMAT)
-        if len(body) != size or body[:4] != MAGIC:
+        if len(body) != _IDENTIFY_SIZE or body[:4] != MAGIC:
             raise BoardMismatch(f"{self.transport.description} answers, but not as a "
                                 f"spikestream SoC (wrong bitstream?)")
         ident = Identity(struct.unpack(IDENTIFY_FORMAT, body))
@@ -235,8 +347,19 @@ class Client:
             raise BoardMismatch(f"the board speaks protocol version {ident.version}, this "
                                 f"host version {PROTOCOL_VERSION}: rebuild the bitstream "
                                 f"or update the host so that they match")
+        try:
+            config = ident.core_config()
+            if config.data_bits != ident.data_bits:
+                raise ValueError(f"{ident.data_bits}-bit words, where its core has "
+                                 f"{config.data_bits}")
+            if ident.max_payload < MAX_PAYLOAD:
+                raise ValueError(f"requests of at most {ident.max_payload} bytes, where the "
+                                 f"protocol has {MAX_PAYLOAD}")
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise self._mismatch(f"claims an impossible configuration "
+                                 f"({_first_line(e)})") from None
         self.identity = ident
-        self.config = ident.core_config()
+        self.config = config
         return ident
 
     def _need_config(self):
@@ -255,7 +378,8 @@ class Client:
         for k in range(0, len(words), most):
             chunk = words[k:k + most]
             self._request(Cmd.WRITE, struct.pack(WRITE_HEADER, int(mem), lane, addr + k,
-                                                 len(chunk)) + pack_words(chunk, nbytes))
+                                                 len(chunk)) + pack_words(chunk, nbytes),
+                          size=0)
 
     def write_all(self, writes, *, desc=None):
         """Send a list of :class:`~hw.memory_map.Write`, merging runs of consecutive
@@ -291,64 +415,141 @@ class Client:
         out = []
         for k in range(0, count, MAX_READ):
             n = min(MAX_READ, count - k)
-            body = self._request(Cmd.READ, struct.pack(READ_HEADER, int(mem), lane, addr + k, n))
-            if len(body) != n * nbytes:
-                raise TransportError(f"READ answered {len(body)} bytes for {n} words")
+            body = self._request(Cmd.READ, struct.pack(READ_HEADER, int(mem), lane, addr + k, n),
+                                 size=n * nbytes)
             out += unpack_words(body, nbytes)
         return out
 
     def reset(self):
         """Clear the core's neuron state and spike history (RESET)."""
-        self._request(Cmd.RESET)
+        self._request(Cmd.RESET, size=0)
 
     def set_tag(self, tag):
         """Name the loaded image (TAG); 0 means "no image"."""
-        self._request(Cmd.TAG, struct.pack(TAG_FORMAT, tag))
+        self._request(Cmd.TAG, struct.pack(TAG_FORMAT, tag), size=0)
 
     def status(self):
         """The board's :class:`~hw.protocol.LinkCounters` (STATUS)."""
-        return LinkCounters(struct.unpack(STATUS_FORMAT, self._request(Cmd.STATUS)))
+        return LinkCounters(struct.unpack(STATUS_FORMAT,
+                                          self._request(Cmd.STATUS, size=_STATUS_SIZE)))
 
     def settings(self, temperature_word=None, seed=None):
         """Set the sampler's temperature word and/or seed its random source."""
         self.write_all(settings_writes(temperature_word, seed))
 
-    def _steps(self, cmd, body, first_index):
+    # --- timesteps --------------------------------------------------------------------------
+
+    def _next_chunk(self, most, left):
+        """Timesteps to ask for in the next RUN/GENERATE: about :attr:`request_seconds`
+        of the board's measured speed, growing at most :data:`_GROWTH` times a request."""
+        if self._rate is not None:
+            self._chunk = max(1, min(int(self._rate * self.request_seconds),
+                                     self._chunk * _GROWTH))
+        return max(1, min(self._chunk, most, left))
+
+    def _measured(self, steps, streamed, seconds):
+        """Learn the board's speed from a request of ``steps`` timesteps that took
+        ``seconds`` in all, its TOKEN frames arriving over ``streamed`` seconds. The frames'
+        pace is the board's; the time to the first frame is the link's and the request's
+        (a tenth of a second on the simulated board), which no chunk size makes shorter,
+        so one timestep alone says nothing. A request that took far too long in all
+        (frames that arrive in bursts hide the pace) sets the speed from its total time."""
+        rate = self._rate
+        if steps >= 2 and streamed > 0:
+            rate = (steps - 1) / streamed
+        if seconds > 4 * self.request_seconds:
+            rate = min(math.inf if rate is None else rate, steps / seconds)
+        self._rate = rate
+
+    def _token_limit(self):
+        if self.vocab_size is not None:
+            return self.vocab_size
+        return self.config.max_vocab if self.config is not None else 1 << 16
+
+    def _steps(self, cmd, body, first_index, asked):
+        """Send one RUN/GENERATE of ``asked`` timesteps; yields its checked
+        :class:`~hw.protocol.TokenResult` (indices from ``first_index``)."""
+        name = _name(cmd)
+        limit = self._token_limit()
         done = None
         count = 0
+        ended = False
+        t0 = first = last = time.monotonic()
         try:
             for op, status, rbody in self._exchange(cmd, body, stream=True):
-                if op == Cmd.TOKEN:
-                    index, token, cycles, spikes = struct.unpack(TOKEN_FORMAT, rbody)
-                    count += 1
-                    yield TokenResult((first_index + index, token, cycles, spikes))
-                else:
+                if op != Cmd.TOKEN:
                     done = (status, rbody)
+                    continue
+                last = time.monotonic()
+                if not count:
+                    first = last
+                if status != LinkStatus.OK or len(rbody) != _TOKEN_SIZE:
+                    raise self._mismatch(f"sent a TOKEN frame of {len(rbody)} bytes with "
+                                         f"status {_status_name(status)} during {name}")
+                index, token, cycles, spikes = struct.unpack(TOKEN_FORMAT, rbody)
+                if count >= asked:
+                    raise self._mismatch(f"sent more than the {asked} TOKEN frames {name} "
+                                         "asked for")
+                if index != count:
+                    raise self._mismatch(f"sent TOKEN frame {index} where {count} was due "
+                                         f"during {name}")
+                if token >= limit:
+                    raise self._mismatch(f"sampled token {token}, outside the vocabulary of "
+                                         f"{limit} tokens")
+                count += 1
+                yield TokenResult((first_index + index, token, cycles, spikes))
+            ended = True
+        except HostError:
+            self._inflight = None       # a broken answer: nothing more to wait for
+            raise
         finally:
-            if done is None:
-                # The caller stopped early: let the board finish, so that the next request
-                # is not answered by this one's frames.
-                self.drain(quiet=min(self.timeout, 1.0))
+            if not ended:
+                # The caller stopped early (or Ctrl-C): let the board finish the chunk, so
+                # that the next request is not answered by this one's frames.
+                self.finish(min(self.timeout, FINISH_SECONDS))
         status, rbody = done
-        ran = struct.unpack(DONE_FORMAT, rbody)[0] if len(rbody) == 2 else count
-        self._check_status(cmd, status, f" after {ran} timesteps")
+        ran = count
+        if status in (LinkStatus.OK, LinkStatus.BAD_TOKEN):
+            if len(rbody) != _DONE_SIZE:
+                raise self._mismatch(f"ended {name} with a {len(rbody)}-byte body, not "
+                                     f"{_DONE_SIZE}")
+            (ran,) = struct.unpack(DONE_FORMAT, rbody)
+            if ran != count or (status == LinkStatus.OK) != (count == asked):
+                raise self._mismatch(f"ended {name} ({_status_name(status)}) after {ran} "
+                                     f"timesteps, having sent {count} TOKEN frames of the "
+                                     f"{asked} asked for")
+        if status == LinkStatus.OK:
+            self._measured(count, last - first, time.monotonic() - t0)
+        self._check_status(cmd, status, f" after {first_index + ran} timesteps")
 
     def run(self, tokens):
         """Feed ``tokens`` (ints), one timestep each; yields a
         :class:`~hw.protocol.TokenResult` per timestep as its frame arrives (indices count
-        from 0 over all of ``tokens``)."""
+        from 0 over all of ``tokens``). Sent in RUN requests sized as the module docstring
+        says."""
         tokens = [int(t) for t in tokens]
-        for k in range(0, len(tokens), MAX_RUN):
-            chunk = tokens[k:k + MAX_RUN]
-            yield from self._steps(Cmd.RUN, struct.pack(f"<{len(chunk)}H", *chunk), k)
+        bad = [t for t in tokens if not 0 <= t < 1 << 16]
+        if bad:
+            raise ValueError(f"token {bad[0]} is not a 16-bit token id")
+        k = 0
+        while k < len(tokens):
+            chunk = tokens[k:k + self._next_chunk(MAX_RUN, len(tokens) - k)]
+            yield from self._steps(Cmd.RUN, struct.pack(f"<{len(chunk)}H", *chunk), k,
+                                   len(chunk))
+            k += len(chunk)
 
     def generate(self, token, n):
         """Feed ``token``, then each sampled token back, ``n`` timesteps; yields each
-        :class:`~hw.protocol.TokenResult` (its ``token`` is the sampled one) as it arrives."""
+        :class:`~hw.protocol.TokenResult` (its ``token`` is the sampled one) as it arrives.
+        Sent in GENERATE requests sized as the module docstring says."""
+        token, n = int(token), int(n)
+        if not 0 <= token < 1 << 16:
+            raise ValueError(f"token {token} is not a 16-bit token id")
         done = 0
         while done < n:
-            count = min(_GENERATE_MAX, n - done)
-            for r in self._steps(Cmd.GENERATE, struct.pack(GENERATE_FORMAT, token, count), done):
+            count = self._next_chunk(_GENERATE_MAX, n - done)
+            for r in self._steps(Cmd.GENERATE, struct.pack(GENERATE_FORMAT, token, count),
+                                 done, count):
                 token = r.token
                 yield r
             done += count
@@ -362,10 +563,13 @@ class Client:
         if the board already holds it, nothing is sent. An image laid out for another lane
         count is laid out again for the board's lanes (one note). An image that does not fit
         the board's core raises :class:`~sw.errors.ImageDoesNotFit` before anything is
-        written. Returns ``True`` if the image was sent, ``False`` if it was already there.
+        written; an image file that cannot be read or is not an image raises
+        :class:`~models.image.ImageError` (:func:`~models.image.read_image_bytes`: regular
+        files of a bounded size only). Sets :attr:`vocab_size`. Returns ``True`` if the
+        image was sent, ``False`` if it was already there.
         """
         if isinstance(image, (str, Path)):
-            data = Path(image).read_bytes()
+            data = read_image_bytes(image)
             image = parse_image(data)
             tag = image_tag(data) if tag is None else tag
         elif tag is None:
@@ -379,6 +583,7 @@ class Client:
             config.check_image(image)
         except CoreFitError as e:
             raise ImageDoesNotFit(f"{e} (board: {config.lanes} lanes)") from None
+        self.vocab_size = image.net.vocab_size
         if ident.tag == tag and not force:
             return False
         if file_lanes != config.lanes:

@@ -8,31 +8,50 @@ generate, printing each character as its frame arrives. The text is exactly what
 
 Without a board it runs the simulated SoC (``--backend sim``: the RTL in Verilator, bridged
 to a pseudo-terminal) or the golden model behind the same protocol (``--backend golden``).
+
+Ctrl-C stops within about a second on every backend: the client keeps each request to the
+board short (:mod:`sw.client`), waits at most a second for the one in flight, and the
+command ends with the one line ``interrupted`` (exit status 130), leaving the board
+answerable. Generated characters that could drive a terminal (control characters other
+than newline and tab, and other unprintable ones) are printed escaped, as ``\\x1b``; the
+``--json`` line holds the text as generated. A long prompt shows a progress bar on stderr
+while it is fed.
 """
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
-from pathlib import Path
+
+from tqdm import tqdm
 
 from hw.memory_map import CoreFitError, image_writes
+from models.cli import INTERRUPTED
 from models.data import Vocab
-from models.generate import encode_prompt
-from models.image import Image, ImageError, parse_image
+from models.generate import PROMPT_PROGRESS, encode_prompt
+from models.image import Image, ImageError, parse_image, read_image_bytes
 from models.sampler import temperature_word
 
 from .board import SHIPPED_IMAGE, board_config
-from .client import Client, image_tag
+from .client import FINISH_SECONDS, Client, image_tag
 from .errors import HostError, ImageDoesNotFit
 from .transport import (DEFAULT_BAUD, GoldenTransport, SerialTransport, SimTransport,
                         find_board_ports, ULX3S_USB_IDS)
 
-__all__ = ["generate_tokens", "open_transport", "main"]
+__all__ = ["generate_tokens", "open_transport", "printable", "main", "command"]
 
 
 def _note(line):
     print(line, file=sys.stderr, flush=True)
+
+
+def printable(text):
+    """``text`` safe for a terminal: every character that is not printable (escape
+    sequences' ``ESC``, other control characters, unassigned or separator code points),
+    except newline and tab, written as Python writes it in a string literal (``\\x1b``)."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
 
 
 def generate_tokens(client, prompt, n):
@@ -40,7 +59,8 @@ def generate_tokens(client, prompt, n):
 
     Yields ``(token, TokenResult or None)``: first one ``(None, r)`` per prompt timestep but
     the last, then one ``(token, r)`` per generated token, where ``r`` is the timestep whose
-    sampled token it is. Timestep counts match :meth:`models.golden.GoldenCore.generate`:
+    sampled token it is (with ``n`` = 0, one ``(None, r)`` for every prompt timestep).
+    Timestep counts match :meth:`models.golden.GoldenCore.generate`:
     ``len(prompt) + n - 1`` (the last sampled token is never fed back).
     """
     results = list(client.run(prompt)) if n == 0 else None
@@ -89,9 +109,29 @@ def open_transport(args, image, tag):
     return SimTransport(config, init=init, tag=tag, progress=_note)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (``error: ...``), like every other error here."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _check_args(args):
+    """One ``error:`` line (``SystemExit``) for a value the parser let through."""
+    if args.tokens < 0:
+        raise SystemExit(f"error: --tokens must not be negative, not {args.tokens}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise SystemExit(f"error: --temperature must be a finite number >= 0, not "
+                         f"{args.temperature}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise SystemExit(f"error: --timeout must be a positive, finite number of seconds, "
+                         f"not {args.timeout}")
+    if args.baud <= 0:
+        raise SystemExit(f"error: --baud must be positive, not {args.baud}")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m sw.generate",
-                                 description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m sw.generate", description=__doc__.split("\n")[0])
     ap.add_argument("--prompt", default="ROMEO:")
     ap.add_argument("--tokens", type=int, default=200, help="characters to generate")
     ap.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely")
@@ -112,49 +152,79 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.port and args.backend not in (None, "serial"):
         ap.error("--port goes with the serial backend")
-    if args.tokens < 0 or args.temperature < 0:
-        raise SystemExit("error: --tokens and --temperature must not be negative")
+    _check_args(args)
 
     try:
-        data = Path(args.image).read_bytes()
-        img = parse_image(data)
-    except FileNotFoundError:
-        raise SystemExit(f"error: {args.image}: no such image file") from None
-    except IsADirectoryError:
-        raise SystemExit(f"error: {args.image}: is a folder, not an image file") from None
+        data = read_image_bytes(args.image)
     except ImageError as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
+        img = parse_image(data)
+        vocab = Vocab(img.net.vocab)
+    except (ImageError, ValueError) as e:
         raise SystemExit(f"error: {args.image}: {e}") from None
-    vocab = Vocab(img.net.vocab)
     prompt = encode_prompt(vocab, args.prompt)
     tag = image_tag(data)
     scale = float(img.net.populations[img.net.readout].scale[0])
+    try:
+        temp_word = temperature_word(args.temperature, scale)
+    except ValueError as e:
+        raise SystemExit(f"error: --temperature: {e}") from None
+
+    def show(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     try:
         transport = open_transport(args, img, tag)
         with transport:
             client = Client(transport, timeout=args.timeout)
-            ident = client.identify()
-            client.load_image(img, tag=tag)
-            client.reset()
-            client.settings(temperature_word(args.temperature, scale), args.seed)
-            sys.stdout.write(args.prompt)
-            sys.stdout.flush()
-            text, cycles, steps = [], 0, 0
-            t0 = time.perf_counter()
-            for token, r in generate_tokens(client, prompt, args.tokens):
-                cycles += r.cycles
-                steps += 1
-                if token is not None:
+            stream = bar = None
+            try:
+                ident = client.identify()
+                client.load_image(img, tag=tag)
+                client.reset()
+                client.settings(temp_word, args.seed)
+                # A long prompt's progress bar first, then the prompt, so that clearing the
+                # bar does not clear the prompt's last line on a terminal.
+                if len(prompt) > PROMPT_PROGRESS:
+                    bar = tqdm(total=len(prompt), desc="prompt", unit="char", file=sys.stderr,
+                               leave=False, mininterval=0.5)
+                else:
+                    show(args.prompt)
+                text, cycles, steps = [], 0, 0
+                t0 = time.perf_counter()
+                stream = generate_tokens(client, prompt, args.tokens)
+                for token, r in stream:
+                    cycles += r.cycles
+                    steps += 1
+                    if bar is not None and (token is not None or steps == len(prompt)):
+                        bar.close()
+                        bar = None
+                        show(args.prompt)
+                    if token is None:
+                        if bar is not None:
+                            bar.update(1)
+                        continue
                     text.append(vocab.chars[token])
-                    sys.stdout.write(text[-1])
-                    sys.stdout.flush()
-            dt = time.perf_counter() - t0
+                    show(printable(text[-1]))
+                dt = time.perf_counter() - t0
+            except KeyboardInterrupt:
+                # Let the board end the request in flight (at most about a second), so
+                # that it is answerable once this command has gone.
+                try:
+                    if stream is not None:
+                        stream.close()
+                    client.finish(FINISH_SECONDS)
+                except HostError:
+                    pass
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
     except HostError as e:
         sys.stdout.flush()
         raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        raise SystemExit("\ninterrupted") from None
     print()
     rate = args.tokens / dt if dt > 0 else 0.0
     per_token = cycles / steps if steps else 0.0
@@ -171,5 +241,21 @@ def main(argv=None):
         }))
 
 
+def command():
+    """``main()`` as a command (``python -m sw.generate``): Ctrl-C ends it with the one line
+    ``interrupted`` and exit status 130, as :func:`models.cli.run` ends every command, but
+    at once: :func:`main` has closed the link to the board by then, and the interpreter's
+    own teardown (a second with torch loaded) would keep the user waiting."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED)
+
+
 if __name__ == "__main__":
-    main()
+    command()

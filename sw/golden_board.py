@@ -14,9 +14,19 @@ and writing them back, so host writes to ``STATE`` act as they would on the core
 
 :class:`sw.transport.GoldenTransport` runs one of these behind the transport interface.
 
-What the golden model cannot represent is refused with :class:`GoldenBoardError` rather
-than guessed: memories that do not decode into a network the golden model can run (for
-example a half-loaded image) make a STEP raise it.
+What the golden model cannot represent is refused rather than guessed, and the board keeps
+serving as a SoC stays answerable:
+
+* A RUN or GENERATE on memories that do not decode into a network the golden model can run
+  (a half-loaded image, say; :meth:`GoldenBoard.network` raises :class:`GoldenBoardError`)
+  stops before the timestep that cannot run and is answered as a token outside the
+  vocabulary is: status ``BAD_TOKEN`` with the ``DONE`` body counting the timesteps run.
+  (On empty memories the ``VOCAB`` register is 0, so every token is outside it: the SoC
+  answers ``BAD_TOKEN`` too.) :attr:`GoldenBoard.fault` says why.
+* A request on which the board itself fails unexpectedly (a bug here) is answered with a
+  final response all the same: ``BAD_TOKEN`` with the ``DONE`` body for a RUN or GENERATE,
+  ``OUT_OF_RANGE`` with an empty body for any other request; :attr:`GoldenBoard.fault` names
+  the exception, and the next request is served.
 """
 
 import struct
@@ -76,6 +86,14 @@ class GoldenBoard:
         Initial memory contents (as ``SoC(init=...)``), e.g. ``image_writes(image, config)``.
     tag : int
         Initial image tag (as ``SoC(tag=...)``).
+
+    Attributes
+    ----------
+    fault : str or None
+        Why the last request that could not run (see the module docstring) was refused,
+        in one line; ``None`` until one is.
+    faults : int
+        Requests refused so.
     """
 
     def __init__(self, config, *, clock_hz, baud, init=(), tag=0):
@@ -99,6 +117,8 @@ class GoldenBoard:
         self.core_status = 0
         self.frames_ok = self.frames_rejected = self.bytes_dropped = 0
         self.steps = self.cycles = 0
+        self.fault = None
+        self.faults = 0
         self._decoder = FrameDecoder(MAX_PAYLOAD, 2)
         self._net = None            # (GoldenCore, index arrays) of the decoded network
         self._net_valid = False
@@ -152,18 +172,39 @@ class GoldenBoard:
             yield response(NACK_OP, 0, status)
             return
         op, seq, body = payload[0], payload[1], bytes(payload[2:])
-        st, out = check_request(payload, self.config), b""
-        if st == LinkStatus.OK:
-            handler = {Cmd.IDENTIFY: self._identify, Cmd.WRITE: self._write,
-                       Cmd.READ: self._read, Cmd.RESET: self._reset, Cmd.RUN: self._run,
-                       Cmd.GENERATE: self._generate, Cmd.STATUS: self._status,
-                       Cmd.TAG: self._tag}[op]
-            st, out = yield from handler(seq, body)
+        sent = 0
+        try:
+            st, out = check_request(payload, self.config), b""
+            if st == LinkStatus.OK:
+                handler = {Cmd.IDENTIFY: self._identify, Cmd.WRITE: self._write,
+                           Cmd.READ: self._read, Cmd.RESET: self._reset, Cmd.RUN: self._run,
+                           Cmd.GENERATE: self._generate, Cmd.STATUS: self._status,
+                           Cmd.TAG: self._tag}[op]
+                steps = handler(seq, body)
+                while True:
+                    # By hand rather than ``yield from``: the TOKEN frames sent before a
+                    # failure are counted for its DONE body.
+                    try:
+                        token_frame = next(steps)
+                    except StopIteration as stop:
+                        st, out = stop.value
+                        break
+                    sent += 1
+                    yield token_frame
+        except Exception as e:  # noqa: BLE001 - answered, as the module docstring says
+            self._refuse(f"{type(e).__name__}: {e}")
+            st, out = ((LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, sent))
+                       if op in (Cmd.RUN, Cmd.GENERATE) else (LinkStatus.OUT_OF_RANGE, b""))
         if st == LinkStatus.OK:
             self.frames_ok += 1
         else:
             self.frames_rejected += 1
         yield response(op, seq, st, out)
+
+    def _refuse(self, why):
+        lines = str(why).strip().splitlines()
+        self.fault = lines[0] if lines else "unknown fault"
+        self.faults += 1
 
     def respond(self, data):
         """Feed ``data`` (arriving while the link is idle) and return every byte the board
@@ -206,7 +247,11 @@ class GoldenBoard:
         for i, t in enumerate(tokens):
             if t >= self._regs[CoreReg.VOCAB]:
                 return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, i)
-            token, cycles, spikes = self._step(t)
+            try:
+                token, cycles, spikes = self._step(t)
+            except GoldenBoardError as e:
+                self._refuse(e)
+                return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, i)
             yield response(Cmd.TOKEN, seq, LinkStatus.OK,
                            struct.pack(TOKEN_FORMAT, i, token, cycles, spikes))
         return LinkStatus.OK, struct.pack(DONE_FORMAT, len(tokens))
@@ -216,7 +261,11 @@ class GoldenBoard:
         if token >= self._regs[CoreReg.VOCAB]:
             return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, 0)
         for i in range(count):
-            token, cycles, spikes = self._step(token)
+            try:
+                token, cycles, spikes = self._step(token)
+            except GoldenBoardError as e:
+                self._refuse(e)
+                return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, i)
             yield response(Cmd.TOKEN, seq, LinkStatus.OK,
                            struct.pack(TOKEN_FORMAT, i, token, cycles, spikes))
         return LinkStatus.OK, struct.pack(DONE_FORMAT, count)
@@ -335,8 +384,14 @@ class GoldenBoard:
 
     def _core(self):
         if not self._net_valid:
-            net, where = self.network()
-            core = GoldenCore(net, self.config.lanes, self.timing)
+            try:
+                net, where = self.network()
+                core = GoldenCore(net, self.config.lanes, self.timing)
+            except GoldenBoardError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any word may be in the memories
+                raise GoldenBoardError(f"the memories hold no network the golden model can "
+                                       f"run: {type(e).__name__}: {e}") from None
             sizes = [p.size for p in net.populations]
             if self._prev is not None and [len(s[0]) for s in self._prev] == sizes \
                     and len(self._prev_tokens[0]) == net.vocab_size:

@@ -1,12 +1,16 @@
 """The golden board behind a pseudo-terminal: a serial port with no hardware behind it.
 
-``python -m sw.pty_board`` prints a device path; ``python -m sw.generate --port PATH`` then
-talks to it exactly as to a ULX3S (pyserial, the same framing and timeouts). The tests use
-:class:`PtyBoard` to run the serial transport end to end. POSIX only.
+``python -m sw.pty_board`` prints a device path (alone, as its first line on stdout, so that
+a script can start one; like :mod:`sw.fake_board`) and serves until SIGINT or SIGTERM;
+``python -m sw.generate --port PATH`` then talks to it exactly as to a ULX3S (pyserial, the
+same framing and timeouts). The tests use :class:`PtyBoard` to run the serial transport end
+to end. POSIX only.
 """
 
 import os
 import select
+import signal
+import sys
 import threading
 import tty
 
@@ -65,14 +69,14 @@ class PtyBoard:
 
 
 def main():
-    import time
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
     with PtyBoard() as board:
+        print(board.path, flush=True)
         print(f"golden board on {board.path} (Ctrl-C to stop); try:\n"
-              f"  python -m sw.generate --port {board.path}", flush=True)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
+              f"  python -m sw.generate --port {board.path}", file=sys.stderr, flush=True)
+        while not stop.wait(0.2):
             pass
 
 

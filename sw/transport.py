@@ -18,8 +18,11 @@ PCIe transport moves the same bytes through a DMA ring or a character device and
 
 import abc
 import errno
+import math
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -85,6 +88,10 @@ class Transport(abc.ABC):
         return f"<{type(self).__name__} {self.description}>"
 
 
+def _stderr(line):
+    print(line, file=sys.stderr, flush=True)
+
+
 # --- a real serial port -----------------------------------------------------------------------
 
 def find_board_ports():
@@ -109,7 +116,13 @@ class SerialTransport(Transport):
 
     def __init__(self, port, baud=DEFAULT_BAUD, *, response_timeout=None):
         self.port, self.baud = port, int(baud)
+        if self.baud <= 0:
+            raise ValueError(f"the baud rate must be positive, not {baud!r}")
         if response_timeout is not None:
+            if not (isinstance(response_timeout, (int, float))
+                    and math.isfinite(response_timeout) and response_timeout > 0):
+                raise ValueError(f"response_timeout must be a positive, finite number of "
+                                 f"seconds, not {response_timeout!r}")
             self.response_timeout = response_timeout
         self._serial = None
 
@@ -189,6 +202,10 @@ class GoldenTransport(Transport):
     response has gone out and drops what arrives meanwhile; here that is the rest of the
     :meth:`write` that completed the frame, and every write made while the board works.
 
+    The serving thread outlives every request: the board answers what it cannot run (see
+    :mod:`sw.golden_board`), and should anything still fail in the thread, it logs one line,
+    drops that request (the host sees no answer to it) and serves the next.
+
     Parameters
     ----------
     config : hw.memory_map.CoreConfig, optional
@@ -199,11 +216,15 @@ class GoldenTransport(Transport):
         Initial memory contents and image tag, as for ``SoC(init=..., tag=...)``.
     board : GoldenBoard, optional
         Use this board instead of building one.
+    log : callable
+        Called with one line when the serving thread meets an unexpected error (default:
+        print to stderr).
     """
 
     name = "golden"
 
-    def __init__(self, config=None, *, clock_hz=None, baud=None, init=(), tag=0, board=None):
+    def __init__(self, config=None, *, clock_hz=None, baud=None, init=(), tag=0, board=None,
+                 log=_stderr):
         if board is None:
             from . import board as boards
             from .golden_board import GoldenBoard
@@ -218,6 +239,8 @@ class GoldenTransport(Transport):
         self._error = None
         self._thread = None
         self._closing = False
+        self.log = log
+        self.errors = 0             # unexpected errors met by the serving thread
 
     @property
     def description(self):
@@ -284,11 +307,11 @@ class GoldenTransport(Transport):
                         self._cond.notify_all()
                     if self._closing:
                         return
-            except Exception as e:  # noqa: BLE001 - reported to the host's next read
-                with self._cond:
-                    self._error = f"{type(e).__name__}: {e}"
-                    self._cond.notify_all()
-                return
+            except Exception as e:  # noqa: BLE001 - a board stays answerable
+                self.errors += 1
+                text = str(e).strip().splitlines()
+                self.log(f"golden board: {type(e).__name__}"
+                         f"{': ' + text[0] if text else ''} (request dropped; still serving)")
             finally:
                 with self._cond:
                     self._busy = False
@@ -330,10 +353,16 @@ class SimTransport(Transport):
         Seconds to wait for the simulation to come up (a first build included).
     poll_cycles : int
         Clock cycles the simulation runs between looks at the pseudo-terminal.
+
+    An :meth:`open` that fails or is interrupted (Ctrl-C while the simulation is built or
+    started) stops the build or simulator processes it started and removes its temporary
+    folder before the exception goes on.
     """
 
     name = "sim"
     response_timeout = 120.0
+    ABORT_WAIT = 5.0
+    """Seconds an interrupted :meth:`open` waits for the simulation's thread to end."""
     SIM_CLOCK_HZ = 12_000_000
     SIM_BAUD = DEFAULT_BAUD
 
@@ -389,45 +418,54 @@ class SimTransport(Transport):
                   "clock_ns": 10, "poll_cycles": self.poll_cycles}
         self._stop = stop
         self._done = threading.Event()
+        self._aborting = False
+        self._run_name = f"bridge-{os.getpid()}-{id(self):x}"
 
         def run():
             try:
                 results = build_and_run(top, self.toplevel, "sim.tb_bridge", config=config,
                                         sim=self.sim, build_dir=self.build_dir,
-                                        run_name=f"bridge-{os.getpid()}-{id(self):x}")
+                                        run_name=self._run_name)
                 shutil.rmtree(results.parent, ignore_errors=True)
             except SimulatorUnavailable as e:
                 self._error = f"no simulator: {e}"
             except BaseException as e:  # noqa: BLE001 - reported by open() or read()
                 self._error = str(e).splitlines()[0] if str(e) else type(e).__name__
             finally:
+                if self._aborting:
+                    # Stopped while starting: its run folder holds nothing worth keeping.
+                    for folder in self.build_dir.glob(f"*/runs/{self._run_name}"):
+                        shutil.rmtree(folder, ignore_errors=True)
                 self._done.set()
 
         self._thread = threading.Thread(target=run, name="sim-bridge", daemon=True)
-        self._thread.start()
-        t0, said = time.monotonic(), set()
-        while not ready.is_file():
-            if self._done.wait(0.2):
-                self._shutdown()
-                raise SimulationError(f"the simulated SoC did not start: {self._error}")
-            if self.progress:
-                waited = time.monotonic() - t0
-                if "build" not in said and self._building(t0):
-                    self.progress("sim: compiling the simulated SoC with Verilator (first run "
-                                  "for this design and image only, cached in sim_build/; "
-                                  "minutes for a full-size core)...")
-                    said.add("build")
-                elif not said and waited > 5:
-                    self.progress("sim: starting the simulated SoC (converting it to "
-                                  "Verilog)...")
-                    said.add("start")
-            if time.monotonic() - t0 > self.start_timeout:
-                self._shutdown()
-                raise SimulationError(f"the simulated SoC did not start within "
-                                      f"{self.start_timeout:.0f} s")
-        self._port = ready.read_text().strip()
-        self._serial = SerialTransport(self._port, self.baud)
-        self._serial.open()
+        try:
+            self._thread.start()
+            t0, said = time.monotonic(), set()
+            while not ready.is_file():
+                if self._done.wait(0.2):
+                    raise SimulationError(f"the simulated SoC did not start: {self._error}")
+                if self.progress:
+                    waited = time.monotonic() - t0
+                    if "build" not in said and self._building(t0):
+                        self.progress("sim: compiling the simulated SoC with Verilator (first "
+                                      "run for this design and image only, cached in "
+                                      "sim_build/; minutes for a full-size core)...")
+                        said.add("build")
+                    elif not said and waited > 5:
+                        self.progress("sim: starting the simulated SoC (converting it to "
+                                      "Verilog)...")
+                        said.add("start")
+                if time.monotonic() - t0 > self.start_timeout:
+                    raise SimulationError(f"the simulated SoC did not start within "
+                                          f"{self.start_timeout:.0f} s")
+            self._port = ready.read_text().strip()
+            self._serial = SerialTransport(self._port, self.baud)
+            self._serial.open()
+        except BaseException:
+            # Ctrl-C or a failure while starting: stop what was started, leave nothing.
+            self._abort()
+            raise
 
     def _building(self, since):
         """Whether sim.runner is compiling this top (its scratch folder exists)."""
@@ -437,14 +475,81 @@ class SimTransport(Transport):
         except OSError:
             return False
 
+    def _abort(self):
+        """Stop a simulation that is starting: tell its testbench to stop, end the build or
+        simulator processes it started, wait a little for its thread (which removes the
+        build's scratch folder), and remove the temporary folder."""
+        self._aborting = True
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+        try:
+            self._stop.write_text("stop")
+        except OSError:
+            pass
+        self._end_processes()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ABORT_WAIT)
+            self._thread = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._port = None
+
+    def _end_processes(self):
+        """Send SIGTERM to the processes this transport started (a Verilator build or the
+        simulator, with everything they started): the children of this process that work
+        in this top's build scratch folder or in this run's folder (Linux ``/proc``; a
+        simulator left over elsewhere ends by itself when this process ends)."""
+        try:
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        parent = {}
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        root = self.build_dir.resolve()
+        mine = []
+        for pid, ppid in parent.items():
+            if ppid != os.getpid():
+                continue
+            try:
+                rel = Path(os.readlink(f"/proc/{pid}/cwd")).relative_to(root)
+            except (OSError, ValueError):
+                continue
+            if rel.parts and (rel.parts[0].startswith(f".{self.toplevel}-")
+                              or self._run_name in rel.parts):
+                mine.append(pid)
+        todo = list(mine)
+        while todo:
+            pid = todo.pop()
+            children = [c for c, pp in parent.items() if pp == pid and c not in mine]
+            mine += children
+            todo += children
+        for pid in mine:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
     def _shutdown(self):
         if self._thread is None:
             return
-        self._stop.write_text("stop")
-        self._thread.join(timeout=60)
-        if not self._thread.is_alive():
-            shutil.rmtree(self._dir, ignore_errors=True)
-        self._thread = None
+        try:
+            try:
+                self._stop.write_text("stop")
+            except OSError:
+                pass
+            self._thread.join(timeout=60)
+        finally:
+            # A simulation that will not stop (or a second Ctrl-C while it stops) is ended.
+            if self._thread.is_alive():
+                self._abort()
+            else:
+                shutil.rmtree(self._dir, ignore_errors=True)
+            self._thread = None
 
     def close(self):
         try:

@@ -241,10 +241,40 @@ def test_network_edits_are_decoded_again(small_config, small_image):
 
 
 def test_half_loaded_memories_are_refused_not_guessed(small_config, small_image):
+    """A RUN or GENERATE the golden model cannot run is answered BAD_TOKEN before its first
+    timestep (the module docstring), and the board goes on answering."""
     c = small_config
     board = make_board(c)
     for w in image_writes(small_image, c):
         if w.mem == Mem.CORE:        # the registers, but no tables
             ask(board, Cmd.WRITE, 1, write_body(w.mem, w.lane, w.addr, [w.data], c))
     with pytest.raises(GoldenBoardError, match="golden model"):
-        ask(board, Cmd.RUN, 1, struct.pack("<H", 0))
+        board.network()
+    assert board.fault is None
+    (op, seq, st, body), = ask(board, Cmd.RUN, 4, struct.pack("<2H", 0, 1))
+    assert (op, seq, st, body) == (Cmd.RUN, 4, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))
+    assert "golden model" in board.fault and "\n" not in board.fault
+    (op, seq, st, body), = ask(board, Cmd.GENERATE, 5, struct.pack(GENERATE_FORMAT, 1, 3))
+    assert (op, seq, st, body) == (Cmd.GENERATE, 5, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))
+    assert board.faults == 2
+    (op, _, st, _), = ask(board, Cmd.IDENTIFY, 6)
+    assert (op, st) == (Cmd.IDENTIFY, S.OK)
+    assert status(board)[2] == 2        # the two refusals are counted as rejected
+
+
+def test_an_unexpected_failure_is_answered_and_the_board_serves_on(small_config, small_image,
+                                                                   monkeypatch):
+    board = make_board(small_config, small_image)
+
+    def broken_step(token):
+        raise RuntimeError("a bug\nwith two lines")
+    monkeypatch.setattr(board, "_step", broken_step)
+    (op, seq, st, body), = ask(board, Cmd.GENERATE, 8, struct.pack(GENERATE_FORMAT, 1, 3))
+    assert (op, seq, st, body) == (Cmd.GENERATE, 8, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))
+    assert board.fault == "RuntimeError: a bug"
+    monkeypatch.setattr(board, "_status", lambda seq, body: 1 / 0)
+    (op, seq, st, body), = ask(board, Cmd.STATUS, 9)
+    assert (op, seq, st, body) == (Cmd.STATUS, 9, S.OUT_OF_RANGE, b"")
+    assert board.fault.startswith("ZeroDivisionError") and board.faults == 2
+    (op, _, st, _), = ask(board, Cmd.IDENTIFY, 10)
+    assert (op, st) == (Cmd.IDENTIFY, S.OK)

@@ -11,8 +11,11 @@ here, several minutes for the default 16-lane core, which only the opt-in
 ``SPIKESTREAM_SLOW_SIM=1`` test builds).
 """
 
+import _thread
 import os
 import struct
+import threading
+import time
 
 import pytest
 
@@ -194,3 +197,32 @@ def test_cli_sim_backend_prints_the_golden_text(golden_text, capsys):
     cli.main(["--backend", "sim", "--prompt", "KING:", "--tokens", "120", "--seed", "5",
               "--temperature", "0.7"])
     assert capsys.readouterr().out == golden_text
+
+
+@needs_soc
+def test_ctrl_c_stops_the_simulated_soc_within_a_second(boards, small_image):
+    """Ctrl-C in a long generation: the client waits for the short request in flight
+    (sw.client sizes them to a fraction of a second), and the SoC answers at once after."""
+    sim, _ = boards
+    client = Client(sim, timeout=10, progress=False)
+    assert client.load_image(small_image, tag=TAG) is False
+    client.reset()
+    fired = []
+
+    def interrupt():
+        fired.append(time.monotonic())
+        _thread.interrupt_main()
+    timer = threading.Timer(1.0, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            for r in client.generate(1, 60000):
+                if r.index == 0:
+                    timer.start()
+        except KeyboardInterrupt:
+            client.finish()
+            raise
+    assert time.monotonic() - fired[0] < 1.5
+    check = Client(sim, timeout=2, retries=0, progress=False)
+    steps = check.status().steps
+    time.sleep(0.5)
+    assert check.status().steps == steps and check.identify().tag == TAG
