@@ -1,5 +1,6 @@
 """What every command-line tool of spikestream shares: how Ctrl-C ends it."""
 
+import os
 import sys
 
 __all__ = ["INTERRUPTED", "run"]
@@ -10,10 +11,18 @@ INTERRUPTED = 130
 
 def run(main):
     """Call a command's ``main()``; Ctrl-C ends it with the one line ``interrupted`` on
-    stderr and exit status :data:`INTERRUPTED`, never a traceback."""
+    stderr and exit status :data:`INTERRUPTED`, never a traceback.
+
+    By then the interrupt has unwound ``main``: its ``with`` blocks have closed links and
+    removed temporary files. The process then ends at once (``os._exit``) rather than
+    through the interpreter's own teardown, which takes a second or more with torch
+    loaded and would keep the user waiting after Ctrl-C."""
     try:
         return main()
     except KeyboardInterrupt:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
         print("\ninterrupted", file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPTED) from None
+        os._exit(INTERRUPTED)

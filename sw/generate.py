@@ -21,14 +21,13 @@ while it is fed.
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
 from tqdm import tqdm
 
 from hw.memory_map import CoreFitError, image_writes
-from models.cli import INTERRUPTED
+from models.cli import run
 from models.data import Vocab
 from models.generate import PROMPT_PROGRESS, encode_prompt
 from models.image import Image, ImageError, parse_image, read_image_bytes
@@ -40,7 +39,7 @@ from .errors import HostError, ImageDoesNotFit
 from .transport import (DEFAULT_BAUD, GoldenTransport, SerialTransport, SimTransport,
                         find_board_ports, ULX3S_USB_IDS)
 
-__all__ = ["generate_tokens", "open_transport", "printable", "main", "command"]
+__all__ = ["generate_tokens", "open_transport", "printable", "main"]
 
 
 def _note(line):
@@ -241,21 +240,5 @@ def main(argv=None):
         }))
 
 
-def command():
-    """``main()`` as a command (``python -m sw.generate``): Ctrl-C ends it with the one line
-    ``interrupted`` and exit status 130, as :func:`models.cli.run` ends every command, but
-    at once: :func:`main` has closed the link to the board by then, and the interpreter's
-    own teardown (a second with torch loaded) would keep the user waiting."""
-    try:
-        main()
-    except KeyboardInterrupt:
-        try:
-            sys.stdout.flush()
-        except OSError:
-            pass
-        print("\ninterrupted", file=sys.stderr, flush=True)
-        os._exit(INTERRUPTED)
-
-
 if __name__ == "__main__":
-    command()
+    run(main)
