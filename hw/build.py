@@ -562,7 +562,8 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     baud = baud or DEFAULT_BAUD
 
     name = f"{board}-{device.lower()}-l{config.lanes}"
-    build_dir = Path(build_dir or ROOT / "build" / name).resolve()
+    # In the user's working folder (never inside an installed package).
+    build_dir = Path(build_dir or Path.cwd() / "build" / name).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("top.bit", "top.config", "top.json", "top.report.json", "top.tim"):
         (build_dir / stale).unlink(missing_ok=True)
@@ -650,10 +651,16 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     return result
 
 
+NEXTPNR_PACKAGES = {"BG256": "CABGA256", "MG285": "CSFBGA285", "BG381": "CABGA381",
+                    "BG554": "CABGA554", "BG756": "CABGA756"}
+"""nextpnr-ecp5's ``--package`` name of each ECP5 package (Amaranth keeps the same table, but
+privately)."""
+
+
 def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress, options=()):
     return run_tool("nextpnr", [
         env_tool("NEXTPNR_ECP5"), "--log", "top.tim", dev.nextpnr,
-        "--package", platform._nextpnr_package_options[platform.package].upper(),
+        "--package", NEXTPNR_PACKAGES[platform.package],
         "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf",
         "--textcfg", "top.config", "--report", "top.report.json",
         "--timing-allow-fail", "--seed", str(seed), "--router", router, *options],
@@ -770,7 +777,8 @@ def argument_parser():
     ap.add_argument("--top", choices=("soc", "probe"), default="soc",
                     help="soc: the SoC with the UART link (default); probe: the bare core "
                          "behind a shift register, for Fmax and utilisation of the core alone")
-    ap.add_argument("--build-dir", help="build folder (default build/<board>-<device>-l<lanes>)")
+    ap.add_argument("--build-dir", help="build folder (default ./build/<board>-<device>-l<lanes> "
+                                        "in the working folder)")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                     help=f"nextpnr's router (default {DEFAULT_ROUTER})")

@@ -18,8 +18,8 @@ Environment variables that steer the runner:
 ``SPIKESTREAM_SIM``
     ``verilator`` or ``icarus``: the simulator to use when ``sim`` is not given.
 ``SPIKESTREAM_SIM_BUILD``
-    The folder to keep builds in when ``build_dir`` is not given (default ``sim_build/`` at
-    the repository root).
+    The folder to keep builds in when ``build_dir`` is not given (default: ``sim_build/`` at
+    the root of a source checkout, else the user's cache folder; :func:`default_build_root`).
 ``WAVES=1``
     Record waveforms (cocotb's own switch; ``waves=True`` does the same).
 """
@@ -39,10 +39,12 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import platformdirs
 
 __all__ = [
     "CONFIG_ENV", "SIMULATORS", "CocotbFailure", "SimulatorUnavailable",
     "available_simulators", "pick_simulator", "to_verilog", "build_and_run", "load_config",
+    "default_build_root",
 ]
 
 
@@ -56,6 +58,20 @@ SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+
+def default_build_root():
+    """Where simulation builds are cached: ``$SPIKESTREAM_SIM_BUILD``; else ``sim_build/``
+    beside a source checkout (this package's parent holds ``pyproject.toml`` and is
+    writable); else the user's cache folder. Never inside an installed package."""
+    env = os.environ.get("SPIKESTREAM_SIM_BUILD")
+    if env:
+        return Path(env)
+    if (_REPO_ROOT / "pyproject.toml").is_file() and os.access(_REPO_ROOT, os.W_OK):
+        return _REPO_ROOT / "sim_build"
+    return Path(platformdirs.user_cache_dir("spikestream")) / "sim_build"
+
 
 # cocotb 2.x needs Verilator >= 5.036; Debian's 5.006 cannot compile its harness.
 _MIN_VERILATOR = (5, 36)
@@ -400,8 +416,7 @@ def build_and_run(component, toplevel_name, test_module, *, testcase=None, env=N
     }, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    root = Path(build_dir or os.environ.get("SPIKESTREAM_SIM_BUILD") or _REPO_ROOT / "sim_build")
-    root = root.resolve()
+    root = Path(build_dir or default_build_root()).resolve()
     model_dir = root / f"{toplevel_name}-{sim}-{digest}"
 
     with _patched_environ(sim_env):

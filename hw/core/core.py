@@ -106,6 +106,9 @@ class Core(wiring.Component):
             self._contents = contents_after(init or (), config)
         except ValueError:
             # The refused image is the error to report, not the never-elaborated core.
+            # Amaranth warns (UnusedElaboratable) from __del__ about an Elaboratable never
+            # elaborated and offers no public way to say "never meant to be": this private
+            # flag is the only way to keep that warning from following the real error.
             self._MustUse__silence = True
             raise
         self._trace = bool(trace)

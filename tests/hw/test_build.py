@@ -342,13 +342,13 @@ def test_nextpnr_options_are_passed_on(monkeypatch, tmp_path):
     # --nextpnr-option reaches nextpnr-ecp5's command line after the build's own options.
     calls = []
     monkeypatch.setattr(hwb, "run_tool", lambda stage, argv, *a, **k: calls.append(argv) or 1.0)
-    platform = SimpleNamespace(_nextpnr_package_options={"CABGA381": "CABGA381"},
-                               package="CABGA381", speed=6)
+    platform = SimpleNamespace(package="BG381", speed=6)
     hwb._run_nextpnr(lambda tool: tool, SimpleNamespace(nextpnr="--85k"), platform, 3,
                      "router2", tmp_path, None, ["--tmg-ripup"])
     argv = calls[0]
     assert argv[0] == "NEXTPNR_ECP5" and "--85k" in argv
     assert argv[argv.index("--seed") + 1] == "3" and argv[-1] == "--tmg-ripup"
+    assert argv[argv.index("--package") + 1] == "CABGA381"
     args = hwb.argument_parser().parse_args(
         ["--nextpnr-option=--tmg-ripup", "--nextpnr-option=--placer-heap-timingweight=20"])
     assert args.nextpnr_option == ["--tmg-ripup", "--placer-heap-timingweight=20"]

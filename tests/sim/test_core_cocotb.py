@@ -37,7 +37,7 @@ from models.network import Projection, Network, lane_layout
 from models.sampler import temperature_word
 from sim.core_check import NeuronMap, compare_step, observe_golden
 from sim.netgen import recipe_network
-from sim.runner import CocotbFailure, available_simulators, build_and_run
+from sim.runner import CocotbFailure, available_simulators, build_and_run, default_build_root
 from sim.tb_core import init_writes
 
 _SIMS = available_simulators()
@@ -78,7 +78,7 @@ def _config(lanes, stages, nets):
 def _build_env():
     """Environment for the builds: compiler optimisation (``MAKE_FLAGS``) and the cache of
     Verilator's runtime objects (:mod:`sim.core_objcache`)."""
-    root = Path(os.environ.get("SPIKESTREAM_SIM_BUILD") or REPO / "sim_build")
+    root = default_build_root()
     flags = f"{os.environ.get('MAKEFLAGS', '')} {MAKE_FLAGS}".strip()
     return {"MAKEFLAGS": flags,
             "OBJCACHE": f"{sys.executable} {REPO / 'sim' / 'core_objcache.py'}",
