@@ -19,9 +19,9 @@ from . import cycles as cyc
 from .formats import ACC_MAX, ACC_MIN, DEFAULT_TIMING
 from .network import INPUT, lane_layout
 from .neurons import int_step
-from .sampler import sample, seed_state, xorshift32
+from .sampler import RNG_MASK, sample, seed_state, xorshift32
 
-__all__ = ["StepResult", "GoldenCore"]
+__all__ = ["StepResult", "CoreState", "GoldenCore"]
 
 
 @dataclass
@@ -42,6 +42,20 @@ class StepResult:
     cycles: torch.Tensor
     route_cycles: torch.Tensor
     events: torch.Tensor
+
+
+@dataclass
+class CoreState:
+    """What the core carries from one timestep to the next, per stream (leading dimension
+    ``batch``): membranes ``v`` and adaptations ``a`` (int64 ``[batch, size]`` per
+    population), the previous timestep's spikes ``prev`` (bool, per population) and input
+    tokens ``prev_tokens`` (bool ``[batch, vocab]``), and each stream's sampler state ``rng``
+    (a list of ints)."""
+    v: list
+    a: list
+    prev: list
+    prev_tokens: torch.Tensor
+    rng: list
 
 
 class GoldenCore:
@@ -76,14 +90,51 @@ class GoldenCore:
     def reset(self):
         """Clear all neuron state and the previous timestep's spikes (the RESET command)."""
         B = self.batch
-        self.v = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
-        self.a = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
-        self.prev = [torch.zeros(B, p.size, dtype=torch.bool) for p in self.net.populations]
-        self.prev_tokens = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
+        self._v = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
+        self._a = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
+        self._prev = [torch.zeros(B, p.size, dtype=torch.bool) for p in self.net.populations]
+        self._prev_tokens = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
+
+    @property
+    def v(self):
+        """Membranes per population (read only: change state with :meth:`set_state`)."""
+        return tuple(self._v)
+
+    @property
+    def a(self):
+        """Adaptations per population (read only: change state with :meth:`set_state`)."""
+        return tuple(self._a)
+
+    def get_state(self):
+        """The state carried between timesteps, as a :class:`CoreState` (copies)."""
+        return CoreState(v=[x.clone() for x in self._v], a=[x.clone() for x in self._a],
+                         prev=[x.clone() for x in self._prev],
+                         prev_tokens=self._prev_tokens.clone(), rng=list(self._rng))
+
+    def set_state(self, state):
+        """Continue from ``state`` (a :class:`CoreState`, e.g. from :meth:`get_state` or read
+        back from a core's memories); ``ValueError`` if it does not fit this network."""
+        B, pops = self.batch, self.net.populations
+        shapes = [(B, p.size) for p in pops]
+        for name, xs, dtype in (("v", state.v, torch.int64), ("a", state.a, torch.int64),
+                                ("prev", state.prev, torch.bool)):
+            if len(xs) != len(pops) or any(tuple(x.shape) != s or x.dtype != dtype
+                                           for x, s in zip(xs, shapes)):
+                raise ValueError(f"state.{name} does not fit the network: expected {dtype} "
+                                 f"tensors of shapes {shapes}")
+        if tuple(state.prev_tokens.shape) != (B, self.net.vocab_size) \
+                or state.prev_tokens.dtype != torch.bool:
+            raise ValueError(f"state.prev_tokens must be bool [{B}, {self.net.vocab_size}]")
+        if len(state.rng) != B:
+            raise ValueError(f"state.rng must hold {B} generator states")
+        self._v, self._a = [x.clone() for x in state.v], [x.clone() for x in state.a]
+        self._prev = [x.clone() for x in state.prev]
+        self._prev_tokens = state.prev_tokens.clone()
+        self._rng = [int(r) & RNG_MASK for r in state.rng]
 
     def seed(self, seed):
         """Seed the sampler's random source of every stream (stream ``b`` gets ``seed + b``)."""
-        self.rng = [seed_state(seed + b) for b in range(self.batch)]
+        self._rng = [seed_state(seed + b) for b in range(self.batch)]
 
     def set_temperature_word(self, word):
         """Set the sampler's temperature word (0: argmax); see models.sampler."""
@@ -91,8 +142,8 @@ class GoldenCore:
 
     def _source_spikes(self, src, delay, token_spikes, now):
         if src == INPUT:
-            return token_spikes if delay == 0 else self.prev_tokens
-        return now[src] if delay == 0 else self.prev[src]
+            return token_spikes if delay == 0 else self._prev_tokens
+        return now[src] if delay == 0 else self._prev[src]
 
     def step(self, tokens, sample_tokens=True):
         """Run one timestep with input ``tokens`` (ints ``[batch]``); see :class:`StepResult`.
@@ -120,23 +171,23 @@ class GoldenCore:
                 events += e
             # The accumulator can never leave its range (Network.check guarantees it).
             assert acc.numel() == 0 or (int(acc.min()) >= ACC_MIN and int(acc.max()) <= ACC_MAX)
-            s, self.v[i], self.a[i] = int_step(pop.kind, self.v[i], self.a[i], acc,
+            s, self._v[i], self._a[i] = int_step(pop.kind, self._v[i], self._a[i], acc,
                                                **self.params[i])
             now[i] = s
-        self.prev = now
-        self.prev_tokens = token_spikes
-        logits = self.v[self.net.readout]
+        self._prev = now
+        self._prev_tokens = token_spikes
+        logits = self._v[self.net.readout]
         token = torch.zeros(B, dtype=torch.int64)
         for b in range(B):
             if sample_tokens or self.temp_word:
-                t, self.rng[b] = sample(logits[b].tolist(), self.temp_word, self.rng[b])
+                t, self._rng[b] = sample(logits[b].tolist(), self.temp_word, self._rng[b])
                 token[b] = t
             else:
-                self.rng[b] = _advance(self.rng[b], self.net.vocab_size)
+                self._rng[b] = _advance(self._rng[b], self.net.vocab_size)
         if not sample_tokens and self.temp_word == 0:
             token = logits.argmax(1)    # argmax picks the first maximum, as the sampler does
         cycles += route_cycles
-        return StepResult(spikes=list(now), v=list(self.v), a=list(self.a), logits=logits,
+        return StepResult(spikes=list(now), v=list(self._v), a=list(self._a), logits=logits,
                           token=token, cycles=cycles, route_cycles=route_cycles, events=events)
 
     def generate(self, prompt, n_tokens, temperature_word=0, seed=0):

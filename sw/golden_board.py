@@ -41,7 +41,7 @@ from hw.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
                          identity_of, pack_words, response, unpack_words, word_bytes)
 from models.formats import NeuronKind
-from models.golden import GoldenCore
+from models.golden import CoreState, GoldenCore
 from models.network import INPUT, Network, NetworkError, Projection, make_population
 from models.sampler import RNG_MASK, seed_state
 
@@ -393,10 +393,11 @@ class GoldenBoard:
                 raise GoldenBoardError(f"the memories hold no network the golden model can "
                                        f"run: {type(e).__name__}: {e}") from None
             sizes = [p.size for p in net.populations]
-            if self._prev is not None and [len(s[0]) for s in self._prev] == sizes \
-                    and len(self._prev_tokens[0]) == net.vocab_size:
-                core.prev, core.prev_tokens = self._prev, self._prev_tokens
-            self._prev, self._prev_tokens = core.prev, core.prev_tokens
+            if self._prev is None or [len(s[0]) for s in self._prev] != sizes \
+                    or len(self._prev_tokens[0]) != net.vocab_size:
+                # Spikes of another network (or none): the new one starts from none.
+                st = core.get_state()
+                self._prev, self._prev_tokens = st.prev, st.prev_tokens
             self._net = core, where
             self._net_valid = True
         return self._net
@@ -406,23 +407,26 @@ class GoldenBoard:
         core, where = self._core()
         if self._prev is None:                  # after a RESET
             core.reset()
-            self._prev, self._prev_tokens = core.prev, core.prev_tokens
-        core.prev, core.prev_tokens = self._prev, self._prev_tokens
+            st = core.get_state()
+            self._prev, self._prev_tokens = st.prev, st.prev_tokens
         vf, af = self._layouts[Mem.STATE].fields
-        for i, (lane_of, addr_of) in enumerate(where):
+        signed = lambda x, bits: torch.as_tensor(np.where(x >> (bits - 1) != 0,
+                                                          x - (1 << bits), x))[None]
+        vs, as_ = [], []
+        for lane_of, addr_of in where:
             w = self._state[lane_of, addr_of]
-            v = w & _mask(vf.bits)
-            a = (w >> vf.bits) & _mask(af.bits)
-            core.v[i] = torch.as_tensor(np.where(v >> (vf.bits - 1) != 0, v - (1 << vf.bits), v))[None]
-            core.a[i] = torch.as_tensor(np.where(a >> (af.bits - 1) != 0, a - (1 << af.bits), a))[None]
-        core.rng = [self.rng]
+            vs.append(signed(w & _mask(vf.bits), vf.bits))
+            as_.append(signed((w >> vf.bits) & _mask(af.bits), af.bits))
+        core.set_state(CoreState(v=vs, a=as_, prev=self._prev, prev_tokens=self._prev_tokens,
+                                 rng=[self.rng]))
         core.set_temperature_word(self._regs[CoreReg.TEMPERATURE])
         r = core.step([token])
-        self.rng = core.rng[0]
-        self._prev, self._prev_tokens = core.prev, core.prev_tokens
+        st = core.get_state()
+        self.rng = st.rng[0]
+        self._prev, self._prev_tokens = st.prev, st.prev_tokens
         for i, (lane_of, addr_of) in enumerate(where):
-            v = core.v[i][0].numpy() & _mask(vf.bits)
-            a = core.a[i][0].numpy() & _mask(af.bits)
+            v = st.v[i][0].numpy() & _mask(vf.bits)
+            a = st.a[i][0].numpy() & _mask(af.bits)
             self._state[lane_of, addr_of] = v | (a << vf.bits)
         cycles = int(r.cycles[0])
         spikes = sum(int(s[0].sum()) for s in r.spikes)

@@ -183,7 +183,7 @@ def test_golden_argmax_ties():
         assert r.logits.tolist() == [[1, 5, 0, 5]] and r.token.tolist() == [1]
         # All-zero logits: token 0.
         assert core.step([1], sample_tokens=sample_tokens).token.tolist() == [0]
-        rng.append(core.rng)
+        rng.append(core.get_state().rng)
     # Skipping the sampler still advances the generator once per readout neuron per step.
     state = seed_state(0)
     for _ in range(2 * 4):
@@ -262,9 +262,10 @@ def test_reset_clears_state():
     first = [core.step([t]) for t in seq]
     assert any(int(r.v[0].abs().sum()) for r in first)
     core.reset()
-    for x in core.v + core.a:
+    st = core.get_state()
+    for x in st.v + st.a:
         assert not x.any()
-    assert not any(p.any() for p in core.prev) and not core.prev_tokens.any()
+    assert not any(p.any() for p in st.prev) and not st.prev_tokens.any()
     core.seed(0)
     again = [core.step([t]) for t in seq]
     for r1, r2 in zip(first, again):
@@ -352,3 +353,28 @@ def test_the_shipped_model_routes_densely():
     # its projections are about half full: a dense matrix product is the faster way
     img = load_image(SHIPPED_IMAGE)
     assert all(s.dense for s in GoldenCore(img.net, img.lanes).synapses)
+
+
+def test_state_can_be_taken_and_restored():
+    net = _exact_net()
+    core = GoldenCore(net, lanes=2)
+    core.seed(7)
+    for t in [0, 4, 2, 2, 5]:
+        core.step([t])
+    saved = core.get_state()
+    later = [core.step([t]) for t in [1, 3, 0, 5]]
+    core.set_state(saved)
+    again = [core.step([t]) for t in [1, 3, 0, 5]]
+    for r1, r2 in zip(later, again):
+        for x, y in zip(r1.spikes + r1.v + r1.a, r2.spikes + r2.v + r2.a):
+            assert torch.equal(x, y)
+        assert torch.equal(r1.token, r2.token)
+    assert not torch.equal(later[0].v[0], saved.v[0]) or not torch.equal(later[0].a[0], saved.a[0])
+    wrong = core.get_state()
+    wrong.v = wrong.v[:-1]
+    with pytest.raises(ValueError, match="state.v"):
+        core.set_state(wrong)
+    wrong = core.get_state()
+    wrong.rng = []
+    with pytest.raises(ValueError, match="rng"):
+        core.set_state(wrong)

@@ -214,7 +214,9 @@ def test_state_writes_act_on_the_next_step(small_config, small_image):
     # Kick the first neuron of the first population to its maximum membrane.
     word = c.layout(Mem.STATE).pack(v=30000, a=int(golden.a[0][0, 0]))
     ask(board, Cmd.WRITE, 1, write_body(Mem.STATE, 0, 0, [word], c))
-    golden.v[0][0, 0] = 30000
+    st = golden.get_state()
+    st.v[0][0, 0] = 30000
+    golden.set_state(st)
     got = _token_frames(ask(board, Cmd.RUN, 1, struct.pack("<H", 3)))
     r = golden.step([3])
     assert got == [(0, int(r.token[0]), int(r.cycles[0]), sum(int(s.sum()) for s in r.spikes))]
