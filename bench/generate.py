@@ -33,9 +33,15 @@ import time
 import torch
 
 from hw.protocol import Cmd, frame, response
+from models.checkpoint import load_checkpoint
 from models.data import Vocab
-from models.image import load_image
-from models.sampler import temperature_word
+from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
+from spikestream.image import Image, image_tag, load_image
+from spikestream.memory_map import image_writes
+from spikestream.sampler import temperature_word
+from sw.board import board_config
+from sw.client import Client
+from sw.transport import GoldenTransport, SimTransport
 
 from ._report import BENCHMARKS, update_section
 
@@ -48,8 +54,6 @@ FALLBACK_FMAX_MHZ = 100.0
 def float_rate(tokens, threads=None, repeats=3):
     """Tokens/s of the float checkpoint generating ``tokens`` tokens, batch 1 (the best of
     ``repeats`` runs: other jobs share the machine)."""
-    from models.train import load_checkpoint
-    from sw.board import SHIPPED_IMAGE
     if threads:
         torch.set_num_threads(threads)
     model, vocab, _ = load_checkpoint(SHIPPED_IMAGE.with_suffix(".pt"))
@@ -74,7 +78,6 @@ def float_rate(tokens, threads=None, repeats=3):
 
 def board_rate(transport, tokens, image_path):
     """Generate through the host driver; returns the rate, cycles and the TOKEN frames' size."""
-    from sw.client import Client, image_tag
     img = load_image(image_path)
     vocab = Vocab(img.net.vocab)
     scale = float(img.net.populations[img.net.readout].scale[0])
@@ -130,11 +133,6 @@ def fmax_from_benchmarks(lanes, device="85F"):
 
 
 def main(argv=None):
-    from sw.board import SHIPPED_IMAGE, board_config
-    from sw.transport import DEFAULT_BAUD, GoldenTransport, SimTransport
-    from hw.memory_map import image_writes
-    from models.image import Image
-    from sw.client import image_tag
 
     ap = argparse.ArgumentParser(prog="python -m bench.generate",
                                  description=__doc__.split("\n")[0])

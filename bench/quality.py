@@ -9,9 +9,10 @@ import sys
 
 import torch
 
-from models.capacity import memory_plan
-from models.evaluate import SHIPPED_IMAGE, main as evaluate
-from models.image import load_image
+from spikestream.capacity import memory_plan
+from spikestream.board import SHIPPED_IMAGE
+from models.evaluate import main as evaluate
+from spikestream.image import load_image
 
 from ._report import update_section
 
@@ -21,7 +22,7 @@ def main(argv=None):
     ap.add_argument("--image", default=str(SHIPPED_IMAGE))
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = ap.parse_args(argv)
-    r = evaluate([args.image, "--json"])
+    r = evaluate(["--image", args.image, "--json"])
     img = load_image(args.image)
     plan = memory_plan(img.net, img.lanes)
     ck = torch.load(SHIPPED_IMAGE.with_suffix(".pt"), weights_only=False) \

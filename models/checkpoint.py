@@ -17,9 +17,9 @@ import zipfile
 import torch
 
 from .data import Vocab
-from .files import FileProblem, atomic_write, read_regular
+from spikestream.files import FileProblem, atomic_write, read_regular
 from .lm import LMConfig, SpikingLM
-from .network import check_vocab
+from spikestream.network import check_vocab
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "read_checkpoint", "load_checkpoint",
            "save_checkpoint"]

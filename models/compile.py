@@ -1,6 +1,7 @@
 """Compile a trained checkpoint into a network image.
 
-``python -m models.compile CHECKPOINT -o IMAGE --lanes N [--sparsity S] [--device 85f]``
+``python -m models.compile [--checkpoint PATH] -o IMAGE [--lanes N] [--sparsity S] [--fpga 85f]
+[--json]`` (``spikestream compile``)
 
 Steps: prune (magnitude, per projection) to ``S`` if the checkpoint is less sparse;
 quantise (weights to WEIGHT_BITS with one scale per target neuron, decays to
@@ -8,7 +9,7 @@ DECAY_FRAC_BITS); balance neurons across lanes by their expected synaptic load; 
 the image fits the board; write the image.
 """
 
-import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -16,22 +17,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boards.ecp5 import ulx3s_device
+from spikestream.ecp5 import ulx3s_device
 
-from .capacity import memory_plan
+from spikestream.capacity import memory_plan
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .cli import run
+from spikestream.board import DEFAULT_FPGA, SHIPPED_IMAGE
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
 from .data import DEFAULT_TEXT, load_text, split
-from .files import FileProblem, check_output
-from .formats import DECAY_ONE, MAX_VOCAB, STATE_BITS, WEIGHT_MAX, NeuronKind
-from .image import save_image
-from .network import INPUT, Network, Projection, make_population
+from spikestream.files import FileProblem, check_output
+from spikestream.formats import DECAY_ONE, MAX_VOCAB, STATE_BITS, WEIGHT_MAX, NeuronKind
+from spikestream.image import save_image
+from spikestream.network import INPUT, Network, Projection, make_population
 
 __all__ = ["quantise", "balance_permutation", "balance_rows", "firing_rates", "compile_model",
-           "MAX_LANES", "main"]
+           "MAX_LANES", "SHIPPED_CHECKPOINT", "argument_parser", "main"]
 
 MAX_LANES = 256
 """Most lanes an image can be laid out for (the core's lane ids are 8 bits)."""
+
+SHIPPED_CHECKPOINT = SHIPPED_IMAGE.with_suffix(".pt")
+"""The float checkpoint of the shipped image, beside it (the default ``--checkpoint``)."""
 
 # Largest scale per neuron: keeps the membrane range at 8 thresholds or more.
 _MAX_THRESHOLD = 1 << (STATE_BITS - 4)
@@ -218,25 +224,41 @@ def _outputs(args):
     return out, ck_out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.compile",
-                                 description=__doc__.split("\n")[1])
-    ap.add_argument("checkpoint")
-    ap.add_argument("-o", "--output", required=True, help="image file to write")
-    ap.add_argument("--lanes", type=int, default=16)
-    ap.add_argument("--sparsity", type=float, help="prune to this weight sparsity (0..1)")
-    ap.add_argument("--device", default="85f", help="ULX3S size the image must fit (default 85f)")
-    ap.add_argument("--data", help="text for measuring firing rates (default: the shipped text)")
+def argument_parser(prog="python -m models.compile"):
+    """The command line of ``python -m models.compile`` (``spikestream compile``)."""
+    ap = CommandParser(prog=prog, description="Compile a trained checkpoint into a network "
+                                              "image: prune, quantise, balance the lanes, "
+                                              "check that it fits the FPGA.")
+    ap.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), metavar="PATH",
+                    help="the trained float checkpoint to compile, e.g. "
+                         "runs/shakespeare/ckpt.pt (default: the shipped model's)")
+    ap.add_argument("-o", "--output", required=True, metavar="IMAGE",
+                    help="image file to write (.img)")
+    ap.add_argument("--lanes", type=int, default=16, metavar="N",
+                    help=f"lanes to lay the image out for (1..{MAX_LANES})")
+    ap.add_argument("--sparsity", type=float, metavar="S",
+                    help="prune to this weight sparsity, in [0, 1) (default: as trained)")
+    ap.add_argument("--fpga", default=DEFAULT_FPGA, metavar="SIZE",
+                    help="ULX3S FPGA size the image must fit: 12f, 25f, 45f or 85f")
+    ap.add_argument("--data", metavar="PATH",
+                    help="text for measuring firing rates (default: the shipped text)")
     ap.add_argument("--with-checkpoint", action="store_true",
                     help="also write the float model (without optimiser state) beside the image "
                          "(IMAGE with .pt), so that models.evaluate can compare float and golden")
-    args = ap.parse_args(argv)
+    ap.add_argument("--json", action="store_true",
+                    help="end with one line of JSON: image, bytes, lanes, neurons, synapses, "
+                         "sparsity, block RAMs")
+    return ap
+
+
+def main(argv=None, prog="python -m models.compile"):
+    args = argument_parser(prog).parse_args(argv)
     if args.sparsity is not None and not (math.isfinite(args.sparsity) and 0 <= args.sparsity < 1):
         raise SystemExit(f"error: --sparsity must be in [0, 1), not {args.sparsity}")
     if not 1 <= args.lanes <= MAX_LANES:
         raise SystemExit(f"error: --lanes must be in 1..{MAX_LANES}, not {args.lanes}")
     try:
-        device = ulx3s_device(args.device)
+        device = ulx3s_device(args.fpga)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     out, ck_out = _outputs(args)
@@ -270,6 +292,13 @@ def main(argv=None):
         save_checkpoint(dict(slim, model=model.state_dict()), ck_out)
         print(f"wrote {ck_out}")
     print(f"wrote {out} ({size} bytes, {args.lanes} lanes)")
+    if args.json:
+        print(json.dumps({
+            "image": str(out), "bytes": size, "lanes": args.lanes,
+            "neurons": sum(p.size for p in net.populations),
+            "synapses": net.nonzero_synapses, "sparsity": net.meta["sparsity"],
+            "block_rams": plan.blocks, "block_rams_available": device.dp16kd,
+            "fpga": device.part, "checkpoint": str(ck_out) if ck_out is not None else None}))
 
 
 if __name__ == "__main__":

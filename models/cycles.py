@@ -1,7 +1,7 @@
 """The cycle model: how many clock cycles the core spends on one timestep.
 
 The core runs a timestep as a sequence of phases, each starting when the previous one has
-finished (all constants are in :class:`models.formats.CoreTiming`):
+finished (all constants are in :class:`spikestream.formats.CoreTiming`):
 
 * **route** (one per projection, in list order): the source's spikes leave its event queue
   one per cycle in *lane-major* order (every spike of lane 0's neurons in address order, then

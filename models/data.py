@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from .files import FileProblem, read_regular
+from spikestream.files import FileProblem, read_regular
 
 __all__ = ["DEFAULT_TEXT", "MAX_TEXT_BYTES", "load_text", "Vocab", "split", "random_windows",
            "stream_batches"]

@@ -1,6 +1,6 @@
-"""Evaluate a checkpoint or an image: ``python -m models.evaluate [PATH] [--json]``."""
+"""Evaluate an image or a checkpoint: ``python -m models.evaluate [--image PATH | --checkpoint
+PATH] [--json]`` (``spikestream evaluate``; default: the shipped image)."""
 
-import argparse
 import json
 import math
 import sys
@@ -11,16 +11,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .cli import run
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
 from .compile import MAX_LANES, compile_model
 from .data import Vocab, load_text, split, stream_batches
-from .formats import DEFAULT_TIMING, NeuronKind
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.formats import NeuronKind
+from spikestream.timing import DEFAULT_TIMING
 from .golden import GoldenCore
-from .image import ImageError, load_image
+from spikestream.image import ImageError, load_image
 
-__all__ = ["SHIPPED_IMAGE", "float_loss", "golden_loss", "main"]
+__all__ = ["float_loss", "golden_loss", "argument_parser", "main"]
 
-SHIPPED_IMAGE = Path(__file__).parent / "pretrained" / "shakespeare.img"
 
 
 @torch.no_grad()
@@ -109,18 +111,34 @@ def checkpoint_beside(image_path, net):
     return candidate
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.evaluate",
-                                 description="Validation loss, activity and cycles of a model.")
-    ap.add_argument("path", nargs="?", default=str(SHIPPED_IMAGE),
-                    help="image (.img) or checkpoint (.pt); default: the shipped image")
-    ap.add_argument("--data", help="text file (default: the shipped tiny-shakespeare); the last "
-                                   "10%% is the validation split")
-    ap.add_argument("--chars", type=int, help="evaluate only the first N validation characters")
-    ap.add_argument("--streams", type=int, default=64, help="parallel streams, each from reset")
-    ap.add_argument("--lanes", type=int, default=16, help="lanes when compiling a checkpoint")
-    ap.add_argument("--json", action="store_true", help="print one JSON object last")
-    args = ap.parse_args(argv)
+def argument_parser(prog="python -m models.evaluate"):
+    """The command line of ``python -m models.evaluate`` (``spikestream evaluate``)."""
+    ap = CommandParser(prog=prog, description="Validation loss, activity and cycles per token "
+                                              "of an image or a checkpoint.")
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--image", metavar="PATH",
+                      help="network image to evaluate on the golden model, with the float "
+                           "model too if the image names a checkpoint beside it (default: the "
+                           "shipped image)")
+    what.add_argument("--checkpoint", metavar="PATH",
+                      help="float checkpoint to evaluate: compiled for --lanes, then run as "
+                           "float and golden model")
+    ap.add_argument("--data", metavar="PATH",
+                    help="text file (default: the shipped tiny-shakespeare); the last 10%% is "
+                         "the validation split")
+    ap.add_argument("--chars", type=int, metavar="N",
+                    help="evaluate only the first N validation characters (default: all)")
+    ap.add_argument("--streams", type=int, default=64, metavar="N",
+                    help="parallel streams, each from reset")
+    ap.add_argument("--lanes", type=int, default=16, metavar="N",
+                    help="lanes to compile a --checkpoint for (an image keeps its own)")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one line of JSON: losses, rates, events and cycles per token")
+    return ap
+
+
+def main(argv=None, prog="python -m models.evaluate"):
+    args = argument_parser(prog).parse_args(argv)
     if args.chars is not None and args.chars < 2:
         raise SystemExit(f"error: --chars must be at least 2 (one character predicts the "
                          f"next), not {args.chars}")
@@ -129,10 +147,10 @@ def main(argv=None):
     if not 1 <= args.lanes <= MAX_LANES:
         raise SystemExit(f"error: --lanes must be in 1..{MAX_LANES}, not {args.lanes}")
 
-    path = Path(args.path)
+    path = Path(args.checkpoint or args.image or SHIPPED_IMAGE)
     model = None
     try:
-        if path.suffix == ".pt":
+        if args.checkpoint is not None:
             model, vocab, ck = load_checkpoint(path)
             text = load_text(args.data)
             net, lanes = compile_model(model, vocab, args.lanes, text=text), args.lanes

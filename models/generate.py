@@ -1,26 +1,28 @@
-"""Generate text with the golden model: ``python -m models.generate --prompt "ROMEO:"``.
+"""Generate text with the golden model: ``python -m models.generate --prompt "ROMEO:"``
+(``spikestream golden``).
 
 Runs the bit-exact integer model of the core on an image (default: the shipped one), so
 the text is exactly what the board and the RTL simulation produce for the same image,
 prompt, seed and temperature.
 """
 
-import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .cli import run
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
 from .data import Vocab
-from .evaluate import SHIPPED_IMAGE
-from .files import FileProblem, atomic_write, check_output
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.files import FileProblem, atomic_write, check_output
 from .golden import GoldenCore
-from .image import ImageError, load_image
-from .sampler import temperature_word
+from spikestream.image import ImageError, load_image
+from spikestream.sampler import temperature_word
 
-__all__ = ["PROMPT_PROGRESS", "write_raster", "encode_prompt", "main"]
+__all__ = ["PROMPT_PROGRESS", "write_raster", "encode_prompt", "argument_parser", "main"]
 
 PROMPT_PROGRESS = 2000
 """Prompts of more characters than this show a progress bar while they are fed."""
@@ -62,15 +64,26 @@ def encode_prompt(vocab, text):
     return prompt
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.generate", description=__doc__.split("\n")[0])
-    ap.add_argument("--prompt", default="ROMEO:")
-    ap.add_argument("--tokens", type=int, default=200, help="characters to generate")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely")
-    ap.add_argument("--image", default=str(SHIPPED_IMAGE))
+def argument_parser(prog="python -m models.generate"):
+    """The command line of ``python -m models.generate`` (``spikestream golden``)."""
+    ap = CommandParser(prog=prog, description="Generate text with the golden model (the "
+                                              "bit-exact integer model of the core), in process.")
+    ap.add_argument("--prompt", default="ROMEO:", help="text fed before generating")
+    ap.add_argument("--tokens", type=int, default=200, metavar="N",
+                    help="characters to generate")
+    ap.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                    help="sampling temperature; 0 picks the most likely")
+    ap.add_argument("--seed", type=int, default=0, metavar="N", help="the sampler's seed")
+    ap.add_argument("--image", default=str(SHIPPED_IMAGE), metavar="PATH",
+                    help="network image (default: the shipped model)")
     ap.add_argument("--raster", metavar="PNG", help="also write a spike raster of the run")
-    args = ap.parse_args(argv)
+    ap.add_argument("--json", action="store_true",
+                    help="end with one line of JSON: text, tokens, seconds, cycles per step")
+    return ap
+
+
+def main(argv=None, prog="python -m models.generate"):
+    args = argument_parser(prog).parse_args(argv)
     if args.tokens < 0:
         raise SystemExit(f"error: --tokens must not be negative, not {args.tokens}")
     if args.raster:
@@ -98,7 +111,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    r, cycles, raster = None, 0, []
+    r, cycles, raster, text = None, 0, [], []
     for t in tqdm(prompt, desc="prompt", unit="char", file=sys.stderr, leave=False,
                   disable=len(prompt) <= PROMPT_PROGRESS, mininterval=0.5):
         r = core.step([t])
@@ -107,7 +120,8 @@ def main(argv=None):
             raster.append(r)
     for k in range(args.tokens):
         tok = int(r.token[0])
-        sys.stdout.write(vocab.chars[tok])
+        text.append(vocab.chars[tok])
+        sys.stdout.write(text[-1])
         sys.stdout.flush()
         if k + 1 < args.tokens:
             r = core.step([tok])
@@ -122,6 +136,12 @@ def main(argv=None):
             vocab.chars[int(x.token[0])] for x in raster[len(prompt) - 1:]), args.raster)
     print(f"[golden model: {args.tokens} tokens in {dt:.2f} s, {steps / dt:.0f} steps/s; "
           f"core cycles/step {cycles / steps:.0f} at {img.lanes} lanes]", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "prompt": args.prompt, "tokens": args.tokens,
+            "text": "".join(text), "seed": args.seed, "temperature": args.temperature,
+            "seconds": dt, "timesteps": steps, "cycles_per_step": cycles / steps,
+            "lanes": img.lanes, "image": args.image}))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The golden model: the bit-exact integer definition of what the core computes.
 
-:class:`GoldenCore` runs a :class:`models.network.Network` laid out over some lanes,
+:class:`GoldenCore` runs a :class:`spikestream.network.Network` laid out over some lanes,
 timestep by timestep, on integer tensors only. It follows the schedule documented in
-models/network.py, the neuron equations of models/neurons.py, the sampler of
-models/sampler.py and the cycle model of models/cycles.py. The gateware, the RTL
+spikestream/network.py, the neuron equations of models/neurons.py, the sampler of
+spikestream/sampler.py and the cycle model of models/cycles.py. The gateware, the RTL
 simulation and the host must agree with it exactly: any difference is a bug.
 
 It runs ``batch`` independent streams at once (each its own core, as if on several boards),
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from . import cycles as cyc
-from .formats import ACC_MAX, ACC_MIN, DEFAULT_TIMING
-from .network import INPUT, lane_layout
+from spikestream.formats import ACC_MAX, ACC_MIN
+from spikestream.timing import DEFAULT_TIMING
+from spikestream.network import INPUT, lane_layout
 from .neurons import int_step
-from .sampler import RNG_MASK, sample, seed_state, xorshift32
+from spikestream.sampler import RNG_MASK, sample, seed_state, xorshift32
 
 __all__ = ["StepResult", "CoreState", "GoldenCore"]
 
@@ -137,7 +138,7 @@ class GoldenCore:
         self._rng = [seed_state(seed + b) for b in range(self.batch)]
 
     def set_temperature_word(self, word):
-        """Set the sampler's temperature word (0: argmax); see models.sampler."""
+        """Set the sampler's temperature word (0: argmax); see spikestream.sampler."""
         self.temp_word = int(word)
 
     def _source_spikes(self, src, delay, token_spikes, now):

@@ -2,7 +2,7 @@
 
 The model is written in the core's own terms so that compiling it is mechanical: spiking
 populations (``h0``, ``h1``, ...) and a non-spiking readout, connected by projections with
-a delay of 0 or 1 timestep (see models/network.py). One character is one timestep.
+a delay of 0 or 1 timestep (see spikestream/network.py). One character is one timestep.
 
 * ``input -> h0`` (delay 0 and, with ``token_shift``, delay 1): the token embedding is the
   fan-out of the token's one-hot spike.
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .formats import NeuronKind
-from .network import INPUT
+from spikestream.formats import NeuronKind
+from spikestream.network import INPUT
 from .neurons import float_step
 
 __all__ = ["MAX_LAYER", "LMConfig", "SpikingLM", "ProjSpec"]

@@ -10,7 +10,7 @@ Both forms are the same equations, per neuron and per timestep::
           v - thr     if s and reset is SUBTRACT
     a   = rho * a + jump * s          # adaptation (jump == 0 unless ALIF)
 
-The integer form adds exactly three things, all defined in models/formats.py: every
+The integer form adds exactly three things, all defined in spikestream/formats.py: every
 multiply by a decay factor is followed by ``round_shift`` (round half up), ``I`` and every
 state update saturate to ``STATE_BITS``, and the accumulator is ``ACC_BITS`` wide and can
 never overflow (the image checker guarantees it). The paper-4 ALIF
@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .formats import (DECAY_FRAC_BITS, STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET,
+from spikestream.formats import (DECAY_FRAC_BITS, STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET,
                       round_shift, saturate)
 
 __all__ = ["spike_fn", "float_step", "int_step"]

@@ -5,7 +5,6 @@ the optimiser state and the loss history; running the same command again resumes
 last one. The loss curve is written to ``OUT/loss.png`` at every validation.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -19,14 +18,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from .cli import INTERRUPTED
+from spikestream.cli import CommandParser
+from spikestream.cmdline import INTERRUPTED
 from .data import Vocab, load_text, random_windows, split
 from .evaluate import float_loss
-from .files import atomic_write
+from spikestream.files import atomic_write
 from .lm import LMConfig, SpikingLM
-from .network import NetworkError, check_vocab
+from spikestream.network import NetworkError, check_vocab
 
-__all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "apply_settings", "main"]
+__all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "apply_settings",
+           "argument_parser", "main"]
 
 
 
@@ -301,18 +302,36 @@ def apply_settings(settings, *targets):
             raise ValueError(f"--set: unknown setting {key!r}; known: {', '.join(known)}")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="shakespeare", choices=sorted(CONFIGS))
-    ap.add_argument("--data", help="UTF-8 text file (default: the shipped tiny-shakespeare)")
-    ap.add_argument("--out", help="output folder (default: runs/CONFIG)")
-    ap.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    ap.add_argument("--threads", type=int, help="CPU threads for torch")
-    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
+def argument_parser(prog="python -m models.train"):
+    """The command line of ``python -m models.train`` (``spikestream train``)."""
+    ap = CommandParser(prog=prog, description="Train a spiking character LM; the same "
+                                              "command again resumes from OUT/ckpt.pt.")
+    ap.add_argument("--config", default="shakespeare", choices=sorted(CONFIGS),
+                    help="model and training settings to start from (tiny: a seconds-long "
+                         "smoke run)")
+    ap.add_argument("--data", metavar="PATH",
+                    help="UTF-8 text file (default: the shipped tiny-shakespeare)")
+    ap.add_argument("--out", metavar="DIR", help="output folder (default: runs/CONFIG)")
+    ap.add_argument("--torch-device", default="cpu", metavar="DEVICE",
+                    help="torch device to train on, e.g. cpu or cuda")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="CPU threads for torch (default: torch's own choice)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start over, ignoring a checkpoint in the output folder")
+    ap.add_argument("--max-minutes", type=float, metavar="MIN",
+                    help="stop (resumably) after this many minutes (default: no limit)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a model or training setting, e.g. --set hidden=[256,256]")
-    args = ap.parse_args(argv)
+                    help="override a model or training setting, each value checked against "
+                         "the setting's type, e.g. --set hidden=[256,256] or --set seed=2 "
+                         "(repeatable)")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one line of JSON: checkpoint, step, last validation loss, "
+                         "minutes")
+    return ap
+
+
+def main(argv=None, prog="python -m models.train"):
+    args = argument_parser(prog).parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"error: --threads must be at least 1, not {args.threads}")
@@ -321,11 +340,12 @@ def main(argv=None):
                                              and args.max_minutes > 0):
         raise SystemExit(f"error: --max-minutes must be a positive number, not {args.max_minutes}")
     try:
-        device = torch.device(args.device)
+        device = torch.device(args.torch_device)
     except RuntimeError:
-        raise SystemExit(f"error: --device {args.device!r} is not a torch device") from None
+        raise SystemExit(f"error: --torch-device {args.torch_device!r} is not a torch "
+                         "device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: no CUDA device here")
+        raise SystemExit(f"error: --torch-device {args.torch_device}: no CUDA device here")
     cfg, tc = CONFIGS[args.config]
     cfg, tc = LMConfig(**vars(cfg)), TrainConfig(**vars(tc))
     try:
@@ -335,6 +355,7 @@ def main(argv=None):
     text = load_text(args.data)
     out = args.out or f"runs/{args.config}"
     log = lambda s: tqdm.write(s, file=sys.stderr)
+    t0 = time.monotonic()
     try:
         path = train(cfg, tc, text, out, device=device, fresh=args.fresh, log=log,
                      max_minutes=args.max_minutes)
@@ -345,6 +366,12 @@ def main(argv=None):
         print(f"\ninterrupted{kept}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     print(f"checkpoint: {path}")
+    if args.json:
+        ck = read_checkpoint(path)
+        vals = [h["val"] for h in ck["history"] if "val" in h]
+        print(json.dumps({"checkpoint": str(path), "step": ck["step"], "steps": tc.steps,
+                          "val_nats": vals[-1] if vals else None,
+                          "minutes": (time.monotonic() - t0) / 60}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ reported and the measured cycle counts.
 
 from dataclasses import dataclass, field
 
-from models.network import lane_layout
+from spikestream.network import lane_layout
 
 __all__ = ["WriteBack", "Observed", "Mismatch", "NeuronMap", "compare_step", "observe_golden",
            "format_mismatches"]

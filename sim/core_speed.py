@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from hw.core import Core
-from hw.memory_map import CoreConfig, image_writes, settings_writes
+from spikestream.memory_map import CoreConfig, image_writes, settings_writes
 from models.data import DEFAULT_TEXT, split
-from models.evaluate import SHIPPED_IMAGE
-from models.image import load_image
-from models.sampler import temperature_word
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.image import load_image
+from spikestream.sampler import temperature_word
 
 from .runner import available_simulators, build_and_run
 

@@ -5,7 +5,7 @@ requires and which core writes it may cause, as far as that is knowable without 
 the network (``RUN``/``GENERATE`` are checked for their structure; the whole-SoC cocotb test
 checks their tokens and cycles against the golden model). It builds on the protocol's own
 reference functions (:class:`hw.protocol.FrameDecoder`, :func:`hw.protocol.check_request`,
-:func:`hw.memory_map.write_problem`), so it shares no code with the gateware.
+:func:`spikestream.memory_map.write_problem`), so it shares no code with the gateware.
 
 Pure Python: the amaranth.sim unit tests, the cocotb testbench (:mod:`sim.tb_soc`) and the
 fuzzer (:mod:`bench.fuzz_link`) all use it.
@@ -14,8 +14,12 @@ fuzzer (:mod:`bench.fuzz_link`) all use it.
 import struct
 
 from hw import protocol as P
-from hw.memory_map import CoreReg, Mem, Write, contents_after, write_problem
-from models.sampler import seed_state
+from spikestream.memory_map import CoreReg, Mem, Write, contents_after, write_problem
+from spikestream.formats import NeuronKind
+from spikestream.image import Image
+from spikestream.sampler import seed_state
+
+from .netgen import random_network
 
 __all__ = ["LinkModel", "refused_core_write", "parse_responses", "write_requests", "random_image"]
 
@@ -116,7 +120,7 @@ class LinkModel:
 
     def check(self, frame_status, payload, responses, writes):
         """Check the SoC's ``responses`` (``(op, seq, status, body)`` tuples) and core
-        ``writes`` (:class:`~hw.memory_map.Write`) for one decoded frame; see the class."""
+        ``writes`` (:class:`~spikestream.memory_map.Write`) for one decoded frame; see the class."""
         cfg = self.config
         problems = []
 
@@ -263,9 +267,6 @@ def random_image(seed, config, kinds=("ALIF", "LIF")):
     ``(seed used, image)``; the same arguments always give the same image."""
     import numpy as np
 
-    from models.formats import NeuronKind
-    from models.image import Image
-    from .netgen import random_network
 
     for s in range(seed, seed + 100_000, 1000):
         rng = np.random.default_rng(s)

@@ -26,9 +26,9 @@ Every network is checked (``Network.check``) and is a pure function of its argum
 
 import numpy as np
 
-from models.formats import (DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
+from spikestream.formats import (DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
                             NeuronKind)
-from models.network import INPUT, Network, Projection, make_population
+from spikestream.network import INPUT, Network, Projection, make_population
 
 __all__ = ["random_network", "RECIPES", "recipe_network"]
 

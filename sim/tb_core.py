@@ -20,11 +20,11 @@ stays high.
 Run through :func:`sim.runner.build_and_run`; its ``config`` says what to run:
 
 ``core`` (dict, required)
-    The :class:`~hw.memory_map.CoreConfig` fields the top was built with.
+    The :class:`~spikestream.memory_map.CoreConfig` fields the top was built with.
 ``init`` (dict)
     What the top was built with as ``init``: ``{"image": path}`` (an image file) or
     ``{"recipe", "seed"}`` (:func:`sim.netgen.recipe_network`), plus the
-    ``temperature_word`` and ``seed_word`` given to :func:`hw.memory_map.settings_writes`
+    ``temperature_word`` and ``seed_word`` given to :func:`spikestream.memory_map.settings_writes`
     (see :func:`init_writes`).
 ``lm`` (dict)
     :func:`test_shipped_lm`: ``text`` (path) and ``offset`` of the text fed in,
@@ -57,12 +57,12 @@ from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 
 from hw.core.layouts import (Command, Result, read_request_layout, read_response_layout,
                              trace_layout, write_request_layout)
-from hw.core.timing import COMMAND_LATENCY, core_timing
-from hw.memory_map import (CoreConfig, CoreReg, Mem, Op, Write, image_writes,
+from spikestream.timing import COMMAND_LATENCY, core_timing
+from spikestream.memory_map import (CoreConfig, CoreReg, Mem, Op, Write, image_writes,
                            settings_writes)
 from models.data import Vocab
 from models.golden import GoldenCore
-from models.image import Image, load_image
+from spikestream.image import Image, load_image
 from sim.core_check import (NeuronMap, Observed, WriteBack, compare_step,
                             format_mismatches)
 from sim.netgen import recipe_network
@@ -184,7 +184,7 @@ class CoreTB:
                             _get(x, t["v"]), _get(x, t["a"])))
 
     async def write(self, writes):
-        """Push ``writes`` (:class:`hw.memory_map.Write`) through the write port."""
+        """Push ``writes`` (:class:`spikestream.memory_map.Write`) through the write port."""
         dut = self.dut
         specs = self._write
         dut.write__valid.value = 1

@@ -29,12 +29,12 @@ from cocotbext.uart import UartSink, UartSource
 
 from hw import protocol as P
 from hw.core.layouts import write_request_layout
-from hw.core.timing import core_timing
-from hw.memory_map import (LANE_MEMS, CoreConfig, CoreReg, Mem, Write, image_writes,
+from spikestream.timing import core_timing
+from spikestream.memory_map import (LANE_MEMS, CoreConfig, CoreReg, Mem, Write, image_writes,
                            settings_writes)
 from hw.uart import FRAME_BITS
 from models.golden import GoldenCore
-from models.network import lane_layout
+from spikestream.network import lane_layout
 from sim.link_host import LinkModel, random_image, write_requests
 from sim.runner import load_config
 

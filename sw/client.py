@@ -36,17 +36,16 @@ import random
 import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
-from hw.memory_map import CoreFitError, Mem, image_writes, settings_writes
+from spikestream.memory_map import CoreFitError, Mem, image_writes, settings_writes
 from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
                          MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION, READ_HEADER,
                          STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
                          FrameDecoder, Identity, LinkCounters, LinkStatus, TokenResult, frame,
                          max_write_words, pack_words, parse_response, request, unpack_words,
                          word_bytes)
-from models.image import Image, image_bytes, parse_image, read_image_bytes
+from spikestream.image import Image, image_bytes, image_tag, parse_image, read_image_bytes
 
 from .errors import (BoardMismatch, CommandFailed, HostError, ImageDoesNotFit, NoResponse,
                      TransportError)
@@ -88,12 +87,6 @@ _WHY = {
     LinkStatus.BAD_TOKEN: "a token outside the loaded network's vocabulary, or no network "
                           "the board can run",
 }
-
-
-def image_tag(data):
-    """The tag that names an image on a board: the CRC-32 of its file's bytes (never 0,
-    which means "no image")."""
-    return zlib.crc32(bytes(data)) or 1
 
 
 def _name(cmd):
@@ -382,7 +375,7 @@ class Client:
                           size=0)
 
     def write_all(self, writes, *, desc=None):
-        """Send a list of :class:`~hw.memory_map.Write`, merging runs of consecutive
+        """Send a list of :class:`~spikestream.memory_map.Write`, merging runs of consecutive
         addresses into as few WRITE requests as fit; shows a progress bar if ``desc``."""
         config = self._need_config()
         most = max_write_words(config)
@@ -557,14 +550,14 @@ class Client:
     # --- images -----------------------------------------------------------------------------
 
     def load_image(self, image, *, tag=None, force=False):
-        """Load a network image (a path, or an :class:`~models.image.Image`) into the board.
+        """Load a network image (a path, or an :class:`~spikestream.image.Image`) into the board.
 
         The image's tag (:func:`image_tag` of its file) is compared with the board's first:
         if the board already holds it, nothing is sent. An image laid out for another lane
         count is laid out again for the board's lanes (one note). An image that does not fit
         the board's core raises :class:`~sw.errors.ImageDoesNotFit` before anything is
         written; an image file that cannot be read or is not an image raises
-        :class:`~models.image.ImageError` (:func:`~models.image.read_image_bytes`: regular
+        :class:`~spikestream.image.ImageError` (:func:`~spikestream.image.read_image_bytes`: regular
         files of a bounded size only). Sets :attr:`vocab_size`. Returns ``True`` if the
         image was sent, ``False`` if it was already there.
         """

@@ -29,12 +29,14 @@ from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, M
                          NACK_OP, PROTOCOL_VERSION, READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT,
                          Cmd, FrameDecoder, LinkStatus, frame, identity_of, response,
                          word_bytes)
-from models.image import read_image_bytes
+from spikestream.image import read_image_bytes
 
-from .board import SHIPPED_IMAGE, board_config, board_clock_hz
+from spikestream.board import SHIPPED_IMAGE
+from .board import board_config, board_clock_hz
 from .client import image_tag
 from .errors import TransportError
-from .transport import DEFAULT_BAUD, Transport
+from spikestream.board import DEFAULT_BAUD
+from .transport import Transport
 
 __all__ = ["MODES", "FakeBoard", "FakeTransport", "FakePtyBoard", "main"]
 
@@ -72,7 +74,7 @@ class FakeBoard:
     ----------
     mode : str
         One of :data:`MODES`.
-    config : hw.memory_map.CoreConfig, optional
+    config : spikestream.memory_map.CoreConfig, optional
         The core it claims (default :func:`sw.board.board_config`).
     tag : int, optional
         The image tag it claims to hold (default: the shipped image's).

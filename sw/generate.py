@@ -18,7 +18,6 @@ than newline and tab, and other unprintable ones) are printed escaped, as ``\\x1
 while it is fed.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -26,20 +25,22 @@ import time
 
 from tqdm import tqdm
 
-from hw.memory_map import CoreFitError, image_writes
-from models.cli import run
+from spikestream.memory_map import CoreFitError, image_writes
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
 from models.data import Vocab
 from models.generate import PROMPT_PROGRESS, encode_prompt
-from models.image import Image, ImageError, parse_image, read_image_bytes
-from models.sampler import temperature_word
+from spikestream.image import Image, ImageError, parse_image, read_image_bytes
+from spikestream.sampler import temperature_word
 
-from .board import SHIPPED_IMAGE, board_config
+from spikestream.board import SHIPPED_IMAGE
+from .board import board_config
 from .client import FINISH_SECONDS, Client, image_tag
 from .errors import HostError, ImageDoesNotFit
 from .transport import (DEFAULT_BAUD, GoldenTransport, SerialTransport, SimTransport,
                         find_board_ports, ULX3S_USB_IDS)
 
-__all__ = ["generate_tokens", "open_transport", "printable", "main"]
+__all__ = ["generate_tokens", "open_transport", "printable", "argument_parser", "main"]
 
 
 def _note(line):
@@ -108,13 +109,6 @@ def open_transport(args, image, tag):
     return SimTransport(config, init=init, tag=tag, progress=_note)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line (``error: ...``), like every other error here."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def _check_args(args):
     """One ``error:`` line (``SystemExit``) for a value the parser let through."""
     if args.tokens < 0:
@@ -129,25 +123,37 @@ def _check_args(args):
         raise SystemExit(f"error: --baud must be positive, not {args.baud}")
 
 
-def main(argv=None):
-    ap = _Parser(prog="python -m sw.generate", description=__doc__.split("\n")[0])
-    ap.add_argument("--prompt", default="ROMEO:")
-    ap.add_argument("--tokens", type=int, default=200, help="characters to generate")
-    ap.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--image", default=str(SHIPPED_IMAGE),
+def argument_parser(prog="python -m sw.generate"):
+    """The command line of ``python -m sw.generate`` (``spikestream generate``); argument
+    errors are one line (``error: ...``), like every other error here."""
+    ap = CommandParser(prog=prog, description="Generate text, streamed, on a board, the "
+                                              "simulated SoC or the golden model behind the "
+                                              "board's protocol.")
+    ap.add_argument("--prompt", default="ROMEO:", help="text fed before generating")
+    ap.add_argument("--tokens", type=int, default=200, metavar="N",
+                    help="characters to generate")
+    ap.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                    help="sampling temperature; 0 picks the most likely")
+    ap.add_argument("--seed", type=int, default=0, metavar="N", help="the sampler's seed")
+    ap.add_argument("--image", default=str(SHIPPED_IMAGE), metavar="PATH",
                     help="network image (default: the shipped model)")
     ap.add_argument("--port", help="the board's serial port (default: look for a ULX3S)")
     ap.add_argument("--backend", choices=("serial", "sim", "golden"),
                     help="serial: a board; sim: the SoC in RTL simulation; golden: the "
                          "golden model behind the protocol (default: a board if one is "
                          "found, else sim)")
-    ap.add_argument("--baud", type=int, default=DEFAULT_BAUD)
-    ap.add_argument("--timeout", type=float,
+    ap.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                    help="the serial link's baud rate (the SoC's)")
+    ap.add_argument("--timeout", type=float, metavar="SECONDS",
                     help="seconds to wait for each answer (default: 2 for a board, 120 for "
                          "the simulation)")
     ap.add_argument("--json", action="store_true",
                     help="end with one line of JSON: backend, tokens, text, rates")
+    return ap
+
+
+def main(argv=None, prog="python -m sw.generate"):
+    ap = argument_parser(prog)
     args = ap.parse_args(argv)
     if args.port and args.backend not in (None, "serial"):
         ap.error("--port goes with the serial backend")

@@ -7,9 +7,9 @@ back, following :mod:`hw.protocol` (framing, NACKs, the checks of
 by ``(memory, lane, address)``, so that READ returns what the gateware's memories would
 hold (each word cut to its memory's width; the accumulators, cleared by every update,
 read 0; ``SEED`` reads the generator's state). A STEP decodes the memories back into a
-:class:`models.network.Network` (cached until a WRITE changes the network) and runs
+:class:`spikestream.network.Network` (cached until a WRITE changes the network) and runs
 :class:`models.golden.GoldenCore` with the core's own timing
-(:func:`hw.core.timing.core_timing`), taking each neuron's ``v, a`` from the ``STATE`` words
+(:func:`spikestream.timing.core_timing`), taking each neuron's ``v, a`` from the ``STATE`` words
 and writing them back, so host writes to ``STATE`` act as they would on the core.
 
 :class:`sw.transport.GoldenTransport` runs one of these behind the transport interface.
@@ -34,16 +34,16 @@ import struct
 import numpy as np
 import torch
 
-from hw.core.timing import core_timing
-from hw.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
+from spikestream.timing import core_timing
+from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
 from hw.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
                          READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
                          identity_of, pack_words, response, unpack_words, word_bytes)
-from models.formats import NeuronKind
+from spikestream.formats import NeuronKind
 from models.golden import CoreState, GoldenCore
-from models.network import INPUT, Network, NetworkError, Projection, make_population
-from models.sampler import RNG_MASK, seed_state
+from spikestream.network import INPUT, Network, NetworkError, Projection, make_population
+from spikestream.sampler import RNG_MASK, seed_state
 
 __all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS"]
 
@@ -78,11 +78,11 @@ class GoldenBoard:
 
     Parameters
     ----------
-    config : hw.memory_map.CoreConfig
+    config : spikestream.memory_map.CoreConfig
         The core the board was "built" with (IDENTIFY reports it).
     clock_hz, baud : int
         Reported by IDENTIFY.
-    init : iterable of hw.memory_map.Write
+    init : iterable of spikestream.memory_map.Write
         Initial memory contents (as ``SoC(init=...)``), e.g. ``image_writes(image, config)``.
     tag : int
         Initial image tag (as ``SoC(tag=...)``).

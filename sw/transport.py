@@ -28,13 +28,19 @@ import threading
 import time
 from pathlib import Path
 
+from hw.protocol import frame
+from hw.soc import SoC
+from sim.bridge_top import BridgeTop
+from sim.runner import SimulatorUnavailable, build_and_run
+from spikestream.board import DEFAULT_BAUD
+
+from .board import board_clock_hz, board_config
 from .errors import NoSuchPort, PortPermission, SimulationError, TransportError
+from .golden_board import GoldenBoard
 
 __all__ = ["Transport", "SerialTransport", "GoldenTransport", "SimTransport",
-           "DEFAULT_BAUD", "find_board_ports", "ULX3S_USB_IDS"]
+           "find_board_ports", "ULX3S_USB_IDS"]
 
-DEFAULT_BAUD = 3_000_000
-"""The link's baud rate on a ULX3S (its FT231X's fastest standard rate)."""
 
 ULX3S_USB_IDS = ((0x0403, 0x6015),)
 """USB vendor:product ids of the ULX3S's USB-serial chip (FTDI FT231X)."""
@@ -208,7 +214,7 @@ class GoldenTransport(Transport):
 
     Parameters
     ----------
-    config : hw.memory_map.CoreConfig, optional
+    config : spikestream.memory_map.CoreConfig, optional
         The board's core; default :func:`sw.board.board_config`.
     clock_hz, baud : int, optional
         What IDENTIFY reports; default the ULX3S build's.
@@ -226,10 +232,8 @@ class GoldenTransport(Transport):
     def __init__(self, config=None, *, clock_hz=None, baud=None, init=(), tag=0, board=None,
                  log=_stderr):
         if board is None:
-            from . import board as boards
-            from .golden_board import GoldenBoard
-            config = config or boards.board_config()
-            board = GoldenBoard(config, clock_hz=clock_hz or boards.board_clock_hz(),
+            config = config or board_config()
+            board = GoldenBoard(config, clock_hz=clock_hz or board_clock_hz(),
                                 baud=baud or DEFAULT_BAUD, init=init, tag=tag)
         self.board = board
         self._cond = threading.Condition()
@@ -290,7 +294,6 @@ class GoldenTransport(Transport):
             return data
 
     def _serve(self):
-        from hw.protocol import frame
         while True:
             with self._cond:
                 while not self._in and not self._closing:
@@ -394,13 +397,7 @@ class SimTransport(Transport):
     def _build_device(self):
         if self.device is not None:
             return self.device
-        try:
-            from hw.soc import SoC
-        except ImportError as e:
-            raise SimulationError(f"the simulated board needs hw/soc.py, which is missing "
-                                  f"({e})") from None
-        from . import board
-        config = self.config or board.board_config()
+        config = self.config or board_config()
         self.config = config
         return SoC(config, clock_hz=self.clock_hz, baud=self.baud, init=self.init,
                    tag=self.tag)
@@ -408,8 +405,6 @@ class SimTransport(Transport):
     def open(self):
         if self._serial is not None:
             return
-        from sim.bridge_top import BridgeTop
-        from sim.runner import SimulatorUnavailable, build_and_run
         top = BridgeTop(self._build_device(), self.divisor)
         self._dir = Path(tempfile.mkdtemp(prefix="spikestream-sim-"))
         ready = self._dir / "pty"

@@ -35,14 +35,14 @@ registers' initial contents are what those writes through the write port would l
 ``Core(config, trace=True)`` adds an observation port showing every lane's neuron
 write-backs, which the cocotb testbench (sim/tb_core.py) checks against the golden model.
 
-:func:`core_timing` turns the pipeline depths (``hw.core.timing``) into the
-:class:`~models.formats.CoreTiming` the core runs to; ``GoldenCore(net, lanes,
+:func:`core_timing` turns the pipeline depths (``spikestream.timing``) into the
+:class:`~spikestream.formats.CoreTiming` the core runs to; ``GoldenCore(net, lanes,
 timing=core.timing)`` is then the cycle-exact reference. The host-side view (memory ids,
-word layouts, image loading, fitting) is :mod:`hw.memory_map`; :mod:`hw.core.simhost`
+word layouts, image loading, fitting) is :mod:`spikestream.memory_map`; :mod:`hw.core.simhost`
 drives a core's ports from amaranth.sim testbenches.
 """
 
-from .timing import core_timing
+from spikestream.timing import core_timing
 from .broadcast import Broadcast, Reduce
 from .neuron import NeuronUnit
 from .sampler import Sampler

@@ -17,8 +17,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from models.capacity import LUTRAM_MAX_BITS
-from ..memory_map import addr_bits
+from spikestream.capacity import LUTRAM_MAX_BITS
+from spikestream.memory_map import addr_bits
 
 LUTRAM_SLICE_BITS = 16
 """Widest column slice of a LUT RAM (four ``TRELLIS_DPR16X4`` per 16 words), each with its own
@@ -36,7 +36,7 @@ mode (port A writes, port B reads, the word on ``DOA`` and ``DOB``)."""
 _ADDR_LOW = {36: 5, 18: 4, 9: 3}
 """The lowest address bit of a mode (below it: byte enables, or unused)."""
 # A memory of at most LUTRAM_MAX_BITS bits may be put in LUT RAM by the build (its Yosys
-# script chooses by name, see models.capacity): that one is always built as a ``Memory``.
+# script chooses by name, see spikestream.capacity): that one is always built as a ``Memory``.
 
 
 def mode(width, depth):

@@ -9,8 +9,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from models.formats import STATE_BITS, TEMPERATURE_BITS
-from ..memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for,
+from spikestream.formats import STATE_BITS, TEMPERATURE_BITS
+from spikestream.memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for,
                           contents_after)
 from .bram import PipelinedRAM
 from .fabric import LaneArray
@@ -18,7 +18,7 @@ from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
                       read_request_layout, read_response_layout, trace_signature,
                       word_layout, write_request_layout)
 from .sampler import Sampler
-from .timing import (COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing,
+from spikestream.timing import (COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing,
                      reset_settle)
 
 __all__ = ["Core"]
@@ -46,9 +46,9 @@ def _prefix_sums(m, values, width, stages):
 
 
 class Core(wiring.Component):
-    """The spike-routing core for one :class:`~hw.memory_map.CoreConfig`.
+    """The spike-routing core for one :class:`~spikestream.memory_map.CoreConfig`.
 
-    It runs the network loaded into its memories (see hw/memory_map.py) timestep by
+    It runs the network loaded into its memories (see spikestream/memory_map.py) timestep by
     timestep exactly as :class:`models.golden.GoldenCore` with ``timing=core.timing`` does:
     every spike, every ``v``/``a``, the sampled token, and the cycles per timestep.
 
@@ -84,7 +84,7 @@ class Core(wiring.Component):
     Parameters
     ----------
     config : CoreConfig
-    init : iterable of :class:`~hw.memory_map.Write`, optional
+    init : iterable of :class:`~spikestream.memory_map.Write`, optional
         Initial contents: the core powers up as if these writes had gone through its write
         port, e.g. ``image_writes(image, config) + settings_writes(...)``, so that a
         simulation or a bitstream starts with an image loaded and ready to STEP (power-up
@@ -95,7 +95,7 @@ class Core(wiring.Component):
         Add the ``trace`` port (off in board builds).
     lutram : collection of str, optional
         Names of the lane memories that the build puts in LUT RAM (the build's choice,
-        :func:`models.capacity.lutram_memories`); the others are built as block RAMs with
+        :func:`spikestream.capacity.lutram_memories`); the others are built as block RAMs with
         registered outputs. Default: every candidate. Behaviour does not depend on it.
     """
 
@@ -130,12 +130,12 @@ class Core(wiring.Component):
 
     @property
     def contents(self):
-        """The :class:`~hw.memory_map.Contents` the core starts with (from ``init``)."""
+        """The :class:`~spikestream.memory_map.Contents` the core starts with (from ``init``)."""
         return self._contents
 
     @property
     def timing(self):
-        """The :class:`~models.formats.CoreTiming` this core runs to."""
+        """The :class:`~spikestream.formats.CoreTiming` this core runs to."""
         return core_timing(self._config.stages)
 
     def elaborate(self, platform):

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .broadcast import Broadcast, Reduce
 from .lane import Lane
 from .layouts import gather_layout, lane_bus_layout, trace_signature
-from .timing import reset_settle
+from spikestream.timing import reset_settle
 
 __all__ = ["LaneArray"]
 
@@ -32,7 +32,7 @@ class LaneArray(wiring.Component):
     Parameters
     ----------
     config : CoreConfig
-    init : hw.memory_map.Contents, optional
+    init : spikestream.memory_map.Contents, optional
         Initial contents of the lanes' memories.
     trace : bool
     lutram : collection of str, optional

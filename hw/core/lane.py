@@ -7,14 +7,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from models.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
-from ..memory_map import Mem, addr_bits, bits_for
+from spikestream.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
+from spikestream.memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
                       word_layout)
-from models.capacity import lutram_memories
+from spikestream.capacity import lutram_memories
 from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
-from .timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
+from spikestream.timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
 ROW_WORDS = 32
 """Rows of the accumulator and the spike queue (in LUT RAM) per copy of their read address
@@ -74,13 +74,13 @@ class Lane(wiring.Component):
     ----------
     config : CoreConfig
     index : int
-    init : hw.memory_map.Contents, optional
+    init : spikestream.memory_map.Contents, optional
         Initial words of the lane's ``PARAM``, ``STATE``, ``PTR`` and ``SYN`` memories.
     trace : bool
     lutram : collection of str, optional
-        Names of the lane memories (:func:`models.capacity.lane_memories`) the build puts in
+        Names of the lane memories (:func:`spikestream.capacity.lane_memories`) the build puts in
         LUT RAM; the others are block RAMs. Default: every candidate
-        (:func:`models.capacity.lutram_memories` without a budget).
+        (:func:`spikestream.capacity.lutram_memories` without a budget).
     """
 
     def __init__(self, config, index, init=None, trace=False, lutram=None):

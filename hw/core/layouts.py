@@ -1,11 +1,11 @@
-"""``lib.data`` layouts of the core, built from the one definition in hw/memory_map.py."""
+"""``lib.data`` layouts of the core, built from the one definition in spikestream/memory_map.py."""
 
 from amaranth import signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import Out
 
-from models.formats import STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET
-from ..memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
+from spikestream.formats import STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET
+from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
                           Mem, Status, addr_bits)
 
 __all__ = ["word_layout", "LaneOp", "lane_bus_layout", "gather_layout", "segment_layout",
@@ -120,4 +120,4 @@ Result = data.StructLayout({
 })
 
 StatusWord = data.StructLayout({bit.name.lower(): 1 for bit in sorted(Status)})
-"""The status word; bit ``n`` is :class:`hw.memory_map.Status` ``n``."""
+"""The status word; bit ``n`` is :class:`spikestream.memory_map.Status` ``n``."""

@@ -4,10 +4,10 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from models.formats import ACC_BITS, DECAY_FRAC_BITS, STATE_BITS
-from ..memory_map import Mem
+from spikestream.formats import ACC_BITS, DECAY_FRAC_BITS, STATE_BITS
+from spikestream.memory_map import Mem
 from .layouts import reset_mode, word_layout
-from .timing import NEURON_LATENCY
+from spikestream.timing import NEURON_LATENCY
 
 __all__ = ["saturate", "neuron_input_layout", "neuron_output_layout", "NeuronUnit"]
 

@@ -1,14 +1,14 @@
-"""The on-chip sampler: Gumbel-max over the streamed readout membranes (models.sampler)."""
+"""The on-chip sampler: Gumbel-max over the streamed readout membranes (spikestream.sampler)."""
 
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from models.formats import (GUMBEL_FRAC_BITS, GUMBEL_TABLE_BITS, RNG_BITS, STATE_BITS,
+from spikestream.formats import (GUMBEL_FRAC_BITS, GUMBEL_TABLE_BITS, RNG_BITS, STATE_BITS,
                             TEMPERATURE_BITS)
-from models.sampler import GUMBEL, seed_state
+from spikestream.sampler import GUMBEL, seed_state
 from .bram import BlockRAM
-from .timing import SAMPLER_LATENCY
+from spikestream.timing import SAMPLER_LATENCY
 
 __all__ = ["xorshift32", "Sampler"]
 
@@ -25,7 +25,7 @@ class Sampler(wiring.Component):
 
     Every value on ``i`` advances the xorshift32 generator once and is scored
     ``v * 2**GUMBEL_FRAC_BITS + temperature * GUMBEL[top bits of the draw]``; ``token``
-    follows the first maximum (``models.sampler.sample``; with temperature 0 the score is
+    follows the first maximum (``spikestream.sampler.sample``; with temperature 0 the score is
     ``v`` scaled, so the result is the first argmax). ``token`` includes value ``k``
     ``SAMPLER_LATENCY`` cycles after ``k`` is offered.
 
@@ -33,7 +33,7 @@ class Sampler(wiring.Component):
     ----------
     token_bits : int
     seed : int
-        The generator starts (and comes out of reset) at ``models.sampler.seed_state(seed)``.
+        The generator starts (and comes out of reset) at ``spikestream.sampler.seed_state(seed)``.
 
     Attributes
     ----------
@@ -44,7 +44,7 @@ class Sampler(wiring.Component):
     temperature : In(TEMPERATURE_BITS)
         The temperature word; hold it while values stream.
     seed : In(stream.Signature(RNG_BITS, always_ready=True))
-        Seeds the generator with ``models.sampler.seed_state(payload)``.
+        Seeds the generator with ``spikestream.sampler.seed_state(payload)``.
     state : Out(RNG_BITS)
         The generator's state.
     token : Out(token_bits)

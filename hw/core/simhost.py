@@ -5,13 +5,13 @@ and returns its outcome; they keep ``valid`` high across back-to-back transfers 
 use generator testbenches.
 """
 
-from ..memory_map import Mem, Op, Write
+from spikestream.memory_map import Mem, Op, Write
 
 __all__ = ["write_words", "read_word", "read_state", "command", "StepOutcome"]
 
 
 async def write_words(ctx, core, writes):
-    """Push ``writes`` (:class:`~hw.memory_map.Write`) through the write port, one per cycle.
+    """Push ``writes`` (:class:`~spikestream.memory_map.Write`) through the write port, one per cycle.
 
     Returns when the last write has been checked (``status.write_error`` then tells); lane
     writes land a few cycles later, always before any later read or command reaches the

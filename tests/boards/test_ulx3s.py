@@ -12,10 +12,10 @@ from amaranth.lib.wiring import In, Out
 
 import boards
 from boards import ulx3s
-from boards.ecp5 import ULX3S_DEVICES
-from hw.memory_map import CoreConfig
-from models.capacity import core_plan
-from models.image import load_image
+from spikestream.ecp5 import ULX3S_DEVICES
+from spikestream.memory_map import CoreConfig
+from spikestream.capacity import core_plan
+from spikestream.image import load_image
 
 SHIPPED = "models/pretrained/shakespeare.img"
 

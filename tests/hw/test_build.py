@@ -8,9 +8,9 @@ import pytest
 
 from boards import ulx3s
 from hw import build as hwb
-from hw.memory_map import CoreConfig
-from models.capacity import core_plan, lutram_memories
-from models.image import load_image
+from spikestream.memory_map import CoreConfig
+from spikestream.capacity import core_plan, lutram_memories
+from spikestream.image import load_image
 
 SHIPPED = "models/pretrained/shakespeare.img"
 
@@ -30,16 +30,35 @@ def test_unknown_board_lists_known(capsys):
 
 
 def test_unknown_device_lists_known(capsys):
-    status, _, err = run(capsys, "--board", "ulx3s", "--device", "17f")
+    status, _, err = run(capsys, "--board", "ulx3s", "--fpga", "17f")
     assert status == hwb.EXIT_USAGE
     assert "known sizes: 12f, 25f, 45f, 85f" in err
+
+
+def test_fpga_and_pnr_seed_reach_the_build(capsys, monkeypatch):
+    # --fpga is the FPGA size and --pnr-seed nextpnr's seed; no --device, no bare --seed.
+    calls = []
+
+    def fake_build(**kwargs):
+        calls.append(kwargs)
+        raise hwb.BuildError("stopped here", hwb.EXIT_TOOL)
+
+    monkeypatch.setattr(hwb, "build", fake_build)
+    status, _, err = run(capsys, "--fpga", "85f", "--pnr-seed", "7", "--lanes", "1",
+                         "--no-image", "--top", "probe")
+    assert status == hwb.EXIT_TOOL and err == "error: stopped here\n"
+    assert calls[0]["device"] == "85f" and calls[0]["seed"] == 7
+    for old in ("--device", "--seed"):
+        status, _, err = run(capsys, old, "1")
+        assert status == 2 and err.startswith("error: unrecognized arguments") \
+            and err.count("\n") == 1
 
 
 def test_bad_lanes_and_clock(capsys):
     status, _, err = run(capsys, "--lanes", "0")
     assert status == hwb.EXIT_USAGE and "--lanes must be at least 1" in err
     status, _, err = run(capsys, "--clock", "900", "--top", "probe", "--lanes", "1",
-                         "--device", "12f", "--no-image")
+                         "--fpga", "12f", "--no-image")
     assert status == hwb.EXIT_USAGE and "3.125 to 400.0 MHz" in err
 
 
@@ -72,7 +91,7 @@ def test_refuses_an_image_too_large_fast(capsys):
     # for the shipped model (re-laid out for 8 lanes: 137 neurons and up to 12839 synapses
     # in the fullest lane).
     t0 = time.monotonic()
-    status, _, err = run(capsys, "--device", "45f")
+    status, _, err = run(capsys, "--fpga", "45f")
     assert time.monotonic() - t0 < 10
     assert status == hwb.EXIT_FIT
     assert "neurons per lane: needs 137, the core has 128 (9 too many)" in err
@@ -80,13 +99,13 @@ def test_refuses_an_image_too_large_fast(capsys):
 
 
 def test_relayout_is_named(capsys):
-    status, _, err = run(capsys, "--device", "45f", "--lanes", "4")
+    status, _, err = run(capsys, "--fpga", "45f", "--lanes", "4")
     assert status == hwb.EXIT_FIT
     assert "laid out for 16 lanes and was checked as laid out for 4" in err
 
 
 def test_refuses_on_small_devices(capsys):
-    status, _, err = run(capsys, "--device", "12f")
+    status, _, err = run(capsys, "--fpga", "12f")
     assert status == hwb.EXIT_FIT
     assert "image does not fit the core" in err and "neurons per lane" in err
 
@@ -315,8 +334,8 @@ def test_clock_constraint_follows_the_netlist(tmp_path):
 def test_baked_image_elaborates_with_the_hosts_tag():
     # A small random network baked into a one-lane SoC on the board (elaboration only).
     import numpy as np
-    from models.formats import NeuronKind
-    from models.image import image_bytes, parse_image
+    from spikestream.formats import NeuronKind
+    from spikestream.image import image_bytes, parse_image
     from sim.netgen import random_network
     from sw.client import image_tag as host_tag
 

@@ -1,4 +1,4 @@
-"""models.capacity against Yosys: the block RAMs it predicts for a lane are the ones that
+"""spikestream.capacity against Yosys: the block RAMs it predicts for a lane are the ones that
 synth_ecp5 maps, with the build's LUT RAM steering applied (hw.build.yosys_memory_script).
 
 Each case runs Yosys (YoWASP) on one lane up to its memory mapping: a few seconds.
@@ -16,8 +16,8 @@ from boards import ulx3s
 from hw.build import TOOLS, yosys_memory_script
 from hw.core.lane import Lane
 from hw.core.layouts import lane_bus_layout
-from hw.memory_map import CoreConfig
-from models.capacity import core_plan, lutram_memories
+from spikestream.memory_map import CoreConfig
+from spikestream.capacity import core_plan, lutram_memories
 
 YOSYS = TOOLS["YOSYS"]
 pytestmark = pytest.mark.skipif(shutil.which(YOSYS) is None, reason=f"{YOSYS} not installed")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hw.build import TOOLS, soc_available
-from models.capacity import SOC_BRAM
-from hw.memory_map import CoreConfig
+from spikestream.capacity import SOC_BRAM
+from spikestream.memory_map import CoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(

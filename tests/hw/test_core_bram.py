@@ -170,7 +170,7 @@ def test_primitives_only_where_they_belong():
     (21, 2048, (9, 2048)), (32, 128, (36, 512)), (66, 100, (36, 512)), (15, 1024, (18, 1024)),
     (18, 600, (18, 1024)), (40, 4096, None)])
 def test_mode_is_the_fewest_blocks(width, depth, shape):
-    from models.capacity import bram_blocks
+    from spikestream.capacity import bram_blocks
     assert mode(width, depth) == shape
     if shape is not None:
         assert -(-width // shape[0]) == bram_blocks(depth, width)

@@ -15,10 +15,10 @@ from amaranth.sim import Simulator
 from hw.core.broadcast import Broadcast, Reduce
 from hw.core.fabric import LaneArray
 from hw.core.layouts import LaneOp
-from hw.core.timing import NEURON_LATENCY, READ_LATENCY
-from hw.memory_map import CoreConfig, Mem
+from spikestream.timing import NEURON_LATENCY, READ_LATENCY
+from spikestream.memory_map import CoreConfig, Mem
 from models.cycles import lane_major_order
-from models.formats import STATE_MAX, STATE_MIN, NeuronKind
+from spikestream.formats import STATE_MAX, STATE_MIN, NeuronKind
 
 
 def _run(dut, testbench):

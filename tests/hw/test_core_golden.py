@@ -14,12 +14,12 @@ from amaranth.sim import Simulator
 
 from hw.core import Core
 from hw.core.simhost import command, read_state, write_words
-from hw.core.timing import COMMAND_LATENCY
-from hw.memory_map import CoreConfig, Op, image_writes, settings_writes
-from models.formats import NeuronKind
+from spikestream.timing import COMMAND_LATENCY
+from spikestream.memory_map import CoreConfig, Op, image_writes, settings_writes
+from spikestream.formats import NeuronKind
 from models.golden import GoldenCore
-from models.image import Image
-from models.network import lane_layout
+from spikestream.image import Image
+from spikestream.network import lane_layout
 from sim.netgen import random_network
 
 

@@ -18,11 +18,11 @@ from amaranth.sim import Simulator
 
 from hw.core import Core, core_timing
 from hw.core.simhost import command, read_word, write_words
-from hw.memory_map import (CoreConfig, CoreReg, LANE_MEMS, Mem, Op, Write, contents_after,
+from spikestream.memory_map import (CoreConfig, CoreReg, LANE_MEMS, Mem, Op, Write, contents_after,
                            image_writes, settings_writes, write_problem)
 from models.golden import GoldenCore
-from models.image import Image
-from models.network import lane_layout
+from spikestream.image import Image
+from spikestream.network import lane_layout
 from sim.core_check import NeuronMap, WriteBack
 from sim.netgen import recipe_network
 
@@ -136,7 +136,7 @@ def test_init_contents_and_reset():
 @pytest.mark.parametrize("pulse_at", [1, 6, 14, 30])
 def test_reset_pulse_mid_step_then_steps_match_golden(pulse_at):
     # A one-cycle reset while a STEP is under way (the lanes routing or updating, the trees
-    # full; the lanes' reset comes later and lasts longer, hw.core.timing.reset_settle): the
+    # full; the lanes' reset comes later and lasts longer, spikestream.timing.reset_settle): the
     # core serves commands again, and after a RESET command every step is the golden
     # model's again, cycle for cycle.
     net, config, writes = _setup("mixed", 3, 5)

@@ -18,8 +18,8 @@ from amaranth.sim import Simulator
 
 from hw.core.lane import Lane
 from hw.core.layouts import LaneOp
-from hw.core.timing import HOST_READ_LATENCY, WALK_LATENCY
-from hw.memory_map import CoreConfig, Mem
+from spikestream.timing import HOST_READ_LATENCY, WALK_LATENCY
+from spikestream.memory_map import CoreConfig, Mem
 
 CONFIG = CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=2048, ptr_depth=64, max_pops=2,
                     max_projs=2, max_vocab=4, spike_depth=128)

@@ -1,4 +1,4 @@
-"""hw.memory_map: pure Python, word packing, fitting an image, the writes that load it, and
+"""spikestream.memory_map: pure Python, word packing, fitting an image, the writes that load it, and
 the timing the core runs to."""
 
 import subprocess
@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from hw.core.timing import core_timing
-from hw.memory_map import (CoreConfig, CoreFitError, CoreReg, Mem, WordLayout, Field,
+from spikestream.timing import core_timing
+from spikestream.memory_map import (CoreConfig, CoreFitError, CoreReg, Mem, WordLayout, Field,
                            image_writes, settings_writes)
-from models.formats import DEFAULT_TIMING, NeuronKind
-from models.image import Image, image_bytes, parse_image
-from models.network import INPUT, Network, Projection, lane_layout, make_population
+from spikestream.formats import NeuronKind
+from spikestream.timing import DEFAULT_TIMING
+from spikestream.image import Image, image_bytes, parse_image
+from spikestream.network import INPUT, Network, Projection, lane_layout, make_population
 
 
 def _net(hidden=10, vocab=4):
@@ -27,7 +28,7 @@ def _net(hidden=10, vocab=4):
 
 
 def test_pure_python():
-    code = ("import sys, hw.memory_map; "
+    code = ("import sys, spikestream.memory_map; "
             "sys.exit(any(m.split('.')[0] == 'amaranth' for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -13,9 +13,9 @@ import torch
 from amaranth.sim import Simulator
 
 from hw.core.neuron import NeuronUnit
-from hw.core.timing import NEURON_LATENCY
-from hw.memory_map import CoreConfig
-from models.formats import (ACC_MAX, ACC_MIN, DECAY_ONE, STATE_MAX, STATE_MIN, NeuronKind)
+from spikestream.timing import NEURON_LATENCY
+from spikestream.memory_map import CoreConfig
+from spikestream.formats import (ACC_MAX, ACC_MIN, DECAY_ONE, STATE_MAX, STATE_MIN, NeuronKind)
 from models.neurons import int_step
 
 CONFIG = CoreConfig(lanes=1, neurons_per_lane=4, syn_depth=4, ptr_depth=4, max_pops=1,

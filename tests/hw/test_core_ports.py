@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from hw.core import Core
 from hw.core.simhost import command, read_word, write_words
-from hw.memory_map import (ADDR_BITS, GLOBAL_MEMS, LANE_MEMS, MEM_BITS, CoreConfig, CoreReg,
+from spikestream.memory_map import (ADDR_BITS, GLOBAL_MEMS, LANE_MEMS, MEM_BITS, CoreConfig, CoreReg,
                            Mem, Op, Write)
 
 CONFIG = CoreConfig(lanes=3, neurons_per_lane=4, syn_depth=8, ptr_depth=6, max_pops=2,

@@ -1,4 +1,4 @@
-"""hw.core.sampler.Sampler against models.sampler.sample.
+"""hw.core.sampler.Sampler against spikestream.sampler.sample.
 
 Several timesteps of random readout membranes are streamed (with idle cycles between
 values, and ties) at temperature 0 and at several temperature words, from several seeds
@@ -11,9 +11,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.core.sampler import Sampler
-from hw.core.timing import SAMPLER_LATENCY
-from models.formats import STATE_MAX, STATE_MIN
-from models.sampler import sample, seed_state
+from spikestream.timing import SAMPLER_LATENCY
+from spikestream.formats import STATE_MAX, STATE_MIN
+from spikestream.sampler import sample, seed_state
 
 
 @pytest.mark.parametrize("temperature", [0, 1, 256, 3000, 65535])

@@ -11,7 +11,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw import protocol as P
-from hw.memory_map import CoreConfig
+from spikestream.memory_map import CoreConfig
 from hw.soc import LED, SoC
 from hw.uart import FRAME_BITS
 from sim.link_host import parse_responses

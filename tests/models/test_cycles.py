@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from models.cycles import RouteCost, lane_major_order, route_cost, sample_cycles, update_cycles
-from models.formats import PLANNED_TIMING, CoreTiming, NeuronKind
+from spikestream.formats import NeuronKind
+from spikestream.timing import PLANNED_TIMING, CoreTiming
 from models.golden import GoldenCore
-from models.network import INPUT, Network, Projection, lane_layout, make_population
+from spikestream.network import INPUT, Network, Projection, lane_layout, make_population
 
 CUSTOM = CoreTiming(broadcast_latency=5, route_drain=7, update_latency=11, phase_overhead=13,
                     sample_latency=17)

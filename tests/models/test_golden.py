@@ -9,13 +9,13 @@ import torch
 from models import golden
 from models.compile import quantise
 from models.data import Vocab
-from models.evaluate import SHIPPED_IMAGE
-from models.formats import DECAY_ONE, STATE_MAX, NeuronKind
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.formats import DECAY_ONE, STATE_MAX, NeuronKind
 from models.golden import GoldenCore
-from models.image import image_bytes, load_image, parse_image
+from spikestream.image import image_bytes, load_image, parse_image
 from models.lm import LMConfig, SpikingLM
-from models.network import INPUT, Network, Projection, make_population
-from models.sampler import GUMBEL, sample, seed_state, temperature_word, xorshift32
+from spikestream.network import INPUT, Network, Projection, make_population
+from spikestream.sampler import GUMBEL, sample, seed_state, temperature_word, xorshift32
 from sim.netgen import random_network
 
 SCALE = 64      # every weight below is k / SCALE with |k| <= 127, one of them 127 per neuron

@@ -19,8 +19,8 @@ import torch
 from models import compile as compile_cli, evaluate, generate, train
 from models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from models.data import load_text
-from models.evaluate import SHIPPED_IMAGE
-from models.image import load_image, save_image
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.image import load_image, save_image
 from models.lm import LMConfig, SpikingLM
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,10 +69,10 @@ def test_the_pickle_reproducer_is_refused_everywhere(evil, tmp_path):
     with pytest.raises(CheckpointError, match="posix.system.*nothing was run"):
         read_checkpoint(path)
     with pytest.raises(SystemExit) as e:
-        compile_cli.main([str(path), "-o", str(tmp_path / "x.img")])
+        compile_cli.main(["--checkpoint", str(path), "-o", str(tmp_path / "x.img")])
     assert "refused" in _exit_line(e)
     with pytest.raises(SystemExit) as e:
-        evaluate.main([str(path), "--chars", "100"])
+        evaluate.main(["--checkpoint", str(path), "--chars", "100"])
     assert "refused" in _exit_line(e)
     run = tmp_path / "run"
     run.mkdir()
@@ -139,7 +139,7 @@ def test_compile_refuses_to_overwrite_its_checkpoint(tmp_path):
                  [str(ck), "-o", str(tmp_path / "x.pt"), "--with-checkpoint"],
                  [str(ck), "-o", str(tmp_path / "." / "ckpt.pt")]):
         with pytest.raises(SystemExit) as e:
-            compile_cli.main(argv)
+            compile_cli.main(["--checkpoint", *argv])
         _exit_line(e)
     assert _digest(ck) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
@@ -149,7 +149,8 @@ def test_compile_checks_the_output_folder_before_the_work(tmp_path):
     # An unusable checkpoint shows that the folder is checked first, before it is read.
     t0 = time.monotonic()
     with pytest.raises(SystemExit) as e:
-        compile_cli.main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "no" / "x.img")])
+        compile_cli.main(["--checkpoint", str(tmp_path / "missing.pt"), "-o",
+                          str(tmp_path / "no" / "x.img")])
     assert "does not exist" in _exit_line(e)
     assert time.monotonic() - t0 < 5
 
@@ -161,7 +162,7 @@ def test_compile_refuses_a_vocabulary_the_core_cannot_hold(tmp_path):
     torch.save({"config": model.cfg.to_dict(), "vocab": chars, "model": model.state_dict()},
                path)
     with pytest.raises(SystemExit) as e:
-        compile_cli.main([str(path), "-o", str(tmp_path / "big.img")])
+        compile_cli.main(["--checkpoint", str(path), "-o", str(tmp_path / "big.img")])
     assert "at most 256" in _exit_line(e)
     assert not (tmp_path / "big.img").exists()
 
@@ -192,7 +193,7 @@ def test_evaluate_never_follows_a_path_out_of_the_images_folder(tmp_path, shippe
         (folder / "link.pt").symlink_to(good)
     img = folder / "x.img"
     save_image(shipped.net, shipped.lanes, img, meta={"checkpoint": name})
-    result = evaluate.main([str(img), "--chars", "300", "--streams", "4"])
+    result = evaluate.main(["--image", str(img), "--chars", "300", "--streams", "4"])
     err = capsys.readouterr().err
     assert "ignoring" in err
     assert result["float_val_nats"] is None
@@ -203,7 +204,7 @@ def test_evaluate_uses_a_checkpoint_beside_the_image(tmp_path, shipped):
     img = tmp_path / "x.img"
     (tmp_path / "x.pt").write_bytes(SHIPPED_CKPT.read_bytes())
     save_image(shipped.net, shipped.lanes, img, meta={"checkpoint": "x.pt"})
-    result = evaluate.main([str(img), "--chars", "300", "--streams", "4"])
+    result = evaluate.main(["--image", str(img), "--chars", "300", "--streams", "4"])
     assert result["float_val_nats"] is not None
 
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`models.image` (and the parts of :mod:`models.network` it rests on).
+"""Tests for :mod:`spikestream.image` (and the parts of :mod:`spikestream.network` it rests on).
 
 Every network is built from plain arrays through the public API with a seeded generator, so
 each case is reproducible. Bad images are made from a good one: :func:`_unpack` splits it into
@@ -15,11 +15,11 @@ import zlib
 import numpy as np
 import pytest
 
-from models.formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
+from spikestream.formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
                             NeuronKind)
-from models.image import (IMAGE_MAGIC, IMAGE_VERSION, ImageError, image_bytes, load_image,
+from spikestream.image import (IMAGE_MAGIC, IMAGE_VERSION, ImageError, image_bytes, load_image,
                           parse_image, save_image)
-from models.network import (INPUT, Network, NetworkError, Population, Projection,
+from spikestream.network import (INPUT, Network, NetworkError, Population, Projection,
                             lane_layout, make_population)
 
 VOCAB = ["a", "b", " ", "\n", "\u00e9", '"', "\\"]

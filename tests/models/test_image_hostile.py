@@ -18,11 +18,11 @@ import zlib
 import numpy as np
 import pytest
 
-from models.evaluate import SHIPPED_IMAGE
-from models.formats import NeuronKind
-from models.image import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH, ImageError,
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.formats import NeuronKind
+from spikestream.image import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH, ImageError,
                           image_bytes, load_image, parse_image)
-from models.network import INPUT, Network, NetworkError, Projection, make_population
+from spikestream.network import INPUT, Network, NetworkError, Projection, make_population
 
 _HEADER = struct.Struct("<8sHHIQII")    # restated on purpose: the tests pin the layout
 MiB = 1 << 20

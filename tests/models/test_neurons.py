@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from models.formats import (DECAY_ONE, NEURON_KIND_RESET, STATE_MAX, STATE_MIN, NeuronKind,
+from spikestream.formats import (DECAY_ONE, NEURON_KIND_RESET, STATE_MAX, STATE_MIN, NeuronKind,
                             ResetMode, round_shift)
 from models.neurons import float_step, int_step, spike_fn
 

@@ -2,13 +2,13 @@
 
 import json
 
-from boards.ecp5 import ulx3s_device
+from spikestream.ecp5 import ulx3s_device
 from boards.ulx3s import core_config
 from models import evaluate
-from models.capacity import memory_plan
-from models.evaluate import SHIPPED_IMAGE
+from spikestream.capacity import memory_plan
+from spikestream.board import SHIPPED_IMAGE
 from models.golden import GoldenCore
-from models.image import load_image
+from spikestream.image import load_image
 
 
 def test_shipped_image_fits_the_default_85f_core():

@@ -28,13 +28,13 @@ import numpy as np
 import pytest
 
 from hw.core import Core
-from hw.memory_map import CoreConfig, Mem, image_writes, settings_writes
+from spikestream.memory_map import CoreConfig, Mem, image_writes, settings_writes
 from models.data import DEFAULT_TEXT, split
-from models.evaluate import SHIPPED_IMAGE
+from spikestream.board import SHIPPED_IMAGE
 from models.golden import GoldenCore
-from models.image import Image, load_image
-from models.network import Projection, Network, lane_layout
-from models.sampler import temperature_word
+from spikestream.image import Image, load_image
+from spikestream.network import Projection, Network, lane_layout
+from spikestream.sampler import temperature_word
 from sim.core_check import NeuronMap, compare_step, observe_golden
 from sim.netgen import recipe_network
 from sim.runner import CocotbFailure, available_simulators, build_and_run, default_build_root
@@ -250,9 +250,9 @@ def test_networks_cover_the_corners(monkeypatch):
     """The golden model, run on exactly the networks and inputs of the random builds,
     passes through every corner the suite claims to check (so none is left to luck)."""
     import models.golden
-    from models.formats import STATE_MAX, STATE_MIN, NeuronKind
-    from models.network import INPUT
-    from hw.core.timing import SKID_DEPTH
+    from spikestream.formats import STATE_MAX, STATE_MIN, NeuronKind
+    from spikestream.network import INPUT
+    from spikestream.timing import SKID_DEPTH
 
     currents = []
     real_step = models.golden.int_step

@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from hw.memory_map import CoreConfig, image_writes
+from spikestream.memory_map import CoreConfig, image_writes
 from hw.soc import SoC
 from sim.link_host import random_image
 from sim.runner import available_simulators, build_and_run

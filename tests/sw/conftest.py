@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from hw.memory_map import CoreConfig
-from models.formats import DECAY_ONE, NeuronKind
-from models.image import Image, load_image
-from models.network import INPUT, Network, Projection, make_population
-from sw.board import SHIPPED_IMAGE, board_config
+from spikestream.memory_map import CoreConfig
+from spikestream.formats import DECAY_ONE, NeuronKind
+from spikestream.image import Image, load_image
+from spikestream.network import INPUT, Network, Projection, make_population
+from spikestream.board import SHIPPED_IMAGE
+from sw.board import board_config
 from sw.transport import GoldenTransport, Transport
 
 

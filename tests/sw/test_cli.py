@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sw import generate as cli
-from sw.board import SHIPPED_IMAGE
+from spikestream.board import SHIPPED_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -62,7 +62,8 @@ def test_wrong_protocol_version(monkeypatch):
 
 
 def test_image_does_not_fit(monkeypatch, small_config):
-    monkeypatch.setattr("sw.board.board_config", lambda device="85f": small_config)
+    # the golden board's core is the default board's (sw.transport imports board_config)
+    monkeypatch.setattr("sw.transport.board_config", lambda fpga="85f": small_config)
     with pytest.raises(SystemExit) as info:
         cli.main(["--backend", "golden", "--tokens", "1"])
     assert "image does not fit the core: neurons per lane: needs" in _error_line(info)
@@ -94,7 +95,7 @@ def test_no_board_falls_back_to_the_simulation(monkeypatch, capsys):
         backend = None
         baud = 3_000_000
 
-    from models.image import load_image
+    from spikestream.image import load_image
     transport = cli.open_transport(Args, load_image(SHIPPED_IMAGE), tag=1)
     assert transport.name == "sim"
     err = capsys.readouterr().err

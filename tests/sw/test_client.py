@@ -5,12 +5,12 @@ import struct
 
 import pytest
 
-from hw.memory_map import CoreReg, Mem, image_writes
+from spikestream.memory_map import CoreReg, Mem, image_writes
 from hw.protocol import (IDENTIFY_FORMAT, MAGIC, MAX_READ, PROTOCOL_VERSION, Cmd, FrameDecoder,
                          LinkStatus, frame, max_write_words, parse_request, response)
-from hw.core.timing import core_timing
+from spikestream.timing import core_timing
 from models.golden import GoldenCore
-from models.image import Image, image_bytes
+from spikestream.image import Image, image_bytes
 from sw.client import Client, image_tag
 from sw.errors import (BoardMismatch, CommandFailed, ImageDoesNotFit, NoResponse,
                        TransportError)

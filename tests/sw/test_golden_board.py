@@ -6,15 +6,15 @@ import struct
 import numpy as np
 import pytest
 
-from hw.memory_map import CoreReg, Mem, image_writes, settings_writes
+from spikestream.memory_map import CoreReg, Mem, image_writes, settings_writes
 from hw.protocol import (DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
                          MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
                          READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
                          FrameDecoder, LinkStatus, crc16, frame, pack_words, parse_response,
                          request, slip_encode, unpack_words, word_bytes)
-from hw.core.timing import core_timing
+from spikestream.timing import core_timing
 from models.golden import GoldenCore
-from models.sampler import seed_state
+from spikestream.sampler import seed_state
 from sw.golden_board import GoldenBoard, GoldenBoardError
 
 S = LinkStatus

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from hw.memory_map import CoreReg, Mem, image_writes
+from spikestream.memory_map import CoreReg, Mem, image_writes
 from hw.protocol import GENERATE_FORMAT, Cmd, FrameDecoder, parse_request
-from models.image import Image, load_image, read_image_bytes, save_image
+from spikestream.image import Image, load_image, read_image_bytes, save_image
 from sw import generate as cli
-from sw.board import SHIPPED_IMAGE, board_config
+from spikestream.board import SHIPPED_IMAGE
+from sw.board import board_config
 from sw.client import FIRST_CHUNK, Client, check_timeout, image_tag
 from sw.errors import BoardMismatch, CommandFailed, NoResponse
 from sw.fake_board import MODES, FakePtyBoard, FakeTransport
@@ -148,7 +149,7 @@ def test_an_interrupted_simulator_start_leaves_nothing_behind(tmp_path, monkeypa
         finally:
             subprocess.run(["rm", "-rf", str(scratch)], check=True)
 
-    monkeypatch.setattr("sim.runner.build_and_run", slow_build)
+    monkeypatch.setattr("sw.transport.build_and_run", slow_build)
     sim = SimTransport(device=UARTEcho(4), toplevel="echo_bridge", build_dir=tmp_path / "b",
                        clock_hz=4 * SimTransport.SIM_BAUD)
     timer = threading.Timer(1.0, _thread.interrupt_main)
@@ -404,7 +405,7 @@ def test_a_long_prompt_shows_progress_and_gives_the_same_text(tmp_path, capsys,
             "--temperature", "0.9"]
     golden_cli.main(args)
     expected = capsys.readouterr().out
-    from hw.memory_map import CoreConfig
+    from spikestream.memory_map import CoreConfig
     config = CoreConfig.for_image(Image(net=net, lanes=4))
 
     with pytest.MonkeyPatch.context() as m:

@@ -6,7 +6,7 @@ vocabulary. :func:`lane_layout` turns it, for a number of lanes, into exactly wh
 lane's memories hold: per-source compressed rows of ``(target address, weight)`` pairs.
 Networks from other tools can be built from plain arrays with :func:`make_population`
 and :class:`Projection`, then checked with :meth:`Network.check` and saved with
-``models.image.save_image``.
+``spikestream.image.save_image``.
 
 Schedule (one timestep = one token)
 -----------------------------------

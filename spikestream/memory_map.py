@@ -6,7 +6,7 @@ builds its ``lib.data`` layouts from the :class:`WordLayout` objects here.
 
 A core is built for a :class:`CoreConfig`. Everything the host can load goes through the
 core's one bounds-checked write port as ``(memory id, lane, address, word)`` writes;
-:func:`image_writes` turns a :class:`models.image.Image` into that list, and
+:func:`image_writes` turns a :class:`spikestream.image.Image` into that list, and
 :meth:`CoreConfig.check_image` says, in one line per problem, what of an image does not fit
 a core and by how much.
 
@@ -30,9 +30,9 @@ import enum
 import functools
 from dataclasses import dataclass, fields, replace
 
-from models.formats import (ACC_BITS, DECAY_BITS, MAX_VOCAB, STATE_BITS, TEMPERATURE_BITS,
+from spikestream.formats import (ACC_BITS, DECAY_BITS, MAX_VOCAB, STATE_BITS, TEMPERATURE_BITS,
                             WEIGHT_BITS, RNG_BITS, NeuronKind)
-from models.network import INPUT, lane_layout
+from spikestream.network import INPUT, lane_layout
 
 __all__ = [
     "bits_for", "addr_bits", "MEM_BITS", "LANE_BITS", "ADDR_BITS", "TOKEN_BITS", "COUNTER_BITS", "OP_BITS",
@@ -85,8 +85,8 @@ class CoreReg(enum.IntEnum):
     PROJS = 1         # number of projections
     READOUT = 2       # index of the readout population
     VOCAB = 3         # vocabulary size (input and readout neurons)
-    TEMPERATURE = 4   # the sampler's temperature word (models.sampler)
-    SEED = 5          # write: seed the sampler (models.sampler.seed_state); read: RNG state
+    TEMPERATURE = 4   # the sampler's temperature word (spikestream.sampler)
+    SEED = 5          # write: seed the sampler (spikestream.sampler.seed_state); read: RNG state
 
 
 class Op(enum.IntEnum):
@@ -516,7 +516,7 @@ class Contents:
     ``lane[(mem, lane)]`` and ``table[mem]`` map addresses to the words written there (each
     cut to its memory's width, as the memory stores it); ``regs`` maps each ``CoreReg`` to
     its value (for ``SEED``: the word last written, which the sampler's state then is
-    ``models.sampler.seed_state`` of). Addresses never written are zero.
+    ``spikestream.sampler.seed_state`` of). Addresses never written are zero.
     """
     lane: dict
     table: dict

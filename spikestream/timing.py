@@ -1,4 +1,4 @@
-"""Pipeline depths of the core, and the :class:`~models.formats.CoreTiming` they add up to.
+"""Pipeline depths of the core, and the :class:`~spikestream.formats.CoreTiming` they add up to.
 
 Pure Python: the gateware builds its pipelines to these numbers and the host hands
 :func:`core_timing` to :class:`models.golden.GoldenCore`, so the cycle model and the core
@@ -10,10 +10,54 @@ and decides; its body then runs on the lanes, which the scheduler reaches throug
 of gather (OR) and done (AND) trees.
 """
 
-from models.formats import CoreTiming
 
-__all__ = ["COMMAND_LATENCY", "READ_LATENCY", "BANKED_READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY", "WALK_LATENCY",
-           "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing"]
+__all__ = ["CoreTiming", "PLANNED_TIMING", "DEFAULT_TIMING", "COMMAND_LATENCY", "READ_LATENCY",
+           "BANKED_READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY",
+           "WALK_LATENCY", "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing", "reset_settle"]
+
+
+class CoreTiming:
+    """Pipeline constants of the core, the parameters of the cycle model.
+
+    The cycle model (models/cycles.py) is written in terms of these; the gateware is built
+    to the same numbers, and cocotb checks that they agree cycle for cycle.
+
+    Parameters
+    ----------
+    broadcast_latency : int
+        Cycles from a spike leaving the event queue to it being available in every lane's
+        spike FIFO (the depth of the pipelined broadcast tree).
+    route_drain : int
+        Cycles after a lane's last synapse read until its accumulator write lands.
+    update_latency : int
+        Depth of the neuron-update pipeline.
+    phase_overhead : int
+        Cycles the scheduler spends starting any phase (route, update, sample).
+    sample_latency : int
+        Depth of the sampler pipeline after the last readout value is read.
+    """
+
+    def __init__(self, *, broadcast_latency=2, route_drain=3, update_latency=4,
+                 phase_overhead=1, sample_latency=3):
+        self.broadcast_latency = broadcast_latency
+        self.route_drain = route_drain
+        self.update_latency = update_latency
+        self.phase_overhead = phase_overhead
+        self.sample_latency = sample_latency
+
+    def as_dict(self):
+        return dict(vars(self))
+
+    def __eq__(self, other):
+        return isinstance(other, CoreTiming) and vars(self) == vars(other)
+
+    def __repr__(self):
+        return "CoreTiming({})".format(", ".join(f"{k}={v}" for k, v in vars(self).items()))
+
+
+PLANNED_TIMING = CoreTiming()
+"""The constants the cycle model was first written against (hand-checked tests use them)."""
+
 
 READ_LATENCY = 2
 """Block RAM read: address in cycle ``c``, data in a register during ``c + 2``: the block
@@ -69,6 +113,11 @@ def core_timing(stages):
         phase_overhead=DISPATCH_CYCLES,
         sample_latency=first_read + READ_LATENCY + G + SAMPLER_LATENCY,
     )
+
+
+DEFAULT_TIMING = core_timing(2)
+"""The default core's pipeline: trees of 2 register levels, up to 16 lanes. Cores with
+deeper trees (more than 16 lanes) run to ``core_timing(stages)``: pass that as ``timing``."""
 
 
 def reset_settle(stages):

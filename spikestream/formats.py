@@ -2,7 +2,7 @@
 
 Everything that the gateware, the golden model, the compiler and the host must agree on
 lives here: bit widths, rounding, saturation, the neuron kinds and the constants of the
-cycle model. Import these names; never restate the numbers.
+cycle model (whose pipeline constants are in spikestream.timing). Import these names; never restate the numbers.
 
 Fixed-point conventions
 -----------------------
@@ -23,7 +23,6 @@ __all__ = [
     "NeuronKind", "ResetMode", "NEURON_KIND_RESET", "NEURON_KIND_SPIKES",
     "MAX_VOCAB",
     "RNG_BITS", "GUMBEL_TABLE_BITS", "GUMBEL_FRAC_BITS", "TEMPERATURE_BITS",
-    "CoreTiming", "DEFAULT_TIMING",
     "saturate", "round_shift",
 ]
 
@@ -91,55 +90,6 @@ NEURON_KIND_RESET = {
     NeuronKind.READOUT: ResetMode.NONE,
 }
 NEURON_KIND_SPIKES = {k: r != ResetMode.NONE for k, r in NEURON_KIND_RESET.items()}
-
-
-class CoreTiming:
-    """Pipeline constants of the core, the parameters of the cycle model.
-
-    The cycle model (models/cycles.py) is written in terms of these; the gateware is built
-    to the same numbers, and cocotb checks that they agree cycle for cycle.
-
-    Parameters
-    ----------
-    broadcast_latency : int
-        Cycles from a spike leaving the event queue to it being available in every lane's
-        spike FIFO (the depth of the pipelined broadcast tree).
-    route_drain : int
-        Cycles after a lane's last synapse read until its accumulator write lands.
-    update_latency : int
-        Depth of the neuron-update pipeline.
-    phase_overhead : int
-        Cycles the scheduler spends starting any phase (route, update, sample).
-    sample_latency : int
-        Depth of the sampler pipeline after the last readout value is read.
-    """
-
-    def __init__(self, *, broadcast_latency=2, route_drain=3, update_latency=4,
-                 phase_overhead=1, sample_latency=3):
-        self.broadcast_latency = broadcast_latency
-        self.route_drain = route_drain
-        self.update_latency = update_latency
-        self.phase_overhead = phase_overhead
-        self.sample_latency = sample_latency
-
-    def as_dict(self):
-        return dict(vars(self))
-
-    def __eq__(self, other):
-        return isinstance(other, CoreTiming) and vars(self) == vars(other)
-
-    def __repr__(self):
-        return "CoreTiming({})".format(", ".join(f"{k}={v}" for k, v in vars(self).items()))
-
-
-PLANNED_TIMING = CoreTiming()
-"""The constants the cycle model was first written against (hand-checked tests use them)."""
-
-DEFAULT_TIMING = CoreTiming(broadcast_latency=12, route_drain=3, update_latency=14,
-                            phase_overhead=2, sample_latency=13)
-"""The default core's pipeline (``hw.core.core_timing(2)``: trees of 2 register levels, up
-to 16 lanes; tests/hw check the two agree). Cores with deeper trees (more than 16 lanes)
-run to ``hw.core.core_timing(stages)``: pass that as ``timing``."""
 
 
 def saturate(x, bits):

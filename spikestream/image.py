@@ -16,7 +16,7 @@ Layout (all integers little-endian; see docs/image-format.md)::
 
 The body holds exactly what the core's memories hold: per population the neuron
 parameters, per lane the row pointers ``(start, length)`` and the synapse words
-``(target address, weight)`` of the compressed rows (models/network.py, LaneLayout).
+``(target address, weight)`` of the compressed rows (spikestream/network.py, LaneLayout).
 :func:`load_image` checks everything and raises :class:`ImageError` with one clear line.
 """
 
@@ -35,7 +35,7 @@ from .network import (INPUT, MAX_NEURONS_PER_LANE, Network, NetworkError, Popula
 
 __all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "MAX_IMAGE_BYTES", "MAX_MANIFEST_BYTES",
            "MAX_MANIFEST_DEPTH", "ImageError", "Image",
-           "save_image", "load_image", "read_image_bytes", "image_bytes", "parse_image"]
+           "save_image", "load_image", "read_image_bytes", "image_bytes", "parse_image", "image_tag"]
 
 IMAGE_MAGIC = b"SPKIMG\x00\x01"
 IMAGE_VERSION = 1
@@ -110,6 +110,12 @@ def image_bytes(net, lanes, meta=None):
     crc = zlib.crc32(mbytes + bbytes)
     return _HEADER.pack(IMAGE_MAGIC, IMAGE_VERSION, _HEADER.size, len(mbytes), len(bbytes),
                         crc, 0) + mbytes + bbytes
+
+
+def image_tag(data):
+    """The tag that names an image on a board: the CRC-32 of its file's bytes (never 0,
+    which means "no image")."""
+    return zlib.crc32(bytes(data)) or 1
 
 
 def save_image(net, lanes, path, meta=None):

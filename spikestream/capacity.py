@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 from .formats import ACC_BITS, DECAY_BITS, STATE_BITS
+from .memory_map import CoreConfig, Mem
 
 __all__ = ["DP16KD_SHAPES", "DP16KD_BITS", "LUTRAM_MAX_BITS", "SOC_BRAM", "bram_blocks",
            "dpr16x4_cells", "LaneMemory", "lane_memories", "lutram_memories", "lane_block_budget",
@@ -77,7 +78,6 @@ class LaneMemory:
 
 def lane_memories(config):
     """The memories of one lane of a core built for ``config`` (a :class:`CoreConfig`)."""
-    from hw.memory_map import Mem
     npl = config.neurons_per_lane
     return (
         LaneMemory("param", npl, config.layout(Mem.PARAM).bits),
@@ -160,7 +160,7 @@ LUT_SOC = 3400
 FF_PER_LANE = 1600
 FF_SOC = 2100
 SKID_WORDS = 16
-"""The lane's segment queue (hw.core.timing.SKID_DEPTH), always in LUT RAM."""
+"""The lane's segment queue (spikestream.timing.SKID_DEPTH), always in LUT RAM."""
 
 
 def core_plan(config, blocks_per_lane=None):
@@ -171,7 +171,6 @@ def core_plan(config, blocks_per_lane=None):
     per_lane = sum(m.blocks for m in mems)
     dpr = sum(m.cells for m in mems)
     L = config.lanes
-    from hw.memory_map import Mem
     cells = dpr + dpr16x4_cells(SKID_WORDS, config.layout(Mem.PTR).bits)
     return CorePlan(config=config, memories=mems, blocks_per_lane=per_lane,
                     blocks=per_lane * L + SOC_BRAM, dpr16x4_per_lane=dpr,
@@ -207,7 +206,6 @@ def memory_plan(net, lanes):
     """The :class:`MemoryPlan` of ``net`` laid out over ``lanes`` lanes: the block RAMs of
     the smallest core that holds it (``CoreConfig.for_image``: depths rounded up to powers
     of two or multiples of 1024, as a build would size them)."""
-    from hw.memory_map import CoreConfig, Mem
     config = CoreConfig.for_image(SimpleNamespace(net=net, lanes=lanes))
     need = CoreConfig.image_needs(SimpleNamespace(net=net, lanes=lanes))
     plan = core_plan(config)
