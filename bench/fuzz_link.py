@@ -1,6 +1,6 @@
 """Fuzz the link: random and mutated frames against the simulated link and core.
 
-    python -m bench.fuzz_link [--config small|default] [--busy] [--frames 10000] [--seed 1]
+    python -m bench.fuzz_link [--config small|default] [--busy] [--frames 10000] [--fuzz-seed 1]
                               [--batch 100] [--json] [--write]
 
 It drives the link below the UART (the byte stream the UART receiver would hand it, and
@@ -94,7 +94,7 @@ JUNK_SHARE = 0.75
 """With ``--busy``: the share of requests that get line traffic while they execute."""
 
 JUNK_SEED = 7919
-"""Added to ``--seed`` for the random sources of the traffic offered while busy (and of
+"""Added to ``--fuzz-seed`` for the random sources of the traffic offered while busy (and of
 which requests get it), apart from the frames' own."""
 
 # Verilator options as for the core's cocotb tests (tests/sim/test_core_cocotb.py): only
@@ -838,14 +838,14 @@ def main(argv=None):
     ap.add_argument("--busy", action="store_true",
                     help="offer traffic while requests execute, too")
     ap.add_argument("--frames", type=_count, default=10_000)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fuzz-seed", type=int, default=1, help="seed of the random frames")
     ap.add_argument("--batch", type=_count, default=100)
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = ap.parse_args(argv)
     try:
-        stats = run(target(args.config), args.frames, args.seed, args.batch, busy=args.busy,
-                    run_name=f"fuzz-{args.config}{'-busy' if args.busy else ''}-{args.seed}")
+        stats = run(target(args.config), args.frames, args.fuzz_seed, args.batch, busy=args.busy,
+                    run_name=f"fuzz-{args.config}{'-busy' if args.busy else ''}-{args.fuzz_seed}")
     except (RuntimeError, OSError) as e:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 1

@@ -333,11 +333,11 @@ def yosys_floorplan_script(config, device, lutram, prefix="design.core.lanes"):
         stride = len(sites) // config.lanes
         runs = [sites[lane * stride:] for lane in range(config.lanes)]
     lines = [f'setattr -set BEL "{site}" top/c:{prefix}.lane{lane}.{block}'
-             for lane, run in enumerate(runs) for block, site in zip(blocks, run)]
+             for lane, row in enumerate(runs) for block, site in zip(blocks, row)]
     free = list(ulx3s.mult18_sites(device) or ())
     if len(free) >= len(LANE_MULTIPLIERS) * config.lanes:
-        for lane, run in enumerate(runs):
-            xy = [_site_xy(site) for site in run[:len(blocks)]]
+        for lane, row in enumerate(runs):
+            xy = [_site_xy(site) for site in row[:len(blocks)]]
             near = tuple(sum(c) / len(xy) for c in zip(*xy))    # first: by the blocks,
             for name in LANE_MULTIPLIERS:                        # then by each other
                 site = min(free, key=lambda s: sum(abs(a - b) for a, b in
@@ -779,6 +779,8 @@ def argument_parser(prog="python -m hw.build"):
 
 
 def main(argv=None, prog="python -m hw.build"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream build`` when run from the console script)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
     ap = argument_parser(prog)
     args = ap.parse_args(argv)

@@ -252,6 +252,8 @@ def argument_parser(prog="python -m models.compile"):
 
 
 def main(argv=None, prog="python -m models.compile"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream compile`` when run from the console script)."""
     args = argument_parser(prog).parse_args(argv)
     if args.sparsity is not None and not (math.isfinite(args.sparsity) and 0 <= args.sparsity < 1):
         raise SystemExit(f"error: --sparsity must be in [0, 1), not {args.sparsity}")

@@ -138,6 +138,8 @@ def argument_parser(prog="python -m models.evaluate"):
 
 
 def main(argv=None, prog="python -m models.evaluate"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream evaluate`` when run from the console script)."""
     args = argument_parser(prog).parse_args(argv)
     if args.chars is not None and args.chars < 2:
         raise SystemExit(f"error: --chars must be at least 2 (one character predicts the "

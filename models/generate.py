@@ -83,6 +83,8 @@ def argument_parser(prog="python -m models.generate"):
 
 
 def main(argv=None, prog="python -m models.generate"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream golden`` when run from the console script)."""
     args = argument_parser(prog).parse_args(argv)
     if args.tokens < 0:
         raise SystemExit(f"error: --tokens must not be negative, not {args.tokens}")

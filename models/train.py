@@ -331,6 +331,8 @@ def argument_parser(prog="python -m models.train"):
 
 
 def main(argv=None, prog="python -m models.train"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream train`` when run from the console script)."""
     args = argument_parser(prog).parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:

@@ -326,9 +326,9 @@ def main(argv=None):
         description="Serve a misbehaving board on a pseudo-terminal; prints its path first.",
         epilog="modes: " + "; ".join(f"{k}: {v}" for k, v in MODES.items()))
     ap.add_argument("--mode", required=True, choices=sorted(MODES))
-    ap.add_argument("--seed", type=int, default=0, help="seeds the garbage mode's bytes")
+    ap.add_argument("--garbage-seed", type=int, default=0, help="seeds the garbage mode's bytes")
     args = ap.parse_args(argv)
-    board = FakePtyBoard(args.mode, seed=args.seed)
+    board = FakePtyBoard(args.mode, seed=args.garbage_seed)
 
     def stop(signum, frame_):
         board._stop.set()

@@ -153,6 +153,8 @@ def argument_parser(prog="python -m sw.generate"):
 
 
 def main(argv=None, prog="python -m sw.generate"):
+    """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
+    and errors (``spikestream generate`` when run from the console script)."""
     ap = argument_parser(prog)
     args = ap.parse_args(argv)
     if args.port and args.backend not in (None, "serial"):

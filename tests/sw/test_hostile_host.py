@@ -409,7 +409,7 @@ def test_a_long_prompt_shows_progress_and_gives_the_same_text(tmp_path, capsys,
     config = CoreConfig.for_image(Image(net=net, lanes=4))
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr("sw.board.board_config", lambda device="85f": config)
+        m.setattr("sw.transport.board_config", lambda fpga="85f": config)
         cli.main(["--backend", "golden", *args])
     out, err = capsys.readouterr()
     assert out == expected and out.startswith(prompt)
