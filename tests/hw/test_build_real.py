@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hw.build import TOOLS, soc_available
+from hw.build import TOOLS
 from spikestream.capacity import SOC_BRAM
 from spikestream.memory_map import CoreConfig
 
@@ -28,7 +28,7 @@ SMALL = {"neurons_per_lane": 64, "syn_depth": 1024, "ptr_depth": 1024, "spike_de
 
 
 def test_real_build_85f_one_lane(tmp_path):
-    top = "soc" if soc_available() else "probe"
+    top = "soc"
     argv = [sys.executable, "-m", "hw.build", "--board", "ulx3s", "--fpga", "85f",
             "--lanes", "1", "--clock", "50", "--no-image", "--top", top, "--json",
             "--build-dir", str(tmp_path)]
