@@ -18,12 +18,12 @@ short; random bytes (ENDs among them); a UART error pulse inside a frame; now an
 long frame (a whole lane of words, or a payload around the 2046-byte limit). Frames are
 offered while the link is idle. With ``--busy``, most requests also get line traffic while
 they execute (random bytes, whole frames, UART error pulses, pauses; and READs of up to
-:data:`hw.protocol.MAX_READ` words among the requests, for long answers), offered until
+:data:`spikestream.protocol.MAX_READ` words among the requests, for long answers), offered until
 the link is idle again, so that some of it lands after the final response.
 
-Checks, per frame decoded (by :class:`hw.protocol.FrameDecoder` fed the same bytes and
+Checks, per frame decoded (by :class:`spikestream.protocol.FrameDecoder` fed the same bytes and
 error pulses, less those the link dropped): the answer is what
-:class:`sim.link_host.LinkModel` says (status by :func:`hw.protocol.check_request`, exact
+:class:`sim.link_host.LinkModel` says (status by :func:`spikestream.protocol.check_request`, exact
 bodies for IDENTIFY/STATUS/READ of known words, exact core writes for an accepted WRITE,
 TOKEN frames for RUN/GENERATE); no core write lies outside its memory; a rejected frame
 causes no core write (except the one CORE value the core itself refuses, which is counted
@@ -60,7 +60,7 @@ from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from hw import protocol as P
+from spikestream import protocol as P
 from hw.core import Core
 from hw.core.layouts import write_request_layout
 from hw.link import Link
@@ -190,7 +190,7 @@ class LinkHarness(wiring.Component):
 
 class Stimulus:
     """Random requests and their mutations for a core built for ``config``; with
-    ``long_reads``, a third of the READs ask for up to :data:`hw.protocol.MAX_READ` words."""
+    ``long_reads``, a third of the READs ask for up to :data:`spikestream.protocol.MAX_READ` words."""
 
     KINDS = ("valid", "field", "flip", "cut", "noise", "uart_error", "long")
     WEIGHTS = (20, 40, 14, 10, 8, 7, 1)
@@ -454,7 +454,7 @@ TAIL = "busy tail"
 
 class Fuzzer:
     """The scoreboard: feeds traffic through a :class:`Driver`, decodes what the link takes
-    with a reference :class:`hw.protocol.FrameDecoder` and checks every answer against a
+    with a reference :class:`spikestream.protocol.FrameDecoder` and checks every answer against a
     :class:`sim.link_host.LinkModel`; ``junk`` (a :class:`Junk`, or ``None``) is offered
     while requests execute."""
 
@@ -780,7 +780,7 @@ def report(stats):
         f"elaboration and the Verilator build, if not cached), on {stats['machine']}.",
         "",
         "| check | result |", "|---|---|",
-        f"| answers that differ from the reference (hw.protocol + sim.link_host) | "
+        f"| answers that differ from the reference (spikestream.protocol + sim.link_host) | "
         f"{stats['mismatches']} |",
         f"| core writes outside their memory | {stats['out_of_bounds_writes']} |",
         f"| core writes caused by rejected frames | {stats['writes_by_rejected']} |",

@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from hw.protocol import Cmd, frame, response
+from spikestream.protocol import Cmd, frame, response
 from models.checkpoint import load_checkpoint
 from models.data import Vocab
 from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE

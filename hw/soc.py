@@ -28,7 +28,7 @@ class LED:
 
 
 class SoC(wiring.Component):
-    """UART <-> :class:`~hw.link.Link` <-> :class:`~hw.core.Core`, speaking hw/protocol.py.
+    """UART <-> :class:`~hw.link.Link` <-> :class:`~hw.core.Core`, speaking spikestream/protocol.py.
 
     Parameters
     ----------

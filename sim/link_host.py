@@ -1,10 +1,10 @@
 """Host-side helpers for testing the SoC's link: a reference model of its answers.
 
-:class:`LinkModel` says, for every frame a host sends, which responses hw/protocol.py
+:class:`LinkModel` says, for every frame a host sends, which responses spikestream/protocol.py
 requires and which core writes it may cause, as far as that is knowable without running
 the network (``RUN``/``GENERATE`` are checked for their structure; the whole-SoC cocotb test
 checks their tokens and cycles against the golden model). It builds on the protocol's own
-reference functions (:class:`hw.protocol.FrameDecoder`, :func:`hw.protocol.check_request`,
+reference functions (:class:`spikestream.protocol.FrameDecoder`, :func:`spikestream.protocol.check_request`,
 :func:`spikestream.memory_map.write_problem`), so it shares no code with the gateware.
 
 Pure Python: the amaranth.sim unit tests, the cocotb testbench (:mod:`sim.tb_soc`) and the
@@ -13,7 +13,7 @@ fuzzer (:mod:`bench.fuzz_link`) all use it.
 
 import struct
 
-from hw import protocol as P
+from spikestream import protocol as P
 from spikestream.memory_map import CoreReg, Mem, Write, contents_after, write_problem
 from spikestream.formats import NeuronKind
 from spikestream.image import Image
@@ -244,7 +244,7 @@ class LinkModel:
 
 def write_requests(writes, config, seq=0):
     """WRITE request payloads that make ``writes``: runs of consecutive addresses in one
-    memory and lane go into one request each (at most :func:`hw.protocol.max_write_words`
+    memory and lane go into one request each (at most :func:`spikestream.protocol.max_write_words`
     words; ``CORE`` registers one at a time, as the protocol requires)."""
     wb = P.word_bytes(config)
     limit = P.max_write_words(config)

@@ -2,7 +2,7 @@
 
 Requests go in on ``rx`` from ``cocotbext.uart.UartSource`` and answers come back on ``tx``
 into ``UartSink``: an independent model of the line. Frames are built and read with
-hw/protocol.py's own functions; what every answer must be comes from
+spikestream/protocol.py's own functions; what every answer must be comes from
 :class:`sim.link_host.LinkModel` and, for running networks, :class:`models.golden.GoldenCore`.
 
 A monitor watches the core's write port inside the SoC (``dut.core.write__valid``,
@@ -27,7 +27,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer, with_timeout
 from cocotbext.uart import UartSink, UartSource
 
-from hw import protocol as P
+from spikestream import protocol as P
 from hw.core.layouts import write_request_layout
 from spikestream.timing import core_timing
 from spikestream.memory_map import (LANE_MEMS, CoreConfig, CoreReg, Mem, Write, image_writes,

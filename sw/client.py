@@ -1,4 +1,4 @@
-"""The host's side of the link protocol (:mod:`hw.protocol`), over any :class:`Transport`.
+"""The host's side of the link protocol (:mod:`spikestream.protocol`), over any :class:`Transport`.
 
 :class:`Client` numbers requests, frames them, waits for their responses with a timeout,
 retries what is safe to retry, and turns every failure into a :class:`~sw.errors.HostError`
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from spikestream.memory_map import CoreFitError, Mem, image_writes, settings_writes
-from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
+from spikestream.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
                          MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION, READ_HEADER,
                          STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
                          FrameDecoder, Identity, LinkCounters, LinkStatus, TokenResult, frame,
@@ -326,7 +326,7 @@ class Client:
     # --- requests ---------------------------------------------------------------------------
 
     def identify(self):
-        """Ask the board what it is; returns its :class:`~hw.protocol.Identity`.
+        """Ask the board what it is; returns its :class:`~spikestream.protocol.Identity`.
 
         Raises :class:`~sw.errors.BoardMismatch` for a device that is not a spikestream SoC,
         speaks another protocol version, or claims a core that cannot be built.
@@ -362,7 +362,7 @@ class Client:
 
     def write(self, mem, lane, addr, words):
         """Write ``words`` to consecutive addresses from ``addr`` (split into requests of
-        at most :func:`~hw.protocol.max_write_words` words; a ``CORE`` register a request
+        at most :func:`~spikestream.protocol.max_write_words` words; a ``CORE`` register a request
         each, as the protocol requires)."""
         config = self._need_config()
         nbytes = word_bytes(config)
@@ -422,7 +422,7 @@ class Client:
         self._request(Cmd.TAG, struct.pack(TAG_FORMAT, tag), size=0)
 
     def status(self):
-        """The board's :class:`~hw.protocol.LinkCounters` (STATUS)."""
+        """The board's :class:`~spikestream.protocol.LinkCounters` (STATUS)."""
         return LinkCounters(struct.unpack(STATUS_FORMAT,
                                           self._request(Cmd.STATUS, size=_STATUS_SIZE)))
 
@@ -461,7 +461,7 @@ class Client:
 
     def _steps(self, cmd, body, first_index, asked):
         """Send one RUN/GENERATE of ``asked`` timesteps; yields its checked
-        :class:`~hw.protocol.TokenResult` (indices from ``first_index``)."""
+        :class:`~spikestream.protocol.TokenResult` (indices from ``first_index``)."""
         name = _name(cmd)
         limit = self._token_limit()
         done = None
@@ -517,7 +517,7 @@ class Client:
 
     def run(self, tokens):
         """Feed ``tokens`` (ints), one timestep each; yields a
-        :class:`~hw.protocol.TokenResult` per timestep as its frame arrives (indices count
+        :class:`~spikestream.protocol.TokenResult` per timestep as its frame arrives (indices count
         from 0 over all of ``tokens``). Sent in RUN requests sized as the module docstring
         says."""
         tokens = [int(t) for t in tokens]
@@ -533,7 +533,7 @@ class Client:
 
     def generate(self, token, n):
         """Feed ``token``, then each sampled token back, ``n`` timesteps; yields each
-        :class:`~hw.protocol.TokenResult` (its ``token`` is the sampled one) as it arrives.
+        :class:`~spikestream.protocol.TokenResult` (its ``token`` is the sampled one) as it arrives.
         Sent in GENERATE requests sized as the module docstring says."""
         token, n = int(token), int(n)
         if not 0 <= token < 1 << 16:

@@ -37,8 +37,8 @@ class CommandFailed(HostError):
 
     Attributes
     ----------
-    status : hw.protocol.LinkStatus or int
-    command : hw.protocol.Cmd
+    status : spikestream.protocol.LinkStatus or int
+    command : spikestream.protocol.Cmd
     """
 
     def __init__(self, message, *, status, command):

@@ -25,7 +25,7 @@ import threading
 import time
 import tty
 
-from hw.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
+from spikestream.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
                          NACK_OP, PROTOCOL_VERSION, READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT,
                          Cmd, FrameDecoder, LinkStatus, frame, identity_of, response,
                          word_bytes)

@@ -1,9 +1,9 @@
 """A board in software: the SoC's link protocol answered by the golden model.
 
 :class:`GoldenBoard` takes the bytes a host sends and returns the frames the SoC would send
-back, following :mod:`hw.protocol` (framing, NACKs, the checks of
-:func:`hw.protocol.check_request` in their order, statuses, counters, the tag rules of
-:func:`hw.protocol.clears_tag`, bytes dropped while busy) and modelling every memory word
+back, following :mod:`spikestream.protocol` (framing, NACKs, the checks of
+:func:`spikestream.protocol.check_request` in their order, statuses, counters, the tag rules of
+:func:`spikestream.protocol.clears_tag`, bytes dropped while busy) and modelling every memory word
 by ``(memory, lane, address)``, so that READ returns what the gateware's memories would
 hold (each word cut to its memory's width; the accumulators, cleared by every update,
 read 0; ``SEED`` reads the generator's state). A STEP decodes the memories back into a
@@ -36,7 +36,7 @@ import torch
 
 from spikestream.timing import core_timing
 from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
-from hw.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
+from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
                          READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
                          identity_of, pack_words, response, unpack_words, word_bytes)

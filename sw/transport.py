@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from hw.protocol import frame
+from spikestream.protocol import frame
 from hw.soc import SoC
 from sim.bridge_top import BridgeTop
 from sim.runner import SimulatorUnavailable, build_and_run

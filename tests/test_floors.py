@@ -129,7 +129,7 @@ def test_floors_no_circles_no_upward_imports():
     print("floors, bottom first:")
     for i, name in enumerate(FLOOR_NAMES):
         members = sorted(m for m in modules if floor_of(m) == i)
-        print(f"  {i} {name}: {len(members)} modules")
+        print(f"  {i} {name} ({len(members)}): " + ", ".join(members))
     assert not upward, "upward imports:\n" + "\n".join(upward)
     assert not hidden, "imports hidden inside functions:\n" + "\n".join(hidden)
     assert circle is None, "import circle: " + " -> ".join(circle)

@@ -1,6 +1,6 @@
-"""hw.link in amaranth.sim: each block against hw/protocol.py's Python reference, then the
+"""hw.link in amaranth.sim: each block against spikestream/protocol.py's Python reference, then the
 whole link driving a small real core, its answers checked by :class:`sim.link_host.LinkModel`
-(which is built on :func:`hw.protocol.check_request` and :class:`hw.protocol.FrameDecoder`).
+(which is built on :func:`spikestream.protocol.check_request` and :class:`spikestream.protocol.FrameDecoder`).
 """
 
 import random
@@ -12,15 +12,15 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from hw import protocol as P
+from spikestream import protocol as P
 from hw.core import Core
-from hw.link import (BUFFER_BYTES, CRC16, FrameEncoder, FrameReceiver, Link, SlipDecoder,
-                     SlipEncoder)
-from hw.memory_map import CoreConfig, CoreReg, Mem, Write, image_writes, settings_writes
-from models.formats import NeuronKind
+from hw.link import (BUFFER_BYTES, CRC16, FrameEncoder, FrameReceiver, Link, RequestChecker,
+                     ResponseEmitter, SlipDecoder, SlipEncoder)
+from spikestream.memory_map import CoreConfig, CoreReg, Mem, Write, image_writes, settings_writes
+from spikestream.formats import NeuronKind
 from models.golden import GoldenCore
-from models.image import Image
-from models.network import lane_layout
+from spikestream.image import Image
+from spikestream.network import lane_layout
 from sim.link_host import LinkModel, parse_responses, write_requests
 
 from .test_core_golden import random_network
@@ -104,8 +104,11 @@ def test_crc16_matches_reference():
     async def testbench(ctx):
         for chunk in chunks:
             ctx.set(dut.clear, 1)
+            ctx.set(dut.en, rng.random() < 0.5)        # clear wins over en
+            ctx.set(dut.data, rng.randrange(256))
             await ctx.tick()
             ctx.set(dut.clear, 0)
+            ctx.set(dut.en, 0)
             assert ctx.get(dut.crc) == P.crc16(b"") == 0xFFFF
             for n, byte in enumerate(chunk):
                 ctx.set(dut.en, 1)
@@ -126,7 +129,7 @@ def test_crc16_matches_reference():
 @pytest.mark.parametrize("seed", [1, 2])
 def test_slip_decoder_matches_reference(seed):
     """Frames out of random traffic (bad escapes, UART errors, cut frames, stray ENDs) are
-    those of hw.protocol.FrameDecoder: the same bytes, and "bad" exactly where it says
+    those of spikestream.protocol.FrameDecoder: the same bytes, and "bad" exactly where it says
     BAD_FRAME; nothing is emitted for an END that closes an empty, clean frame."""
     rng = random.Random(seed)
     dut = SlipDecoder()
@@ -277,7 +280,7 @@ def test_slip_encoder_matches_reference():
 
 @pytest.mark.parametrize("ready_p", [1.0, 0.3])
 def test_frame_encoder_matches_reference(ready_p):
-    """Frames equal hw.protocol.frame() byte for byte, with gaps on the input and back
+    """Frames equal spikestream.protocol.frame() byte for byte, with gaps on the input and back
     pressure on the output."""
     rng = random.Random(5)
     dut = FrameEncoder()
@@ -304,6 +307,122 @@ def test_frame_encoder_matches_reference(ready_p):
 
     simulate(dut, testbench, sink)
     assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+
+
+@pytest.mark.parametrize("ready_p", [1.0, 0.3])
+def test_response_emitter_matches_reference(ready_p):
+    """Responses offered in chunks of every size up to the largest come out framed as
+    spikestream.protocol.frame() makes them; busy until the last byte is handed on."""
+    rng = random.Random(8)
+    chunk_bytes = 28
+    dut = ResponseEmitter(chunk_bytes)
+    payloads = [some_bytes(rng, rng.randrange(1, 3 * chunk_bytes)) for _ in range(25)]
+    payloads += [bytes(chunk_bytes), b"\xc0" * (chunk_bytes + 1)]
+    out = bytearray()
+
+    async def testbench(ctx):
+        for payload in payloads:
+            at = 0
+            while at < len(payload):
+                n = min(rng.choice([1, chunk_bytes, chunk_bytes, rng.randrange(1, chunk_bytes)]),
+                        len(payload) - at)
+                part = payload[at:at + n]
+                at += n
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": int.from_bytes(part, "little"), "length": n,
+                                        "last": at == len(payload)})
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+                await idle(ctx, rng.randrange(0, 3))
+            assert ctx.get(dut.busy)
+            await ctx.tick().until(~dut.busy)
+        assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+
+    async def sink(ctx):
+        async for _, _, valid, ready, payload in ctx.tick().sample(dut.o.valid, dut.o.ready,
+                                                                   dut.o.payload):
+            if valid and ready:
+                out.append(payload)
+            ctx.set(dut.o.ready, rng.random() < ready_p)
+
+    simulate(dut, testbench, sink)
+    assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+
+
+def random_request(rng, config):
+    """A request payload whose checks lie near their boundaries (any WRITE words zero, so
+    that only the checks short of the words' values decide)."""
+    wb = P.word_bytes(config)
+    op = rng.choice(list(P.Cmd) + [P.Cmd.READ, P.Cmd.WRITE] * 4 + [0, 0x09, 0x7F, P.NACK_OP])
+    mem = rng.choice(list(Mem)) if rng.random() < 0.9 else rng.choice([len(Mem), 0xFF])
+    depth = config.depth(mem) if mem in set(Mem) else 16
+    lanes = config.lanes if mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN) else 1
+    lane = rng.randrange(lanes) if rng.random() < 0.8 else rng.choice([lanes, 0xFF])
+    count = rng.choice([0, 1, 2, min(depth, P.MAX_READ), min(depth, P.MAX_READ) + 1, depth,
+                        depth + 1, rng.randrange(1, depth + 1), rng.randrange(65536)])
+    addr = rng.choice([0, max(0, depth - count), max(0, depth - count + 1),
+                       rng.randrange(depth + 1), 1 << 24, (1 << 32) - 1])
+    block = P.BLOCK_BODY.pack(mem=mem, lane=lane, addr=addr, count=count)
+    want = {P.Cmd.WRITE: P.BLOCK_BODY.size + count * wb, P.Cmd.READ: P.BLOCK_BODY.size,
+            P.Cmd.RUN: 2 * rng.choice([1, P.MAX_RUN, P.MAX_RUN + 1, rng.randrange(1, 99)]),
+            P.Cmd.GENERATE: 4, P.Cmd.TAG: 4}.get(op, 0)
+    if rng.random() < 0.7:
+        length = want
+    else:
+        length = max(0, rng.choice([want - 1, want + 1, want + wb, want - wb, 0, 2, 8,
+                                    rng.randrange(P.MAX_PAYLOAD - 1)]))
+    length = min(length, P.MAX_PAYLOAD - P.REQUEST_HEAD.size)
+    body = (block + bytes(length))[:length]
+    if op == P.Cmd.GENERATE and rng.random() < 0.5:
+        body = (P.GENERATE_BODY.pack(first=1, count=rng.choice([0, 1])) + body[4:])[:length]
+    return P.request(op, rng.randrange(256), body)
+
+
+def test_request_checker_matches_reference():
+    """Random requests near every boundary, some back to back and some with the verdict
+    held waiting: the checker's status is spikestream.protocol.check_request's, and its opcode flags
+    say which request it is."""
+    rng = random.Random(9)
+    dut = RequestChecker(CONFIG)
+    cases = [payload for item, _ in status_cases(CONFIG)
+             for status, payload in reference_frames(item) if status == S.OK]
+    cases += [random_request(rng, CONFIG) for _ in range(1500)]
+    got = []
+
+    async def testbench(ctx):
+        for payload in cases:
+            head = (payload + bytes(10))[:10]
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload.header.as_value(), int.from_bytes(head, "little"))
+            ctx.set(dut.i.payload.body_len, len(payload) - P.REQUEST_HEAD.size)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.i.payload.header.as_value(), rng.getrandbits(80))   # taken: stale now
+            await ctx.tick().until(dut.o.valid)
+            for _ in range(rng.choice([0, 0, 3])):
+                await ctx.tick()
+                assert ctx.get(dut.o.valid) and not ctx.get(dut.i.ready)
+            verdict = ctx.get(dut.o.payload)
+            flags = {c for c in P.Cmd if verdict.op[c.name.lower()]}
+            got.append((S(verdict.status), bool(verdict.ok), flags))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+            assert not ctx.get(dut.o.valid)
+
+    def without_words(payload):
+        # The WRITE words' values are the engine's and the core's to judge.
+        head = P.REQUEST_HEAD.size + P.BLOCK_BODY.size
+        return payload[:head] + bytes(len(payload[head:])) if payload[0] == P.Cmd.WRITE \
+            else payload
+
+    simulate(dut, testbench)
+    want = [(P.check_request(without_words(p), CONFIG),
+             P.check_request(without_words(p), CONFIG) == S.OK,
+             {c for c in P.Cmd if c == p[0]}) for p in cases]
+    assert {status for status, _, _ in want} == {S.OK, S.BAD_OPCODE, S.BAD_LENGTH,
+                                                 S.BAD_MEMORY, S.OUT_OF_RANGE}
+    assert got == want
 
 
 # --- the link with a core --------------------------------------------------------------------
@@ -493,7 +612,7 @@ def status_cases(config):
 
 
 def test_every_status():
-    """Each check of hw/protocol.py, at its boundaries and in its order, answered with the
+    """Each check of spikestream/protocol.py, at its boundaries and in its order, answered with the
     status the protocol defines; rejected requests write nothing (the one exception: a CORE
     value the core itself refuses, which it then does not store), and afterwards every word
     of every memory reads back as the accepted writes alone made it."""

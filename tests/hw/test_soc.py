@@ -10,7 +10,7 @@ never elaborated, on purpose.)
 import pytest
 from amaranth.sim import Simulator
 
-from hw import protocol as P
+from spikestream import protocol as P
 from spikestream.memory_map import CoreConfig
 from hw.soc import LED, SoC
 from hw.uart import FRAME_BITS

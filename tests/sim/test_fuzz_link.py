@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from bench import fuzz_link as F
-from hw import protocol as P
+from spikestream import protocol as P
 from sim.runner import available_simulators
 from spikestream.board import SHIPPED_IMAGE
 from sw.board import board_clock_hz, board_config

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes
-from hw.protocol import (IDENTIFY_FORMAT, MAGIC, MAX_READ, PROTOCOL_VERSION, Cmd, FrameDecoder,
+from spikestream.protocol import (IDENTIFY_FORMAT, MAGIC, MAX_READ, PROTOCOL_VERSION, Cmd, FrameDecoder,
                          LinkStatus, frame, max_write_words, parse_request, response)
 from spikestream.timing import core_timing
 from models.golden import GoldenCore

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes, settings_writes
-from hw.protocol import (DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
+from spikestream.protocol import (DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
                          MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
                          READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
                          FrameDecoder, LinkStatus, crc16, frame, pack_words, parse_response,

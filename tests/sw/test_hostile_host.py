@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes
-from hw.protocol import GENERATE_FORMAT, Cmd, FrameDecoder, parse_request
+from spikestream.protocol import GENERATE_FORMAT, Cmd, FrameDecoder, parse_request
 from spikestream.image import Image, load_image, read_image_bytes, save_image
 from sw import generate as cli
 from spikestream.board import SHIPPED_IMAGE

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes
-from hw.protocol import (GENERATE_FORMAT, MAX_PAYLOAD, MAX_READ, READ_HEADER, WRITE_HEADER,
+from spikestream.protocol import (GENERATE_FORMAT, MAX_PAYLOAD, MAX_READ, READ_HEADER, WRITE_HEADER,
                          Cmd, END, ESC, FrameDecoder, LinkStatus, crc16, frame, pack_words,
                          parse_response, request, slip_encode, word_bytes)
 from sim.runner import available_simulators

@@ -15,7 +15,9 @@ both ends encode and decode a byte at a time.
 
 Payloads
 --------
-All multi-byte fields are little-endian.
+All multi-byte fields are little-endian. Every header and body is declared once below as a
+:class:`Layout` of named fields; the :mod:`struct` formats (``WRITE_HEADER``,
+``STATUS_FORMAT``, ...) and the gateware's ``StructLayout`` views are both made from those.
 
 * request:  ``op u8, seq u8, body``
 * response: ``op u8, seq u8, status u8, body`` — ``op`` and ``seq`` echo the request.
@@ -38,12 +40,12 @@ check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOK
 * Bodies: ``IDENTIFY``, ``RESET``, ``STATUS`` empty; ``TAG``, ``GENERATE`` 4 bytes; ``READ``
   8 bytes; ``RUN`` 1 to :data:`MAX_RUN` tokens (an even, non-zero length); ``WRITE`` its
   8-byte header and exactly ``count`` words of :func:`word_bytes` bytes each.
-* ``BAD_MEMORY``: a memory id that is not a :class:`hw.memory_map.Mem`, or a ``WRITE`` to a
+* ``BAD_MEMORY``: a memory id that is not a :class:`spikestream.memory_map.Mem`, or a ``WRITE`` to a
   read-only memory (``ACC``).
 * ``OUT_OF_RANGE``: ``count`` < 1; ``addr + count`` beyond the memory's depth; a lane
   memory's ``lane`` >= lanes or a global memory's ``lane`` != 0; ``READ`` of more than
   :data:`MAX_READ` words; a ``CORE`` ``WRITE`` of other than exactly one word; any ``WRITE``
-  word the core's write port would refuse (:func:`hw.memory_map.write_problem`: a value
+  word the core's write port would refuse (:func:`spikestream.memory_map.write_problem`: a value
   wider than the port's ``data_bits``, or a ``CORE`` register value above its limit);
   ``GENERATE`` of 0 tokens. A ``WRITE`` is all or nothing.
 * Response bodies: ``OK`` responses as :class:`Cmd` says; every error status has an empty
@@ -66,12 +68,19 @@ check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOK
   dropped, and the decoder then starts afresh as if it had just seen an ``END``.
 """
 
+import binascii
+import collections
 import enum
 import struct
+from typing import NamedTuple
+
+from .memory_map import LANE_MEMS, READ_ONLY_MEMS, CoreConfig, CoreReg, Mem, Write, write_problem
 
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "END", "ESC", "ESC_END", "ESC_ESC", "MAX_PAYLOAD",
-    "MAX_RUN", "MAX_READ", "NACK_OP", "Cmd", "LinkStatus", "IDENTIFY_FORMAT", "Identity",
+    "MAX_RUN", "MAX_READ", "NACK_OP", "Cmd", "LinkStatus", "Field", "Layout", "REQUEST_HEAD",
+    "RESPONSE_HEAD", "BLOCK_BODY", "GENERATE_BODY", "TAG_BODY", "RUN_BODY", "TOKEN_BODY",
+    "DONE_BODY", "STATUS_BODY", "IDENTIFY_BODY", "IDENTIFY_FORMAT", "Identity",
     "WRITE_HEADER", "READ_HEADER", "TOKEN_FORMAT", "TokenResult", "STATUS_FORMAT",
     "LinkCounters", "GENERATE_FORMAT", "DONE_FORMAT", "TAG_FORMAT", "WRITE_BODY_LIMIT",
     "crc16", "slip_encode", "frame", "FrameDecoder", "ProtocolError", "word_bytes",
@@ -132,57 +141,160 @@ class LinkStatus(enum.IntEnum):
     BAD_TOKEN = 9      # a token outside the vocabulary (RUN/GENERATE stop before it)
 
 
-# --- bodies ---------------------------------------------------------------------------------
+# --- layouts --------------------------------------------------------------------------------
 
-IDENTIFY_FORMAT = "<4sHHBBIIIHHIIIIHI"
-"""Body of the IDENTIFY response: see :class:`Identity` (fields in that order)."""
+class Field(NamedTuple):
+    """One field of a :class:`Layout`: its name, its size in bytes, whether it is a signed
+    number, and whether it is a byte string (``raw``; IDENTIFY's magic) rather than a number.
+    Every number is little-endian."""
+    name: str
+    size: int
+    signed: bool = False
+    raw: bool = False
 
-IDENTITY_FIELDS = ("magic", "version", "lanes", "stages", "data_bits", "neurons_per_lane",
-                   "syn_depth", "ptr_depth", "max_pops", "max_projs", "max_vocab",
-                   "spike_depth", "clock_hz", "baud", "max_payload", "tag")
+    @property
+    def bits(self):
+        return 8 * self.size
 
-WRITE_HEADER = "<BBIH"
-"""WRITE body before its words: memory id, lane, first address, word count."""
-READ_HEADER = "<BBIH"
-"""READ body: memory id, lane, first address, word count."""
-GENERATE_FORMAT = "<HH"
+    @property
+    def code(self):
+        """Its :mod:`struct` format code."""
+        if self.raw:
+            return f"{self.size}s"
+        code = {1: "B", 2: "H", 4: "I", 8: "Q"}[self.size]
+        return code.lower() if self.signed else code
+
+
+class Layout:
+    """A packed sequence of named fields: one header or body of this protocol.
+
+    The one declaration of a layout: the :mod:`struct` format (:attr:`format`) the host packs
+    with, and the Amaranth ``StructLayout`` the gateware reads it through
+    (:func:`hw.link.struct_layout`), both come from it. :attr:`record` is a named tuple of
+    the values, built from any iterable of them (``record(struct.unpack(format, data))``).
+    """
+
+    def __init__(self, name, *fields):
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layout {name}: a field name used twice")
+        self.name = name
+        self.fields = tuple(fields)
+        self.names = tuple(names)
+        self.format = "<" + "".join(f.code for f in fields)
+        self.size = struct.calcsize(self.format)
+
+        class record(collections.namedtuple(name, names)):
+            __slots__ = ()
+            __doc__ = f"The fields of a {name}: {', '.join(names)}."
+
+            def __new__(cls, values):
+                return super().__new__(cls, *values)
+
+            def __getnewargs__(self):
+                return (tuple(self),)
+
+        record.__name__ = record.__qualname__ = name
+        self.record = record
+
+    def field(self, name):
+        """The :class:`Field` called ``name``."""
+        return self.fields[self.names.index(name)]
+
+    def offset(self, name):
+        """The byte offset of field ``name``."""
+        at = 0
+        for f in self.fields:
+            if f.name == name:
+                return at
+            at += f.size
+        raise KeyError(name)
+
+    def pack(self, **values):
+        """The bytes of the layout with these field values (every field, by name)."""
+        if set(values) != set(self.names):
+            raise TypeError(f"{self.name} needs exactly the fields {', '.join(self.names)}")
+        return struct.pack(self.format, *(values[n] for n in self.names))
+
+    def unpack_from(self, data, offset=0):
+        """The :attr:`record` at ``offset`` in ``data``."""
+        return self.record(struct.unpack_from(self.format, data, offset))
+
+    def __repr__(self):
+        return f"Layout({self.name!r}, {self.format!r})"
+
+
+REQUEST_HEAD = Layout("RequestHead", Field("op", 1), Field("seq", 1))
+"""The start of every request payload; its body follows."""
+RESPONSE_HEAD = Layout("ResponseHead", Field("op", 1), Field("seq", 1), Field("status", 1))
+"""The start of every response payload: ``op`` and ``seq`` echo the request."""
+
+BLOCK_BODY = Layout("Block", Field("mem", 1), Field("lane", 1), Field("addr", 4),
+                    Field("count", 2))
+"""READ's body, and WRITE's before its words: a block of ``count`` words of memory ``mem``
+(a :class:`spikestream.memory_map.Mem`) in ``lane`` from ``addr``."""
+GENERATE_BODY = Layout("Generate", Field("first", 2), Field("count", 2))
 """GENERATE body: first input token, tokens to generate (at least 1)."""
-TAG_FORMAT = "<I"
+TAG_BODY = Layout("Tag", Field("tag", 4))
 """TAG body: the image tag (0 means "no image"; any WRITE to the network's memories or the
 network registers sets the tag back to 0)."""
-TOKEN_FORMAT = "<HHII"
+RUN_BODY = Layout("RunToken", Field("token", 2))
+"""One input token of a RUN body (which holds 1 to :data:`MAX_RUN` of them)."""
+
+TOKEN_BODY = Layout("TokenResult", Field("index", 2), Field("token", 2), Field("cycles", 4),
+                    Field("spikes", 4))
 """TOKEN body: index in the request, sampled token, cycles, spikes of the timestep."""
-DONE_FORMAT = "<H"
+DONE_BODY = Layout("Done", Field("steps", 2))
 """Final RUN/GENERATE response body: timesteps run (fewer than asked after a BAD_TOKEN)."""
-STATUS_FORMAT = "<BIIIIII"
-"""STATUS body: core status word (hw.memory_map.Status bits), frames answered OK, frames
+STATUS_BODY = Layout("LinkCounters", Field("core_status", 1), Field("frames_ok", 4),
+                     Field("frames_rejected", 4), Field("bytes_dropped", 4), Field("steps", 4),
+                     Field("cycles", 4), Field("tag", 4))
+"""STATUS body: core status word (spikestream.memory_map.Status bits), frames answered OK, frames
 rejected (NACK or error status), bytes dropped, timesteps run, cycles run (low 32 bits),
 image tag."""
+IDENTIFY_BODY = Layout(
+    "Identity", Field("magic", 4, raw=True), Field("version", 2), Field("lanes", 2),
+    Field("stages", 1), Field("data_bits", 1), Field("neurons_per_lane", 4),
+    Field("syn_depth", 4), Field("ptr_depth", 4), Field("max_pops", 2), Field("max_projs", 2),
+    Field("max_vocab", 4), Field("spike_depth", 4), Field("clock_hz", 4), Field("baud", 4),
+    Field("max_payload", 2), Field("tag", 4))
+"""Body of the IDENTIFY response: see :class:`Identity`."""
 
-WRITE_BODY_LIMIT = MAX_PAYLOAD - 2 - struct.calcsize(WRITE_HEADER)
+# The struct formats by their established names (hosts and tests pack with these).
+IDENTIFY_FORMAT = IDENTIFY_BODY.format
+"""Body of the IDENTIFY response: see :class:`Identity` (fields in that order)."""
+IDENTITY_FIELDS = IDENTIFY_BODY.names
+WRITE_HEADER = BLOCK_BODY.format
+"""WRITE body before its words: memory id, lane, first address, word count."""
+READ_HEADER = BLOCK_BODY.format
+"""READ body: memory id, lane, first address, word count."""
+GENERATE_FORMAT = GENERATE_BODY.format
+"""GENERATE body: first input token, tokens to generate (at least 1)."""
+TAG_FORMAT = TAG_BODY.format
+"""TAG body: the image tag."""
+TOKEN_FORMAT = TOKEN_BODY.format
+"""TOKEN body: index in the request, sampled token, cycles, spikes of the timestep."""
+DONE_FORMAT = DONE_BODY.format
+"""Final RUN/GENERATE response body: timesteps run (fewer than asked after a BAD_TOKEN)."""
+STATUS_FORMAT = STATUS_BODY.format
+"""STATUS body: see :data:`STATUS_BODY`."""
+
+WRITE_BODY_LIMIT = MAX_PAYLOAD - REQUEST_HEAD.size - BLOCK_BODY.size
 """Bytes of words one WRITE can carry."""
 
 
-class Identity(tuple):
-    """What IDENTIFY returns: the build's configuration, clock, baud rate and image tag."""
-
-    def __new__(cls, values):
-        return super().__new__(cls, values)
-
-    def __getattr__(self, name):
-        try:
-            return self[IDENTITY_FIELDS.index(name)]
-        except ValueError:
-            raise AttributeError(name) from None
+class Identity(IDENTIFY_BODY.record):
+    """What IDENTIFY returns: the build's configuration, clock, baud rate and image tag
+    (one attribute per field of :data:`IDENTIFY_BODY`)."""
+    __slots__ = ()
 
     def as_dict(self):
-        d = dict(zip(IDENTITY_FIELDS, self))
+        d = dict(zip(IDENTIFY_BODY.names, self))
         d["magic"] = d["magic"].decode("ascii", "replace")
         return d
 
     def core_config(self):
-        """The :class:`hw.memory_map.CoreConfig` the board was built with."""
-        from .memory_map import CoreConfig
+        """The :class:`spikestream.memory_map.CoreConfig` the board was built with."""
         return CoreConfig(lanes=self.lanes, neurons_per_lane=self.neurons_per_lane,
                           syn_depth=self.syn_depth, ptr_depth=self.ptr_depth,
                           max_pops=self.max_pops, max_projs=self.max_projs,
@@ -192,31 +304,19 @@ class Identity(tuple):
 
 def identity_of(config, clock_hz, baud, tag=0):
     """The IDENTIFY body a SoC built for ``config`` answers with."""
-    return struct.pack(IDENTIFY_FORMAT, MAGIC, PROTOCOL_VERSION, config.lanes, config.stages,
-                       config.data_bits, config.neurons_per_lane, config.syn_depth,
-                       config.ptr_depth, config.max_pops, config.max_projs, config.max_vocab,
-                       config.spike_depth, int(clock_hz), int(baud), MAX_PAYLOAD, tag)
+    return IDENTIFY_BODY.pack(
+        magic=MAGIC, version=PROTOCOL_VERSION, lanes=config.lanes, stages=config.stages,
+        data_bits=config.data_bits, neurons_per_lane=config.neurons_per_lane,
+        syn_depth=config.syn_depth, ptr_depth=config.ptr_depth, max_pops=config.max_pops,
+        max_projs=config.max_projs, max_vocab=config.max_vocab,
+        spike_depth=config.spike_depth, clock_hz=int(clock_hz), baud=int(baud),
+        max_payload=MAX_PAYLOAD, tag=tag)
 
 
-class TokenResult(tuple):
-    """One TOKEN frame: ``index, token, cycles, spikes``."""
-    __slots__ = ()
-    index = property(lambda self: self[0])
-    token = property(lambda self: self[1])
-    cycles = property(lambda self: self[2])
-    spikes = property(lambda self: self[3])
-
-
-class LinkCounters(tuple):
-    """The STATUS body."""
-    __slots__ = ()
-    core_status = property(lambda self: self[0])
-    frames_ok = property(lambda self: self[1])
-    frames_rejected = property(lambda self: self[2])
-    bytes_dropped = property(lambda self: self[3])
-    steps = property(lambda self: self[4])
-    cycles = property(lambda self: self[5])
-    tag = property(lambda self: self[6])
+TokenResult = TOKEN_BODY.record
+"""One TOKEN frame: ``index, token, cycles, spikes``."""
+LinkCounters = STATUS_BODY.record
+"""The STATUS body."""
 
 
 def word_bytes(config):
@@ -245,24 +345,13 @@ class ProtocolError(Exception):
     """A frame or payload that does not follow this protocol."""
 
 
-def _crc_table():
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16(data, crc=CRC_INIT):
-    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``)."""
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``), continuing from
+    ``crc``. :func:`binascii.crc_hqx` is this CRC (polynomial 0x1021, MSB first, no final
+    XOR) with the initial value as an argument."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(list(data))            # an iterable of byte values
+    return binascii.crc_hqx(data, crc)
 
 
 def slip_encode(data):
@@ -284,10 +373,11 @@ class FrameDecoder:
     :meth:`feed` returns a list of ``(status, payload)``: :attr:`LinkStatus.OK` with the
     payload (CRC removed), or a NACK status (``BAD_CRC``, ``BAD_FRAME``, ``TOO_LONG``,
     ``TOO_SHORT``) with the bytes received. ``min_length`` is the shortest payload that is
-    not ``TOO_SHORT`` (2 for requests, 3 for responses); ``max_length`` the longest.
+    not ``TOO_SHORT`` (the size of :data:`REQUEST_HEAD` for requests, the default; of
+    :data:`RESPONSE_HEAD` for responses); ``max_length`` the longest.
     """
 
-    def __init__(self, max_length=MAX_PAYLOAD, min_length=2):
+    def __init__(self, max_length=MAX_PAYLOAD, min_length=REQUEST_HEAD.size):
         self.max_length = max_length
         self.min_length = min_length
         self._buf = bytearray()
@@ -343,39 +433,42 @@ class FrameDecoder:
 # --- payloads -------------------------------------------------------------------------------
 
 def request(op, seq, body=b""):
-    """A request payload."""
-    return bytes([int(op) & 0xFF, seq & 0xFF]) + bytes(body)
+    """A request payload (``op`` and ``seq`` taken modulo 256)."""
+    return REQUEST_HEAD.pack(op=int(op) & 0xFF, seq=seq & 0xFF) + bytes(body)
 
 
 def response(op, seq, status, body=b""):
-    """A response payload."""
-    return bytes([int(op) & 0xFF, seq & 0xFF, int(status)]) + bytes(body)
+    """A response payload (``op`` and ``seq`` taken modulo 256)."""
+    return RESPONSE_HEAD.pack(op=int(op) & 0xFF, seq=seq & 0xFF, status=int(status)) + \
+        bytes(body)
 
 
 def parse_request(payload):
     """``(op, seq, body)`` of a request payload (``op`` may be any byte)."""
-    if len(payload) < 2:
-        raise ProtocolError("a request is at least 2 bytes (op, seq)")
-    return payload[0], payload[1], bytes(payload[2:])
+    if len(payload) < REQUEST_HEAD.size:
+        raise ProtocolError(f"a request is at least {REQUEST_HEAD.size} bytes (op, seq)")
+    op, seq = REQUEST_HEAD.unpack_from(payload)
+    return op, seq, bytes(payload[REQUEST_HEAD.size:])
 
 
 def parse_response(payload):
     """``(op, seq, status, body)`` of a response payload; ``status`` a :class:`LinkStatus`
     where it is one."""
-    if len(payload) < 3:
-        raise ProtocolError("a response is at least 3 bytes (op, seq, status)")
+    if len(payload) < RESPONSE_HEAD.size:
+        raise ProtocolError(f"a response is at least {RESPONSE_HEAD.size} bytes "
+                            "(op, seq, status)")
+    op, seq, status = RESPONSE_HEAD.unpack_from(payload)
     try:
-        status = LinkStatus(payload[2])
+        status = LinkStatus(status)
     except ValueError:
-        status = payload[2]
-    return payload[0], payload[1], status, bytes(payload[3:])
+        pass
+    return op, seq, status, bytes(payload[RESPONSE_HEAD.size:])
 
 
 # --- the reference of request checking ------------------------------------------------------
 
 def clears_tag(mem, addr):
     """Whether an accepted WRITE to memory ``mem`` at ``addr`` sets the image tag to 0."""
-    from .memory_map import CoreReg, Mem
     if mem == Mem.CORE:
         return addr not in (CoreReg.TEMPERATURE, CoreReg.SEED)
     return mem in (Mem.PARAM, Mem.PTR, Mem.SYN, Mem.POP, Mem.PROJ)
@@ -389,32 +482,32 @@ def check_request(payload, config):
     gateware (``hw.link``) and the golden board must agree with it. ``BAD_TOKEN`` is not
     decided here: it comes up while ``RUN``/``GENERATE`` run.
     """
-    from .memory_map import LANE_MEMS, READ_ONLY_MEMS, Mem, Write, write_problem
     op, _, body = parse_request(payload)
     if op not in set(Cmd) or op == Cmd.TOKEN:
         return LinkStatus.BAD_OPCODE
     op, n = Cmd(op), len(body)
     wb = word_bytes(config)
-    hdr = struct.calcsize(WRITE_HEADER)
+    block = BLOCK_BODY.size
     if op in (Cmd.IDENTIFY, Cmd.RESET, Cmd.STATUS):
         length_ok = n == 0
-    elif op in (Cmd.TAG, Cmd.GENERATE):
-        length_ok = n == 4
+    elif op == Cmd.TAG:
+        length_ok = n == TAG_BODY.size
+    elif op == Cmd.GENERATE:
+        length_ok = n == GENERATE_BODY.size
     elif op == Cmd.READ:
-        length_ok = n == struct.calcsize(READ_HEADER)
+        length_ok = n == block
     elif op == Cmd.RUN:
-        length_ok = n % 2 == 0 and 2 <= n <= 2 * MAX_RUN
+        length_ok = n % RUN_BODY.size == 0 and RUN_BODY.size <= n <= RUN_BODY.size * MAX_RUN
     else:
-        length_ok = n >= hdr and n == hdr + struct.unpack_from(WRITE_HEADER, body)[3] * wb
+        length_ok = n >= block and n == block + BLOCK_BODY.unpack_from(body).count * wb
     if not length_ok:
         return LinkStatus.BAD_LENGTH
     if op == Cmd.GENERATE:
-        return LinkStatus.OUT_OF_RANGE if struct.unpack(GENERATE_FORMAT, body)[1] == 0 \
+        return LinkStatus.OUT_OF_RANGE if GENERATE_BODY.unpack_from(body).count == 0 \
             else LinkStatus.OK
     if op not in (Cmd.READ, Cmd.WRITE):
         return LinkStatus.OK
-    mem, lane, addr, count = struct.unpack_from(WRITE_HEADER if op == Cmd.WRITE
-                                                else READ_HEADER, body)
+    mem, lane, addr, count = BLOCK_BODY.unpack_from(body)
     if mem not in set(Mem) or (op == Cmd.WRITE and mem in READ_ONLY_MEMS):
         return LinkStatus.BAD_MEMORY
     mem = Mem(mem)
@@ -424,7 +517,7 @@ def check_request(payload, config):
             or (op == Cmd.WRITE and mem == Mem.CORE and count != 1)):
         return LinkStatus.OUT_OF_RANGE
     if op == Cmd.WRITE:
-        for k, word in enumerate(unpack_words(body[hdr:], wb)):
+        for k, word in enumerate(unpack_words(body[block:], wb)):
             if write_problem(Write(mem, lane, addr + k, word), config) is not None:
                 return LinkStatus.OUT_OF_RANGE
     return LinkStatus.OK
