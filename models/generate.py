@@ -13,10 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from spikestream.cli import CommandParser
+from spikestream.cli import CommandParser, add_sampling_arguments
 from spikestream.cmdline import run
 from .data import Vocab
-from spikestream.board import SHIPPED_IMAGE
 from spikestream.files import FileProblem, atomic_write, check_output
 from .golden import GoldenCore
 from spikestream.image import ImageError, load_image
@@ -68,14 +67,7 @@ def argument_parser(prog="python -m models.generate"):
     """The command line of ``python -m models.generate`` (``spikestream golden``)."""
     ap = CommandParser(prog=prog, description="Generate text with the golden model (the "
                                               "bit-exact integer model of the core), in process.")
-    ap.add_argument("--prompt", default="ROMEO:", help="text fed before generating")
-    ap.add_argument("--tokens", type=int, default=200, metavar="N",
-                    help="characters to generate")
-    ap.add_argument("--temperature", type=float, default=0.8, metavar="T",
-                    help="sampling temperature; 0 picks the most likely")
-    ap.add_argument("--seed", type=int, default=0, metavar="N", help="the sampler's seed")
-    ap.add_argument("--image", default=str(SHIPPED_IMAGE), metavar="PATH",
-                    help="network image (default: the shipped model)")
+    add_sampling_arguments(ap)
     ap.add_argument("--raster", metavar="PNG", help="also write a spike raster of the run")
     ap.add_argument("--json", action="store_true",
                     help="end with one line of JSON: text, tokens, seconds, cycles per step")

@@ -25,9 +25,11 @@ import sys
 from collections import namedtuple
 
 from . import __version__
+from .board import SHIPPED_IMAGE
 from .cmdline import run
 
-__all__ = ["Command", "COMMANDS", "HelpFormatter", "CommandParser", "argument_parser", "main"]
+__all__ = ["Command", "COMMANDS", "HelpFormatter", "CommandParser", "add_sampling_arguments",
+           "argument_parser", "main"]
 
 Command = namedtuple("Command", "module summary")
 """One subcommand: the module whose ``main(argv, prog=...)`` runs it, and one line of help."""
@@ -67,6 +69,20 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_sampling_arguments(ap):
+    """The flags of every command that generates text (``generate``, ``golden``): the
+    prompt, how many tokens, the sampler's temperature and seed, and the image."""
+    ap.add_argument("--prompt", default="ROMEO:", help="text fed before generating")
+    ap.add_argument("--tokens", type=int, default=200, metavar="N",
+                    help="characters to generate")
+    ap.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                    help="sampling temperature; 0 picks the most likely")
+    ap.add_argument("--seed", type=int, default=0, metavar="N", help="the sampler's seed")
+    ap.add_argument("--image", default=str(SHIPPED_IMAGE), metavar="PATH",
+                    help="network image (default: the shipped model)")
+    return ap
 
 
 def argument_parser(prog="spikestream"):

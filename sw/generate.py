@@ -26,14 +26,13 @@ import time
 from tqdm import tqdm
 
 from spikestream.memory_map import CoreFitError, image_writes
-from spikestream.cli import CommandParser
+from spikestream.cli import CommandParser, add_sampling_arguments
 from spikestream.cmdline import run
 from models.data import Vocab
 from models.generate import PROMPT_PROGRESS, encode_prompt
 from spikestream.image import Image, ImageError, parse_image, read_image_bytes
 from spikestream.sampler import temperature_word
 
-from spikestream.board import SHIPPED_IMAGE
 from .board import board_config
 from .client import FINISH_SECONDS, Client, image_tag
 from .errors import HostError, ImageDoesNotFit
@@ -129,14 +128,7 @@ def argument_parser(prog="python -m sw.generate"):
     ap = CommandParser(prog=prog, description="Generate text, streamed, on a board, the "
                                               "simulated SoC or the golden model behind the "
                                               "board's protocol.")
-    ap.add_argument("--prompt", default="ROMEO:", help="text fed before generating")
-    ap.add_argument("--tokens", type=int, default=200, metavar="N",
-                    help="characters to generate")
-    ap.add_argument("--temperature", type=float, default=0.8, metavar="T",
-                    help="sampling temperature; 0 picks the most likely")
-    ap.add_argument("--seed", type=int, default=0, metavar="N", help="the sampler's seed")
-    ap.add_argument("--image", default=str(SHIPPED_IMAGE), metavar="PATH",
-                    help="network image (default: the shipped model)")
+    add_sampling_arguments(ap)
     ap.add_argument("--port", help="the board's serial port (default: look for a ULX3S)")
     ap.add_argument("--backend", choices=("serial", "sim", "golden"),
                     help="serial: a board; sim: the SoC in RTL simulation; golden: the "
