@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from spikestream.files import atomic_write_bytes
+
 BENCHMARKS = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
@@ -15,4 +17,4 @@ def update_section(title, command, body):
         text = pattern.sub(lambda m: section + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS.write_text(text)
+    atomic_write_bytes(BENCHMARKS, text.encode())

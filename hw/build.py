@@ -55,6 +55,7 @@ from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
 from spikestream.capacity import core_plan, lane_memories, lutram_memories
 from spikestream.cli import CommandParser
 from spikestream.cmdline import run
+from spikestream.files import atomic_write_bytes
 from spikestream.image import Image, ImageError, image_bytes, parse_image, read_image_bytes
 from spikestream.image import image_tag as tag_of
 from spikestream.memory_map import CoreConfig, CoreFitError, Mem, image_writes
@@ -628,7 +629,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "build_dir": str(build_dir),
     }
     result["critical_path"] = critical_path(raw_report, timed)
-    (build_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_bytes(build_dir / "result.json", (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 
@@ -679,7 +680,7 @@ def pin_clock_constraint(build_dir, hz):
     lpf = build_dir / "top.lpf"
     lines = [l for l in lpf.read_text().splitlines() if not l.strip().startswith("FREQUENCY NET")]
     lines.append(f'FREQUENCY NET "{names[0]}" {hz} HZ;')
-    lpf.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(lpf, ("\n".join(lines) + "\n").encode())
     return names[0]
 
 
