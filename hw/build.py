@@ -431,9 +431,10 @@ def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
                 progress.say(f"{stage}: {line.strip()[:100]}")
                 last_shown = time.monotonic()
     status = proc.wait()
+    proc.stdout.close()         # the reader thread has seen its end
     elapsed = time.monotonic() - t0
     if status != 0:
-        errors = [l for l in tail if re.search(r"ERROR|Error|error", l)] or tail[-8:]
+        errors = [l for l in tail if re.search(r"ERROR|Error|error", l)] or list(tail)[-8:]
         raise BuildError(f"{stage} failed (exit status {status}) after {_clock(elapsed)}; "
                          f"log: {log_path}\n" + "\n".join(errors[-8:]))
     progress.say(f"{stage}: done in {_clock(elapsed)}")

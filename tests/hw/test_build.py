@@ -1,6 +1,7 @@
 """hw.build without running the tools: arguments, capacity refusals, report parsing."""
 
 import json
+import sys
 import time
 from types import SimpleNamespace
 
@@ -371,3 +372,12 @@ def test_nextpnr_options_are_passed_on(monkeypatch, tmp_path):
     args = hwb.argument_parser().parse_args(
         ["--nextpnr-option=--tmg-ripup", "--nextpnr-option=--placer-heap-timingweight=20"])
     assert args.nextpnr_option == ["--tmg-ripup", "--placer-heap-timingweight=20"]
+
+
+def test_a_tool_that_dies_without_an_error_line_is_one_build_error(tmp_path):
+    # A tool killed by a signal prints no "error" line: the build used to slice its deque of
+    # last lines and end in a TypeError traceback instead of a BuildError.
+    argv = [sys.executable, "-c", "import os, signal; print('working'); "
+            "os.kill(os.getpid(), signal.SIGTERM)"]
+    with pytest.raises(hwb.BuildError, match="failed .exit status -15.*\n.*working"):
+        hwb.run_tool("nextpnr", argv, tmp_path, tmp_path / "log", hwb._Progress(quiet=True))
