@@ -7,11 +7,10 @@ tiny-shakespeare, 64 streams from reset) and the training time recorded in its c
 import argparse
 import sys
 
-import torch
-
-from spikestream.capacity import memory_plan
-from spikestream.board import SHIPPED_IMAGE
+from models.checkpoint import read_checkpoint
 from models.evaluate import main as evaluate
+from spikestream.board import SHIPPED_IMAGE
+from spikestream.capacity import memory_plan
 from spikestream.image import load_image
 
 from ._report import update_section
@@ -25,7 +24,7 @@ def main(argv=None):
     r = evaluate(["--image", args.image, "--json"])
     img = load_image(args.image)
     plan = memory_plan(img.net, img.lanes)
-    ck = torch.load(SHIPPED_IMAGE.with_suffix(".pt"), weights_only=False) \
+    ck = read_checkpoint(SHIPPED_IMAGE.with_suffix(".pt")) \
         if args.image == str(SHIPPED_IMAGE) else {}
     minutes = max((h.get("minutes", 0) for h in ck.get("history", [])), default=None)
     dense = sum(pr.weights.size for pr in img.net.projections)
