@@ -12,7 +12,13 @@ finished (all constants are in :class:`spikestream.formats.CoreTiming`):
   lasts until the slowest lane is done, plus ``route_drain``, plus ``phase_overhead``; a
   projection with no spikes costs ``phase_overhead`` alone.
 * **update** (one per population): ``ceil(size / lanes) + update_latency + phase_overhead``.
-* **sample**: ``vocab + sample_latency + phase_overhead`` (one readout value per cycle).
+* **sample** (only for a network with a readout): ``vocab + sample_latency +
+  phase_overhead`` (one readout value per cycle).
+
+Inputs (the token, spike inputs) are routed like populations, except that their spikes enter
+in ascending id order (rank ``r`` is the ``r``-th smallest id spiking), injected by the
+scheduler where the lanes' first spike would have been. A spike's value ``q`` (multi-level
+neurons) costs nothing extra: the lane multiplies as it adds.
 
 The ideal routing time is ``synaptic events / lanes``: every lane busy every cycle.
 """
@@ -33,10 +39,14 @@ class RouteCost:
     """Per-projection constants for :func:`route_cost`, built once per image.
 
     ``seg_len`` is ``[src size, lanes]``: the length of each source's segment in each lane.
+    A population's spikes leave the lanes' queues in lane-major order (``lane_major``); an
+    input's (the token, a spike input's vector) are injected by the scheduler in ascending
+    id order (``lane_major=False``).
     """
 
-    def __init__(self, seg_len, lanes, timing):
-        order = lane_major_order(seg_len.shape[0], lanes)
+    def __init__(self, seg_len, lanes, timing, lane_major=True):
+        n = seg_len.shape[0]
+        order = lane_major_order(n, lanes) if lane_major else np.arange(n)
         self.order = torch.as_tensor(order)
         self.cost = torch.as_tensor(np.maximum(seg_len[order], 1))      # [S, L] lane-major
         self.events = torch.as_tensor(seg_len.sum(1))                   # [S] id order

@@ -18,8 +18,8 @@ import torch
 from . import cycles as cyc
 from spikestream.formats import ACC_MAX, ACC_MIN
 from spikestream.timing import DEFAULT_TIMING
-from spikestream.network import INPUT, lane_layout
-from .neurons import int_step
+from spikestream.network import INPUT, lane_layout, spike_input
+from .neurons import int_update
 from spikestream.sampler import RNG_MASK, sample, seed_state, xorshift32
 
 __all__ = ["StepResult", "CoreState", "GoldenCore"]
@@ -29,12 +29,16 @@ __all__ = ["StepResult", "CoreState", "GoldenCore"]
 class StepResult:
     """Everything one timestep produced, per stream (leading dimension ``batch``).
 
-    ``spikes``, ``v`` and ``a`` are lists with one entry per population (bool / int64
-    ``[batch, size]``, core neuron order); ``logits`` is the readout membrane
-    ``[batch, vocab]``; ``token`` the sampled next token ``[batch]``; ``cycles`` the
-    timestep's cycle count, ``route_cycles`` the part spent routing, and ``events`` the
-    synaptic events performed (all ``[batch]``).
+    ``values``, ``spikes``, ``v`` and ``a`` are lists with one entry per population (core
+    neuron order): ``values`` the spike values ``q`` (int64 ``[batch, size]``; 0/1 for
+    binary spikes, always 0 for a non-spiking kind), ``spikes`` whether each neuron
+    spiked (bool, ``values > 0``), ``v`` and ``a`` the new state (int64). ``logits`` is the
+    readout membrane ``[batch, vocab]`` (``None`` without a readout); ``token`` the sampled
+    next token ``[batch]`` (0 without a readout); ``cycles`` the timestep's cycle count,
+    ``route_cycles`` the part spent routing, and ``events`` the synaptic events performed
+    (all ``[batch]``).
     """
+    values: list
     spikes: list
     v: list
     a: list
@@ -48,14 +52,15 @@ class StepResult:
 @dataclass
 class CoreState:
     """What the core carries from one timestep to the next, per stream (leading dimension
-    ``batch``): membranes ``v`` and adaptations ``a`` (int64 ``[batch, size]`` per
-    population), the previous timestep's spikes ``prev`` (bool, per population) and input
-    tokens ``prev_tokens`` (bool ``[batch, vocab]``), and each stream's sampler state ``rng``
-    (a list of ints)."""
+    ``batch``): membranes ``v``, adaptations (or synaptic currents) ``a`` and the
+    spiked-last-timestep bits ``s`` (int64 ``[batch, size]`` per population); ``history``,
+    for every source that a delayed projection reads (a population index, :data:`INPUT` or
+    a spike input), its spike values of the last timesteps, newest first (lists of int64
+    ``[batch, source size]``); and each stream's sampler state ``rng`` (a list of ints)."""
     v: list
     a: list
-    prev: list
-    prev_tokens: torch.Tensor
+    s: list
+    history: dict
     rng: list
 
 
@@ -77,24 +82,34 @@ class GoldenCore:
         self.layout = lane_layout(net, lanes)
         self.synapses = [_Synapses(pr, net.source_size(pr.src), net.populations[pr.dst].size)
                          for pr in net.projections]
-        self.route = [cyc.RouteCost(sl, lanes, timing) for sl in self.layout.seg_len]
+        self.route = [cyc.RouteCost(sl, lanes, timing, lane_major=pr.src >= 0)
+                      for sl, pr in zip(self.layout.seg_len, net.projections)]
         self.params = [{k: torch.as_tensor(getattr(p, k)) for k in p.PARAMS}
                        for p in net.populations]
         self.incoming = [[j for j, pr in enumerate(net.projections) if pr.dst == i]
                          for i in range(len(net.populations))]
-        self.fixed_cycles = (sum(cyc.update_cycles(p.size, lanes, timing) for p in net.populations)
-                             + cyc.sample_cycles(net.vocab_size, timing))
+        # Sources whose past spikes a delayed projection reads, and how many timesteps back.
+        self.kept = {}
+        for pr in net.projections:
+            if pr.delay:
+                self.kept[pr.src] = max(self.kept.get(pr.src, 0), pr.delay)
+        self.fixed_cycles = sum(cyc.update_cycles(p.size, lanes, timing)
+                                for p in net.populations)
+        if net.readout is not None:
+            self.fixed_cycles += cyc.sample_cycles(net.vocab_size, timing)
         self.temp_word = 0
         self.reset()
         self.seed(0)
 
     def reset(self):
-        """Clear all neuron state and the previous timestep's spikes (the RESET command)."""
+        """Clear all neuron state and the past timesteps' spikes (the RESET command)."""
         B = self.batch
-        self._v = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
-        self._a = [torch.zeros(B, p.size, dtype=torch.int64) for p in self.net.populations]
-        self._prev = [torch.zeros(B, p.size, dtype=torch.bool) for p in self.net.populations]
-        self._prev_tokens = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
+        zeros = lambda n: torch.zeros(B, n, dtype=torch.int64)
+        self._v = [zeros(p.size) for p in self.net.populations]
+        self._a = [zeros(p.size) for p in self.net.populations]
+        self._s = [zeros(p.size) for p in self.net.populations]
+        self._hist = {src: [zeros(self.net.source_size(src)) for _ in range(d)]
+                      for src, d in self.kept.items()}
 
     @property
     def v(self):
@@ -109,28 +124,30 @@ class GoldenCore:
     def get_state(self):
         """The state carried between timesteps, as a :class:`CoreState` (copies)."""
         return CoreState(v=[x.clone() for x in self._v], a=[x.clone() for x in self._a],
-                         prev=[x.clone() for x in self._prev],
-                         prev_tokens=self._prev_tokens.clone(), rng=list(self._rng))
+                         s=[x.clone() for x in self._s],
+                         history={k: [x.clone() for x in h] for k, h in self._hist.items()},
+                         rng=list(self._rng))
 
     def set_state(self, state):
         """Continue from ``state`` (a :class:`CoreState`, e.g. from :meth:`get_state` or read
         back from a core's memories); ``ValueError`` if it does not fit this network."""
         B, pops = self.batch, self.net.populations
         shapes = [(B, p.size) for p in pops]
-        for name, xs, dtype in (("v", state.v, torch.int64), ("a", state.a, torch.int64),
-                                ("prev", state.prev, torch.bool)):
-            if len(xs) != len(pops) or any(tuple(x.shape) != s or x.dtype != dtype
-                                           for x, s in zip(xs, shapes)):
-                raise ValueError(f"state.{name} does not fit the network: expected {dtype} "
+        for name, xs in (("v", state.v), ("a", state.a), ("s", state.s)):
+            if len(xs) != len(pops) or any(tuple(x.shape) != sh or x.dtype != torch.int64
+                                           for x, sh in zip(xs, shapes)):
+                raise ValueError(f"state.{name} does not fit the network: expected int64 "
                                  f"tensors of shapes {shapes}")
-        if tuple(state.prev_tokens.shape) != (B, self.net.vocab_size) \
-                or state.prev_tokens.dtype != torch.bool:
-            raise ValueError(f"state.prev_tokens must be bool [{B}, {self.net.vocab_size}]")
+        if set(state.history) != set(self.kept) or any(
+                len(state.history[k]) != d or any(
+                    tuple(x.shape) != (B, self.net.source_size(k)) or x.dtype != torch.int64
+                    for x in state.history[k]) for k, d in self.kept.items()):
+            raise ValueError("state.history does not fit the network")
         if len(state.rng) != B:
             raise ValueError(f"state.rng must hold {B} generator states")
         self._v, self._a = [x.clone() for x in state.v], [x.clone() for x in state.a]
-        self._prev = [x.clone() for x in state.prev]
-        self._prev_tokens = state.prev_tokens.clone()
+        self._s = [x.clone() for x in state.s]
+        self._hist = {k: [x.clone() for x in h] for k, h in state.history.items()}
         self._rng = [int(r) & RNG_MASK for r in state.rng]
 
     def seed(self, seed):
@@ -141,55 +158,86 @@ class GoldenCore:
         """Set the sampler's temperature word (0: argmax); see spikestream.sampler."""
         self.temp_word = int(word)
 
-    def _source_spikes(self, src, delay, token_spikes, now):
-        if src == INPUT:
-            return token_spikes if delay == 0 else self._prev_tokens
-        return now[src] if delay == 0 else self._prev[src]
+    def _inputs(self, tokens, spikes):
+        """This timestep's spike values of every input source (a dict keyed by source)."""
+        B, net = self.batch, self.net
+        now = {}
+        if net.has_token_input:
+            if tokens is None:
+                raise ValueError("this network has a token input: give tokens")
+            tokens = torch.as_tensor(tokens, dtype=torch.int64).reshape(B)
+            if tokens.min() < 0 or tokens.max() >= net.vocab_size:
+                raise ValueError(f"tokens must be 0..{net.vocab_size - 1}")
+            one_hot = torch.zeros(B, net.vocab_size, dtype=torch.int64)
+            one_hot[torch.arange(B), tokens] = 1
+            now[INPUT] = one_hot
+        spikes = [] if spikes is None else list(spikes)
+        if len(spikes) != len(net.inputs):
+            raise ValueError(f"this network has {len(net.inputs)} spike inputs; "
+                             f"{len(spikes)} spike vectors given")
+        for k, (spec, x) in enumerate(zip(net.inputs, spikes)):
+            x = torch.as_tensor(x)
+            if tuple(x.shape) == (spec.size,):
+                x = x.expand(B, spec.size)
+            if tuple(x.shape) != (B, spec.size):
+                raise ValueError(f"spike input {spec.name!r}: shape {tuple(x.shape)}, expected "
+                                 f"({B}, {spec.size})")
+            x = x.to(torch.int64)
+            if x.numel() and (x.min() < 0 or x.max() > 1):
+                raise ValueError(f"spike input {spec.name!r}: spikes must be 0 or 1")
+            now[spike_input(k)] = x
+        return now
 
-    def step(self, tokens, sample_tokens=True):
-        """Run one timestep with input ``tokens`` (ints ``[batch]``); see :class:`StepResult`.
+    def step(self, tokens=None, spikes=None, sample_tokens=True):
+        """Run one timestep with input ``tokens`` (ints ``[batch]``, for a network with a
+        token input) and ``spikes`` (one 0/1 tensor ``[batch, size]`` or ``[size]`` per spike
+        input); see :class:`StepResult`.
 
         With ``sample_tokens=False`` the sampler's result is not computed (its random source
         still advances, as on the core), which saves time when only logits are needed.
         """
-        tokens = torch.as_tensor(tokens, dtype=torch.int64).reshape(self.batch)
-        B = self.batch
-        token_spikes = torch.zeros(B, self.net.vocab_size, dtype=torch.bool)
-        token_spikes[torch.arange(B), tokens] = True
-        now = [None] * len(self.net.populations)
+        B, net = self.batch, self.net
+        now = self._inputs(tokens, spikes)
         cycles = torch.full((B,), self.fixed_cycles, dtype=torch.int64)
         route_cycles = torch.zeros(B, dtype=torch.int64)
         events = torch.zeros(B, dtype=torch.int64)
-        for i, pop in enumerate(self.net.populations):
+        values = [None] * len(net.populations)
+        for i, pop in enumerate(net.populations):
             acc = torch.zeros(B, pop.size, dtype=torch.int64)
             for j in self.incoming[i]:
-                pr = self.net.projections[j]
-                s = self._source_spikes(pr.src, pr.delay, token_spikes, now)
-                if s.any():
-                    self.synapses[j].add_to(acc, s)
-                c, e = cyc.route_cost(self.route[j], s)
+                pr = net.projections[j]
+                q = now[pr.src] if pr.delay == 0 else self._hist[pr.src][pr.delay - 1]
+                fired = q > 0
+                if fired.any():
+                    self.synapses[j].add_to(acc, q)
+                c, e = cyc.route_cost(self.route[j], fired)
                 route_cycles += c
                 events += e
             # The accumulator can never leave its range (Network.check guarantees it).
             assert acc.numel() == 0 or (int(acc.min()) >= ACC_MIN and int(acc.max()) <= ACC_MAX)
-            s, self._v[i], self._a[i] = int_step(pop.kind, self._v[i], self._a[i], acc,
-                                               **self.params[i])
-            now[i] = s
-        self._prev = now
-        self._prev_tokens = token_spikes
-        logits = self._v[self.net.readout]
+            q, self._v[i], self._a[i], self._s[i] = int_update(
+                pop.kind, pop.reset, pop.level_bits, self._v[i], self._a[i], self._s[i], acc,
+                **self.params[i])
+            values[i] = now[i] = q
+        for src, h in self._hist.items():
+            h.insert(0, now[src])
+            h.pop()
         token = torch.zeros(B, dtype=torch.int64)
-        for b in range(B):
-            if sample_tokens or self.temp_word:
-                t, self._rng[b] = sample(logits[b].tolist(), self.temp_word, self._rng[b])
-                token[b] = t
-            else:
-                self._rng[b] = _advance(self._rng[b], self.net.vocab_size)
-        if not sample_tokens and self.temp_word == 0:
-            token = logits.argmax(1)    # argmax picks the first maximum, as the sampler does
+        logits = None
+        if net.readout is not None:
+            logits = self._v[net.readout]
+            for b in range(B):
+                if sample_tokens or self.temp_word:
+                    t, self._rng[b] = sample(logits[b].tolist(), self.temp_word, self._rng[b])
+                    token[b] = t
+                else:
+                    self._rng[b] = _advance(self._rng[b], net.vocab_size)
+            if not sample_tokens and self.temp_word == 0:
+                token = logits.argmax(1)    # argmax picks the first maximum, as the sampler does
         cycles += route_cycles
-        return StepResult(spikes=list(now), v=list(self._v), a=list(self._a), logits=logits,
-                          token=token, cycles=cycles, route_cycles=route_cycles, events=events)
+        return StepResult(values=values, spikes=[x > 0 for x in values], v=list(self._v),
+                          a=list(self._a), logits=logits, token=token, cycles=cycles,
+                          route_cycles=route_cycles, events=events)
 
     def generate(self, prompt, n_tokens, temperature_word=0, seed=0):
         """Reset, feed ``prompt`` (token ids) and generate ``n_tokens`` more (batch 1).
@@ -239,18 +287,20 @@ class _Synapses:
             np.cumsum(np.bincount(rows, minlength=n_src), out=self.ptr[1:])
             self.cols, self.values = cols, values
 
-    def add_to(self, acc, spikes):
-        """``acc += spikes @ W`` for bool ``spikes [B, src]`` into int64 ``acc [B, dst]``."""
+    def add_to(self, acc, values):
+        """``acc += values @ W`` for spike values ``values [B, src]`` (int64 or bool) into
+        int64 ``acc [B, dst]``."""
         if self.dense:
-            acc += spikes.long() @ self.w
+            acc += values.long() @ self.w
             return
-        b, k = np.nonzero(spikes.numpy())
+        q = values.long().numpy()
+        b, k = np.nonzero(q)
         first, count = self.ptr[k], self.ptr[k + 1] - self.ptr[k]
         # word i of the expansion belongs to spike spike[i]; its synapse is first + offset
         spike = np.repeat(np.arange(len(k)), count)
         word = np.arange(len(spike)) + np.repeat(first - (np.cumsum(count) - count), count)
         np.add.at(acc.numpy().reshape(-1), b[spike] * self.n_dst + self.cols[word],
-                  self.values[word])
+                  self.values[word] * q[b, k][spike])
 
 
 def _advance(state, n):

@@ -23,10 +23,11 @@ import math
 
 import torch
 
-from spikestream.formats import (DECAY_FRAC_BITS, STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET,
-                      round_shift, saturate)
+from spikestream.formats import (DECAY_FRAC_BITS, NEURON_KIND_CUBA, NEURON_KIND_RESET,
+                                 NEURON_KIND_SPIKES, STATE_BITS, NeuronKind, ResetMode,
+                                 round_shift, saturate)
 
-__all__ = ["spike_fn", "float_step", "int_step"]
+__all__ = ["spike_fn", "float_step", "int_step", "int_update"]
 
 
 class _ArctanSpike(torch.autograd.Function):
@@ -84,28 +85,74 @@ def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0
 
 
 def int_step(kind, v, a, acc, alpha, theta, rho, jump, bias):
-    """One timestep of the integer form: exactly what a lane's neuron unit computes.
-
-    All arguments are integer tensors (any integer dtype; computed in int64): state
-    ``v``, ``a`` and accumulator ``acc`` shaped ``[..., N]``, parameters shaped ``[N]``.
+    """One timestep of the integer form of a version-1 population (its kind's reset mode,
+    binary spikes): :func:`int_update` without the ``s`` state bit, which only
+    ``SUBTRACT_NEXT`` reads.
 
     Returns
     -------
     (s, v, a)
         Spikes (bool) and the new state, int64.
     """
-    reset = NEURON_KIND_RESET[NeuronKind(kind)]
-    v, a, acc = v.long(), a.long(), acc.long()
-    current = saturate(acc + bias.long(), STATE_BITS)
-    v = saturate(round_shift(alpha.long() * v, DECAY_FRAC_BITS) + current, STATE_BITS)
-    if reset == ResetMode.NONE:
-        return torch.zeros_like(v, dtype=torch.bool), v, a
-    thr = saturate(theta.long() + a, STATE_BITS)
-    s = v >= thr
-    if reset == ResetMode.ZERO:
-        v = torch.where(s, torch.zeros_like(v), v)
+    kind = NeuronKind(kind)
+    q, v, a, _ = int_update(kind, NEURON_KIND_RESET[kind], 1, v, a, torch.zeros_like(v), acc,
+                            alpha, theta, rho, jump, bias)
+    return q > 0, v, a
+
+
+def int_update(kind, reset, level_bits, v, a, s, acc, alpha, theta, rho, jump, bias):
+    """One timestep of one population: exactly what a lane's neuron unit computes
+    (docs/general-networks.md, "The neuron update").
+
+    ``kind`` (NeuronKind), ``reset`` (ResetMode) and ``level_bits`` (``K``) are the
+    population's; the rest are integer tensors (computed in int64): state ``v``, ``a``,
+    ``s`` (spiked in the previous timestep) and accumulator ``acc`` shaped ``[..., N]``,
+    parameters shaped ``[N]``.
+
+    Returns
+    -------
+    (q, v, a, s)
+        Spike values ``0 .. 2**K - 1`` (int64; 0 for non-spiking kinds) and the new state.
+    """
+    kind, reset = NeuronKind(kind), ResetMode(reset)
+    v, a, s, acc = v.long(), a.long(), s.long(), acc.long()
+    alpha, theta, rho, jump, bias = (x.long() for x in (alpha, theta, rho, jump, bias))
+    if NEURON_KIND_CUBA[kind]:
+        a1 = saturate(round_shift(rho * a, DECAY_FRAC_BITS) + acc, STATE_BITS)
+        current = saturate(a1 + bias, STATE_BITS)
+        thr = theta.expand_as(v)
     else:
-        v = torch.where(s, saturate(v - thr, STATE_BITS), v)
-    a = saturate(round_shift(rho.long() * a, DECAY_FRAC_BITS) + torch.where(s, jump.long(), 0),
-                 STATE_BITS)
-    return s, v, a
+        a1 = a
+        current = saturate(acc + bias, STATE_BITS)
+        thr = saturate(theta + a, STATE_BITS)
+    v1 = round_shift(alpha * v, DECAY_FRAC_BITS) + current
+    if reset == ResetMode.SUBTRACT_NEXT:
+        v1 = v1 - thr * s
+    v1 = saturate(v1, STATE_BITS)
+    if not NEURON_KIND_SPIKES[kind]:
+        zero = torch.zeros_like(v1)
+        return zero, v1, a1, zero
+    if level_bits == 1:
+        q = (v1 >= thr).long()
+        rest = v1 - thr * q
+    else:
+        # Successive approximation, as the gateware does it: K compare-and-subtract steps.
+        q, rest = torch.zeros_like(v1), v1
+        for i in reversed(range(level_bits)):
+            step = thr << i
+            hit = rest >= step
+            q = q | (hit.long() << i)
+            rest = torch.where(hit, rest - step, rest)
+    fired = q > 0
+    if reset == ResetMode.ZERO:
+        v_new = torch.where(fired, torch.zeros_like(v1), v1)
+    elif reset == ResetMode.SUBTRACT:
+        v_new = torch.where(fired, saturate(rest, STATE_BITS), v1)
+    else:
+        v_new = v1
+    if NEURON_KIND_CUBA[kind]:
+        a_new = a1
+    else:
+        a_new = saturate(round_shift(rho * a, DECAY_FRAC_BITS) + torch.where(fired, jump, 0),
+                         STATE_BITS)
+    return q, v_new, a_new, fired.long()

@@ -20,7 +20,8 @@ __all__ = [
     "ACC_BITS", "ACC_MIN", "ACC_MAX",
     "STATE_BITS", "STATE_MIN", "STATE_MAX",
     "DECAY_FRAC_BITS", "DECAY_ONE", "DECAY_BITS",
-    "NeuronKind", "ResetMode", "NEURON_KIND_RESET", "NEURON_KIND_SPIKES",
+    "NeuronKind", "ResetMode", "NEURON_KIND_RESET", "NEURON_KIND_SPIKES", "NEURON_KIND_CUBA",
+    "MAX_LEVEL_BITS", "MAX_DELAY",
     "MAX_VOCAB",
     "RNG_BITS", "GUMBEL_TABLE_BITS", "GUMBEL_FRAC_BITS", "TEMPERATURE_BITS",
     "saturate", "round_shift",
@@ -65,22 +66,36 @@ TEMPERATURE_BITS = 16
 class NeuronKind(enum.IntEnum):
     """Neuron model of a population. All share one datapath (see models/neurons.py).
 
-    ``LIF``: leaky, hard reset to zero (SpikeGPT). ``ALIF``: leaky with an adaptive
-    threshold, reset by subtraction (multi-timescale SRNN). ``IF``: no leak (alpha is
-    DECAY_ONE), reset by subtraction (spiking TextCNN). ``READOUT``: leaky integrator that
-    never spikes; its membrane is the logit.
+    ``LIF``: leaky, integrate-and-fire (SpikeGPT; NIR ``LIF``); reset to zero by default.
+    ``ALIF``: leaky with an adaptive threshold ``theta + a`` (multi-timescale SRNN), reset by
+    subtraction. ``IF``: no leak (alpha is DECAY_ONE), reset by subtraction (spiking TextCNN;
+    NIR ``IF``). ``READOUT``: leaky integrator that never spikes (NIR ``LI``; with alpha
+    DECAY_ONE an ``Integrator``); its membrane is a logit or an output value. ``CUBA_LIF``:
+    current-based LIF (NIR ``CubaLIF``): ``a`` holds the synaptic current, decaying by
+    ``rho``, which feeds the membrane. ``CUBA_LI``: the same without spikes (NIR ``CubaLI``).
+    The values of the first four are those of image version 1.
     """
     LIF = 0
     ALIF = 1
     IF = 2
     READOUT = 3
+    CUBA_LIF = 4
+    CUBA_LI = 5
 
 
 class ResetMode(enum.IntEnum):
-    """What a spike does to the membrane."""
-    NONE = 0       # never spikes
-    ZERO = 1       # v <- 0
-    SUBTRACT = 2   # v <- v - threshold
+    """What a spike (of graded value ``q``, 1 for a binary spike) does to the membrane.
+
+    ``SUBTRACT`` subtracts ``q * threshold`` in the timestep of the spike, before the next
+    decay (reset, then decay: spikingjelly, the converted TextCNN, LAS). ``SUBTRACT_NEXT``
+    leaves the membrane as it is and subtracts the threshold in the next timestep's
+    integration, after the decay (decay, then reset: snnTorch's ``Leaky`` and ``Synaptic``,
+    the SRNN's ``u = alpha u + I - B s``); binary spikes only.
+    """
+    NONE = 0           # never spikes
+    ZERO = 1           # v <- 0
+    SUBTRACT = 2       # v <- v - q * threshold, now
+    SUBTRACT_NEXT = 3  # v <- alpha v + I - threshold in the next timestep
 
 
 NEURON_KIND_RESET = {
@@ -88,8 +103,21 @@ NEURON_KIND_RESET = {
     NeuronKind.ALIF: ResetMode.SUBTRACT,
     NeuronKind.IF: ResetMode.SUBTRACT,
     NeuronKind.READOUT: ResetMode.NONE,
+    NeuronKind.CUBA_LIF: ResetMode.ZERO,
+    NeuronKind.CUBA_LI: ResetMode.NONE,
 }
+"""Each kind's reset mode unless a population names another (spiking kinds only)."""
 NEURON_KIND_SPIKES = {k: r != ResetMode.NONE for k, r in NEURON_KIND_RESET.items()}
+NEURON_KIND_CUBA = {k: k in (NeuronKind.CUBA_LIF, NeuronKind.CUBA_LI) for k in NeuronKind}
+"""Kinds whose ``a`` is a synaptic current (``a = rho a + acc``, ``I = a + bias``) rather
+than an adaptation (``a = rho a + jump [spiked]``, threshold ``theta + a``)."""
+
+MAX_LEVEL_BITS = 4
+"""A multi-threshold (graded) neuron's spike is a value ``0 .. 2**K - 1`` with ``K`` (its
+population's ``level_bits``) at most this; ``K = 1`` is the binary spike."""
+MAX_DELAY = 255
+"""Largest delay (in timesteps) a projection of an image may have; a core holds those up to
+its ``CoreConfig.max_delay``."""
 
 
 def saturate(x, bits):

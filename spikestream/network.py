@@ -1,23 +1,24 @@
 """The integer network that the core runs, and its layout across lanes.
 
 A :class:`Network` is the logical description: populations of neurons with integer
-parameters, projections with integer weights, a delay of 0 or 1 timestep each, and the
-vocabulary. :func:`lane_layout` turns it, for a number of lanes, into exactly what each
-lane's memories hold: per-source compressed rows of ``(target address, weight)`` pairs.
-Networks from other tools can be built from plain arrays with :func:`make_population`
-and :class:`Projection`, then checked with :meth:`Network.check` and saved with
-``spikestream.image.save_image``.
+parameters, projections with integer weights and a delay, a token input and/or spike inputs,
+an optional readout (sampled or classified on the core) and output populations.
+:func:`lane_layout` turns it, for a number of lanes, into exactly what each lane's memories
+hold: per-source compressed rows of ``(target address, weight)`` pairs. Networks from other
+tools can be built from plain arrays with :func:`make_population` and :class:`Projection`,
+then checked with :meth:`Network.check` and saved with ``spikestream.image.save_image``.
+docs/general-networks.md defines the schedule and the neuron update; in short:
 
-Schedule (one timestep = one token)
------------------------------------
-1. The token is the only spike of the token input (source :data:`INPUT`).
+Schedule (one timestep)
+-----------------------
+1. The token is the only spike of the token input (source :data:`INPUT`); spike input
+   ``k`` (source :func:`spike_input` ``(k)``) carries the 0/1 vector the host sends.
 2. Populations are updated in list order. Before population ``p`` is updated, every
    projection into ``p`` is routed, in list order (projections are listed grouped by
-   target, in population order): a delay-0 projection carries its source's
-   spikes of this timestep (so its source must be the input or an earlier population), a
-   delay-1 projection its source's spikes of the previous timestep (any source, ``p``
-   itself included: that is how recurrence and token shift are expressed).
-3. The readout population's membranes are the logits; the sampler picks the next token.
+   target, in population order): a projection of delay ``d`` carries its source's spikes
+   (values ``q``, each adding ``q * w``) of timestep ``t - d``. Delay 0 needs an input or an
+   earlier population as source; any delay of at least 1 may close a loop.
+3. If there is a readout, its membranes are the logits; the sampler picks the next token.
 """
 
 import numbers
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
-                      NeuronKind)
+from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, NEURON_KIND_CUBA,
+                      NEURON_KIND_RESET, NEURON_KIND_SPIKES, STATE_MAX, STATE_MIN, WEIGHT_MAX,
+                      WEIGHT_MIN, NeuronKind, ResetMode)
 
-__all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "TOKEN_WHITESPACE", "NetworkError", "check_vocab",
-           "Population", "Projection", "Network", "make_population", "LaneLayout",
+__all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "MAX_LABEL_CHARS", "TOKEN_WHITESPACE", "NetworkError",
+           "spike_input", "input_index", "check_vocab", "InputSpec", "Population", "Projection", "Network", "make_population", "LaneLayout",
            "lane_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
@@ -37,6 +39,21 @@ MAX_NEURONS_PER_LANE = 1 << 16
 
 INPUT = -1
 """Source index of the token input: a one-hot population of ``len(vocab)`` neurons."""
+
+
+def spike_input(k):
+    """Source index of spike input ``k`` (``-2 - k``)."""
+    return -2 - int(k)
+
+
+def input_index(src):
+    """The spike input a source index names (``None`` for a population or the token)."""
+    return -2 - src if src <= -2 else None
+
+
+MAX_LABEL_CHARS = 32
+"""Longest class label of a network without a token input (its vocabulary is its readout's
+class labels, which may be words)."""
 
 
 class NetworkError(ValueError):
@@ -48,14 +65,16 @@ TOKEN_WHITESPACE = "\n\t"
 vocabulary may hold."""
 
 
-def check_vocab(vocab):
+def check_vocab(vocab, labels=False):
     """Raise :class:`NetworkError` unless ``vocab`` is a non-empty list of distinct tokens,
     each a single printable character (or one of :data:`TOKEN_WHITESPACE`).
 
     Control characters, escape sequences and longer strings are refused, so that a
     vocabulary can neither garble a terminal nor stand for more than one character. A
     network rebuilt from a core's memories knows no characters: the token ids
-    ``0, 1, ..., n - 1`` (Python ints, in order) are accepted as its vocabulary.
+    ``0, 1, ..., n - 1`` (Python ints, in order) are accepted as its vocabulary. With
+    ``labels`` (a classifier's class names: no token input reads them) entries may be
+    printable strings of up to :data:`MAX_LABEL_CHARS` characters.
     """
     if not isinstance(vocab, (list, tuple)):
         raise NetworkError(f"vocabulary must be a list, not {type(vocab).__name__}")
@@ -63,13 +82,18 @@ def check_vocab(vocab):
         raise NetworkError("vocabulary is empty")
     if all(type(t) is int for t in vocab) and list(vocab) == list(range(len(vocab))):
         return
+    longest = MAX_LABEL_CHARS if labels else 1
     for i, t in enumerate(vocab):
-        if not isinstance(t, str) or len(t) != 1:
+        if not isinstance(t, str) or not 1 <= len(t) <= longest:
             shown = repr(t) if len(repr(t)) <= 40 else repr(t)[:37] + "..."
-            raise NetworkError(f"vocabulary entry {i} is {shown} ({type(t).__name__}), not a "
-                               "one-character string")
-        if not (t.isprintable() or t in TOKEN_WHITESPACE):
-            raise NetworkError(f"vocabulary entry {i} is {t!r} (U+{ord(t):04X}), not a "
+            want = (f"a string of 1 to {longest} characters" if labels
+                    else "a one-character string")
+            raise NetworkError(f"vocabulary entry {i} is {shown} ({type(t).__name__}), not "
+                               f"{want}")
+        if not (t.isprintable() or (len(t) == 1 and t in TOKEN_WHITESPACE)):
+            bad = next(c for c in t if not c.isprintable())
+            raise NetworkError(f"vocabulary entry {i} {'is' if t == bad else 'holds'} {bad!r} "
+                               f"(U+{ord(bad):04X}), not a "
                                "printable character (control characters and escape "
                                "sequences are refused; newline and tab are allowed)")
     if len(set(vocab)) != len(vocab):
@@ -81,14 +105,25 @@ def check_vocab(vocab):
             seen[t] = i
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """A spike input: ``size`` neurons whose 0/1 spikes the host sends every timestep."""
+    name: str
+    size: int
+
+
 @dataclass(eq=False)
 class Population:
     """A group of neurons of one kind, updated together.
 
-    Parameters are integer arrays of one entry per neuron (see models/neurons.py for the
-    equations). ``scale`` is the compiler's integer-per-float factor of each neuron (used to
-    turn readout membranes back into logits); ``perm[i]`` is the index in the source model
-    of core neuron ``i`` (the compiler may reorder neurons to balance lanes).
+    Parameters are integer arrays of one entry per neuron (see models/neurons.py and
+    docs/general-networks.md for the equations). ``scale`` is the compiler's
+    integer-per-float factor of each neuron (used to turn readout membranes back into
+    logits); ``perm[i]`` is the index in the source model of core neuron ``i`` (the
+    compiler may reorder neurons to balance lanes). ``reset`` is the reset mode (``None``:
+    the kind's, :data:`spikestream.formats.NEURON_KIND_RESET`), ``level_bits`` ``K`` makes
+    each spike a value ``0 .. 2**K - 1`` (1: binary), and ``output`` marks a population
+    whose spikes (or, if it does not spike, membranes) the host reads every timestep.
     """
     name: str
     kind: NeuronKind
@@ -99,16 +134,37 @@ class Population:
     bias: np.ndarray
     scale: np.ndarray
     perm: np.ndarray
+    reset: ResetMode = None
+    level_bits: int = 1
+    output: bool = False
 
     PARAMS = ("alpha", "theta", "rho", "jump", "bias")
+
+    def __post_init__(self):
+        self.kind = NeuronKind(self.kind)
+        self.reset = NEURON_KIND_RESET[self.kind] if self.reset is None else ResetMode(self.reset)
 
     @property
     def size(self):
         return len(self.alpha)
 
+    @property
+    def spiking(self):
+        return NEURON_KIND_SPIKES[self.kind]
+
+    @property
+    def cuba(self):
+        """``a`` is a synaptic current (CUBA kinds), not an adaptation."""
+        return NEURON_KIND_CUBA[self.kind]
+
+    @property
+    def max_value(self):
+        """The largest spike value (``2**level_bits - 1``; 0 for a non-spiking kind)."""
+        return (1 << self.level_bits) - 1 if self.spiking else 0
+
 
 def make_population(name, kind, size, *, alpha=0, theta=1, rho=0, jump=0, bias=0, scale=1.0,
-                    perm=None):
+                    perm=None, reset=None, level_bits=1, output=False):
     """Build a :class:`Population` from scalars or arrays (broadcast to ``size``)."""
     def arr(x, dtype=np.int64):
         a = np.broadcast_to(np.asarray(x, dtype=dtype), (size,)).copy()
@@ -116,7 +172,8 @@ def make_population(name, kind, size, *, alpha=0, theta=1, rho=0, jump=0, bias=0
     return Population(name=name, kind=NeuronKind(kind), alpha=arr(alpha), theta=arr(theta),
                       rho=arr(rho), jump=arr(jump), bias=arr(bias),
                       scale=arr(scale, np.float64),
-                      perm=arr(np.arange(size) if perm is None else perm))
+                      perm=arr(np.arange(size) if perm is None else perm),
+                      reset=reset, level_bits=level_bits, output=output)
 
 
 class Projection:
@@ -249,22 +306,62 @@ class Projection:
 
 @dataclass(eq=False)
 class Network:
-    """A complete integer network: what one image holds."""
+    """A complete integer network: what one image holds.
+
+    ``vocab`` lists the tokens of the token input (source :data:`INPUT`) and, in the same
+    order, the classes of the ``readout`` population (``None``: no readout, nothing is
+    sampled); a network with neither has an empty vocabulary. ``inputs`` are the spike
+    inputs (:class:`InputSpec`, or ``(name, size)`` pairs).
+    """
     vocab: list
     populations: list
     projections: list
-    readout: int
+    readout: int = None
     meta: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.inputs = [i if isinstance(i, InputSpec) else InputSpec(*i) for i in self.inputs]
 
     @property
     def vocab_size(self):
         return len(self.vocab)
 
+    @property
+    def has_token_input(self):
+        return any(pr.src == INPUT for pr in self.projections)
+
     def source_size(self, src):
-        return self.vocab_size if src == INPUT else self.populations[src].size
+        if src == INPUT:
+            return self.vocab_size
+        if src <= -2:
+            return self.inputs[input_index(src)].size
+        return self.populations[src].size
 
     def source_name(self, src):
-        return "input" if src == INPUT else self.populations[src].name
+        if src == INPUT:
+            return "input"
+        if src <= -2:
+            return self.inputs[input_index(src)].name
+        return self.populations[src].name
+
+    def source_max_value(self, src):
+        """The largest spike value a source sends (inputs: 1)."""
+        return 1 if src < 0 else self.populations[src].max_value
+
+    def history(self, src):
+        """Timesteps of ``src``'s spikes the core keeps: one more than its longest outgoing
+        delay (0 if no projection reads it)."""
+        return max((pr.delay + 1 for pr in self.projections if pr.src == src), default=0)
+
+    @property
+    def max_delay(self):
+        return max((pr.delay for pr in self.projections), default=0)
+
+    @property
+    def outputs(self):
+        """Indices of the output populations."""
+        return [i for i, p in enumerate(self.populations) if p.output]
 
     @property
     def nonzero_synapses(self):
@@ -272,17 +369,35 @@ class Network:
 
     def check(self):
         """Raise :class:`NetworkError` naming the first thing the core cannot run."""
-        check_vocab(self.vocab)
         if not self.populations:
             raise NetworkError("network has no populations")
-        if not 0 <= self.readout < len(self.populations):
+        if self.readout is not None and not (isinstance(self.readout, numbers.Integral)
+                                             and 0 <= self.readout < len(self.populations)):
             raise NetworkError(f"readout index {self.readout} is not a population")
-        ro = self.populations[self.readout]
-        if ro.kind != NeuronKind.READOUT:
-            raise NetworkError(f"readout population {ro.name!r} is {ro.kind.name}, not READOUT")
-        if ro.size != self.vocab_size:
-            raise NetworkError(f"readout population has {ro.size} neurons but the vocabulary "
-                               f"has {self.vocab_size} tokens")
+        if self.has_token_input or self.readout is not None or self.vocab:
+            check_vocab(self.vocab, labels=not self.has_token_input)
+        if self.readout is not None:
+            ro = self.populations[self.readout]
+            if ro.spiking:
+                raise NetworkError(f"readout population {ro.name!r} is {ro.kind.name}, which "
+                                   "spikes; a readout is READOUT or CUBA_LI")
+            if ro.size != self.vocab_size:
+                raise NetworkError(f"readout population has {ro.size} neurons but the "
+                                   f"vocabulary has {self.vocab_size} tokens")
+        elif self.vocab and not self.has_token_input:
+            raise NetworkError("a vocabulary without a token input or a readout")
+        names = set()
+        for k, spec in enumerate(self.inputs):
+            if not isinstance(spec.name, str) or not spec.name.isprintable() \
+                    or not 1 <= len(spec.name) <= MAX_LABEL_CHARS:
+                raise NetworkError(f"spike input {k}: its name {spec.name!r} is not a printable "
+                                   f"string of 1 to {MAX_LABEL_CHARS} characters")
+            if spec.name in names:
+                raise NetworkError(f"spike input {k}: the name {spec.name!r} is taken")
+            names.add(spec.name)
+            if not isinstance(spec.size, numbers.Integral) or spec.size < 1:
+                raise NetworkError(f"spike input {spec.name!r}: size {spec.size!r} is not a "
+                                   "positive integer")
         for i, p in enumerate(self.populations):
             if not isinstance(p.name, str) or not p.name.isprintable():
                 raise NetworkError(f"population {i}: its name {p.name!r} is not a printable "
@@ -308,6 +423,7 @@ class Network:
                                        f"{STATE_MIN}..{STATE_MAX}")
             if not np.array_equal(np.sort(p.perm), np.arange(p.size)):
                 raise NetworkError(f"population {p.name!r}: perm is not a permutation")
+            self._check_mode(p)
         dsts = [pr.dst for pr in self.projections]
         if dsts != sorted(dsts):
             raise NetworkError("projections must be listed grouped by target population, in "
@@ -315,15 +431,22 @@ class Network:
         fan_in = [np.zeros(p.size, dtype=np.int64) for p in self.populations]
         for j, pr in enumerate(self.projections):
             where = f"projection {j} ({pr.src} -> {pr.dst})"
-            if not (pr.src == INPUT or 0 <= pr.src < len(self.populations)):
-                raise NetworkError(f"{where}: no such source population")
-            if not 0 <= pr.dst < len(self.populations):
+            if not isinstance(pr.src, numbers.Integral) or not (
+                    0 <= pr.src < len(self.populations)
+                    or (pr.src == INPUT)
+                    or (pr.src <= -2 and input_index(pr.src) < len(self.inputs))):
+                raise NetworkError(f"{where}: no such source (a population, the token input "
+                                   f"{INPUT} or a spike input -2..{-1 - len(self.inputs)})")
+            if not isinstance(pr.dst, numbers.Integral) \
+                    or not 0 <= pr.dst < len(self.populations):
                 raise NetworkError(f"{where}: no such target population")
-            if pr.delay not in (0, 1):
-                raise NetworkError(f"{where}: delay must be 0 or 1, not {pr.delay}")
-            if pr.delay == 0 and pr.src != INPUT and pr.src >= pr.dst:
-                raise NetworkError(f"{where}: a delay-0 projection must come from the input "
-                                   "or an earlier population (use delay 1 for recurrence)")
+            if not isinstance(pr.delay, numbers.Integral) or not 0 <= pr.delay <= MAX_DELAY:
+                raise NetworkError(f"{where}: delay must be an integer 0..{MAX_DELAY}, not "
+                                   f"{pr.delay!r}")
+            if pr.delay == 0 and pr.src >= pr.dst:
+                raise NetworkError(f"{where}: a delay-0 projection must come from an input "
+                                   "or an earlier population (use a delay of 1 or more for "
+                                   "recurrence)")
             shape = (self.source_size(pr.src), self.populations[pr.dst].size)
             if tuple(pr.shape) != shape:
                 raise NetworkError(f"{where}: weights have shape {tuple(pr.shape)}, "
@@ -335,14 +458,47 @@ class Network:
             if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
                 raise NetworkError(f"{where}: weights outside {WEIGHT_MIN}..{WEIGHT_MAX}")
             rows, cols, values = pr.synapses()
-            fan_in[pr.dst] += np.bincount(cols, weights=np.abs(values.astype(np.int64)),
-                                          minlength=shape[1]).astype(np.int64)
+            q = self.source_max_value(pr.src)
+            fan_in[pr.dst] += q * np.bincount(cols, weights=np.abs(values.astype(np.int64)),
+                                              minlength=shape[1]).astype(np.int64)
         for p, f in zip(self.populations, fan_in):
             worst = int((f + np.abs(p.bias)).max())
             if worst > ACC_MAX:
-                raise NetworkError(f"population {p.name!r}: a neuron's summed |weights| "
-                                   f"({worst}) could overflow the accumulator (max {ACC_MAX})")
+                raise NetworkError(f"population {p.name!r}: a neuron's summed |weights| times "
+                                   f"spike values ({worst}) could overflow the accumulator "
+                                   f"(max {ACC_MAX})")
         return self
+
+    @staticmethod
+    def _check_mode(p):
+        """The reset mode, spike levels and output flag of population ``p``."""
+        if not isinstance(p.output, (bool, np.bool_)):
+            raise NetworkError(f"population {p.name!r}: output must be true or false")
+        if not isinstance(p.level_bits, numbers.Integral) \
+                or not 1 <= p.level_bits <= MAX_LEVEL_BITS:
+            raise NetworkError(f"population {p.name!r}: level_bits must be 1..{MAX_LEVEL_BITS}, "
+                               f"not {p.level_bits!r}")
+        if not p.spiking:
+            if p.reset != ResetMode.NONE:
+                raise NetworkError(f"population {p.name!r}: a {p.kind.name} population never "
+                                   f"spikes, so its reset must be NONE, not {p.reset.name}")
+            if p.level_bits != 1:
+                raise NetworkError(f"population {p.name!r}: a {p.kind.name} population never "
+                                   "spikes, so it has no spike levels")
+            return
+        if p.reset == ResetMode.NONE:
+            raise NetworkError(f"population {p.name!r}: a {p.kind.name} population spikes; its "
+                               "reset must be ZERO, SUBTRACT or SUBTRACT_NEXT")
+        if p.level_bits > 1:
+            if p.kind == NeuronKind.ALIF:
+                raise NetworkError(f"population {p.name!r}: multi-level spikes need a fixed "
+                                   "threshold (LIF, IF or CUBA_LIF), not ALIF")
+            if p.reset == ResetMode.SUBTRACT_NEXT:
+                raise NetworkError(f"population {p.name!r}: SUBTRACT_NEXT is for binary spikes "
+                                   "(level_bits 1)")
+            if p.theta.min() < 1:
+                raise NetworkError(f"population {p.name!r}: multi-level spikes need every "
+                                   "threshold theta >= 1")
 
     def check_lanes(self, lanes):
         """Raise :class:`NetworkError` if the network cannot be laid out over ``lanes``."""

@@ -263,9 +263,9 @@ def test_reset_clears_state():
     assert any(int(r.v[0].abs().sum()) for r in first)
     core.reset()
     st = core.get_state()
-    for x in st.v + st.a:
+    for x in st.v + st.a + st.s:
         assert not x.any()
-    assert not any(p.any() for p in st.prev) and not st.prev_tokens.any()
+    assert st.history and not any(x.any() for h in st.history.values() for x in h)
     core.seed(0)
     again = [core.step([t]) for t in seq]
     for r1, r2 in zip(first, again):

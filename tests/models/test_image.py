@@ -606,7 +606,7 @@ def test_repeated_vocabulary_in_image(parts):
 def test_readout_index_not_readout(parts):
     _, header, m, body = parts
     m["readout"] = 0
-    _rejected(_pack(header, m, body), "readout population 'alif' is ALIF, not READOUT")
+    _rejected(_pack(header, m, body), "readout population 'alif' is ALIF, which spikes")
 
 
 @pytest.mark.parametrize("src, dst", [(0, 0), (2, 0), (3, 3)])
@@ -615,13 +615,13 @@ def test_delay_zero_projection_backwards(parts, src, dst):
     j = next(j for j, pr in enumerate(net.projections) if (pr.src, pr.dst) == (src, dst))
     m["projections"][j]["delay"] = 0
     _rejected(_pack(header, m, body), f"projection {j} ({src} -> {dst}): a delay-0 projection "
-                                      "must come from the input or an earlier population")
+                                      "must come from an input or an earlier population")
 
 
-def test_delay_two(parts):
+def test_delay_beyond_the_format(parts):
     _, header, m, body = parts
-    m["projections"][1]["delay"] = 2
-    _rejected(_pack(header, m, body), "delay must be 0 or 1, not 2")
+    m["projections"][1]["delay"] = 256
+    _rejected(_pack(header, m, body), "delay must be an integer 0..255, not 256")
 
 
 @pytest.mark.parametrize("name, value, problem", [
@@ -701,7 +701,8 @@ def _fan_in_network(fan_in, bias=0, split=1):
 
 def test_accumulator_overflow_possible():
     with pytest.raises(NetworkError, match=re.escape(f"population 'one': a neuron's summed "
-                                                     f"|weights| ({70000 * WEIGHT_MAX}) could "
+                                                     f"|weights| times spike values "
+                                                     f"({70000 * WEIGHT_MAX}) could "
                                                      f"overflow the accumulator (max {ACC_MAX})")):
         _fan_in_network(70000).check()
 
@@ -742,16 +743,16 @@ def _edit(edit):
 @pytest.mark.parametrize("edit, problem", [
     (lambda n: setattr(n, "vocab", []), "vocabulary is empty"),
     (lambda n: setattr(n, "readout", 2), "readout index 2 is not a population"),
-    (lambda n: setattr(n, "readout", 0), "readout population 'hidden' is LIF, not READOUT"),
+    (lambda n: setattr(n, "readout", 0), "readout population 'hidden' is LIF, which spikes"),
     (lambda n: n.populations[1].alpha.__setitem__(0, DECAY_ONE + 1),
      "population 'readout': alpha outside 0..256"),
     (lambda n: n.populations[0].theta.__setitem__(0, STATE_MAX + 1),
      "population 'hidden': theta outside -32768..32767"),
     (lambda n: setattr(n.populations[0], "bias", np.zeros(3, np.int64)),
      "population 'hidden': bias has shape (3,), expected (4,)"),
-    (lambda n: setattr(n.projections[1], "delay", 2), "delay must be 0 or 1, not 2"),
+    (lambda n: setattr(n.projections[1], "delay", -1), "delay must be an integer 0..255, not -1"),
     (lambda n: setattr(n.projections[1], "src", 1), "a delay-0 projection must come from"),
-    (lambda n: setattr(n.projections[1], "src", 5), "no such source population"),
+    (lambda n: setattr(n.projections[1], "src", 5), "no such source"),
     (lambda n: setattr(n.projections[1], "dst", 2), "no such target population"),
     (lambda n: n.projections.reverse(), "projections must be listed grouped by target "
                                         "population, in population order"),
