@@ -29,16 +29,20 @@ import numpy as np
 
 from . import formats
 from .files import FileProblem, atomic_write_bytes, read_regular
-from .formats import NeuronKind
-from .network import (INPUT, MAX_NEURONS_PER_LANE, Network, NetworkError, Population,
-                      Projection, check_vocab, lane_layout)
+from .formats import NeuronKind, ResetMode
+from .network import (INPUT, MAX_NEURONS_PER_LANE, InputSpec, Network, NetworkError,
+                      Population, Projection, check_vocab, input_index, lane_layout)
 
-__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "MAX_IMAGE_BYTES", "MAX_MANIFEST_BYTES",
+__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "READABLE_VERSIONS", "MAX_IMAGE_BYTES", "MAX_MANIFEST_BYTES",
            "MAX_MANIFEST_DEPTH", "ImageError", "Image",
            "save_image", "load_image", "read_image_bytes", "image_bytes", "parse_image", "image_tag"]
 
 IMAGE_MAGIC = b"SPKIMG\x00\x01"
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Versions :func:`parse_image` reads: 1 (token input, delays 0/1, the four version-1 kinds
+with their own reset modes) loads as the same network; 2 adds spike inputs, an optional
+readout, delays up to 255, reset modes, multi-level spikes and output populations."""
 MAX_IMAGE_BYTES = 64 << 20
 """Largest image file read (64 MiB): over 100 times the block RAM of the largest ULX3S
 (208 DP16KD = 468 KiB), so every image a board can hold fits, and no file can make a
@@ -54,8 +58,12 @@ _FORMATS = {"weight_bits": formats.WEIGHT_BITS, "acc_bits": formats.ACC_BITS,
 _POP_ARRAYS = {"alpha": "<u2", "theta": "<i2", "rho": "<u2", "jump": "<i2", "bias": "<i2",
                "scale": "<f8", "perm": "<u4"}
 _LANE_ARRAYS = {"ptr_start": "<u4", "ptr_len": "<u4", "syn_addr": "<u2", "syn_weight": "<i1"}
-_MANIFEST_KEYS = ("lanes", "vocab", "readout", "formats", "populations", "projections",
-                  "arrays", "meta")
+_MANIFEST_KEYS = {1: ("lanes", "vocab", "readout", "formats", "populations", "projections",
+                      "arrays", "meta"),
+                  2: ("lanes", "vocab", "readout", "inputs", "formats", "populations",
+                      "projections", "arrays", "meta")}
+_POP_KEYS = {1: ("name", "kind", "size", "base"),
+             2: ("name", "kind", "size", "base", "reset", "level_bits", "output")}
 
 
 class ImageError(ValueError):
@@ -96,10 +104,13 @@ def image_bytes(net, lanes, meta=None):
     manifest = {
         "lanes": lanes,
         "vocab": list(net.vocab),
-        "readout": net.readout,
+        "readout": None if net.readout is None else int(net.readout),
+        "inputs": [{"name": spec.name, "size": int(spec.size)} for spec in net.inputs],
         "formats": _FORMATS,
         "populations": [{"name": p.name, "kind": p.kind.name, "size": p.size,
-                         "base": lay.pop_base[i]} for i, p in enumerate(net.populations)],
+                         "base": lay.pop_base[i], "reset": p.reset.name,
+                         "level_bits": int(p.level_bits), "output": bool(p.output)}
+                        for i, p in enumerate(net.populations)],
         "projections": [{"src": pr.src, "dst": pr.dst, "delay": pr.delay,
                          "ptr_base": lay.ptr_base[j]} for j, pr in enumerate(net.projections)],
         "arrays": arrays,
@@ -159,9 +170,10 @@ def parse_image(data):
     magic, version, hsize, mlen, blen, crc, reserved = _HEADER.unpack_from(data)
     if magic != IMAGE_MAGIC:
         raise ImageError("not a spikestream network image (bad magic)")
-    if version != IMAGE_VERSION:
-        raise ImageError(f"image format version {version}; this spikestream reads version "
-                         f"{IMAGE_VERSION} (recompile the model with models.compile)")
+    if version not in READABLE_VERSIONS:
+        raise ImageError(f"image format version {version}; this spikestream reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))} (recompile the model with "
+                         "spikestream compile)")
     if hsize != _HEADER.size:
         raise ImageError(f"header size {hsize}, expected {_HEADER.size}")
     if reserved != 0:
@@ -178,7 +190,7 @@ def parse_image(data):
     if zlib.crc32(payload) != crc:
         raise ImageError("corrupted: checksum mismatch")
     try:
-        return _decode(_read_manifest(bytes(payload[:mlen])), payload[mlen:])
+        return _decode(_read_manifest(bytes(payload[:mlen])), payload[mlen:], version)
     except ImageError:
         raise
     except NetworkError as e:
@@ -229,7 +241,8 @@ def _read_manifest(raw):
     return m
 
 
-_KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+_KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object",
+               bool: "true or false"}
 
 
 def _field(obj, key, kind, where="", optional=False):
@@ -251,12 +264,25 @@ def _no_other_keys(obj, keys, where):
         raise _bad(f"{where or 'the manifest'} has an unknown key {_show(extra[0])}")
 
 
-def _decode(m, body):
+def _decode(m, body, version):
     # 1. The manifest's structure and every declared number, before any allocation.
-    _no_other_keys(m, _MANIFEST_KEYS, "")
+    _no_other_keys(m, _MANIFEST_KEYS[version], "")
     lanes = _field(m, "lanes", int)
     vocab = _field(m, "vocab", list)
-    readout = _field(m, "readout", int)
+    if version >= 2 and m.get("readout", 0) is None:
+        readout = None
+    else:
+        readout = _field(m, "readout", int)
+    inputs = []
+    if version >= 2:
+        for k, d in enumerate(_field(m, "inputs", list)):
+            where = f"inputs[{k}]"
+            if type(d) is not dict:
+                raise _bad(f"{where} must be an object, not {_quote(d)}")
+            _no_other_keys(d, ("name", "size"), where)
+            inputs.append(InputSpec(_field(d, "name", str, where), _field(d, "size", int, where)))
+            if inputs[-1].size < 1:
+                raise ImageError(f"spike input {k}: size {inputs[-1].size} is not positive")
     fmts = _field(m, "formats", dict)
     pds = _field(m, "populations", list)
     jds = _field(m, "projections", list)
@@ -269,21 +295,32 @@ def _decode(m, body):
     for i, t in enumerate(vocab):
         if type(t) is not str:
             raise NetworkError(f"vocabulary entry {i} is {_show(t)} ({type(t).__name__}), "
-                               "not a one-character string")
-    check_vocab(vocab)
+                               "not a string")
+    if version == 1 or vocab:
+        check_vocab(vocab, labels=version >= 2)     # the network's check says which it is
     pops = []
     for i, pd in enumerate(pds):
         where = f"populations[{i}]"
         if type(pd) is not dict:
             raise _bad(f"{where} must be an object, not {_quote(pd)}")
-        _no_other_keys(pd, ("name", "kind", "size", "base"), where)
+        _no_other_keys(pd, _POP_KEYS[version], where)
         name = _field(pd, "name", str, where)
         kind = _field(pd, "kind", str, where)
-        if kind not in NeuronKind.__members__:
+        kinds = [k.name for k in NeuronKind if version >= 2 or k <= NeuronKind.READOUT]
+        if kind not in kinds:
             raise _bad(f"population {i} ({_quote(name)}): unknown neuron kind {_quote(kind)}, "
-                       f"not one of {', '.join(NeuronKind.__members__)}")
+                       f"not one of {', '.join(kinds)}")
+        mode = {}
+        if version >= 2:
+            reset = _field(pd, "reset", str, where)
+            if reset not in ResetMode.__members__:
+                raise _bad(f"population {i} ({_quote(name)}): unknown reset mode "
+                           f"{_quote(reset)}, not one of {', '.join(ResetMode.__members__)}")
+            mode = {"reset": ResetMode[reset],
+                    "level_bits": _field(pd, "level_bits", int, where),
+                    "output": _field(pd, "output", bool, where)}
         pops.append((name, NeuronKind[kind], _field(pd, "size", int, where),
-                     _field(pd, "base", int, where)))
+                     _field(pd, "base", int, where), mode))
     projs = []
     for j, jd in enumerate(jds):
         where = f"projections[{j}]"
@@ -292,8 +329,11 @@ def _decode(m, body):
         _no_other_keys(jd, ("src", "dst", "delay", "ptr_base"), where)
         src, dst, delay, ptr = (_field(jd, k, int, where)
                                 for k in ("src", "dst", "delay", "ptr_base"))
-        if not (src == INPUT or 0 <= src < len(pops)) or not 0 <= dst < len(pops):
-            raise ImageError(f"projection {j}: source {src} or target {dst} is not a population")
+        source_ok = (src == INPUT or 0 <= src < len(pops)
+                     or (src <= -2 and input_index(src) < len(inputs)))
+        if not source_ok or not 0 <= dst < len(pops):
+            raise ImageError(f"projection {j}: source {src} or target {dst} is not a population "
+                             "or input")
         projs.append((src, dst, delay, ptr))
 
     # 2. The array table: exactly the arrays of the format, each inside the body. The lane
@@ -326,7 +366,7 @@ def _decode(m, body):
 
     # 3. Sizes and the layout they imply, against what is stored.
     pop_base, base = [], 0
-    for i, (name, kind, size, pbase) in enumerate(pops):
+    for i, (name, kind, size, pbase, _) in enumerate(pops):
         for k in _POP_ARRAYS:
             if length[f"pop{i}.{k}"] != size:
                 raise ImageError(f"population {_quote(name)}: {length[f'pop{i}.{k}']} neurons "
@@ -339,7 +379,8 @@ def _decode(m, body):
     if base > MAX_NEURONS_PER_LANE:
         raise NetworkError(f"{base} neurons per lane with {lanes} lanes; a lane addresses at "
                            f"most {MAX_NEURONS_PER_LANE}")
-    source_size = lambda s: len(vocab) if s == INPUT else pops[s][2]
+    source_size = lambda s: (len(vocab) if s == INPUT else
+                             inputs[input_index(s)].size if s < 0 else pops[s][2])
     ptr_base = [0]
     for src, *_ in projs:
         ptr_base.append(ptr_base[-1] + source_size(src))
@@ -361,9 +402,9 @@ def _decode(m, body):
         d = ads[name]
         return np.frombuffer(body, want[name], d["shape"][0], d["offset"])
 
-    populations = [Population(name=name, kind=kind, **{
+    populations = [Population(name=name, kind=kind, **mode, **{
         k: get(f"pop{i}.{k}").astype(np.float64 if k == "scale" else np.int64)
-        for k in _POP_ARRAYS}) for i, (name, kind, size, _) in enumerate(pops)]
+        for k in _POP_ARRAYS}) for i, (name, kind, size, _, mode) in enumerate(pops)]
     synapses = _decode_synapses(lanes, get, ptr_base, pop_base, projs,
                                 [p.size for p in populations])
     projections = []
@@ -372,7 +413,7 @@ def _decode(m, body):
         projections.append(Projection.from_synapses(
             src, dst, delay, (source_size(src), populations[dst].size), rows, cols, values))
     net = Network(vocab=vocab, populations=populations, projections=projections,
-                  readout=readout, meta=dict(meta)).check()
+                  readout=readout, meta=dict(meta), inputs=inputs).check()
     # The stored rows must be exactly the canonical layout of the decoded network: no
     # duplicate, overlapping, zero-weight or stray synapses can hide in the file.
     lay = lane_layout(net, lanes)

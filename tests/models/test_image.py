@@ -15,6 +15,8 @@ import zlib
 import numpy as np
 import pytest
 
+from spikestream.board import SHIPPED_IMAGE
+
 from spikestream.formats import (ACC_MAX, DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
                             NeuronKind)
 from spikestream.image import (IMAGE_MAGIC, IMAGE_VERSION, ImageError, image_bytes, load_image,
@@ -278,7 +280,34 @@ def test_bad_magic(data):
 def test_wrong_version(parts, version):
     _, header, m, body = parts
     _rejected(_pack({**header, "version": version}, m, body),
-              f"image format version {version}; this spikestream reads version {IMAGE_VERSION}")
+              f"image format version {version}; this spikestream reads versions 1, 2")
+
+
+def test_version_1_image_loads_as_the_same_network():
+    """The shipped image is a version-1 file; written again it is version 2, and both
+    decode to the same network (kinds keep their version-1 reset modes)."""
+    with open(SHIPPED_IMAGE, "rb") as f:
+        data = f.read()
+    assert _HEADER.unpack_from(data)[1] == 1
+    old = parse_image(data)
+    again = image_bytes(old.net, old.lanes)
+    assert _HEADER.unpack_from(again)[1] == IMAGE_VERSION == 2
+    new = parse_image(again)
+    for p, q in zip(old.net.populations, new.net.populations):
+        assert (p.kind, p.reset, p.level_bits, p.output) == (q.kind, q.reset, q.level_bits,
+                                                              q.output)
+        for k in p.PARAMS:
+            assert np.array_equal(getattr(p, k), getattr(q, k))
+    for p, q in zip(old.net.projections, new.net.projections):
+        assert (p.src, p.dst, p.delay) == (q.src, q.dst, q.delay)
+        assert all(np.array_equal(x, y) for x, y in zip(p.synapses(), q.synapses()))
+
+
+def test_version_1_refuses_version_2_fields(parts):
+    _, header, m, body = parts
+    m = dict(m)
+    m["populations"] = [dict(pd) for pd in m["populations"]]
+    _rejected(_pack({**header, "version": 1}, m, body), "the manifest has an unknown key inputs")
 
 
 def test_wrong_header_size(parts):
