@@ -44,6 +44,10 @@ COMMANDS = {
                                        "golden model behind the protocol"),
     "golden": Command("models.generate", "generate text with the golden model in process "
                                          "(and draw a spike raster)"),
+    "run": Command("sw.run", "run any image on input spikes or tokens; every timestep's "
+                             "outputs to a .npz"),
+    "nir": Command("models.nirio", "import a NIR graph (snnTorch, Norse, ...) into an image, "
+                                   "or export an image to NIR"),
     "build": Command("hw.build", "build (and program) a bitstream of the SoC for a board"),
 }
 """Subcommand -> :class:`Command`; modules are imported only when their command runs."""
