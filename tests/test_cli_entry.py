@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The python -m program of each subcommand, as the README names it.
 PYTHON_M = {"train": "models.train", "compile": "models.compile",
             "evaluate": "models.evaluate", "generate": "sw.generate",
-            "golden": "models.generate", "build": "hw.build"}
+            "golden": "models.generate", "run": "sw.run", "nir": "models.nirio",
+            "build": "hw.build"}
 
 
 def _run(capsys, argv):
