@@ -26,7 +26,8 @@ from amaranth.lib.wiring import In, Out
 from spikestream import protocol as P
 from .core.layouts import (Command, Result, StatusWord, read_request_layout,
                            read_response_layout, write_request_layout)
-from spikestream.memory_map import ADDR_BITS, COUNTER_BITS, LANE_MEMS, OP_BITS, CoreReg, Mem, Op
+from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_MEMS, OP_BITS, READ_ONLY_MEMS,
+                                    CoreReg, Mem, Op)
 
 __all__ = ["struct_layout", "RequestHeader", "CRC_ALGORITHM", "CRC16", "DecodedByte",
            "SlipDecoder", "FrameInfo", "FrameReceiver", "SlipToken", "SlipEncoder", "PayloadByte",
@@ -567,7 +568,7 @@ class RequestChecker(wiring.Component):
                 for mm in Mem:
                     with m.Case(mm):
                         m.d.sync += [
-                            mem_ok.eq(~is_write if mm == Mem.ACC else 1),
+                            mem_ok.eq(~is_write if mm in READ_ONLY_MEMS else 1),
                             lane_ok.eq(lane < cfg.lanes if mm in LANE_MEMS else lane == 0),
                             depth.eq(cfg.depth(mm)),
                         ]

@@ -471,7 +471,8 @@ def clears_tag(mem, addr):
     """Whether an accepted WRITE to memory ``mem`` at ``addr`` sets the image tag to 0."""
     if mem == Mem.CORE:
         return addr not in (CoreReg.TEMPERATURE, CoreReg.SEED)
-    return mem in (Mem.PARAM, Mem.PTR, Mem.SYN, Mem.POP, Mem.PROJ)
+    # The network's memories; not STATE, the read-only ones, nor a timestep's spike inputs.
+    return mem in (Mem.PARAM, Mem.PTR, Mem.SYN, Mem.POP, Mem.PROJ, Mem.SRC)
 
 
 def check_request(payload, config):

@@ -576,7 +576,8 @@ class Client:
             config.check_image(image)
         except CoreFitError as e:
             raise ImageDoesNotFit(f"{e} (board: {config.lanes} lanes)") from None
-        self.vocab_size = image.net.vocab_size
+        # Without a readout a STEP's token is 0 (sampled from nothing).
+        self.vocab_size = max(1, image.net.vocab_size)
         if ident.tag == tag and not force:
             return False
         if file_lanes != config.lanes:

@@ -33,11 +33,18 @@ from models.golden import GoldenCore
 from spikestream.cli import CommandParser
 from spikestream.cmdline import run
 from spikestream.files import FileProblem, atomic_write_bytes, check_output, read_regular
-from spikestream.image import ImageError, load_image
+from spikestream.image import Image, ImageError, image_tag, load_image, read_image_bytes
+from spikestream.memory_map import CoreFitError, Mem, image_writes, input_writes, read_outputs
+from spikestream.network import lane_layout
 from spikestream.sampler import temperature_word
 
+from .board import board_config
+from .client import Client
+from .errors import HostError, ImageDoesNotFit
+from .transport import SerialTransport, SimTransport, find_board_ports
+
 __all__ = ["MAX_STEPS", "MAX_INPUT_BYTES", "RunError", "read_spikes", "read_tokens",
-           "run_golden", "output_arrays", "save_outputs", "argument_parser", "main"]
+           "run_golden", "run_board", "output_arrays", "save_outputs", "argument_parser", "main"]
 
 MAX_STEPS = 1 << 20
 """Most timesteps one run takes (a million)."""
@@ -152,6 +159,52 @@ def run_golden(image, tokens=None, spikes=None, *, steps=None, temperature=0.0, 
     return {"values": values, "v": v, "tokens": out_tokens, "cycles": cycles}
 
 
+def run_board(client, image, tokens=None, spikes=None, *, steps=None, temperature=0.0, seed=0,
+              progress=None):
+    """:func:`run_golden` on a board (or the simulated SoC) through ``client``
+    (:class:`sw.client.Client`, identified): loads ``image`` unless the board holds it,
+    resets, and per timestep writes the spike inputs, STEPs and reads every output
+    population and the readout back (spikestream.memory_map, "Per timestep"). Returns the
+    same dict; populations that are neither outputs nor the readout read as zeros."""
+    net = image.net
+    T = steps if not (net.has_token_input or net.inputs) else _steps(net, tokens, spikes)
+    client.load_image(image)
+    config = client.config
+    if image.lanes != config.lanes:
+        image = Image(net=net, lanes=config.lanes)
+    client.reset()
+    client.settings(_temperature_word(net, temperature), seed)
+    values = [np.zeros((T, p.size), np.int64) for p in net.populations]
+    v = [np.zeros((T, p.size), np.int64) for p in net.populations]
+    out_tokens, cycles = np.zeros(T, np.int64), np.zeros(T, np.int64)
+    state = config.layout(Mem.STATE)
+    base = lane_layout(net, image.lanes).pop_base
+    L = image.lanes
+
+    def read(request):
+        return client.read(request.mem, request.lane, request.addr, request.count)
+
+    for t in range(T):
+        if net.inputs:
+            client.write_all(input_writes(image, config, [x[t] for x in spikes]))
+        (r,) = list(client.run([0 if tokens is None else int(tokens[t])]))
+        out_tokens[t], cycles[t] = r.token, r.cycles
+        outs = read_outputs(read, image, config)
+        for p, (ids, q) in outs.spikes.items():
+            values[p][t, ids] = q
+        for p, m in outs.membranes.items():
+            v[p][t] = m
+        ro = net.readout
+        if ro is not None and ro not in outs.membranes:
+            size = net.populations[ro].size
+            for lane in range(min(L, size)):
+                words = client.read(Mem.STATE, lane, base[ro], len(range(lane, size, L)))
+                v[ro][t, lane::L] = [state.unpack(w)["v"] for w in words]
+        if progress is not None:
+            progress(t + 1, T)
+    return {"values": values, "v": v, "tokens": out_tokens, "cycles": cycles}
+
+
 def _temperature_word(net, temperature):
     if net.readout is None:
         return 0
@@ -203,7 +256,10 @@ def argument_parser(prog="python -m sw.run"):
     ap.add_argument("--steps", type=int, metavar="T",
                     help="timesteps to run a network that has no inputs")
     ap.add_argument("--backend", choices=("golden", "sim", "serial"), default="golden",
-                    help="where to run it")
+                    help="where to run it: the golden model in process, the simulated SoC "
+                         "(Verilator) or a board")
+    ap.add_argument("--port", help="the board's serial port (--backend serial; default: look "
+                                   "for a ULX3S)")
     ap.add_argument("--out", "-o", required=True, metavar="Y.npz", help="where to write outputs")
     ap.add_argument("--temperature", type=float, default=0.0, metavar="T",
                     help="sampling temperature of the readout; 0 picks the argmax (classifies)")
@@ -235,12 +291,12 @@ def _run(args):
         if not (net.has_token_input or net.inputs) and args.steps is None:
             raise RunError("the network has no inputs: give the number of timesteps (--steps)")
         _temperature_word(net, args.temperature)
-        if args.backend != "golden":
-            raise RunError(f"--backend {args.backend}: not available yet for spike inputs and "
-                           "outputs; use --backend golden")
-        raw = run_golden(image, tokens, spikes, steps=args.steps,
-                         temperature=args.temperature, seed=args.seed)
-    except (RunError, ValueError) as e:
+        if args.backend == "golden":
+            raw = run_golden(image, tokens, spikes, steps=args.steps,
+                             temperature=args.temperature, seed=args.seed)
+        else:
+            raw = _on_board(args, image, tokens, spikes)
+    except (RunError, ValueError, HostError, CoreFitError) as e:
         raise SystemExit(f"error: {e}") from None
     arrays = output_arrays(net, raw)
     save_outputs(args.out, arrays)
@@ -260,6 +316,29 @@ def _run(args):
           + f"; outputs in {args.out}")
     if args.json:
         print(json.dumps(summary))
+
+
+def _on_board(args, image, tokens, spikes):
+    tag = image_tag(read_image_bytes(args.image))
+    if args.backend == "serial":
+        ports = [args.port] if args.port else find_board_ports()
+        if not ports:
+            raise RunError("no ULX3S found; name the port with --port")
+        transport = SerialTransport(ports[0])
+    else:
+        config = board_config()
+        laid = Image(net=image.net, lanes=config.lanes)
+        try:
+            init = image_writes(laid, config)
+        except CoreFitError as e:
+            raise ImageDoesNotFit(str(e)) from None
+        transport = SimTransport(config, init=init, tag=tag,
+                                 progress=lambda line: print(line, file=sys.stderr))
+    with transport:
+        client = Client(transport)
+        client.identify()
+        return run_board(client, image, tokens, spikes, steps=args.steps,
+                         temperature=args.temperature, seed=args.seed)
 
 
 def main(argv=None, prog="python -m sw.run"):
