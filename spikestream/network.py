@@ -496,9 +496,9 @@ class Network:
             if p.reset == ResetMode.SUBTRACT_NEXT:
                 raise NetworkError(f"population {p.name!r}: SUBTRACT_NEXT is for binary spikes "
                                    "(level_bits 1)")
-            if p.theta.min() < 1:
+            if p.theta.min() < 1 or p.jump.min() < 0:
                 raise NetworkError(f"population {p.name!r}: multi-level spikes need every "
-                                   "threshold theta >= 1")
+                                   "threshold theta >= 1 and jump >= 0 (so theta + a >= 1)")
 
     def check_lanes(self, lanes):
         """Raise :class:`NetworkError` if the network cannot be laid out over ``lanes``."""
