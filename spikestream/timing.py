@@ -75,8 +75,10 @@ HOST_READ_LATENCY = 1 + BANKED_READ_LATENCY + 2
 """A lane bus READ op to the word on that lane's gather output: the op is decoded into a
 register, and two more register stages after the read choose the memory."""
 
-NEURON_LATENCY = 5
-"""Neuron pipeline: operands, multiply, round, integrate, fire/reset (hw.core.neuron)."""
+NEURON_LATENCY = 10
+"""Neuron pipeline (hw.core.neuron): operands, multiply, round (and the synaptic current),
+input current, integrate, one stage per bit of the graded spike (``MAX_LEVEL_BITS``
+compare-and-subtract steps), reset."""
 
 SAMPLER_LATENCY = 6
 """Sampler: noise table read (2), operands, temperature multiply, score, compare
