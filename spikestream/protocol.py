@@ -88,7 +88,7 @@ __all__ = [
     "pack_words", "unpack_words", "identity_of", "check_request", "clears_tag",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"SPKS"
 
 END = 0xC0
@@ -257,7 +257,9 @@ IDENTIFY_BODY = Layout(
     Field("stages", 1), Field("data_bits", 1), Field("neurons_per_lane", 4),
     Field("syn_depth", 4), Field("ptr_depth", 4), Field("max_pops", 2), Field("max_projs", 2),
     Field("max_vocab", 4), Field("spike_depth", 4), Field("clock_hz", 4), Field("baud", 4),
-    Field("max_payload", 2), Field("tag", 4))
+    Field("max_payload", 2), Field("tag", 4), Field("max_delay", 2), Field("queue_depth", 4),
+    Field("max_regions", 2), Field("max_inputs", 2), Field("input_ids", 4),
+    Field("input_depth", 4), Field("max_level_bits", 1))
 """Body of the IDENTIFY response: see :class:`Identity`."""
 
 # The struct formats by their established names (hosts and tests pack with these).
@@ -299,7 +301,10 @@ class Identity(IDENTIFY_BODY.record):
                           syn_depth=self.syn_depth, ptr_depth=self.ptr_depth,
                           max_pops=self.max_pops, max_projs=self.max_projs,
                           max_vocab=self.max_vocab, spike_depth=self.spike_depth,
-                          stages=self.stages)
+                          stages=self.stages, max_delay=self.max_delay,
+                          queue_depth=self.queue_depth, max_regions=self.max_regions,
+                          max_inputs=self.max_inputs, input_ids=self.input_ids,
+                          input_depth=self.input_depth, max_level_bits=self.max_level_bits)
 
 
 def identity_of(config, clock_hz, baud, tag=0):
@@ -310,7 +315,10 @@ def identity_of(config, clock_hz, baud, tag=0):
         syn_depth=config.syn_depth, ptr_depth=config.ptr_depth, max_pops=config.max_pops,
         max_projs=config.max_projs, max_vocab=config.max_vocab,
         spike_depth=config.spike_depth, clock_hz=int(clock_hz), baud=int(baud),
-        max_payload=MAX_PAYLOAD, tag=tag)
+        max_payload=MAX_PAYLOAD, tag=tag, max_delay=config.max_delay,
+        queue_depth=config.queue_depth, max_regions=config.max_regions,
+        max_inputs=config.max_inputs, input_ids=config.input_ids,
+        input_depth=config.input_depth, max_level_bits=config.max_level_bits)
 
 
 TokenResult = TOKEN_BODY.record

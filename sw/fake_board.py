@@ -116,7 +116,8 @@ class FakeBoard:
                 lanes = 0 if mode == "impossible" else c.lanes
                 out = struct.pack(IDENTIFY_FORMAT, MAGIC, PROTOCOL_VERSION, lanes, c.stages,
                                   c.data_bits, _HUGE, _HUGE, _HUGE, 0xFFFF, 0xFFFF, _HUGE,
-                                  _HUGE, self.clock_hz, DEFAULT_BAUD, MAX_PAYLOAD, self.tag)
+                                  _HUGE, self.clock_hz, DEFAULT_BAUD, MAX_PAYLOAD, self.tag,
+                                  0xFFFF, _HUGE, 0xFFFF, 0xFFFF, _HUGE, _HUGE, 0xFF)
             else:
                 out = identity_of(c, self.clock_hz, DEFAULT_BAUD, self.tag)
                 if mode == "short-identify":

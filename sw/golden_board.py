@@ -40,9 +40,10 @@ from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD
                          READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
                          identity_of, pack_words, response, unpack_words, word_bytes)
-from spikestream.formats import NeuronKind
+from spikestream.formats import NeuronKind, ResetMode
 from models.golden import CoreState, GoldenCore
-from spikestream.network import INPUT, Network, NetworkError, Projection, make_population
+from spikestream.network import (INPUT, Network, NetworkError, Projection, input_index,
+                                 make_population, spike_input)
 from spikestream.sampler import RNG_MASK, seed_state
 
 __all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS"]
@@ -69,6 +70,16 @@ def _fields(layout, words):
         if f.signed:
             x = np.where(x >> (f.bits - 1) != 0, x - (1 << f.bits), x)
         out[f.name] = np.asarray(x, dtype=np.int64)
+        shift += f.bits
+    return out
+
+
+def _pack(layout, **fields):
+    """Pack arrays of field values into an array of words (each field cut to its width, as
+    a memory keeps it): the inverse of :func:`_fields`."""
+    out, shift = 0, 0
+    for f in layout:
+        out = out | ((np.asarray(fields[f.name], np.int64) & _mask(f.bits)) << shift)
         shift += f.bits
     return out
 
@@ -122,8 +133,9 @@ class GoldenBoard:
         self._decoder = FrameDecoder(MAX_PAYLOAD, 2)
         self._net = None            # (GoldenCore, index arrays) of the decoded network
         self._net_valid = False
-        self._prev = None           # spikes of the previous timestep, per population
-        self._prev_tokens = None
+        self._hist = None           # the sources' kept spikes (CoreState.history); None: reset
+        self._moves = {}            # per source: STEPs since its SRC word was written
+        self._spike_view = {}       # per population: SPIKES words of its newest entry
         start = contents_after(init, config)       # what SoC(init=...) starts with
         for (mem, lane), words in start.lane.items():
             for addr, word in words.items():
@@ -239,13 +251,15 @@ class GoldenBoard:
     def _reset(self, seq, body):
         yield from ()
         self._state[:] = 0
-        self._prev = self._prev_tokens = None
+        self._hist = None
+        self._spike_view = {}
+        self._words[Mem.INCOUNT][0][:] = [0] * len(self._words[Mem.INCOUNT][0])
         return LinkStatus.OK, b""
 
     def _run(self, seq, body):
         tokens = struct.unpack(f"<{len(body) // 2}H", body)
         for i, t in enumerate(tokens):
-            if t >= self._regs[CoreReg.VOCAB]:
+            if self._regs[CoreReg.TOKENS] and t >= self._regs[CoreReg.VOCAB]:
                 return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, i)
             try:
                 token, cycles, spikes = self._step(t)
@@ -258,7 +272,7 @@ class GoldenBoard:
 
     def _generate(self, seq, body):
         token, count = struct.unpack(GENERATE_FORMAT, body)
-        if token >= self._regs[CoreReg.VOCAB]:
+        if self._regs[CoreReg.TOKENS] and token >= self._regs[CoreReg.VOCAB]:
             return LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, 0)
         for i in range(count):
             try:
@@ -298,7 +312,11 @@ class GoldenBoard:
             self._state[lane, addr:addr + len(words)] = [w & bits for w in words]
             return
         self._words[mem][lane][addr:addr + len(words)] = [w & bits for w in words]
-        self._net_valid = False
+        if mem == Mem.SRC:
+            for a in range(addr, addr + len(words)):
+                self._moves[a] = 0
+        if mem not in (Mem.INPUT, Mem.INCOUNT):
+            self._net_valid = False
 
     def _load(self, mem, lane, addr):
         if mem == Mem.CORE:
@@ -309,6 +327,10 @@ class GoldenBoard:
             # Every accumulator is cleared by RESET and by the update that consumes it, so
             # between requests all of them read 0.
             return 0
+        if mem == Mem.SPIKES:
+            p, i = addr >> self.config.spike_bits, addr & _mask(self.config.spike_bits)
+            view = self._spike_view.get(p)
+            return int(view[i]) if view is not None and i < len(view) else 0
         return self._words[mem][lane][addr]
 
     # --- the core -----------------------------------------------------------------------------
@@ -320,6 +342,10 @@ class GoldenBoard:
         cfg, L = self.config, self.config.lanes
         n_pops, n_projs = self._regs[CoreReg.POPS], self._regs[CoreReg.PROJS]
         readout, vocab = self._regs[CoreReg.READOUT], self._regs[CoreReg.VOCAB]
+        sampled, tokens = self._regs[CoreReg.SAMPLE], self._regs[CoreReg.TOKENS]
+        n_inputs = self._regs[CoreReg.INPUTS]
+        src_w = _fields(cfg.layout(Mem.SRC), self._words[Mem.SRC][0])
+        inputs = [(f"input{k}", int(src_w["size"][cfg.max_pops + k])) for k in range(n_inputs)]
         if n_pops < 1:
             raise GoldenBoardError("the core's POPS register is 0: no network is loaded")
         pops_w = _fields(cfg.layout(Mem.POP), self._words[Mem.POP][0][:n_pops])
@@ -329,6 +355,7 @@ class GoldenBoard:
         used = np.zeros(cfg.neurons_per_lane, dtype=bool)
         for i in range(n_pops):
             kind, base = int(pops_w["kind"][i]), int(pops_w["base"][i])
+            reset, level_bits = int(pops_w["reset"][i]), int(pops_w["level_bits"][i])
             rows, size = int(pops_w["rows"][i]), int(pops_w["size"][i])
             if size < 1 or rows != -(-size // L) or base + rows > cfg.neurons_per_lane \
                     or used[base:base + rows].any():
@@ -339,19 +366,28 @@ class GoldenBoard:
             lane_of, addr_of = n % L, base + n // L
             kw = {k: np.array([params[l][k][a] for l, a in zip(lane_of, addr_of)],
                               dtype=np.int64) for k in ("alpha", "theta", "rho", "jump", "bias")}
-            pops.append(make_population(f"pop{i}", NeuronKind(kind), size, **kw))
+            try:
+                pops.append(make_population(f"pop{i}", NeuronKind(kind), size, **kw,
+                                            reset=ResetMode(reset), level_bits=level_bits))
+            except ValueError:
+                raise GoldenBoardError(f"population {i}: kind {kind} / reset {reset} is not "
+                                       "one the golden model knows") from None
             where.append((lane_of, addr_of))
         proj_w = _fields(cfg.layout(Mem.PROJ), self._words[Mem.PROJ][0][:n_projs])
         ptrs = [_fields(cfg.layout(Mem.PTR), w) for w in self._words[Mem.PTR]]
         syns = [_fields(cfg.layout(Mem.SYN), w) for w in self._words[Mem.SYN]]
         projs = []
         for j in range(n_projs):
-            src = INPUT if proj_w["input"][j] else int(proj_w["src"][j])
-            dst = int(proj_w["dst"][j])
-            if dst >= n_pops or (src != INPUT and src >= n_pops):
+            src, dst = int(proj_w["src"][j]), int(proj_w["dst"][j])
+            if proj_w["token"][j]:
+                src = INPUT
+            elif src >= cfg.max_pops:
+                src = spike_input(src - cfg.max_pops)
+            k = input_index(src)
+            if dst >= n_pops or (src >= n_pops) or (k is not None and k >= n_inputs):
                 raise GoldenBoardError(f"projection {j}: source {src} or target {dst} is "
-                                       "not a loaded population")
-            n_src = vocab if src == INPUT else pops[src].size
+                                       "not a loaded population or input")
+            n_src = vocab if src == INPUT else inputs[k][1] if k is not None else pops[src].size
             ptr_base = int(proj_w["ptr_base"][j])
             if ptr_base + n_src > cfg.ptr_depth:
                 raise GoldenBoardError(f"projection {j}: row pointers beyond the table")
@@ -374,8 +410,9 @@ class GoldenBoard:
             projs.append(Projection(src=src, dst=dst, delay=int(proj_w["delay"][j]),
                                     weights=weights))
         try:
-            net = Network(vocab=list(range(vocab)), populations=pops, projections=projs,
-                          readout=readout)
+            net = Network(vocab=list(range(vocab)) if (sampled or tokens) else [],
+                          populations=pops, projections=projs,
+                          readout=readout if sampled else None, inputs=inputs)
             net.check()
         except NetworkError as e:
             raise GoldenBoardError(f"the memories hold no network the golden model can run: "
@@ -392,44 +429,83 @@ class GoldenBoard:
             except Exception as e:  # noqa: BLE001 - any word may be in the memories
                 raise GoldenBoardError(f"the memories hold no network the golden model can "
                                        f"run: {type(e).__name__}: {e}") from None
-            sizes = [p.size for p in net.populations]
-            if self._prev is None or [len(s[0]) for s in self._prev] != sizes \
-                    or len(self._prev_tokens[0]) != net.vocab_size:
+            st = core.get_state()
+            if self._hist is None or {k: [tuple(x.shape) for x in h]
+                                      for k, h in self._hist.items()} != \
+                    {k: [tuple(x.shape) for x in h] for k, h in st.history.items()}:
                 # Spikes of another network (or none): the new one starts from none.
-                st = core.get_state()
-                self._prev, self._prev_tokens = st.prev, st.prev_tokens
+                self._hist = st.history
             self._net = core, where
             self._net_valid = True
         return self._net
 
+    def _spike_inputs(self, net):
+        """The spike vectors the host wrote for this STEP (INPUT, INCOUNT), consumed."""
+        out = []
+        counts = self._words[Mem.INCOUNT][0]
+        ids = self._words[Mem.INPUT][0]
+        for k, spec in enumerate(net.inputs):
+            x = np.zeros(spec.size, np.int64)
+            first = k << self.config.input_bits
+            n = [i for i in ids[first:first + counts[k]] if i < spec.size]
+            x[n] = 1
+            out.append(torch.from_numpy(x)[None])
+            counts[k] = 0
+        return out
+
     def _step(self, token):
         """One timestep with input ``token``: returns ``(sampled token, cycles, spikes)``."""
         core, where = self._core()
-        if self._prev is None:                  # after a RESET
+        net, cfg, L = core.net, self.config, self.config.lanes
+        if self._hist is None:                  # after a RESET
             core.reset()
-            st = core.get_state()
-            self._prev, self._prev_tokens = st.prev, st.prev_tokens
-        vf, af = self._layouts[Mem.STATE].fields
-        signed = lambda x, bits: torch.as_tensor(np.where(x >> (bits - 1) != 0,
-                                                          x - (1 << bits), x))[None]
-        vs, as_ = [], []
-        for lane_of, addr_of in where:
-            w = self._state[lane_of, addr_of]
-            vs.append(signed(w & _mask(vf.bits), vf.bits))
-            as_.append(signed((w >> vf.bits) & _mask(af.bits), af.bits))
-        core.set_state(CoreState(v=vs, a=as_, prev=self._prev, prev_tokens=self._prev_tokens,
-                                 rng=[self.rng]))
+            self._hist = core.get_state().history
+        layout = self._layouts[Mem.STATE]
+        fields = [_fields(layout, self._state[lane_of, addr_of]) for lane_of, addr_of in where]
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.int64)[None]
+        core.set_state(CoreState(v=[as_tensor(f["v"]) for f in fields],
+                                 a=[as_tensor(f["a"]) for f in fields],
+                                 s=[as_tensor(f["s"]) for f in fields],
+                                 history=self._hist, rng=[self.rng]))
         core.set_temperature_word(self._regs[CoreReg.TEMPERATURE])
-        r = core.step([token])
+        r = core.step([token] if net.has_token_input else None, self._spike_inputs(net))
         st = core.get_state()
         self.rng = st.rng[0]
-        self._prev, self._prev_tokens = st.prev, st.prev_tokens
+        self._hist = st.history
         for i, (lane_of, addr_of) in enumerate(where):
-            v = st.v[i][0].numpy() & _mask(vf.bits)
-            a = st.a[i][0].numpy() & _mask(af.bits)
-            self._state[lane_of, addr_of] = v | (a << vf.bits)
+            self._state[lane_of, addr_of] = _pack(layout, v=st.v[i][0].numpy(),
+                                                  a=st.a[i][0].numpy(), s=st.s[i][0].numpy())
+        self._queue_spikes(net, r.values)
         cycles = int(r.cycles[0])
         spikes = sum(int(s[0].sum()) for s in r.spikes)
         self.steps += 1
         self.cycles += cycles
         return int(r.token[0]), cycles, spikes
+
+    def _queue_spikes(self, net, values):
+        """What a STEP leaves in the lanes' QUEUE words and the SPIKES view: every kept
+        population's spikes, lane by lane in address order, in the region its entry moved
+        to (spikestream.memory_map, "History")."""
+        cfg, L = self.config, self.config.lanes
+        src_w = _fields(self._layouts[Mem.SRC], self._words[Mem.SRC][0])
+        qlay = self._layouts[Mem.QUEUE]
+        for s in list(self._moves):
+            self._moves[s] += 1
+        self._spike_view = {}
+        for p, pop in enumerate(net.populations):
+            if not src_w["keep"][p]:
+                continue
+            first, last = int(src_w["first"][p]), int(src_w["last"][p])
+            h = last - first + 1
+            region = self._moves.get(p, 0) % h if h > 0 else 0
+            qbase = int(src_w["base"][p]) + region * int(src_w["stride"][p])
+            q = values[p][0].numpy()
+            n = np.flatnonzero(q)
+            counts = np.bincount(n % L, minlength=L)
+            for lane in range(L):
+                mine = n[n % L == lane]
+                for c, k in enumerate(mine):
+                    if qbase + c < cfg.queue_depth:
+                        self._words[Mem.QUEUE][lane][qbase + c] = qlay.pack(id=int(k),
+                                                                            q=int(q[k]))
+            self._spike_view[p] = [0, *np.cumsum(counts).tolist(), qbase]

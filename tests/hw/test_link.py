@@ -572,7 +572,7 @@ def status_cases(config):
         (req(W, 3, struct.pack(P.WRITE_HEADER, Mem.PARAM, 0, 0, 1) + bytes(wb - 1)),
          S.BAD_LENGTH),
         (req(W, 4, struct.pack(P.WRITE_HEADER, Mem.PARAM, 0, 0, 0xFFFF)), S.BAD_LENGTH),
-        (rw(R, 8, 0, 0, 1), S.BAD_MEMORY),
+        (rw(R, 13, 0, 0, 1), S.BAD_MEMORY),
         (rw(R, 0xFF, 0, 0, 1), S.BAD_MEMORY),
         (rw(W, Mem.ACC, 0, 0, 1, [0]), S.BAD_MEMORY),
         (rw(W, 15, 0, 0, 1, [0]), S.BAD_MEMORY),

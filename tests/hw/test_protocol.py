@@ -67,9 +67,9 @@ def test_gateware_crc_algorithm_is_the_catalogue_one():
 
 
 def test_formats_are_the_wire_format():
-    """The struct formats made from the layouts are the ones the protocol has always had
-    (hosts in the field pack with them)."""
-    assert P.IDENTIFY_FORMAT == "<4sHHBBIIIHHIIIIHI"
+    """The struct formats made from the layouts are the ones the protocol documents (hosts
+    in the field pack with them); version 2 appended the general networks' limits."""
+    assert P.IDENTIFY_FORMAT == "<4sHHBBIIIHHIIIIHI" + "HIHHIIB"
     assert P.WRITE_HEADER == P.READ_HEADER == "<BBIH"
     assert P.GENERATE_FORMAT == "<HH"
     assert P.TAG_FORMAT == "<I"

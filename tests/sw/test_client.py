@@ -88,7 +88,7 @@ def test_every_error_status_is_an_exception(small_board, small_image, small_conf
         (lambda: client.write(Mem.ACC, 0, 0, [1]), LinkStatus.BAD_MEMORY),
         (lambda: client.write(Mem.SYN, c.lanes, 0, [1]), LinkStatus.OUT_OF_RANGE),
         (lambda: client.write(Mem.CORE, 0, CoreReg.POPS, [c.max_pops + 1]), LinkStatus.OUT_OF_RANGE),
-        (lambda: client.read(9, 0, 0, 1), LinkStatus.BAD_MEMORY),
+        (lambda: client.read(15, 0, 0, 1), LinkStatus.BAD_MEMORY),
         (lambda: client.read(Mem.PTR, 0, c.ptr_depth - 1, 2), LinkStatus.OUT_OF_RANGE),
         (lambda: list(client.run([0])), LinkStatus.BAD_TOKEN),          # nothing loaded
         (lambda: client._request(0x55), LinkStatus.BAD_OPCODE),
@@ -132,7 +132,7 @@ class FakeBoard(Transport):
 
 def _identity(magic=MAGIC, version=PROTOCOL_VERSION):
     return struct.pack(IDENTIFY_FORMAT, magic, version, 4, 2, 66, 8, 64, 64, 4, 8, 8, 8,
-                       1, 1, 2046, 0)
+                       1, 1, 2046, 0, 15, 256, 32, 4, 256, 1024, 4)
 
 
 def test_wrong_bitstream_and_version():

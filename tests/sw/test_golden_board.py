@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes, settings_writes
-from spikestream.protocol import (DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
+from spikestream.protocol import (IDENTIFY_BODY, DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
                          MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
                          READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
                          FrameDecoder, LinkStatus, crc16, frame, pack_words, parse_response,
@@ -58,9 +58,10 @@ def status(board):
 def test_identify(small_config):
     (op, seq, st, body), = ask(make_board(small_config, tag=0x1234), Cmd.IDENTIFY, 42)
     assert (op, seq, st) == (Cmd.IDENTIFY, 42, S.OK)
-    f = struct.unpack(IDENTIFY_FORMAT, body)
+    f = IDENTIFY_BODY.unpack_from(body)
     assert f[:3] == (MAGIC, PROTOCOL_VERSION, small_config.lanes)
-    assert f[4] == small_config.data_bits and f[-1] == 0x1234 and f[-2] == MAX_PAYLOAD
+    assert f.data_bits == small_config.data_bits and f.tag == 0x1234
+    assert f.max_payload == MAX_PAYLOAD and f.max_delay == small_config.max_delay
 
 
 def _nack(board, wire):
@@ -95,7 +96,7 @@ def test_error_statuses_change_nothing(small_config, small_image):
         (Cmd.TOKEN, b"", S.BAD_OPCODE),
         (Cmd.WRITE, b"\x04\x00", S.BAD_LENGTH),
         (Cmd.WRITE, write_body(Mem.SYN, 0, 0, [1, 2], c)[:-1], S.BAD_LENGTH),
-        (Cmd.WRITE, write_body(9, 0, 0, [1], c), S.BAD_MEMORY),
+        (Cmd.WRITE, write_body(13, 0, 0, [1], c), S.BAD_MEMORY),
         (Cmd.WRITE, write_body(Mem.ACC, 0, 0, [1], c), S.BAD_MEMORY),
         (Cmd.WRITE, write_body(Mem.SYN, c.lanes, 0, [1], c), S.OUT_OF_RANGE),
         (Cmd.WRITE, write_body(Mem.POP, 1, 0, [1], c), S.OUT_OF_RANGE),
@@ -103,7 +104,7 @@ def test_error_statuses_change_nothing(small_config, small_image):
         (Cmd.WRITE, write_body(Mem.CORE, 0, CoreReg.VOCAB, [c.max_vocab + 1], c), S.OUT_OF_RANGE),
         (Cmd.WRITE, write_body(Mem.SYN, 0, 0, [], c), S.OUT_OF_RANGE),
         (Cmd.READ, struct.pack(READ_HEADER, Mem.SYN, 0, 0, 1) + b"\0", S.BAD_LENGTH),
-        (Cmd.READ, struct.pack(READ_HEADER, 12, 0, 0, 1), S.BAD_MEMORY),
+        (Cmd.READ, struct.pack(READ_HEADER, 15, 0, 0, 1), S.BAD_MEMORY),
         (Cmd.READ, struct.pack(READ_HEADER, Mem.PTR, 0, c.ptr_depth, 1), S.OUT_OF_RANGE),
         (Cmd.READ, struct.pack(READ_HEADER, Mem.SYN, 0, 0, MAX_READ + 1), S.OUT_OF_RANGE),
         (Cmd.READ, struct.pack(READ_HEADER, Mem.SYN, 0, 0, 0), S.OUT_OF_RANGE),
@@ -212,7 +213,8 @@ def test_state_writes_act_on_the_next_step(small_config, small_image):
     ask(board, Cmd.RUN, 1, struct.pack("<2H", 1, 2))
     golden.step([1]), golden.step([2])
     # Kick the first neuron of the first population to its maximum membrane.
-    word = c.layout(Mem.STATE).pack(v=30000, a=int(golden.a[0][0, 0]))
+    word = c.layout(Mem.STATE).pack(v=30000, a=int(golden.a[0][0, 0]),
+                                    s=int(golden.get_state().s[0][0, 0]))
     ask(board, Cmd.WRITE, 1, write_body(Mem.STATE, 0, 0, [word], c))
     st = golden.get_state()
     st.v[0][0, 0] = 30000
