@@ -10,7 +10,7 @@ import torch
 from models.golden import GoldenCore
 from spikestream.board import SHIPPED_IMAGE
 from spikestream.formats import DECAY_ONE, NeuronKind, ResetMode
-from spikestream.image import load_image, save_image
+from spikestream.image import Image, load_image, save_image
 from spikestream.network import Network, Projection, make_population, spike_input
 from sw import run as sw_run
 
@@ -145,3 +145,24 @@ def test_missing_inputs_and_wrong_kinds(files, tmp_path):
         sw_run.main([str(img), "--inputs", str(xpath), "--text", "ab", "-o", out])
     with pytest.raises(SystemExit, match="not in the vocabulary"):
         sw_run.main([str(SHIPPED_IMAGE), "--text", "\x1b[2J", "-o", out])
+
+
+def test_the_host_procedure_on_the_golden_board_equals_the_golden_model(tmp_path):
+    """run_board through the protocol (spike inputs written, outputs read back from QUEUE,
+    SPIKES and STATE words) against the golden board gives run_golden's arrays."""
+    from spikestream.memory_map import CoreConfig
+    from sw.client import Client
+    from sw.transport import GoldenTransport
+    net = general_net(3)
+    image = Image(net=net, lanes=3)
+    config = CoreConfig.for_image(image)
+    x = (np.random.default_rng(4).random((25, 12)) < 0.35).astype(np.int64)
+    spikes = sw_run.read_spikes(x, net)
+    want = sw_run.output_arrays(net, sw_run.run_golden(image, None, spikes))
+    with GoldenTransport(config) as transport:
+        client = Client(transport, progress=False)
+        client.identify()
+        got = sw_run.output_arrays(net, sw_run.run_board(client, image, None, spikes))
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
