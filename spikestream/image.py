@@ -296,8 +296,6 @@ def _decode(m, body, version):
         if type(t) is not str:
             raise NetworkError(f"vocabulary entry {i} is {_show(t)} ({type(t).__name__}), "
                                "not a string")
-    if version == 1 or vocab:
-        check_vocab(vocab, labels=version >= 2)     # the network's check says which it is
     pops = []
     for i, pd in enumerate(pds):
         where = f"populations[{i}]"
@@ -335,6 +333,9 @@ def _decode(m, body, version):
             raise ImageError(f"projection {j}: source {src} or target {dst} is not a population "
                              "or input")
         projs.append((src, dst, delay, ptr))
+    if version == 1 or vocab:
+        # Tokens of a token input are single characters; without one, class labels.
+        check_vocab(vocab, labels=not any(src == INPUT for src, *_ in projs))
 
     # 2. The array table: exactly the arrays of the format, each inside the body. The lane
     # count is bounded by the table's length before any per-lane name is made.

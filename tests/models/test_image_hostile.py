@@ -320,10 +320,10 @@ def test_a_long_wrong_value_is_shortened_in_the_message(parts):
 # --- vocabulary entries: one printable character each ----------------------------------------
 
 @pytest.mark.parametrize("entry, problem", [
-    (5, "vocabulary entry 1 is 5 (int), not a one-character string"),
-    (None, "vocabulary entry 1 is None (NoneType), not a one-character string"),
-    (["b"], "vocabulary entry 1 is ['b'] (list), not a one-character string"),
-    ({"b": 1}, "vocabulary entry 1 is {'b': 1} (dict), not a one-character string"),
+    (5, "vocabulary entry 1 is 5 (int), not a string"),
+    (None, "vocabulary entry 1 is None (NoneType), not a string"),
+    (["b"], "vocabulary entry 1 is ['b'] (list), not a string"),
+    ({"b": 1}, "vocabulary entry 1 is {'b': 1} (dict), not a string"),
     ("bb", "vocabulary entry 1 is 'bb' (str), not a one-character string"),
     ("", "vocabulary entry 1 is '' (str), not a one-character string"),
     ("\x1b[31m", "vocabulary entry 1 is '\\x1b[31m' (str), not a one-character string"),
