@@ -289,7 +289,12 @@ def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrid
 
     Neurons per lane are the size's neuron budget over ``lanes`` (a power of two, at least
     16); row pointers 2048 and spike buffers 1024 (a source population of up to 1024
-    neurons, as the shipped model's hidden layer). The synapse memory, in multiples of 1024
+    neurons, as the shipped model's hidden layer); a spike queue of as many words as
+    neurons per lane (in LUT RAM: one timestep of every population, or several timesteps
+    of the populations that delayed projections read); the other limits of general
+    networks (delays up to 15, 32 kept timesteps of all sources, 4 spike inputs of up to
+    256 spikes a timestep each, 4-bit spike values) as :class:`CoreConfig` has them.
+    The synapse memory, in multiples of 1024
     words, is the deepest for which the lanes' block RAMs stay within :func:`lane_budget`
     (moving small memories into LUT RAM where needed) and the estimated logic within
     ``lut_fill`` (default :data:`LUT_FILL`) of the LUTs. ``overrides`` set fields explicitly
@@ -305,7 +310,7 @@ def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrid
     npl = max(16, 1 << max(0, -(-_NEURONS[key] // lanes) - 1).bit_length())
     stages = max(2, -(-(lanes - 1).bit_length() // 2))
     kw = dict(lanes=lanes, neurons_per_lane=npl, ptr_depth=2048, spike_depth=1024,
-              syn_depth=1024, stages=stages)
+              syn_depth=1024, stages=stages, queue_depth=npl)
     kw.update(overrides)
     budget = lane_budget(key, lanes)
     config = CoreConfig(**kw)

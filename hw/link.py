@@ -787,7 +787,7 @@ class RequestEngine(wiring.Component):
 
         # Responses go out through the emitter in chunks: a load state offers one (made of
         # registers only) for one cycle, its emit state waits until the emitter has handed
-        # it on. IDENTIFY takes two chunks.
+        # it on. IDENTIFY takes several chunks.
         chunk_bytes = self.chunk_bytes
         chunk = self.response
 
@@ -825,7 +825,7 @@ class RequestEngine(wiring.Component):
         identify = Cat(response_head(), _pack(P.IDENTIFY_BODY, **identity))
         identify = [identify[i:i + 8 * chunk_bytes]
                     for i in range(0, len(identify), 8 * chunk_bytes)]
-        assert len(identify) == 2                # the IDENT1, IDENT2 loads
+        # the L_IDENT0, L_IDENT1, ... loads (three since protocol version 2)
 
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
@@ -871,7 +871,7 @@ class RequestEngine(wiring.Component):
                     with m.If(~verdict.ok):
                         m.next = "L_SIMPLE"
                     with m.Elif(op_is.identify):
-                        m.next = "L_IDENT1"
+                        m.next = "L_IDENT0"
                     with m.Elif(op_is.status):
                         m.next = "L_STATUS"
                     with m.Elif(op_is.tag):
@@ -1052,17 +1052,13 @@ class RequestEngine(wiring.Component):
             with m.State("E_DONE"):
                 emit(goto("FINISH"))
 
-            with m.State("L_IDENT1"):
-                load(identify[0], 0, goto("E_IDENT1"))
+            for k, piece in enumerate(identify):
+                last = k == len(identify) - 1
+                with m.State(f"L_IDENT{k}"):
+                    load(piece, int(last), goto(f"E_IDENT{k}"))
 
-            with m.State("E_IDENT1"):
-                emit(goto("L_IDENT2"))
-
-            with m.State("L_IDENT2"):
-                load(identify[1], 1, goto("E_IDENT2"))
-
-            with m.State("E_IDENT2"):
-                emit(goto("FINISH"))
+                with m.State(f"E_IDENT{k}"):
+                    emit(goto("FINISH" if last else f"L_IDENT{k + 1}"))
 
             with m.State("L_STATUS"):
                 # The counters as they are now (bytes dropped meanwhile count later).

@@ -5,30 +5,37 @@ Pure Python (no cocotb, no simulator), so that a test can also run it on two gol
 must report.
 
 What the core showed for one STEP is an :class:`Observed`: the result port's fields, the
-cycle count measured on the ports, and every neuron write-back of its trace port.
-:func:`compare_step` turns it and the golden :class:`models.golden.StepResult` into a list
-of :class:`Mismatch` es in a fixed order: the error flag; then population by population in
-update order, neuron by neuron, whether it was written back exactly once and its ``spike``,
-``v`` and ``a``; write-backs to no neuron; then the sampled token, the spike total, the
-reported and the measured cycle counts.
+cycle count measured on the ports, every neuron write-back of its trace port and (where
+read) the output populations' results as the host reads them
+(:func:`spikestream.memory_map.output_reads`). :func:`compare_step` turns it and the golden
+:class:`models.golden.StepResult` into a list of :class:`Mismatch` es in a fixed order: the
+error flag; then population by population in update order, neuron by neuron, whether it was
+written back exactly once and its spike value ``q``, ``v``, ``a`` and ``s`` (spiked: ``q >
+0``); write-backs to no neuron; the outputs read; then the sampled token, the spike total
+(neurons that spiked), the reported and the measured cycle counts.
 """
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from spikestream.memory_map import Outputs
 from spikestream.network import lane_layout
 
-__all__ = ["WriteBack", "Observed", "Mismatch", "NeuronMap", "compare_step", "observe_golden",
-           "format_mismatches"]
+__all__ = ["WriteBack", "Observed", "Mismatch", "NeuronMap", "compare_step", "golden_outputs",
+           "observe_golden", "format_mismatches"]
 
 
 @dataclass(frozen=True)
 class WriteBack:
-    """One neuron's new state as a lane wrote it back (the core's trace port)."""
+    """One neuron's new state as a lane wrote it back (the core's trace port): its spike
+    value ``q`` (0: none) and ``v``, ``a``, ``s``."""
     lane: int
     addr: int
-    spike: bool
+    q: int
     v: int
     a: int
+    s: int
 
 
 @dataclass
@@ -36,7 +43,8 @@ class Observed:
     """What the core showed for one STEP.
 
     ``cycles`` is the count on the result port, ``measured`` the count measured on the
-    ports (``None`` where not measured), ``spikes`` the result's spike total.
+    ports (``None`` where not measured), ``spikes`` the result's spike total, ``outputs``
+    the :class:`~spikestream.memory_map.Outputs` read after the step (``None``: not read).
     """
     error: int
     token: int
@@ -44,6 +52,7 @@ class Observed:
     measured: object
     spikes: int
     writebacks: list = field(default_factory=list)
+    outputs: object = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,9 @@ class Mismatch:
     """One difference between the core and the golden model.
 
     ``what`` names the quantity: ``"h0[5].v"`` (population ``h0``, neuron ``5`` in core
-    order, field ``v``), ``"h0[5]"`` for a neuron written back other than once,
-    ``"stray write-back"``, ``"token"``, ``"spike total"``, ``"cycles (reported)"``,
+    order, field ``q``, ``v``, ``a`` or ``s``), ``"h0[5]"`` for a neuron written back other
+    than once, ``"stray write-back"``, ``"output h0 spikes"`` or ``"output h0 membranes"``
+    (as the host read them), ``"token"``, ``"spike total"``, ``"cycles (reported)"``,
     ``"cycles (measured)"`` or ``"error flag"``; ``where`` says where in the core a neuron
     lives (``"lane 2, address 7"``).
     """
@@ -120,7 +130,7 @@ def compare_step(step, token_in, expected, observed, neurons):
             seen.setdefault(key, []).append(wb)
     net = neurons.net
     for p, pop in enumerate(net.populations):
-        spikes = expected.spikes[p][0].tolist()
+        values = expected.values[p][0].tolist()
         vs, as_ = expected.v[p][0].tolist(), expected.a[p][0].tolist()
         for n in range(pop.size):
             name, where = f"{pop.name}[{n}]", neurons.where(p, n)
@@ -131,12 +141,26 @@ def compare_step(step, token_in, expected, observed, neurons):
                 if not got:
                     continue
             wb = got[0]
-            diff(f"{name}.spike", int(spikes[n]), int(wb.spike), where)
+            diff(f"{name}.q", values[n], wb.q, where)
             diff(f"{name}.v", vs[n], wb.v, where)
             diff(f"{name}.a", as_[n], wb.a, where)
+            diff(f"{name}.s", int(values[n] > 0), wb.s, where)
     for wb in strays:
         out.append(Mismatch(step, token_in, "stray write-back", "none",
                             f"lane {wb.lane}, address {wb.addr}", ""))
+    if observed.outputs is not None:
+        want = golden_outputs(expected, net)
+        for p in net.outputs:
+            name = net.populations[p].name
+            if p in want.spikes:
+                exp = tuple(x.tolist() for x in want.spikes[p])
+                got = observed.outputs.spikes.get(p)
+                diff(f"output {name} spikes", exp,
+                     None if got is None else tuple(x.tolist() for x in got))
+            else:
+                got = observed.outputs.membranes.get(p)
+                diff(f"output {name} membranes", want.membranes[p].tolist(),
+                     None if got is None else got.tolist())
     diff("token", int(expected.token[0]), observed.token)
     diff("spike total", sum(int(s[0].sum()) for s in expected.spikes), observed.spikes)
     diff("cycles (reported)", int(expected.cycles[0]), observed.cycles)
@@ -145,19 +169,33 @@ def compare_step(step, token_in, expected, observed, neurons):
     return out
 
 
+def golden_outputs(result, net):
+    """The :class:`~spikestream.memory_map.Outputs` of golden ``result`` (batch 1)."""
+    spikes, membranes = {}, {}
+    for p in net.outputs:
+        if net.populations[p].spiking:
+            q = result.values[p][0].numpy()
+            ids = np.flatnonzero(q)
+            spikes[p] = (ids.astype(np.int64), q[ids].astype(np.int64))
+        else:
+            membranes[p] = result.v[p][0].numpy().astype(np.int64)
+    return Outputs(spikes=spikes, membranes=membranes)
+
+
 def observe_golden(result, neurons):
     """The :class:`Observed` a perfect core would show for golden ``result`` (batch 1):
     used to compare two golden models with :func:`compare_step`."""
     wbs = []
     for p, pop in enumerate(neurons.net.populations):
-        spikes = result.spikes[p][0].tolist()
+        values = result.values[p][0].tolist()
         vs, as_ = result.v[p][0].tolist(), result.a[p][0].tolist()
         for n in range(pop.size):
             lane, addr = neurons.place(p, n)
-            wbs.append(WriteBack(lane, addr, bool(spikes[n]), vs[n], as_[n]))
+            wbs.append(WriteBack(lane, addr, values[n], vs[n], as_[n], int(values[n] > 0)))
     cycles = int(result.cycles[0])
     return Observed(error=0, token=int(result.token[0]), cycles=cycles, measured=cycles,
-                    spikes=sum(int(s[0].sum()) for s in result.spikes), writebacks=wbs)
+                    spikes=sum(int(s[0].sum()) for s in result.spikes), writebacks=wbs,
+                    outputs=golden_outputs(result, neurons.net))
 
 
 def format_mismatches(mismatches, limit=12):

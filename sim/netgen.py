@@ -20,17 +20,31 @@ a seed:
     Long rows: dense rows (a whole lane's share of a large target population), rows
     whose synapses all lie in one lane, single-synapse and empty rows, routed from a
     population that always fires, so the spike buffer and segment queue fill and drain.
+``general``
+    A random general network (:func:`general_network`): every neuron kind and reset mode,
+    multi-level spikes, delays up to :data:`MAX_TEST_DELAY` (recurrence through any delay
+    of 1 or more), spike inputs, a token input or not, a readout or not, output
+    populations.
+``delays``
+    :func:`general_network` with a token input, a readout and long delays: chains and
+    loops through delays up to :data:`MAX_TEST_DELAY`, from the token and spike inputs too.
+``sensor``
+    :func:`general_network` without a token input or readout: spike inputs only, several
+    outputs (one of them non-spiking), mostly multi-level spikes (the first two
+    populations' of 4 and 3 bits, reaching their top values).
 
-Every network is checked (``Network.check``) and is a pure function of its arguments.
+Every network is checked (``Network.check``) and is a pure function of its arguments;
+:func:`stimulus` gives a network's inputs, timestep by timestep.
 """
 
 import numpy as np
 
 from spikestream.formats import (DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WEIGHT_MIN,
-                            NeuronKind)
-from spikestream.network import INPUT, Network, Projection, make_population
+                                 NeuronKind, ResetMode)
+from spikestream.network import INPUT, Network, Projection, make_population, spike_input
 
-__all__ = ["random_network", "RECIPES", "recipe_network"]
+__all__ = ["random_network", "general_network", "MAX_TEST_DELAY", "RECIPES", "recipe_network",
+           "stimulus"]
 
 SPIKING = [NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF]
 
@@ -195,10 +209,154 @@ def _rows(rng, lanes):
                    readout=len(pops) - 1).check()
 
 
-RECIPES = {"mixed": _mixed, "deep": _deep, "extremes": _extremes, "rows": _rows}
+MAX_TEST_DELAY = 15
+"""Longest delay of the general recipes: the default build's ``max_delay``."""
+
+SPIKING_KINDS = [NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF, NeuronKind.CUBA_LIF]
+QUIET_KINDS = [NeuronKind.READOUT, NeuronKind.CUBA_LI]
+RESETS = [ResetMode.ZERO, ResetMode.SUBTRACT, ResetMode.SUBTRACT_NEXT]
+
+
+def _general_population(rng, name, kind, n, levels, output):
+    """A population of ``kind`` with random parameters that keep it active: multi-level
+    ones (``levels`` > 1) get small thresholds and large currents so that high values
+    occur; a third of the binary ones get the kind's own reset, the rest any."""
+    spiking = kind not in QUIET_KINDS
+    reset = None
+    if spiking:
+        choices = RESETS if levels == 1 else RESETS[:2]
+        reset = choices[int(rng.integers(0, len(choices)))] if rng.random() < 0.7 else None
+        if levels > 1 and reset is None:
+            reset = ResetMode.SUBTRACT if kind != NeuronKind.LIF and \
+                kind != NeuronKind.CUBA_LIF else ResetMode.ZERO
+    if levels > 1:
+        theta = rng.integers(1, 25, n)
+        bias = rng.integers(-10, 200, n)
+    else:
+        theta = rng.integers(1 if kind == NeuronKind.CUBA_LIF else -20, 300, n)
+        bias = rng.integers(-50, 150, n)
+    corner = rng.random() < 0.2
+    if corner:                        # saturation at both ends of v and a
+        bias = rng.choice([STATE_MIN, STATE_MAX, 0, 500], n)
+    return make_population(
+        name, kind, n,
+        alpha=DECAY_ONE if kind == NeuronKind.IF or rng.random() < 0.15
+        else rng.integers(0, DECAY_ONE + 1, n),
+        theta=theta, rho=rng.integers(0, DECAY_ONE + 1, n),
+        jump=(rng.integers(0, 60, n) if levels > 1       # theta + a >= 1: jump >= 0
+              else rng.integers(-300, 300, n) if not corner
+              else rng.choice([STATE_MIN, STATE_MAX], n)),
+        bias=bias, reset=reset, level_bits=levels if spiking else 1, output=output)
+
+
+def general_network(rng, lanes, *, token=None, readout=None, inputs=None, pops=None,
+                    max_delay=MAX_TEST_DELAY, graded=0.4, long_delays=0.3, quiet_output=False):
+    """A random general network for ``lanes`` lanes. ``token`` and ``readout`` (booleans)
+    and ``inputs``, ``pops`` (counts) are drawn when ``None``; a share ``graded`` of the
+    spiking populations is multi-level (2 to 4 bits), a share ``long_delays`` of the
+    projections has a delay of 2 to ``max_delay`` (the rest 0 or 1). With
+    ``quiet_output`` the last population (before any readout) is a non-spiking output."""
+    token = bool(rng.random() < 0.5) if token is None else token
+    readout = bool(rng.random() < 0.6) if readout is None else readout
+    n_inputs = int(rng.integers(0 if token else 1, 4)) if inputs is None else inputs
+    n_pops = int(rng.integers(2, 5)) if pops is None else pops
+    vocab = int(rng.integers(2, lanes + 6)) if token or readout else 0
+    big = max(9, 2 * lanes + 3)
+    specs = [(f"in{k}", int(rng.integers(1, big + 1))) for k in range(n_inputs)]
+    populations = []
+    for i in range(n_pops):
+        quiet = quiet_output and i == n_pops - 1
+        kind = SPIKING_KINDS[int(rng.integers(0, 4))] if i == 0 or (rng.random() < 0.8
+                                                                     and not quiet) \
+            else QUIET_KINDS[int(rng.integers(0, 2))]
+        levels = int(rng.integers(2, 5)) if kind in (NeuronKind.LIF, NeuronKind.IF,
+                                                     NeuronKind.CUBA_LIF) \
+            and rng.random() < graded else 1
+        populations.append(_general_population(rng, f"p{i}", kind, int(rng.integers(1, big + 1)),
+                                               levels, output=quiet or rng.random() < 0.4))
+        if i < 2 and quiet_output and not quiet:
+            # Multi-level populations (4 and 3 bits) driven to their top values.
+            n = populations[i].size
+            populations[i] = make_population(
+                f"p{i}", NeuronKind.IF, n, alpha=DECAY_ONE, theta=rng.integers(1, 5, n),
+                bias=rng.integers(60, 300, n), reset=ResetMode.SUBTRACT, level_bits=4 - i,
+                output=True)
+    if readout:
+        kind = QUIET_KINDS[int(rng.integers(0, 2))]
+        populations.append(_general_population(rng, "readout", kind, vocab, 1,
+                                               output=bool(rng.random() < 0.5)))
+    P = len(populations)
+    size = [p.size for p in populations]
+    spiking = [p.spiking for p in populations]
+
+    def delay():
+        if rng.random() < long_delays:
+            return int(rng.integers(2, max_delay + 1))
+        return int(rng.integers(0, 2))
+
+    projs = []
+    for dst in range(P):
+        sources = ([INPUT] if token else []) + [spike_input(k) for k in range(n_inputs)]
+        sources += [s for s in range(P) if spiking[s]]
+        picked = {sources[k] for k in rng.permutation(len(sources))[:int(rng.integers(1, 4))]}
+        if dst == 0:                 # every input is read (the token by the first population)
+            picked |= {INPUT} if token else set()
+        if dst == min(P - 1, 1):
+            picked |= {spike_input(k) for k in range(n_inputs)}
+        for src in sorted(picked, reverse=True):
+            d = delay()
+            if src >= dst and d == 0:
+                d = int(rng.integers(1, max_delay + 1))     # recurrence through a delay
+            n_src = vocab if src == INPUT else specs[-2 - src][1] if src < 0 else size[src]
+            shape = (n_src, size[dst])
+            big_w = rng.random() < 0.25
+            w = rng.integers(-127 if big_w else -40, 128 if big_w else 70, shape)
+            w = w * (rng.random(shape) < rng.choice([0.2, 0.5, 0.9]))
+            w[rng.random(shape[0]) < 0.2] = 0
+            projs.append(Projection(src, dst, d, w.astype(np.int64)))
+    return Network(vocab=_vocab(vocab), populations=populations, projections=projs,
+                   readout=P - 1 if readout else None, inputs=specs).check()
+
+
+def _general(rng, lanes):
+    return general_network(rng, lanes)
+
+
+def _delays(rng, lanes):
+    return general_network(rng, lanes, token=True, readout=True, inputs=int(rng.integers(1, 3)),
+                           pops=int(rng.integers(3, 5)), long_delays=0.7, graded=0.3)
+
+
+def _sensor(rng, lanes):
+    net = general_network(rng, lanes, token=False, readout=False,
+                          inputs=int(rng.integers(1, 4)), pops=int(rng.integers(3, 6)),
+                          graded=0.8, quiet_output=True)
+    for p in net.populations[-2:]:
+        p.output = True
+    return net.check()
+
+
+RECIPES = {"mixed": _mixed, "deep": _deep, "extremes": _extremes, "rows": _rows,
+           "general": _general, "delays": _delays, "sensor": _sensor}
 
 
 def recipe_network(recipe, lanes, seed):
     """The network of ``recipe`` (a key of :data:`RECIPES`) for ``lanes`` lanes and ``seed``."""
     return RECIPES[recipe](np.random.default_rng([seed, lanes, list(RECIPES).index(recipe)]),
                            lanes)
+
+
+def stimulus(net, seed, steps):
+    """``steps`` timesteps of inputs for ``net``: per step ``(token, spikes)``, the token (0
+    without a token input) and one 0/1 vector per spike input (mostly sparse, sometimes
+    empty or full)."""
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for _ in range(steps):
+        token = int(rng.integers(0, net.vocab_size)) if net.has_token_input else 0
+        spikes = []
+        for spec in net.inputs:
+            density = rng.choice([0.0, 0.1, 0.3, 0.6, 1.0], p=[0.1, 0.3, 0.3, 0.2, 0.1])
+            spikes.append((rng.random(spec.size) < density).astype(np.int64))
+        out.append((token, spikes))
+    return out

@@ -2,9 +2,11 @@
 model, timestep by timestep and cycle by cycle.
 
 Every STEP is checked in full by :func:`sim.core_check.compare_step` against
-``GoldenCore(net, lanes, timing=core.timing)``: every neuron's spike, ``v`` and ``a`` (from
-the trace port, which shows each lane's neuron write-backs), the sampled token, the spike
-total, the cycle count the core reports and the one measured on its ports
+``GoldenCore(net, lanes, timing=core.timing)``: every neuron's spike value ``q``, ``v``,
+``a`` and ``s`` (from the trace port, which shows each lane's neuron write-backs), the
+output populations' spikes and membranes as the host reads them after the step
+(:func:`spikestream.memory_map.output_reads`), the sampled token, the spike total, the
+cycle count the core reports and the one measured on its ports
 (``result.valid`` rises ``COMMAND_LATENCY + cycles`` clock edges after the edge that
 completes the command's handshake: it is first high in the cycle ``COMMAND_LATENCY + 1 +
 cycles`` after the handshake cycle).
@@ -35,7 +37,9 @@ Run through :func:`sim.runner.build_and_run`; its ``config`` says what to run:
     :func:`test_init_matches_write_port`: timesteps to run from the built-in image.
 ``nets`` (list of dict)
     :func:`test_random_nets`: each ``recipe``, ``seed``, ``steps``, ``temperature_word``,
-    ``rng_seed`` and ``reset_at`` (steps before which a RESET is sent).
+    ``rng_seed`` and ``reset_at`` (steps before which a RESET is sent). The general
+    recipes' inputs are :func:`sim.netgen.stimulus` (spike inputs written before every
+    STEP, but for some silent steps: nothing written), the others' random tokens.
 ``corrupt`` (dict)
     :func:`test_corrupted_weight`: the network (``recipe``, ``seed``), ``tokens``, and the
     synapse word to overwrite after loading (``lane``, ``addr``, ``data``).
@@ -59,16 +63,19 @@ from hw.core.layouts import (Command, Result, read_request_layout, read_response
                              trace_layout, write_request_layout)
 from spikestream.timing import COMMAND_LATENCY, core_timing
 from spikestream.memory_map import (CoreConfig, CoreReg, Mem, Op, Write, image_writes,
-                           settings_writes)
+                                    input_writes, output_reads, settings_writes)
 from models.data import Vocab
 from models.golden import GoldenCore
 from spikestream.image import Image, load_image
 from sim.core_check import (NeuronMap, Observed, WriteBack, compare_step,
                             format_mismatches)
-from sim.netgen import recipe_network
+from sim.netgen import recipe_network, stimulus
 from sim.runner import load_config
 
-__all__ = ["CLK_NS", "init_network", "init_writes", "CoreTB", "Scoreboard"]
+__all__ = ["CLK_NS", "GENERAL", "init_network", "init_writes", "CoreTB", "Scoreboard"]
+
+GENERAL = ("general", "delays", "sensor")
+"""The recipes of general networks (spike inputs, delays, multi-level spikes, outputs)."""
 
 CLK_NS = 10
 CLK_PS = 1000 * CLK_NS
@@ -167,7 +174,7 @@ class CoreTB:
         valid, bus = dut.trace__valid, dut.trace__lanes
         L, W = self.config.lanes, self._lane_bits
         t = self._trace
-        v_off, s_off, a_off = t["valid"][0], t["spike"][0], t["addr"][0]
+        v_off, a_off = t["valid"][0], t["addr"][0]
         amask = (1 << t["addr"][1]) - 1
         while True:
             await RisingEdge(valid)
@@ -180,8 +187,8 @@ class CoreTB:
                     x = word >> (lane * W)
                     if (x >> v_off) & 1:
                         self.writebacks.append(WriteBack(
-                            lane, (x >> a_off) & amask, bool((x >> s_off) & 1),
-                            _get(x, t["v"]), _get(x, t["a"])))
+                            lane, (x >> a_off) & amask, _get(x, t["q"]),
+                            _get(x, t["v"]), _get(x, t["a"]), _get(x, t["s"])))
 
     async def write(self, writes):
         """Push ``writes`` (:class:`spikestream.memory_map.Write`) through the write port."""
@@ -243,13 +250,34 @@ class CoreTB:
             raise AssertionError(f"result.valid rose between clock edges ({rose} ps)")
         return result, edges - COMMAND_LATENCY
 
-    async def step(self, token, limit=1_000_000):
-        """Run one STEP; returns the :class:`~sim.core_check.Observed`."""
+    async def step(self, token, limit=1_000_000, image=None):
+        """Run one STEP; returns the :class:`~sim.core_check.Observed`, with the outputs of
+        ``image``'s network read after it (if given and it has any)."""
         self.writebacks = []
         result, measured = await self.command(Op.STEP, token, limit)
         wbs, self.writebacks = self.writebacks, []
+        outputs = None
+        if image is not None and image.net.outputs and not result["error"]:
+            outputs = await self.read_outputs(image)
         return Observed(error=result["error"], token=result["token"], cycles=result["cycles"],
-                        measured=measured, spikes=result["spikes"], writebacks=wbs)
+                        measured=measured, spikes=result["spikes"], writebacks=wbs,
+                        outputs=outputs)
+
+    async def read_outputs(self, image):
+        """The :class:`~spikestream.memory_map.Outputs` of the last STEP, read as a host
+        does (:func:`spikestream.memory_map.output_reads`)."""
+        proc = output_reads(image, self.config)
+        try:
+            request = next(proc)
+            while True:
+                words = []
+                for k in range(request.count):
+                    word, error = await self.read(request.mem, request.lane, request.addr + k)
+                    assert not error, f"read refused: {request}"
+                    words.append(word)
+                request = proc.send(words)
+        except StopIteration as done:
+            return done.value
 
     async def reset(self):
         """The RESET command (clears state, previous spikes and token)."""
@@ -289,11 +317,12 @@ class Scoreboard:
         self.observed = []
         self.seconds = 0.0          # spent in the golden model and the comparison
 
-    def check(self, token_in, observed):
-        """Step the golden model with ``token_in`` and compare; returns this step's
-        mismatches."""
+    def check(self, token_in, observed, spikes=None):
+        """Step the golden model with ``token_in`` (and the spike inputs' vectors
+        ``spikes``) and compare; returns this step's mismatches."""
         start = time.perf_counter()
-        expected = self.golden.step([token_in])
+        expected = self.golden.step([token_in] if self.net.has_token_input else None,
+                                    spikes=spikes or [])
         found = compare_step(self.steps, token_in, expected, observed, self.neurons)
         self.seconds += time.perf_counter() - start
         self.mismatches += found
@@ -306,17 +335,24 @@ class Scoreboard:
         return f"{self.name}: {format_mismatches(self.mismatches)}"
 
 
-async def run_steps(tb, board, tokens=None, *, count=None, first=None, strict=True):
-    """Run STEPs, checking each on ``board``: the given ``tokens``, or ``count`` steps that
-    feed back the core's own sampled token starting from ``first``. Returns the last
-    token the core sampled; stops at the first step that mismatches if ``strict``.
+async def run_steps(tb, board, tokens=None, *, count=None, first=None, strict=True,
+                    spikes=None, image=None):
+    """Run STEPs, checking each on ``board``: the given ``tokens`` (with, per step, the
+    spike inputs' vectors ``spikes``, written before it unless all are zero at an even
+    step: then nothing is written), or ``count`` steps that feed back the core's own
+    sampled token starting from ``first``. With ``image`` (of the board's network) the
+    outputs are read and checked after every step. Returns the last token the core
+    sampled; stops at the first step that mismatches if ``strict``.
     """
     token = first
     feed = tokens if tokens is not None else [None] * count
-    for given in feed:
+    for t, given in enumerate(feed):
         token_in = given if given is not None else token
-        observed = await tb.step(token_in, limit=_limit(board))
-        found = board.check(token_in, observed)
+        vectors = spikes[t] if spikes is not None else []
+        if image is not None and (any(x.any() for x in vectors) or board.steps % 2):
+            await tb.write(input_writes(image, tb.config, vectors))
+        observed = await tb.step(token_in, limit=_limit(board), image=image)
+        found = board.check(token_in, observed, vectors)
         token = observed.token
         if found and strict:
             _dump(board.mismatches)
@@ -399,20 +435,26 @@ async def test_init_matches_write_port(dut):
     config, core, tb = _setup(dut)
     init = config["init"]
     net = init_network(init, core.lanes)
-    rng = np.random.default_rng(init["seed"])
-    tokens = rng.integers(0, net.vocab_size, config["init_steps"]).tolist()
+    image = Image(net=net, lanes=core.lanes)
+    if init.get("recipe") in GENERAL:
+        steps = stimulus(net, init["seed"], config["init_steps"])
+        tokens, spikes = [tok for tok, _ in steps], [sp for _, sp in steps]
+    else:
+        rng = np.random.default_rng(init["seed"])
+        tokens = rng.integers(0, net.vocab_size, config["init_steps"]).tolist()
+        spikes = [[] for _ in tokens]
     await tb.start()
     preloaded = Scoreboard(net, core.lanes, tb.timing, "preloaded",
                            init.get("temperature_word"), init.get("seed_word"))
-    await run_steps(tb, preloaded, tokens)
+    await run_steps(tb, preloaded, tokens, spikes=spikes, image=image)
     await tb.write(init_writes(init, core))
     await tb.reset()
     loaded = Scoreboard(net, core.lanes, tb.timing, "loaded through the write port",
                         init.get("temperature_word"), init.get("seed_word"))
-    await run_steps(tb, loaded, tokens)
+    await run_steps(tb, loaded, tokens, spikes=spikes, image=image)
     for t, (a, b) in enumerate(zip(preloaded.observed, loaded.observed)):
-        assert (a.token, a.cycles, a.measured, a.spikes, a.writebacks) == \
-               (b.token, b.cycles, b.measured, b.spikes, b.writebacks), \
+        assert (a.token, a.cycles, a.measured, a.spikes, a.writebacks, a.outputs) == \
+               (b.token, b.cycles, b.measured, b.spikes, b.writebacks, b.outputs), \
                f"step {t}: preloaded and loaded cores differ"
 
 
@@ -423,32 +465,45 @@ async def test_random_nets(dut):
     config, core, tb = _setup(dut)
     await tb.start()
     failed = []
+    totals = {"nets": 0, "steps": 0, "writebacks": 0, "outputs": 0}
     for spec in config["nets"]:
         net = recipe_network(spec["recipe"], core.lanes, spec["seed"])
         name = f"{spec['recipe']} seed {spec['seed']} ({core.lanes} lanes)"
-        core.check_image(Image(net=net, lanes=core.lanes))
+        image = Image(net=net, lanes=core.lanes)
+        core.check_image(image)
         tw, seed = spec.get("temperature_word", 0), spec.get("rng_seed", 0)
         writes = await tb.load(net, temperature_word=tw, seed=seed)
         board = Scoreboard(net, core.lanes, tb.timing, name, tw, seed)
-        rng = np.random.default_rng(spec["seed"])
-        tokens = rng.integers(0, net.vocab_size, spec["steps"]).tolist()
+        if spec["recipe"] in GENERAL:
+            steps = stimulus(net, spec["seed"], spec["steps"])
+            tokens, spikes = [tok for tok, _ in steps], [sp for _, sp in steps]
+        else:
+            rng = np.random.default_rng(spec["seed"])
+            tokens = rng.integers(0, net.vocab_size, spec["steps"]).tolist()
+            spikes = [[] for _ in tokens]
         try:
             for t, token in enumerate(tokens):
                 if t in spec.get("reset_at", ()):
                     await tb.reset()
                     board.golden.reset()
-                if t == len(tokens) // 2 and net.vocab_size < core.max_vocab:
+                if t == len(tokens) // 2 and net.has_token_input \
+                        and net.vocab_size < core.max_vocab:
                     # Refused: no phase runs, no state changes (the next steps show it).
                     bad = await tb.step(net.vocab_size)
                     assert bad.error == 1 and not bad.writebacks, \
                         f"{name}: STEP {net.vocab_size} (outside the vocabulary) ran: {bad}"
-                await run_steps(tb, board, [token])
+                await run_steps(tb, board, [token], spikes=[spikes[t]], image=image)
         except AssertionError as error:
             failed.append(str(error))
             continue
+        totals["nets"] += 1
+        totals["steps"] += board.steps
+        totals["writebacks"] += sum(len(o.writebacks) for o in board.observed)
+        totals["outputs"] += sum(o.outputs is not None for o in board.observed)
         dut._log.info("%s: %d writes, %d steps, %d core cycles, %d write-backs checked",
                       name, writes, board.steps, board.cycles,
                       sum(len(o.writebacks) for o in board.observed))
+    Path("random_nets.json").write_text(json.dumps(totals, indent=1))
     assert not failed, "\n".join(failed)
 
 

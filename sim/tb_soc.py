@@ -440,7 +440,7 @@ async def test_load_run_generate(dut):
         assert answer == (P.Cmd.WRITE, n & 0xFF, S.OK, b""), answer
     assert tb.writes[w0:] == writes
     (identify,) = await tb.request(P.Cmd.IDENTIFY, 1)
-    assert struct.unpack(P.IDENTIFY_FORMAT, identify[3])[-1] == 0
+    assert P.IDENTIFY_BODY.unpack_from(identify[3]).tag == 0
     await tb.request(P.Cmd.TAG, 2, struct.pack(P.TAG_FORMAT, 0xBEEF))
 
     await tb.request(P.Cmd.RESET, 3)

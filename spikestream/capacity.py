@@ -16,10 +16,11 @@ lanes; tests/hw/test_build_real.py compares a whole build with nextpnr's count):
   cheapest set in LUT RAM cells that keeps each lane within its block budget. LUT RAM is
   not free (about ten LUT4 sites a cell with its read multiplexers), so only what the
   budget needs goes there.
-* The lane's segment queue and the scheduler's tables have asynchronous read ports: they
-  are always LUT RAM and cost no block RAM.
+* The lane's segment queue and the scheduler's tables (the spike table among them) have
+  asynchronous read ports: they are always LUT RAM and cost no block RAM.
 * Outside the lanes the SoC has :data:`SOC_BRAM` blocks (the sampler's noise table and the
-  link's frame buffer).
+  link's frame buffer) and the core's input memory (the spike inputs' ids, a block RAM of
+  ``input_depth`` words: :func:`core_blocks`).
 
 LUT4 and FF counts (:class:`CorePlan` ``lut4``, ``ff``) are estimates fitted to real
 builds, used to keep default configurations routable; nextpnr's report is the truth.
@@ -33,17 +34,21 @@ from .memory_map import CoreConfig, Mem
 
 __all__ = ["DP16KD_SHAPES", "DP16KD_BITS", "LUTRAM_MAX_BITS", "SOC_BRAM", "bram_blocks",
            "dpr16x4_cells", "LaneMemory", "lane_memories", "lutram_memories", "lane_block_budget",
-           "LUT_PER_LANE", "LUT_PER_CELL", "LUT_SOC", "FF_PER_LANE", "FF_SOC", "SKID_WORDS",
-           "CorePlan",
-           "core_plan", "MemoryPlan", "memory_plan"]
+           "CORE_BRAM", "core_blocks", "spike_table_bits",
+           "LUT_PER_LANE", "LUT_PER_CELL", "LUT_SOC", "LUT_PER_SOURCE", "LUT_PER_PROJ",
+           "FF_PER_LANE", "FF_SOC", "FF_PER_SOURCE", "FF_PER_PROJ", "SKID_WORDS",
+           "CorePlan", "core_plan", "MemoryPlan", "memory_plan"]
 
 DP16KD_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 DP16KD_BITS = 18 * 1024
 LUTRAM_MAX_BITS = DP16KD_BITS // 2
 """Lane memories of at most this many bits (depth x width) may go to LUT RAM."""
 SOC_BRAM = 2
-"""Blocks outside the lanes: the sampler's noise table (1024 x 16) and the link's frame
+"""Blocks outside the core: the sampler's noise table (1024 x 16) and the link's frame
 buffer (2048 x 8)."""
+CORE_BRAM = 1
+"""Blocks of the core outside its lanes, as the default configurations have them: the
+input memory of 1024 spike input ids (:func:`core_blocks` counts a configuration's)."""
 
 
 def bram_blocks(words, bits):
@@ -85,9 +90,19 @@ def lane_memories(config):
         LaneMemory("acc", npl, ACC_BITS),
         LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits),
         LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits),
-        LaneMemory("queue", config.queue_depth, config.id_bits),
-        LaneMemory("sbuf", config.spike_depth, config.ptr_bits),
+        LaneMemory("queue", config.queue_depth, config.layout(Mem.QUEUE).bits),
+        LaneMemory("sbuf", config.spike_depth, config.ptr_bits + config.q_bits),
     )
+
+
+def core_blocks(config):
+    """Block RAMs of the core outside its lanes: the input memory (spike input ids)."""
+    return bram_blocks(config.input_depth, config.layout(Mem.INPUT).bits)
+
+
+def spike_table_bits(config):
+    """Width of a spike-table entry: the lanes' ``lanes + 1`` bounds and a region base."""
+    return (config.lanes + 1) * config.size_bits + config.qbase_bits
 
 
 def lutram_memories(config, blocks_per_lane=None):
@@ -118,8 +133,9 @@ def lutram_memories(config, blocks_per_lane=None):
 
 def lane_block_budget(dp16kd, lanes, headroom=0):
     """Block RAMs each of ``lanes`` lanes may use on a device with ``dp16kd`` of them,
-    keeping :data:`SOC_BRAM` for the rest of the SoC and ``headroom`` spare."""
-    return (dp16kd - SOC_BRAM - headroom) // lanes
+    keeping :data:`SOC_BRAM` and :data:`CORE_BRAM` for the rest of the SoC and
+    ``headroom`` spare."""
+    return (dp16kd - SOC_BRAM - CORE_BRAM - headroom) // lanes
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,7 @@ class CorePlan:
     config: object
     memories: tuple            # LaneMemory, per lane
     blocks_per_lane: int
-    blocks: int                # all lanes plus SOC_BRAM
+    blocks: int                # all lanes, the core's own (core_blocks) and SOC_BRAM
     dpr16x4_per_lane: int
     mult18: int
     lut4: int                  # estimated TRELLIS_COMB (LUT4 sites), LUT RAM included
@@ -138,7 +154,8 @@ class CorePlan:
         parts = ", ".join(
             f"{m.name} {m.words}x{m.bits} " + ("LUT RAM" if m.lutram else f"{m.blocks} DP16KD")
             for m in self.memories)
-        return (f"{self.config.lanes} lanes x {self.blocks_per_lane} DP16KD + {SOC_BRAM} = "
+        rest = self.blocks - self.config.lanes * self.blocks_per_lane
+        return (f"{self.config.lanes} lanes x {self.blocks_per_lane} DP16KD + {rest} = "
                 f"{self.blocks} DP16KD (per lane: {parts})")
 
 
@@ -150,15 +167,28 @@ MULT_SOC = 1
 
 # Logic of a SoC, fitted to real builds (nextpnr-ecp5 0.11 utilisation: SoC builds of 1 and
 # 2 lanes, a probe build of 16 lanes; BENCHMARKS.md): TRELLIS_COMB (LUT4 sites) and
-# TRELLIS_FF. Good to about 10%; the build's report is the truth.
-LUT_PER_LANE = 1160
+# TRELLIS_FF. Good to about 10%; the build's report is the truth. The general core (issue
+# 16: graded spikes, delays, spike inputs) adds to the fitted lane what Yosys's synth_ecp5
+# maps one lane of the default 85F build to more than before (LUT4 plus two per CCU2C:
+# +273, of which the neuron pipeline's +247; flip-flops: +684, of which its +639), and to
+# the rest estimates per source and projection of their history registers; the spike
+# table is counted as LUT RAM cells of its own.
+LUT_PER_LANE = 1160 + 290
 """A lane's logic, LUT RAM aside."""
 LUT_PER_CELL = 10
 """Per LUT RAM cell: its four RAM LUTs and its share of the read multiplexers."""
-LUT_SOC = 3400
-"""UART, link, scheduler, sampler and tables: everything outside the lanes."""
-FF_PER_LANE = 1600
+LUT_SOC = 3400 - 530
+"""UART, link, scheduler, sampler and the small tables: everything outside the lanes but
+the spike table and the history registers."""
+LUT_PER_SOURCE = 45
+"""A source's history registers (current entry and region, stepped every STEP) and its
+share of the multiplexers that read them."""
+LUT_PER_PROJ = 20
+"""A projection's read entry, stepped every STEP, and its share of the dispatch's look-up."""
+FF_PER_LANE = 1600 + 680
 FF_SOC = 2100
+FF_PER_SOURCE = 50
+FF_PER_PROJ = 16
 SKID_WORDS = 16
 """The lane's segment queue (spikestream.timing.SKID_DEPTH), always in LUT RAM."""
 
@@ -171,12 +201,16 @@ def core_plan(config, blocks_per_lane=None):
     per_lane = sum(m.blocks for m in mems)
     dpr = sum(m.cells for m in mems)
     L = config.lanes
-    cells = dpr + dpr16x4_cells(SKID_WORDS, config.layout(Mem.PTR).bits)
+    cells = dpr + dpr16x4_cells(SKID_WORDS, config.layout(Mem.PTR).bits + config.q_bits)
+    table = dpr16x4_cells(config.max_regions, spike_table_bits(config))
     return CorePlan(config=config, memories=mems, blocks_per_lane=per_lane,
-                    blocks=per_lane * L + SOC_BRAM, dpr16x4_per_lane=dpr,
-                    mult18=MULT_PER_LANE * L + MULT_SOC,
-                    lut4=LUT_SOC + L * (LUT_PER_LANE + LUT_PER_CELL * cells),
-                    ff=FF_SOC + L * FF_PER_LANE)
+                    blocks=per_lane * L + core_blocks(config) + SOC_BRAM,
+                    dpr16x4_per_lane=dpr, mult18=MULT_PER_LANE * L + MULT_SOC,
+                    lut4=(LUT_SOC + LUT_PER_CELL * table + LUT_PER_SOURCE * config.sources
+                          + LUT_PER_PROJ * config.max_projs
+                          + L * (LUT_PER_LANE + LUT_PER_CELL * cells)),
+                    ff=(FF_SOC + FF_PER_SOURCE * config.sources + FF_PER_PROJ * config.max_projs
+                        + L * FF_PER_LANE))
 
 
 @dataclass
@@ -190,12 +224,13 @@ class MemoryPlan:
     neuron_words: int
     neuron_bits: int
     blocks_per_lane: int
-    blocks: int               # all lanes plus SOC_BRAM
+    blocks: int               # all lanes, the core's own and SOC_BRAM
     core: CorePlan = None
 
     def summary(self):
         lut = ", ".join(m.name for m in self.core.memories if m.lutram) or "nothing"
-        return (f"{self.lanes} lanes x {self.blocks_per_lane} DP16KD + {SOC_BRAM} = "
+        rest = self.blocks - self.lanes * self.blocks_per_lane
+        return (f"{self.lanes} lanes x {self.blocks_per_lane} DP16KD + {rest} = "
                 f"{self.blocks} DP16KD (per lane: {self.synapse_words} synapses of "
                 f"{self.synapse_bits} b, {self.pointer_words} row pointers of "
                 f"{self.pointer_bits} b, {self.neuron_words} neurons of {self.neuron_bits} b; "

@@ -506,6 +506,6 @@ class GoldenBoard:
                 mine = n[n % L == lane]
                 for c, k in enumerate(mine):
                     if qbase + c < cfg.queue_depth:
-                        self._words[Mem.QUEUE][lane][qbase + c] = qlay.pack(id=int(k),
+                        self._words[Mem.QUEUE][lane][qbase + c] = qlay.pack(row=int(k) // L,
                                                                             q=int(q[k]))
             self._spike_view[p] = [0, *np.cumsum(counts).tolist(), qbase]

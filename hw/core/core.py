@@ -10,16 +10,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from spikestream.formats import STATE_BITS, TEMPERATURE_BITS
-from spikestream.memory_map import (COUNTER_BITS, CoreReg, Mem, Op, addr_bits, bits_for,
-                          contents_after)
-from .bram import PipelinedRAM
+from spikestream.memory_map import (COUNTER_BITS, LANE_MEMS, READ_ONLY_MEMS, CoreReg, Mem, Op,
+                                    addr_bits, bits_for, contents_after)
+from .bram import BlockRAM, PipelinedRAM
 from .fabric import LaneArray
 from .layouts import (Command, LaneOp, Result, StatusWord, lane_bus_layout,
                       read_request_layout, read_response_layout, trace_signature,
                       word_layout, write_request_layout)
 from .sampler import Sampler
-from spikestream.timing import (COMMAND_LATENCY, DISPATCH_CYCLES, NEURON_LATENCY, READ_LATENCY, core_timing,
-                     reset_settle)
+from spikestream.timing import (COMMAND_LATENCY, DISPATCH_CYCLES, READ_LATENCY, core_timing,
+                                reset_settle)
+from .lane import _delay
 
 __all__ = ["Core"]
 
@@ -50,7 +51,8 @@ class Core(wiring.Component):
 
     It runs the network loaded into its memories (see spikestream/memory_map.py) timestep by
     timestep exactly as :class:`models.golden.GoldenCore` with ``timing=core.timing`` does:
-    every spike, every ``v``/``a``, the sampled token, and the cycles per timestep.
+    every spike value, every ``v``/``a``/``s``, the sampled token, the outputs the host reads
+    and the cycles per timestep.
 
     Ports are served only while no command runs (their ``ready`` is low otherwise); a
     command has priority over a write, a write over a read.
@@ -66,20 +68,22 @@ class Core(wiring.Component):
     read_data : Out(stream.Signature(read_response_layout(config)))
         The word, or ``error`` (and ``status.read_error``) for a refused read.
     cmd : In(stream.Signature(Command))
-        ``Op.RESET``, ``Op.STEP`` with an input token, or ``Op.CLEAR``.
+        ``Op.RESET``, ``Op.STEP`` with an input token (ignored unless the network reads the
+        token input, ``CoreReg.TOKENS``), or ``Op.CLEAR``.
     result : Out(stream.Signature(Result))
-        One per command. For STEP: the sampled token, the timestep's cycles (the cycle
-        model's count: ``result.valid`` rises ``COMMAND_LATENCY + 1 + cycles`` cycles after
-        the command's handshake), the spikes of all populations, and ``error`` if the token
-        was outside the vocabulary (nothing ran).
+        One per command. For STEP: the sampled token (0 without a readout), the timestep's
+        cycles (the cycle model's count: ``result.valid`` rises ``COMMAND_LATENCY + 1 +
+        cycles`` cycles after the command's handshake), the number of neurons of all
+        populations that spiked, and ``error`` if the token was outside the vocabulary
+        (nothing ran).
     status : Out(StatusWord)
         ``busy`` and the sticky error flags (cleared by ``Op.CLEAR``).
     trace : Out(trace_signature(config))
         Only with ``trace=True``: the neuron pipeline's write-backs, for testbenches.
         ``trace.lanes[l]`` shows, in the cycle lane ``l`` writes a neuron's new state back,
-        ``valid``, the local ``addr``, the new ``v`` and ``a`` and whether it ``spike`` d;
-        ``trace.valid`` is the OR of the lanes' ``valid``. Pure observation (wires from
-        existing registers): it changes nothing in the core's behaviour or timing.
+        ``valid``, the local ``addr``, the new ``v``, ``a`` and ``s`` and its spike value
+        ``q``; ``trace.valid`` is the OR of the lanes' ``valid``. Pure observation (wires
+        from existing registers): it changes nothing in the core's behaviour or timing.
 
     Parameters
     ----------
@@ -142,6 +146,7 @@ class Core(wiring.Component):
         m = Module()
         cfg = self._config
         L, NPL, T = cfg.lanes, cfg.neurons_per_lane, cfg.stages
+        S, P0, R = cfg.sources, cfg.max_pops, cfg.ring_depth
         timing = self.timing
 
         # Lanes and the trees that reach them ------------------------------------------------
@@ -163,9 +168,10 @@ class Core(wiring.Component):
         # Tables --------------------------------------------------------------------------------
         POP = word_layout(cfg, Mem.POP)
         PROJ = word_layout(cfg, Mem.PROJ)
+        SRC = word_layout(cfg, Mem.SRC)
         SPK = data.StructLayout({
             "bounds": data.ArrayLayout(unsigned(cfg.size_bits), L + 1),
-            "qbase": unsigned(addr_bits(cfg.queue_depth)),
+            "qbase": unsigned(cfg.qbase_bits),
         })
         def table_init(layout, mem):
             return [layout.from_bits(word) for word in init.words(mem)]
@@ -174,14 +180,19 @@ class Core(wiring.Component):
                                                 init=table_init(POP, Mem.POP))
         m.submodules.proj_table = proj_t = Memory(shape=PROJ, depth=cfg.max_projs,
                                                   init=table_init(PROJ, Mem.PROJ))
-        # Spike counts of each population's last update, by timestep parity: the lanes'
-        # windows of ranks (prefix sums of their counts) and the queue base.
+        # The spike table: per source and kept timestep, the lanes' windows of ranks (prefix
+        # sums of their counts; for a spike input only the count, bounds[L]) and the base of
+        # its region (spikestream.memory_map, History).
         # (LUT RAM slices, each read at its own copy of a registered address: see below.)
         # Its write's enable and address are decided a cycle ahead (write_ahead).
-        m.submodules.spike_table = spk_t = PipelinedRAM(SPK.size, 2 * cfg.max_pops,
+        m.submodules.spike_table = spk_t = PipelinedRAM(SPK.size, cfg.max_regions,
                                                         name="spike_table",
                                                         output_register=False,
                                                         write_ahead=True)
+        # The spike inputs' ids, a region per input and kept timestep (a block RAM).
+        m.submodules.input_ids = in_mem = BlockRAM(cfg.layout(Mem.INPUT).bits,
+                                                   cfg.input_depth, attrs={"no_rw_check": 1},
+                                                   name="input_ids", lutram=False)
         # Separate read ports (LUT RAM copies) for the scheduler and for host reads keep the
         # scheduler's table lookups free of address multiplexers.
         pop_rd, pop_wr = pop_t.read_port(domain="comb"), pop_t.write_port()
@@ -189,9 +200,6 @@ class Core(wiring.Component):
         pop_host, proj_host = pop_t.read_port(domain="comb"), proj_t.read_port(domain="comb")
         spk_ahead = SimpleNamespace(en=spk_t.we, addr=spk_t.waddr)    # the next cycle's write
         spk_data = SPK(spk_t.wdata)                                     # this cycle's
-        # A third projection table port looks up the projection of the next cycle, whose
-        # entry in the (wide) spike table is then read at a registered address.
-        proj_ahead = proj_t.read_port(domain="comb")
 
         regs = init.regs
         n_pops = Signal(bits_for(cfg.max_pops), name="n_pops", init=regs[CoreReg.POPS])
@@ -200,48 +208,90 @@ class Core(wiring.Component):
         vocab = Signal(bits_for(cfg.max_vocab), name="vocab", init=regs[CoreReg.VOCAB])
         temperature = Signal(TEMPERATURE_BITS, name="temperature",
                              init=regs[CoreReg.TEMPERATURE])
+        sampling = Signal(name="sampling", init=regs[CoreReg.SAMPLE])
+        tokens_on = Signal(name="tokens_on", init=regs[CoreReg.TOKENS])
+        n_inputs = Signal(bits_for(cfg.max_inputs), name="n_inputs", init=regs[CoreReg.INPUTS])
 
         m.submodules.sampler = sampler = Sampler(cfg.token_bits, seed=regs[CoreReg.SEED])
         sample_start = Signal(name="sample_start")     # a register: it fans out widely
         m.d.sync += sample_start.eq(0)
         m.d.comb += [sampler.temperature.eq(temperature), sampler.start.eq(sample_start)]
 
+        # Sources: where each keeps its last timesteps (flip-flops: every STEP moves them
+        # all on at once) -----------------------------------------------------------------------
+        src_words = init.words(Mem.SRC)
+        src_init = [SRC.from_bits(src_words[s] if s < len(src_words) else 0) for s in range(S)]
+        src = [Signal(SRC, name=f"src{s}", init=src_init[s]) for s in range(S)]
+        cur_t = [Signal(cfg.region_bits, name=f"cur_t{s}", init=src_init[s].first)
+                 for s in range(S)]
+        cur_q = [Signal(cfg.qbase_bits, name=f"cur_q{s}", init=src_init[s].base)
+                 for s in range(S)]
+        wraps = [cur_t[s] == src[s].last for s in range(S)]
+        nxt_t = [Mux(wraps[s], src[s].first, cur_t[s] + 1)[:cfg.region_bits] for s in range(S)]
+        nxt_q = [Mux(wraps[s], src[s].base, cur_q[s] + src[s].stride)[:cfg.qbase_bits]
+                 for s in range(S)]
+        # Each projection's read entry, moved on with its source (a token projection's is
+        # unused: it reads the ring d places behind its newest token).
+        proj_words = init.words(Mem.PROJ)
+        proj_init = [PROJ.from_bits(proj_words[j] if j < len(proj_words) else 0)
+                     for j in range(cfg.max_projs)]
+        rd = [Signal(cfg.slot_bits, name=f"rd{j}", init=proj_init[j].slot)
+              for j in range(cfg.max_projs)]
+        rd_first = [Signal(cfg.slot_bits, name=f"rd_first{j}", init=proj_init[j].first)
+                    for j in range(cfg.max_projs)]
+        rd_last = [Signal(cfg.slot_bits, name=f"rd_last{j}", init=proj_init[j].last)
+                   for j in range(cfg.max_projs)]
+        # The token input's last R tokens: ring[tok_cur] is this timestep's; tok_n counts
+        # the timesteps since the RESET (up to R), so a token of d timesteps ago exists
+        # if d < tok_n.
+        ring = Array(Signal(cfg.token_bits, name=f"ring{k}") for k in range(R))
+        tok_cur = Signal(range(R), name="tok_cur")
+        tok_n = Signal(range(R + 1), name="tok_n")
+        stepping = Signal(name="stepping")           # a STEP is taken this cycle
+        with m.If(stepping):
+            tok_next = Mux(tok_cur == R - 1, 0, tok_cur + 1)
+            m.d.sync += [tok_cur.eq(tok_next), ring[tok_next].eq(self.cmd.payload.token),
+                         tok_n.eq(Mux(tok_n == R, R, tok_n + 1))]
+            m.d.sync += [c.eq(n) for c, n in zip(cur_t, nxt_t)]
+            m.d.sync += [c.eq(n) for c, n in zip(cur_q, nxt_q)]
+            m.d.sync += [r.eq(Mux(r == last, first, r + 1))
+                         for r, first, last in zip(rd, rd_first, rd_last)]
+
         # Scheduler state -----------------------------------------------------------------------
         p = Signal(range(cfg.max_pops + 1), name="p")
         j = Signal(range(cfg.max_projs + 1), name="j")
-        parity = Signal(name="parity")
-        # p, j and parity as they will be next cycle (the states below set these).
+        # p and j as they will be next cycle (the states below set these).
         p_next = Signal.like(p, name="p_next")
         j_next = Signal.like(j, name="j_next")
-        parity_next = Signal(name="parity_next")
-        m.d.comb += [p_next.eq(p), j_next.eq(j), parity_next.eq(parity)]
-        m.d.sync += [p.eq(p_next), j.eq(j_next), parity.eq(parity_next)]
+        m.d.comb += [p_next.eq(p), j_next.eq(j)]
+        m.d.sync += [p.eq(p_next), j.eq(j_next)]
         # Dispatch's comparisons and the population table's address, registered from those:
         # p_live = p < n_pops, j_live = j < n_projs, and the population to look up (p, or
         # the readout's once all are updated). The tables and counts change only in IDLE.
         p_live = Signal(name="p_live")
         j_live = Signal(name="j_live")
+        p_last = Signal(name="p_last")      # p is the last population
         pop_addr = Signal.like(pop_rd.addr, name="pop_addr", reset_less=True)
         p_next_live = p_next < n_pops
         m.d.sync += [p_live.eq(p_next_live), j_live.eq(j_next < n_projs),
+                     p_last.eq(p_next + 1 == n_pops),
                      pop_addr.eq(Mux(p_next_live, p_next, readout))]
-        token = Signal(cfg.token_bits, name="token")
-        prev_token = Signal(cfg.token_bits, name="prev_token")
-        prev_valid = Signal(name="prev_valid")
         cycles = Signal(COUNTER_BITS, name="cycles")
         spikes = Signal(COUNTER_BITS, name="spikes")
         ph_pop = Signal(POP, name="ph_pop")
         ph_proj = Signal(PROJ, name="ph_proj")
         ph_route = Signal(name="ph_route")
         ph_update = Signal(name="ph_update")
+        ph_last = Signal(name="ph_last")
         # Cycles left in a CLEAR, UPDATE or SAMPLE body, minus one: it ends in the cycle the
         # count goes negative, which its sign flip-flop tells without a comparison.
-        countdown = Signal(signed(bits_for(max(NPL, cfg.max_vocab) + 4 * T + 16) + 1),
+        countdown = Signal(signed(bits_for(max(NPL, cfg.max_vocab, cfg.max_regions) + 4 * T +
+                                           timing.update_latency + 16) + 1),
                            name="countdown")
         finished = countdown[-1]
-        # CLEAR zeroes the spike table at the addresses below 2 * max_pops that the countdown
+        # CLEAR zeroes the spike table at the addresses below max_regions that the countdown
         # passes (the table's write enable and address are decided a cycle ahead).
-        clear_from = max(NPL + T + 1, 2 * cfg.max_pops) - 1        # CLEAR's first countdown
+        clear_from = max(NPL + T + 1, cfg.max_regions) - 1        # CLEAR's first countdown
         body = Signal(range(timing.broadcast_latency + 1), name="body")
         inj_on = Signal(name="inj_on")
         inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
@@ -251,16 +301,32 @@ class Core(wiring.Component):
         rdata = Signal(read_response_layout(cfg), name="rdata")
         err = self.status
 
-        # Spikes onto the bus: gathered from the lanes (id + the projection's row base), or
-        # the input token injected where the lanes' first spike would have been.
+        # Spikes onto the bus: gathered from the lanes (id + the projection's row base, and
+        # the value), or an input's injected where the lanes' first spike would have been:
+        # the token, or a spike input's ids read from the input memory, one per cycle.
         # (The lanes add the row-pointer base to their ids themselves; root is all zero
-        # when nothing is gathered, so OR merges the injected token.)
+        # when nothing is gathered, so OR merges the injected spikes, of value 1.)
         inject_at = T + 1 + READ_LATENCY + T
+        assert inject_at >= 4
         inj_now = Signal(name="inj_now")
         m.d.sync += inj_now.eq(0)
+        in_left = Signal(cfg.size_bits, name="in_left")        # input ids still to read
+        in_addr = Signal(addr_bits(cfg.input_depth), name="in_addr")
+        in_going = Signal(name="in_going")                     # the reads may start
+        in_read = Signal(name="in_read")
+        in_ptr = Signal(cfg.ptr_bits, name="in_ptr")           # zero unless in_valid
+        in_valid = Signal(name="in_valid")
+        m.d.comb += in_read.eq(in_going & (in_left != 0))
+        in_data = Signal(cfg.ptr_bits, name="in_data")
+        m.d.comb += in_data.eq(in_mem.rdata)
+        in_arrived = _delay(m, in_read, READ_LATENCY, "in_read")
+        m.d.sync += [in_valid.eq(in_arrived),
+                     in_ptr.eq(Mux(in_arrived, in_data + cbus.ptr_base, 0))]
         m.d.comb += [
-            spike.valid.eq(root.valid | inj_now),
-            spike.ptr.eq(root.payload[:cfg.ptr_bits] | Mux(inj_now, inj_ptr, 0)),
+            spike.valid.eq(root.valid | inj_now | in_valid),
+            spike.ptr.eq(root.payload[:cfg.ptr_bits] | Mux(inj_now, inj_ptr, 0) | in_ptr),
+            spike.q.eq(root.payload[cfg.ptr_bits:cfg.ptr_bits + cfg.q_bits] |
+                       (inj_now | in_valid)),
         ]
 
         # Prefix sums of the lanes' spike counts, finished when an update's last count is.
@@ -273,16 +339,14 @@ class Core(wiring.Component):
             with m.Switch(req.mem):
                 for mem in Mem:
                     with m.Case(mem):
-                        if writing and mem == Mem.ACC:
+                        if writing and mem in READ_ONLY_MEMS:
                             continue
-                        lane_cond = lane_ok if mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR,
-                                                       Mem.SYN) else (req.lane == 0)
+                        lane_cond = lane_ok if mem in LANE_MEMS else (req.lane == 0)
                         m.d.comb += ok.eq(lane_cond & (req.addr < cfg.depth(mem)))
             return ok
 
         # Requests are checked as they are accepted and registered with their verdicts, so
         # that the writes they enable start from flip-flops.
-        lane_mems = max(Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)
         core_limit = {reg: cfg.register_limit(reg) for reg in CoreReg
                       if cfg.register_limit(reg) is not None}
         wp = self.write.payload
@@ -303,25 +367,55 @@ class Core(wiring.Component):
         # The write's target, decoded as it is accepted: the registered write then acts on
         # single flip-flops. (These registers load every cycle: they are only looked at
         # while w_valid says they hold an accepted write.)
-        w_pop = Signal(name="wq_pop")
-        w_proj = Signal(name="wq_proj")
+        w_is = {mem: Signal(name=f"wq_{mem.name.lower()}")
+                for mem in (Mem.POP, Mem.PROJ, Mem.SRC, Mem.INPUT, Mem.INCOUNT)}
         w_reg = Signal(len(CoreReg), name="wq_reg")      # one-hot: the CORE register
+        w_src = Signal(S, name="wq_src")                 # one-hot: the SRC word
+        w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")     # one-hot: the PROJ word
         m.d.sync += [
             w_valid.eq(self.write.valid & self.write.ready),
             w.eq(wp), w_ok.eq(in_range(wp, True) & value_ok),
-            w_lane.eq(wp.mem <= lane_mems),
-            w_pop.eq(wp.mem == Mem.POP), w_proj.eq(wp.mem == Mem.PROJ),
+            w_lane.eq(Cat(wp.mem == mem for mem in LANE_MEMS).any()),
+            *(flag.eq(wp.mem == mem) for mem, flag in w_is.items()),
             w_reg.eq(Cat((wp.mem == Mem.CORE) & (wp.addr == reg) for reg in CoreReg)),
+            w_src.eq(Cat(wp.addr == s for s in range(S))),
+            w_proj_at.eq(Cat(wp.addr == k for k in range(cfg.max_projs))),
         ]
+        # A spike input's words are checked against its source word too, and land in the
+        # region and entry that the next STEP moves it to.
+        w_k = Signal(addr_bits(cfg.max_inputs), name="wq_input")
+        w_i = Signal(cfg.input_bits, name="wq_position")
+        m.d.comb += [w_k.eq(Mux(w_is[Mem.INPUT], w.addr[cfg.input_bits:], w.addr)),
+                     w_i.eq(w.addr[:cfg.input_bits])]
+        w_in_src = Signal(SRC, name="wq_input_src")
+        w_in_t = Signal(cfg.region_bits, name="wq_input_entry")
+        w_in_q = Signal(cfg.qbase_bits, name="wq_input_base")
+        with m.Switch(w_k):
+            for k in range(cfg.max_inputs):
+                with m.Case(k):
+                    m.d.comb += [w_in_src.eq(src[P0 + k]), w_in_t.eq(nxt_t[P0 + k]),
+                                 w_in_q.eq(nxt_q[P0 + k])]
+        in_word = Signal(cfg.layout(Mem.INPUT).bits, name="wq_id")
+        in_count = Signal(cfg.layout(Mem.INCOUNT).bits, name="wq_count")
+        m.d.comb += [in_word.eq(w.data), in_count.eq(w.data)]
+        input_ok = (w_k < n_inputs) & w_in_src.keep
+        dyn_ok = Signal(name="wq_dynamic_ok")
+        # (The whole data word is checked: an id or count beyond its field is refused.)
+        m.d.comb += dyn_ok.eq(Mux(w_is[Mem.INPUT],
+                                  input_ok & (w_i < w_in_src.stride) & (w.data < w_in_src.size),
+                                  input_ok & (w.data <= w_in_src.stride)))
+
         # The CORE registers a read can name, and which one it names, decoded as it is
         # accepted (one-hot): the register read is then an AND-OR of flip-flops.
         readable = ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
                     (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
-                    (CoreReg.TEMPERATURE, temperature), (CoreReg.SEED, sampler.state))
+                    (CoreReg.TEMPERATURE, temperature), (CoreReg.SEED, sampler.state),
+                    (CoreReg.SAMPLE, sampling), (CoreReg.TOKENS, tokens_on),
+                    (CoreReg.INPUTS, n_inputs))
         r_reg = Signal(len(readable), name="rq_reg")
         with m.If(self.read.valid & self.read.ready):
             m.d.sync += [r.eq(self.read.payload), r_ok.eq(in_range(self.read.payload, False)),
-                         r_lane.eq(self.read.payload.mem <= lane_mems),
+                         r_lane.eq(Cat(self.read.payload.mem == mem for mem in LANE_MEMS).any()),
                          r_reg.eq(Cat(self.read.payload.addr == reg for reg, _ in readable))]
 
         # Defaults of the table ports.
@@ -334,35 +428,58 @@ class Core(wiring.Component):
         ]
 
         core_word = Signal(cfg.data_bits, name="core_word")
-        table_q = [Signal(cfg.data_bits, name=f"table_q{k}") for k in range(3)]
+        table_q = [Signal(cfg.data_bits, name=f"table_q{k}") for k in range(6)]
         m.d.comb += core_word.eq(reduce(operator.or_, (Mux(r_reg[k], sig, 0)
                                                        for k, (_, sig) in enumerate(readable))))
 
-        # What the next projection would route, read (in D1) from the spike table: the
-        # source's spike count and the lanes' windows for the bank of this timestep (delay 0)
-        # or the previous one (delay 1). The table's address is registered (a copy per
-        # 16-bit slice of the wide table), loaded with the entry that the next cycle's
-        # projection (j_next) names at the next cycle's parity, so no table lookup or
-        # multiplexer stands in front of the read (the table is written at most up to the
-        # cycle before D1, and the read sees that).
+        # What the next projection would route, read (in D1) from the spike table at the
+        # projection's read entry. The table's address is registered (a copy per 16-bit
+        # slice of the wide table), loaded with the entry of the next cycle's projection
+        # (j_next), so no table lookup stands in front of the read (the table is written at
+        # most up to the cycle before D1, and the read sees that). Host reads of the table
+        # (SPIKES, INCOUNT) use the same port while the core is idle.
         next_proj = Signal(PROJ, name="next_proj")
         route_entry = Signal(SPK, name="route_entry")
         route_spikes = Signal(cfg.size_bits, name="route_spikes")
-        ahead = proj_ahead.data
-        m.d.comb += spk_t.raddr.eq(Cat(parity_next ^ ahead.delay, ahead.src))
+        rd_ahead = Signal(cfg.slot_bits, name="rd_ahead")
+        with m.Switch(j_next):
+            for k in range(cfg.max_projs):
+                with m.Case(k):
+                    m.d.comb += rd_ahead.eq(rd[k])
+        host_entry = Signal(cfg.region_bits, name="host_entry")
+        host_table = Signal(name="host_table")       # the host reads the spike table now
+        m.d.comb += spk_t.raddr.eq(Mux(host_table, host_entry, rd_ahead))
         m.d.comb += [
             next_proj.eq(proj_rd.data),
-            proj_ahead.addr.eq(j_next),
             route_entry.eq(spk_t.rdata),
         ]
-        with m.If(next_proj.input):
-            m.d.comb += route_spikes.eq(~next_proj.delay | prev_valid)
+        # The token of this projection's delay, and whether that timestep was after a RESET.
+        route_token = Signal(cfg.token_bits, name="route_token")
+        back = Mux(tok_cur >= next_proj.delay, tok_cur - next_proj.delay,
+                   tok_cur + R - next_proj.delay)          # (tok_cur - delay) mod R
+        m.d.comb += route_token.eq(ring[back[:addr_bits(R)]])
+        with m.If(next_proj.token):
+            m.d.comb += route_spikes.eq(next_proj.delay < tok_n)
         with m.Else():
             m.d.comb += route_spikes.eq(route_entry.bounds[L])
+        from_input = Signal(name="from_input")       # a spike input's projection
+        m.d.comb += from_input.eq(~next_proj.token & (next_proj.src >= P0))
         rt_spikes = Signal(cfg.size_bits, name="rt_spikes")
         rt_bounds = Signal(SPK.members["bounds"], name="rt_bounds")
         rt_qbase = Signal(SPK.members["qbase"], name="rt_qbase")
+        rt_token = Signal(cfg.token_bits, name="rt_token")
+        rt_input = Signal(name="rt_input")
         upd_qbase = Signal(SPK.members["qbase"], name="upd_qbase")
+        upd_entry = Signal(cfg.region_bits, name="upd_entry")
+        upd_keep = Signal(name="upd_keep")
+        upd_q_now = Signal(cfg.qbase_bits, name="upd_q_now")
+        upd_t_now = Signal(cfg.region_bits, name="upd_t_now")
+        upd_keep_now = Signal(name="upd_keep_now")
+        with m.Switch(p):
+            for k in range(cfg.max_pops):
+                with m.Case(k):
+                    m.d.comb += [upd_q_now.eq(cur_q[k]), upd_t_now.eq(cur_t[k]),
+                                 upd_keep_now.eq(src[k].keep)]
 
         # A word read from a lane is caught whenever the gather tree shows one (its enable is
         # the tree's own register, not a decision of the scheduler).
@@ -381,19 +498,46 @@ class Core(wiring.Component):
             # The lane bus's address and data fields are free while the core is idle.
             m.d.sync += [cbus.lane.eq(w.lane), cbus.mem.eq(w.mem), cbus.addr.eq(w.addr),
                          cbus.data.eq(w.data)]
+        # Only a spike input's words wait on the source word's checks (dyn_ok), which keeps
+        # them off every other write's enables.
         w_go = Signal(name="wq_go")
-        m.d.comb += w_go.eq(w_valid & w_ok)
-        with m.If(w_valid & ~w_ok):
+        in_go = Signal(name="wq_input_go")
+        m.d.comb += [w_go.eq(w_valid & w_ok), in_go.eq(w_go & dyn_ok)]
+        with m.If(w_valid & ~w_ok | w_go & (w_is[Mem.INPUT] | w_is[Mem.INCOUNT]) & ~dyn_ok):
             m.d.sync += err.write_error.eq(1)
         with m.If(w_go & w_lane):
             m.d.sync += cbus.op.eq(LaneOp.WRITE)
-        m.d.comb += [pop_wr.en.eq(w_go & w_pop), proj_wr.en.eq(w_go & w_proj),
+        m.d.comb += [pop_wr.en.eq(w_go & w_is[Mem.POP]), proj_wr.en.eq(w_go & w_is[Mem.PROJ]),
                      sampler.seed.valid.eq(w_go & w_reg[CoreReg.SEED])]
         for reg, target in ((CoreReg.POPS, n_pops), (CoreReg.PROJS, n_projs),
                             (CoreReg.READOUT, readout), (CoreReg.VOCAB, vocab),
-                            (CoreReg.TEMPERATURE, temperature)):
+                            (CoreReg.TEMPERATURE, temperature), (CoreReg.SAMPLE, sampling),
+                            (CoreReg.TOKENS, tokens_on), (CoreReg.INPUTS, n_inputs)):
             with m.If(w_go & w_reg[reg]):
                 m.d.sync += target.eq(w.data)
+        w_src_word = SRC(w.data[:SRC.size])
+        for s in range(S):
+            with m.If(w_go & w_is[Mem.SRC] & w_src[s]):
+                m.d.sync += [src[s].eq(w_src_word), cur_t[s].eq(w_src_word.first),
+                             cur_q[s].eq(w_src_word.base)]
+        w_proj_word = PROJ(w.data[:PROJ.size])
+        for k in range(cfg.max_projs):
+            with m.If(w_go & w_is[Mem.PROJ] & w_proj_at[k]):
+                m.d.sync += [rd[k].eq(w_proj_word.slot), rd_first[k].eq(w_proj_word.first),
+                             rd_last[k].eq(w_proj_word.last)]
+        # A spike input's id goes straight into its next region; its count into the spike
+        # table (enable and address now, the word next cycle).
+        m.d.comb += [in_mem.we.eq(in_go & w_is[Mem.INPUT]),
+                     in_mem.waddr.eq(w_in_q + w_i), in_mem.wdata.eq(in_word)]
+        count_pending = Signal(name="count_pending")
+        count_word = Signal(SPK, name="count_word")
+        m.d.sync += [count_pending.eq(in_go & w_is[Mem.INCOUNT]),
+                     count_word.eq(0), count_word.bounds[L].eq(in_count),
+                     count_word.qbase.eq(w_in_q)]
+        with m.If(in_go & w_is[Mem.INCOUNT]):
+            m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(w_in_t)]
+        with m.If(count_pending):
+            m.d.comb += spk_data.eq(count_word)
 
         # After a reset the ports wait until the lanes have left theirs (reset_settle).
         settle = Signal(range(reset_settle(T) + 1), init=reset_settle(T), name="settle")
@@ -401,6 +545,43 @@ class Core(wiring.Component):
         with m.If(settle != 0):
             m.d.sync += settle.eq(settle - 1)
         m.d.sync += settled.eq(settle <= 1)
+
+        # Host reads of the global memories: the word of each, caught a cycle or two after
+        # READ (the spike table's read is a cycle, the input memory's two).
+        r_s = Signal(addr_bits(S), name="rq_src")
+        r_k = Signal(addr_bits(cfg.max_inputs), name="rq_input")
+        r_p = Signal(cfg.pop_bits, name="rq_pop")
+        r_f = Signal(cfg.spike_bits, name="rq_field")
+        m.d.comb += [r_s.eq(r.addr), r_k.eq(Mux(r.mem == Mem.INPUT, r.addr[cfg.input_bits:],
+                                               r.addr)),
+                     r_p.eq(r.addr[cfg.spike_bits:]), r_f.eq(r.addr[:cfg.spike_bits])]
+        r_src_word = Signal(SRC, name="rq_src_word")
+        r_in_t = Signal(cfg.region_bits, name="rq_input_entry")
+        r_in_q = Signal(cfg.qbase_bits, name="rq_input_base")
+        r_pop_t = Signal(cfg.region_bits, name="rq_pop_entry")
+        with m.Switch(r_s):
+            for s in range(S):
+                with m.Case(s):
+                    m.d.comb += r_src_word.eq(src[s])
+        with m.Switch(r_k):
+            for k in range(cfg.max_inputs):
+                with m.Case(k):
+                    m.d.comb += [r_in_t.eq(nxt_t[P0 + k]), r_in_q.eq(nxt_q[P0 + k])]
+        with m.Switch(r_p):
+            for k in range(cfg.max_pops):
+                with m.Case(k):
+                    m.d.comb += r_pop_t.eq(cur_t[k])
+        host_input = Signal(name="host_input_read")      # the host reads the input memory
+        m.d.comb += in_mem.raddr.eq(Mux(host_input, r_in_q + r.addr[:cfg.input_bits], in_addr))
+        spk_word = Signal(SPK, name="host_spike_entry")
+        spk_field = Signal(cfg.layout(Mem.SPIKES).bits, name="host_spike_field")
+        m.d.comb += spk_word.eq(spk_t.rdata)
+        with m.Switch(r_f):
+            for k in range(L + 1):
+                with m.Case(k):
+                    m.d.comb += spk_field.eq(spk_word.bounds[k])
+            with m.Case(L + 1):
+                m.d.comb += spk_field.eq(spk_word.qbase)
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
@@ -415,8 +596,12 @@ class Core(wiring.Component):
                 # Only on a handshake: a command offered while a write is still registered
                 # must wait (taking it on valid alone ran it twice, once unacknowledged).
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [cq.eq(self.cmd.payload),
-                                 cq_token_ok.eq(self.cmd.payload.token < vocab)]
+                    # No network (POPS 0) runs nothing: refused as a bad token is.
+                    token_ok = (n_pops != 0) & (~tokens_on | (self.cmd.payload.token < vocab))
+                    m.d.sync += [cq.eq(self.cmd.payload), cq_token_ok.eq(token_ok)]
+                    # A STEP that runs moves every source, projection and the token ring
+                    # on by one timestep, now (its first lookups read them next cycle).
+                    m.d.comb += stepping.eq((self.cmd.payload.op == Op.STEP) & token_ok)
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):
                     m.next = "READ"
@@ -432,20 +617,16 @@ class Core(wiring.Component):
                     with m.Case(Op.RESET):
                         m.d.sync += [
                             cbus.op.eq(LaneOp.CLEAR),
-                            prev_valid.eq(0),
+                            tok_n.eq(0),
                             countdown.eq(clear_from),
                         ]
                         # CLEAR's first cycle zeroes address clear_from if there is one.
-                        m.d.comb += [spk_ahead.en.eq(clear_from < 2 * cfg.max_pops),
+                        m.d.comb += [spk_ahead.en.eq(clear_from < cfg.max_regions),
                                      spk_ahead.addr.eq(clear_from)]
-                        m.d.comb += parity_next.eq(0)
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
                         with m.If(cq_token_ok):
-                            m.d.sync += [
-                                token.eq(cq.token),
-                                cycles.eq(0), spikes.eq(0),
-                            ]
+                            m.d.sync += [cycles.eq(0), spikes.eq(0)]
                             m.next = "D1"
                         with m.Else():
                             m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
@@ -468,9 +649,20 @@ class Core(wiring.Component):
                                  cbus.mem.eq(r.mem), cbus.addr.eq(r.addr)]
                     m.next = "READ_WAIT"
                 with m.Else():
+                    m.d.comb += [host_table.eq(1), host_input.eq(1),
+                                 host_entry.eq(Mux(r.mem == Mem.SPIKES, r_pop_t, r_in_t))]
                     m.d.sync += [table_q[0].eq(pop_host.data), table_q[1].eq(proj_host.data),
-                                 table_q[2].eq(core_word)]
-                    m.next = "READ_TABLE"
+                                 table_q[2].eq(core_word), table_q[3].eq(r_src_word)]
+                    m.next = "READ_TABLE1"
+
+            with m.State("READ_TABLE1"):
+                m.d.sync += [table_q[4].eq(Mux(r.mem == Mem.SPIKES, spk_field,
+                                               spk_word.bounds[L]))]
+                m.next = "READ_TABLE2"
+
+            with m.State("READ_TABLE2"):
+                m.d.sync += table_q[5].eq(in_mem.rdata)
+                m.next = "READ_TABLE"
 
             with m.State("READ_TABLE"):
                 with m.Switch(r.mem):
@@ -478,6 +670,12 @@ class Core(wiring.Component):
                         m.d.sync += rdata.data.eq(table_q[0])
                     with m.Case(Mem.PROJ):
                         m.d.sync += rdata.data.eq(table_q[1])
+                    with m.Case(Mem.SRC):
+                        m.d.sync += rdata.data.eq(table_q[3])
+                    with m.Case(Mem.SPIKES, Mem.INCOUNT):
+                        m.d.sync += rdata.data.eq(table_q[4])
+                    with m.Case(Mem.INPUT):
+                        m.d.sync += rdata.data.eq(table_q[5])
                     with m.Default():
                         m.d.sync += rdata.data.eq(table_q[2])
                 m.next = "READ_DATA"
@@ -499,7 +697,7 @@ class Core(wiring.Component):
                 # (and if the next cycle is still CLEAR's). The data is 0 by default.
                 m.d.sync += countdown.eq(countdown - 1)
                 m.d.comb += [spk_ahead.en.eq((countdown > 0) &
-                                             (countdown <= 2 * cfg.max_pops)),
+                                             (countdown <= cfg.max_regions)),
                              spk_ahead.addr.eq(countdown - 1)]
                 with m.If(finished):
                     m.next = "RESULT"
@@ -507,6 +705,23 @@ class Core(wiring.Component):
             with m.State("RESULT"):
                 m.d.comb += self.result.valid.eq(1)
                 with m.If(self.result.ready):
+                    with m.If((cq.op == Op.STEP) & cq_token_ok):
+                        m.d.sync += countdown.eq(cfg.max_inputs - 1)
+                        m.next = "RETIRE"
+                    with m.Else():
+                        m.next = "IDLE"
+
+            # After a STEP: empty every spike input's next entry, which the host fills (or
+            # not) before the next STEP. Not part of the timestep's cycles.
+            with m.State("RETIRE"):
+                k_now = cfg.max_inputs - 1 - countdown
+                with m.Switch(k_now):
+                    for k in range(cfg.max_inputs):
+                        with m.Case(k):
+                            m.d.comb += [spk_ahead.en.eq((k < n_inputs) & src[P0 + k].keep),
+                                         spk_ahead.addr.eq(nxt_t[P0 + k])]
+                m.d.sync += countdown.eq(countdown - 1)
+                with m.If(countdown == 0):
                     m.next = "IDLE"
 
             # Dispatch, first cycle: which phase is next?
@@ -515,11 +730,13 @@ class Core(wiring.Component):
                 m.d.sync += [
                     ph_pop.eq(pop_rd.data), ph_proj.eq(next_proj),
                     ph_route.eq(j_live & p_live & (next_proj.dst == p)),
-                    ph_update.eq(p_live),
+                    ph_update.eq(p_live), ph_last.eq(p_last),
                     rt_spikes.eq(route_spikes),
-                    rt_bounds.eq(Mux(next_proj.input, 0, route_entry.bounds)),
+                    rt_bounds.eq(Mux(next_proj.token | from_input, 0, route_entry.bounds)),
                     rt_qbase.eq(route_entry.qbase),
-                    upd_qbase.eq(Mux(parity, NPL, 0) + pop_rd.data.base),
+                    rt_token.eq(route_token), rt_input.eq(from_input),
+                    upd_qbase.eq(upd_q_now), upd_entry.eq(upd_t_now),
+                    upd_keep.eq(upd_keep_now),
                 ]
                 m.next = "D2"
 
@@ -533,13 +750,19 @@ class Core(wiring.Component):
                     cbus.bounds.eq(rt_bounds),
                     cbus.addr.eq(ph_pop.base),
                     cbus.size.eq(ph_pop.size),
-                    cbus.kind.eq(ph_pop.kind),
+                    cbus.mode.kind.eq(ph_pop.kind),
+                    cbus.mode.reset.eq(ph_pop.reset),
+                    cbus.mode.level_bits.eq(ph_pop.level_bits),
+                    cbus.push.eq(upd_keep),
                     cbus.count.eq(Mux(ph_route, rt_spikes, Mux(ph_update, ph_pop.rows, vocab))),
                     cbus.qbase.eq(Mux(ph_route, rt_qbase, upd_qbase)),
                     countdown.eq(Mux(ph_update, ph_pop.rows + timing.update_latency - 2,
                                      vocab + timing.sample_latency - 2)),
-                    inj_on.eq(ph_proj.input),
-                    inj_ptr.eq(ph_proj.ptr_base + Mux(ph_proj.delay, prev_token, token)),
+                    inj_on.eq(ph_proj.token),
+                    inj_ptr.eq(ph_proj.ptr_base + rt_token),
+                    in_left.eq(Mux(rt_input, rt_spikes, 0)),
+                    in_addr.eq(rt_qbase),
+                    in_going.eq(0),
                 ]
                 with m.If(ph_route):
                     m.d.comb += j_next.eq(j + 1)
@@ -551,14 +774,22 @@ class Core(wiring.Component):
                 with m.Elif(ph_update):
                     m.d.sync += cbus.op.eq(LaneOp.UPDATE)
                     m.next = "UPDATE"
-                with m.Else():
+                with m.Elif(sampling):
                     m.d.sync += cbus.op.eq(LaneOp.SAMPLE)
                     m.d.sync += sample_start.eq(1)
                     m.next = "SAMPLE"
+                with m.Else():
+                    # No population (nothing loaded) and no readout: nothing to run.
+                    m.d.sync += [res.cycles.eq(cycles + 1), res.spikes.eq(spikes)]
+                    m.next = "RESULT"
 
             with m.State("ROUTE"):
                 m.d.sync += [cycles.eq(cycles + 1),
                              inj_now.eq(inj_on & (body == inject_at - 1))]
+                with m.If(body == inject_at - 1 - READ_LATENCY - 1):
+                    m.d.sync += in_going.eq(1)
+                with m.If(in_read):
+                    m.d.sync += [in_left.eq(in_left - 1), in_addr.eq(in_addr + 1)]
                 with m.If(body != timing.broadcast_latency):
                     m.d.sync += body.eq(body + 1)
                 # Before broadcast_latency no lane can be done, and the done tree may still
@@ -570,9 +801,10 @@ class Core(wiring.Component):
             with m.State("UPDATE"):
                 m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
                 # The body ends the cycle after countdown 0 (it starts at 0 or more), writing
-                # the population's spike counts: enable and address decided here.
+                # the population's spike counts (if it keeps them): enable and address
+                # decided here.
                 with m.If(countdown == 0):
-                    m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(Cat(parity, p))]
+                    m.d.comb += [spk_ahead.en.eq(upd_keep), spk_ahead.addr.eq(upd_entry)]
                 with m.If(finished):
                     bounds = Signal(SPK.members["bounds"], name="bounds")
                     m.d.comb += bounds.eq(Cat(C(0, cfg.size_bits), *incl))
@@ -582,7 +814,13 @@ class Core(wiring.Component):
                     ]
                     m.d.sync += spikes.eq(spikes + incl[-1])
                     m.d.comb += p_next.eq(p + 1)
-                    m.next = "D1"
+                    with m.If(ph_last & ~sampling):
+                        # No readout: the timestep ends with its last update.
+                        m.d.sync += [res.cycles.eq(cycles + 1),
+                                     res.spikes.eq(spikes + incl[-1])]
+                        m.next = "RESULT"
+                    with m.Else():
+                        m.next = "D1"
 
             with m.State("SAMPLE"):
                 m.d.sync += [cycles.eq(cycles + 1), countdown.eq(countdown - 1)]
@@ -595,13 +833,10 @@ class Core(wiring.Component):
                         res.token.eq(sampler.token),
                         res.cycles.eq(cycles + 1),
                         res.spikes.eq(spikes),
-                        prev_token.eq(token),
-                        prev_valid.eq(1),
                     ]
-                    m.d.comb += parity_next.eq(~parity)
                     m.next = "RESULT"
 
         m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))
-        assert DISPATCH_CYCLES == 2 and NEURON_LATENCY == 5 and COMMAND_LATENCY == 1
+        assert DISPATCH_CYCLES == 2 and COMMAND_LATENCY == 1
         assert timing.update_latency >= 2        # an UPDATE body never ends in its first cycle
         return m

@@ -36,21 +36,24 @@ class Lane(wiring.Component):
     """Lane ``index`` of a core built for ``config``.
 
     A lane owns, for its neurons (neuron ``n`` of a population is in lane ``n % lanes`` at
-    local address ``base + n // lanes``), the parameters, the state ``(v, a)`` and the
-    input accumulator; its row pointers and synapse words; its spike queue (two banks, by
-    timestep parity) and the spike buffer of the projection being routed. It obeys the
-    lane bus (one ``LaneOp`` pulse per phase or host access, phase fields held):
+    local address ``base + n // lanes``), the parameters, the state ``(v, a, s)`` and the
+    input accumulator; its row pointers and synapse words; its spike queue (a region per
+    population and kept timestep, spikestream.memory_map) and the spike buffer of the
+    projection being routed. It obeys the lane bus (one ``LaneOp`` pulse per phase or host
+    access, phase fields held):
 
     * ``ROUTE``: stream its queued spikes of ranks ``bounds[index] .. bounds[index+1]-1``
-      (as row-pointer addresses: id plus ``ptr_base``) into the gather tree at the matching
-      cycles (so all lanes together emit them one per
-      cycle, lane-major), and walk every spike that then arrives on ``bus.spike``: read its
-      row pointer and spend ``max(1, length)`` cycles adding the segment's weights into the
-      accumulator (read-modify-write with forwarding). ``done`` rises when all
-      ``count`` spikes have been walked.
-    * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline; write
-      the state back, clear the accumulator, push each spike's neuron id to the queue at
-      ``qbase``; ``spikes`` counts them.
+      from ``qbase`` (as row-pointer addresses: id (``row * lanes + index``) plus
+      ``ptr_base``, with their values
+      ``q``) into the gather tree at the matching cycles (so all lanes together emit them
+      one per cycle, lane-major), and walk every spike that then arrives on ``bus.spike``:
+      read its row pointer and spend ``max(1, length)`` cycles adding the segment's weights
+      times ``q`` into the accumulator (read-modify-write with forwarding). ``done`` rises
+      when all ``count`` spikes have been walked.
+    * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline (in the
+      population's ``mode``); write the state back, clear the accumulator, and (if
+      ``push``) queue each spiking neuron's row (``n // lanes``) and value from ``qbase``;
+      ``spikes`` counts them.
     * ``SAMPLE``: stream the readout membranes of this lane's tokens ``index, index +
       lanes, ...`` below ``count`` to the gather tree, one per ``lanes`` cycles in turn.
     * ``CLEAR``: zero every ``v``, ``a`` and accumulator; ``WRITE``/``READ``: host access.
@@ -189,12 +192,15 @@ class Lane(wiring.Component):
         m.submodules.acc = acc = PipelinedRAM(ACC_BITS, NPL, attrs=bram, name="acc",
                                               lutram="acc" in self._lutram,
                                               row_words=ROW_WORDS)
-        m.submodules.queue = queue = PipelinedRAM(cfg.id_bits, cfg.queue_depth, attrs=bram,
+        QUEUE = word_layout(cfg, Mem.QUEUE)
+        SPIKE = data.StructLayout({"ptr": unsigned(cfg.ptr_bits), "q": unsigned(cfg.q_bits)})
+        SEG = data.StructLayout({"seg": PTR, "q": unsigned(cfg.q_bits)})
+        m.submodules.queue = queue = PipelinedRAM(QUEUE.size, cfg.queue_depth, attrs=bram,
                                                   name="queue", lutram="queue" in self._lutram,
                                                   row_words=ROW_WORDS)
-        m.submodules.sbuf = sbuf = BlockRAM(cfg.ptr_bits, cfg.spike_depth, attrs=bram,
+        m.submodules.sbuf = sbuf = BlockRAM(SPIKE.size, cfg.spike_depth, attrs=bram,
                                             name="sbuf", lutram="sbuf" in self._lutram)
-        m.submodules.skid = skid = Memory(shape=PTR, depth=SKID_DEPTH, init=[])
+        m.submodules.skid = skid = Memory(shape=SEG, depth=SKID_DEPTH, init=[])
 
         param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
         state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
@@ -206,10 +212,17 @@ class Lane(wiring.Component):
         syn_r, syn_w, syn_q, syn_next = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
-        queue_w = SimpleNamespace(en=queue.we, addr=queue.waddr, data=queue.wdata)
-        queue_raw = queue.rdata                 # the word at queue.raddr of two cycles before
-        queue_ptr = data_reg((queue_raw + bus.ptr_base).shape(), "queue_ptr")
-        m.d.sync += queue_ptr.eq(queue_raw + bus.ptr_base)
+        queue_w = SimpleNamespace(en=queue.we, addr=queue.waddr, data=QUEUE(queue.wdata))
+        queue_raw = QUEUE(queue.rdata)          # the word at queue.raddr of two cycles before
+        # A queued spike is the neuron's row: its id is row * lanes + index, to which the
+        # projection's row-pointer base is added (index + base in a register of its own).
+        queue_ptr = data_reg(cfg.ptr_bits, "queue_ptr")
+        queue_q = data_reg(cfg.q_bits, "queue_q")
+        queue_host = data_reg(QUEUE.size, "queue_host")
+        snd_base = data_reg(cfg.ptr_bits, "snd_base")
+        m.d.sync += [snd_base.eq(bus.ptr_base + self._index),
+                     queue_ptr.eq(queue_raw.row * L + snd_base), queue_q.eq(queue_raw.q),
+                     queue_host.eq(queue.rdata)]
         skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
         assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
 
@@ -233,7 +246,8 @@ class Lane(wiring.Component):
         host_wr = {mem: Signal(name=f"host_wr_{mem.name.lower()}")
                    for mem in (Mem.PARAM, Mem.STATE, Mem.PTR, Mem.SYN)}
         host_rd_mem = {mem: Signal(name=f"host_rd_{mem.name.lower()}")
-                       for mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN)}
+                       for mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN,
+                                   Mem.QUEUE)}
         m.d.sync += [
             host_rd.eq(host_rd_next),
             host_addr.eq(bus.addr), host_data.eq(bus.data),
@@ -251,7 +265,8 @@ class Lane(wiring.Component):
         for mem, q, latency in ((Mem.PARAM, param_q, READ_LATENCY),
                                 (Mem.STATE, state_q, READ_LATENCY),
                                 (Mem.ACC, acc_q, READ_LATENCY), (Mem.PTR, ptr_q, READ_LATENCY),
-                                (Mem.SYN, syn_q, BANKED_READ_LATENCY)):
+                                (Mem.SYN, syn_q, BANKED_READ_LATENCY),
+                                (Mem.QUEUE, queue_host, READ_LATENCY)):
             name = f"host_{mem.name.lower()}"
             sel = delay(host_rd_mem[mem], latency, name)
             g = data_reg(cfg.data_bits, f"{name}_word")
@@ -259,7 +274,7 @@ class Lane(wiring.Component):
             gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word", True))
         m.d.sync += [
             host_q.eq(delay(host_rd, BANKED_READ_LATENCY + 1, "host_rd")),
-            host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4]),
+            host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4] | gated[5]),
         ]
 
         m.d.comb += [
@@ -290,6 +305,7 @@ class Lane(wiring.Component):
         upd_addr = data_reg(cfg.local_bits, "upd_addr")
         upd_addr_next = Signal(cfg.local_bits, name="upd_addr_next")
         upd_n = data_reg(bits_for(cfg.max_source + L), "upd_n")
+        upd_row = data_reg(cfg.local_bits, "upd_row")     # n // lanes
         m.d.comb += upd_addr_next.eq(Mux(op == LaneOp.UPDATE, bus.addr,
                                          Mux(upd_run, upd_addr + 1, upd_addr)))
         m.d.sync += upd_addr.eq(upd_addr_next)
@@ -298,24 +314,26 @@ class Lane(wiring.Component):
                 upd_run.eq(bus.count != 0),
                 upd_left.eq(bus.count),
                 upd_n.eq(self._index),
+                upd_row.eq(0),
             ]
         with m.Elif(upd_run):
-            m.d.sync += [upd_n.eq(upd_n + L), upd_left.eq(upd_left - 1)]
+            m.d.sync += [upd_n.eq(upd_n + L), upd_row.eq(upd_row + 1),
+                         upd_left.eq(upd_left - 1)]
             with m.If(upd_left == 1):
                 m.d.sync += upd_run.eq(0)
 
-        tag = data.StructLayout({"addr": unsigned(cfg.local_bits), "n": unsigned(cfg.id_bits),
-                                 "neuron": 1})
+        tag = data.StructLayout({"addr": unsigned(cfg.local_bits),
+                                 "row": unsigned(cfg.local_bits), "neuron": 1})
         upd_tag = Signal(tag, name="upd_tag")
         m.d.comb += [
             upd_tag.addr.eq(upd_addr),
-            upd_tag.n.eq(upd_n),
+            upd_tag.row.eq(upd_row),
             upd_tag.neuron.eq(upd_n < bus.size),
         ]
         m.submodules.neuron = neuron = NeuronUnit(cfg, tag)
         m.d.comb += [
             neuron.i.valid.eq(delay(upd_run, READ_LATENCY, "upd_run")),
-            neuron.i.payload.kind.eq(bus.kind),
+            neuron.i.payload.pop.eq(bus.mode),
             neuron.i.payload.params.eq(param_q),
             neuron.i.payload.state.eq(state_q),
             neuron.i.payload.acc.eq(acc_q),
@@ -326,24 +344,27 @@ class Lane(wiring.Component):
         push = Signal(name="push")
         m.d.comb += [
             write_back.eq(neuron.o.valid & out.tag.neuron),
-            push.eq(write_back & out.spike),
+            push.eq(write_back & (out.q != 0)),
         ]
         if self._trace:
             m.d.comb += [
                 self.trace.valid.eq(write_back),
-                self.trace.spike.eq(out.spike),
+                self.trace.q.eq(out.q),
                 self.trace.addr.eq(out.tag.addr),
                 self.trace.v.eq(out.state.v),
                 self.trace.a.eq(out.state.a),
+                self.trace.s.eq(out.state.s),
             ]
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += self.spikes.eq(0)
         with m.Elif(push):
             m.d.sync += self.spikes.eq(self.spikes + 1)
+        # A population that no projection reads (and the host does not) keeps no spikes.
         m.d.comb += [
-            queue_w.en.eq(push),
+            queue_w.en.eq(push & bus.push),
             queue_w.addr.eq(bus.qbase + self.spikes),
-            queue_w.data.eq(out.tag.n),
+            queue_w.data.row.eq(out.tag.row),
+            queue_w.data.q.eq(out.q),
         ]
 
         # SAMPLE: this lane's readout membranes, one every `lanes` cycles --------------------
@@ -385,7 +406,7 @@ class Lane(wiring.Component):
         snd_addr_next = Signal.like(snd_addr, name="snd_addr_next")
         m.d.comb += [snd_addr_next.eq(Mux(op == LaneOp.ROUTE, bus.qbase,
                                           Mux(snd_read, snd_addr + 1, snd_addr))),
-                     queue.raddr.eq(snd_addr_next)]
+                     queue.raddr.eq(Mux(host_rd_next, bus.addr, snd_addr_next))]
         m.d.sync += snd_addr.eq(snd_addr_next)
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
@@ -393,7 +414,7 @@ class Lane(wiring.Component):
         assert HOST_READ_LATENCY == 1 + BANKED_READ_LATENCY + 2
         m.d.comb += [
             self.gather.valid.eq(snd_q | smp_q | host_q),
-            self.gather.payload.eq(Mux(snd_q, queue_ptr, 0) |
+            self.gather.payload.eq(Mux(snd_q, Cat(queue_ptr, queue_q), 0) |
                                    Mux(smp_q, state_q.v.as_unsigned(), 0) | host_word),
         ]
 
@@ -428,10 +449,11 @@ class Lane(wiring.Component):
         def wrap(x):
             return Mux(x == cfg.spike_depth - 1, 0, x + 1)
 
+        sb_data = SPIKE(sbuf.rdata)
         m.d.comb += [
             sbuf.we.eq(store),
             sbuf.waddr.eq(wp),
-            sbuf.wdata.eq(bus.spike.ptr),
+            sbuf.wdata.eq(Cat(bus.spike.ptr, bus.spike.q)),
             sbuf.raddr.eq(rp),
         ]
         with m.If(op == LaneOp.ROUTE):
@@ -447,25 +469,33 @@ class Lane(wiring.Component):
             ]
 
         ptr_issue = Signal(name="ptr_issue")
+        issue_q = Signal(cfg.q_bits, name="issue_q")
         m.d.comb += [
             ptr_issue.eq(sb_ret | direct),
-            ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sbuf.rdata, bus.spike.ptr))),
+            ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sb_data.ptr, bus.spike.ptr))),
+            issue_q.eq(Mux(sb_ret, sb_data.q, bus.spike.q)),
         ]
         push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
+        seg_q = delay(issue_q, READ_LATENCY, "issue_q", True)     # the spike's value, with ptr_q
 
         # The segment queue: a head register (what the walker looks at) in front of a small
         # LUT RAM. A segment enters the head directly when it is free, so the queue adds no
         # latency, and the walker decides from flip-flops only.
         HEAD = data.StructLayout({"start": unsigned(cfg.syn_bits), "nonzero": 1, "single": 1,
-                                  "more": unsigned(cfg.rows_bits)})
+                                  "more": unsigned(cfg.rows_bits), "q": unsigned(cfg.q_bits)})
 
         head = data_reg(HEAD, "head")
         head_valid = Signal(name="head_valid")
 
-        def load_head(seg):
+        def load_head(entry):
+            seg = entry.seg
             return [head.start.eq(seg.start), head.nonzero.eq(seg.length != 0),
                     head.single.eq(seg.length <= 1),
-                    head.more.eq(Mux(seg.length != 0, seg.length - 1, 0)), head_valid.eq(1)]
+                    head.more.eq(Mux(seg.length != 0, seg.length - 1, 0)), head.q.eq(entry.q),
+                    head_valid.eq(1)]
+
+        arriving = Signal(SEG, name="arriving")
+        m.d.comb += [arriving.seg.eq(ptr_q), arriving.q.eq(seg_q)]
 
         skid_wp = Signal(range(SKID_DEPTH), name="skid_wp")
         skid_rp = Signal(range(SKID_DEPTH), name="skid_rp")
@@ -479,7 +509,7 @@ class Lane(wiring.Component):
             to_ram.eq(push_seg & ~(head_free & (stored == 0))),
             skid_w.en.eq(to_ram),
             skid_w.addr.eq(skid_wp),
-            skid_w.data.eq(ptr_q),
+            skid_w.data.eq(arriving),
             skid_r.addr.eq(skid_rp),
         ]
         with m.If(op == LaneOp.ROUTE):
@@ -493,7 +523,7 @@ class Lane(wiring.Component):
             with m.If(refill):
                 m.d.sync += load_head(skid_r.data)
             with m.Elif(head_free & push_seg):
-                m.d.sync += load_head(ptr_q)
+                m.d.sync += load_head(arriving)
             with m.Elif(take):
                 m.d.sync += head_valid.eq(0)
 
@@ -501,6 +531,7 @@ class Lane(wiring.Component):
         rem = Signal(cfg.rows_bits, name="rem")           # slots of this segment still to go
         rem_zero = Signal(init=1, name="rem_zero")
         cur = data_reg(cfg.syn_bits, "cur")
+        cur_q = data_reg(cfg.q_bits, "cur_q")             # the value of the spike walked
         walked = Signal(cfg.size_bits, name="walked")
         syn_issue = Signal(name="syn_issue")
         m.d.comb += [
@@ -514,6 +545,7 @@ class Lane(wiring.Component):
             m.d.sync += [
                 walked.eq(walked + 1),
                 cur.eq(head.start + 1),
+                cur_q.eq(head.q),
                 rem.eq(head.more),
                 rem_zero.eq(head.single),
             ]
@@ -526,18 +558,24 @@ class Lane(wiring.Component):
         # merged into the read word already in M (it is then in wr1), so that W has one
         # multiplexer in front of its adder.
         v_r = delay(syn_issue & route_on, BANKED_READ_LATENCY, "syn_issue")
+        # The value of the spike each synapse read belongs to, with the synapse word.
+        q_r = delay(Mux(take, head.q, cur_q), BANKED_READ_LATENCY, "syn_q_value", True)
         v_m = Signal(name="v_m")
         v_w = Signal(name="v_w")
         a_m = data_reg(cfg.local_bits, "a_m")
         a_w = data_reg(cfg.local_bits, "a_w")
-        w_m = data_reg(signed(WEIGHT_BITS), "w_m")
-        w_w = data_reg(signed(WEIGHT_BITS), "w_w")
+        WQ = WEIGHT_BITS + cfg.q_bits           # weight times spike value
+        w_m = data_reg(signed(WQ), "w_m")
+        w_w = data_reg(signed(WQ), "w_w")
         wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
                                         "value": signed(ACC_BITS)}), name="wr1")
         hit1 = Signal(name="hit1")
         base = data_reg(signed(ACC_BITS), "acc_base")    # the read word, two back merged
+        # weight * q by shifts and adds (q has at most MAX_LEVEL_BITS bits; binary spikes
+        # have q = 1): no multiplier block, a few adders on a register-to-register path.
+        scaled = sum(Mux(q_r[i], syn_q.weight.as_signed() << i, 0) for i in range(cfg.q_bits))
         m.d.sync += [
-            v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(syn_q.weight),
+            v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(scaled),
             v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),
             hit1.eq(v_m & v_w & (a_m == a_w)),
             base.eq(Mux(v_m & wr1.valid & (a_m == wr1.addr), wr1.value, acc_raw)),

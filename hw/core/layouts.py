@@ -4,21 +4,27 @@ from amaranth import signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import Out
 
-from spikestream.formats import STATE_BITS, NeuronKind, ResetMode, NEURON_KIND_RESET
+from spikestream.formats import MAX_LEVEL_BITS, STATE_BITS
 from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
                           Mem, Status, addr_bits)
 
-__all__ = ["word_layout", "LaneOp", "lane_bus_layout", "gather_layout", "segment_layout",
-           "trace_layout", "trace_signature",
-           "write_request_layout", "read_request_layout", "read_response_layout", "Command", "Result",
-           "StatusWord",
-           "reset_mode"]
+__all__ = ["word_layout", "mode_layout", "LaneOp", "lane_bus_layout", "gather_layout",
+           "segment_layout", "trace_layout", "trace_signature",
+           "write_request_layout", "read_request_layout", "read_response_layout", "Command",
+           "Result", "StatusWord"]
 
 
 def word_layout(config, mem):
     """The ``StructLayout`` of a memory word (fields LSB first, as ``WordLayout.pack``)."""
     return data.StructLayout({f.name: signed(f.bits) if f.signed else unsigned(f.bits)
                               for f in config.layout(mem)})
+
+
+def mode_layout(config):
+    """A population's update mode, as its ``POP`` word holds it: kind, reset mode and spike
+    levels ``K`` (``level_bits``)."""
+    return data.StructLayout({f.name: unsigned(f.bits) for f in config.layout(Mem.POP)
+                              if f.name in ("kind", "reset", "level_bits")})
 
 
 def segment_layout(config):
@@ -30,7 +36,7 @@ class LaneOp(enum.Enum, shape=3):
     """What the scheduler asks of the lanes this cycle (a one-cycle pulse on the lane bus)."""
     NOP = 0
     ROUTE = 1    # walk the spikes that follow on the bus; count = spikes, bounds = windows
-    UPDATE = 2   # update rows addr .. addr+count-1, push spikes at qbase
+    UPDATE = 2   # update rows addr .. addr+count-1, push spikes at qbase if push
     SAMPLE = 3   # stream readout membranes addr.. to the gather tree, count = vocabulary
     CLEAR = 4    # zero every v, a and accumulator
     WRITE = 5    # host write of data to mem[addr] in lane `lane`
@@ -40,10 +46,11 @@ class LaneOp(enum.Enum, shape=3):
 def lane_bus_layout(config):
     """What the broadcast tree carries from the scheduler to every lane, every cycle.
 
-    The phase fields (``addr``, ``count``, ``qbase``, ``ptr_base``, ``size``, ``kind``,
-    ``bounds``) are held for the whole phase; ``op`` is a pulse; ``spike`` carries one
-    routed spike per cycle (its row-pointer address, source id plus the projection's base).
-    ``bounds[l] .. bounds[l+1]`` is lane ``l``'s window of spike ranks.
+    The phase fields (``addr``, ``count``, ``qbase``, ``ptr_base``, ``size``, ``mode``,
+    ``push``, ``bounds``) are held for the whole phase; ``op`` is a pulse; ``spike`` carries
+    one routed spike per cycle (its row-pointer address, source id plus the projection's
+    base, and its value ``q``). ``bounds[l] .. bounds[l+1]`` is lane ``l``'s window of spike
+    ranks.
     """
     return data.StructLayout({
         "op": LaneOp,
@@ -55,9 +62,11 @@ def lane_bus_layout(config):
         "qbase": unsigned(addr_bits(config.queue_depth)),
         "ptr_base": unsigned(config.ptr_bits),
         "size": unsigned(config.size_bits),
-        "kind": unsigned(2),
+        "mode": mode_layout(config),
+        "push": 1,
         "bounds": data.ArrayLayout(unsigned(config.size_bits), config.lanes + 1),
-        "spike": data.StructLayout({"valid": 1, "ptr": unsigned(config.ptr_bits)}),
+        "spike": data.StructLayout({"valid": 1, "ptr": unsigned(config.ptr_bits),
+                                    "q": unsigned(config.q_bits)}),
     })
 
 
@@ -67,9 +76,11 @@ def gather_layout(config):
 
 
 def trace_layout(config):
-    """One lane's neuron write-back as the observation port shows it (zero when idle)."""
-    return data.StructLayout({"valid": 1, "spike": 1, "addr": unsigned(config.local_bits),
-                              "v": signed(STATE_BITS), "a": signed(STATE_BITS)})
+    """One lane's neuron write-back as the observation port shows it (zero when idle): the
+    spike value ``q`` (0: none) and the new state ``v``, ``a``, ``s``."""
+    return data.StructLayout({"valid": 1, "q": unsigned(MAX_LEVEL_BITS),
+                              "addr": unsigned(config.local_bits),
+                              "v": signed(STATE_BITS), "a": signed(STATE_BITS), "s": 1})
 
 
 def trace_signature(config):
@@ -78,18 +89,6 @@ def trace_signature(config):
         "valid": Out(1),
         "lanes": Out(data.ArrayLayout(trace_layout(config), config.lanes)),
     })
-
-
-def reset_mode(kind):
-    """Decode a population's 2-bit :class:`NeuronKind` into (spikes, reset to zero) bits."""
-    spikes = 0
-    zero = 0
-    for k, r in NEURON_KIND_RESET.items():
-        if r != ResetMode.NONE:
-            spikes = spikes | (kind == int(k))
-        if r == ResetMode.ZERO:
-            zero = zero | (kind == int(k))
-    return spikes, zero
 
 
 def write_request_layout(config):

@@ -5,9 +5,9 @@ and returns its outcome; they keep ``valid`` high across back-to-back transfers 
 use generator testbenches.
 """
 
-from spikestream.memory_map import Mem, Op, Write
+from spikestream.memory_map import Mem, Op, Write, output_reads
 
-__all__ = ["write_words", "read_word", "read_state", "command", "StepOutcome"]
+__all__ = ["write_words", "read_word", "read_state", "read_outputs", "command", "StepOutcome"]
 
 
 async def write_words(ctx, core, writes):
@@ -85,3 +85,21 @@ async def read_state(ctx, core, base, size):
         as_.append(fields["a"])
     return vs, as_
 
+
+
+async def read_outputs(ctx, core, image):
+    """The :class:`~spikestream.memory_map.Outputs` of the last STEP, read as a host does
+    (:func:`spikestream.memory_map.output_reads`)."""
+    proc = output_reads(image, core.config)
+    try:
+        request = next(proc)
+        while True:
+            words = []
+            for k in range(request.count):
+                word, error = await read_word(ctx, core, request.mem, request.lane,
+                                              request.addr + k)
+                assert not error, request
+                words.append(word)
+            request = proc.send(words)
+    except StopIteration as done:
+        return done.value

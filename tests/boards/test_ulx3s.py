@@ -164,7 +164,7 @@ def test_85f_default_holds_the_shipped_model_at_16_lanes():
 
 
 def test_lanes_that_do_not_fit_are_refused():
-    with pytest.raises(ValueError, match=r"64 lanes do not fit the LFE5U-85F: .*258 DP16KD"):
+    with pytest.raises(ValueError, match=r"64 lanes do not fit the LFE5U-85F: .*259 DP16KD"):
         ulx3s.core_config("85f", 64)
     with pytest.raises(ValueError, match=r"32 lanes do not fit the LFE5U-85F: an estimated "
                                          r"\d+ LUT4"):

@@ -16,7 +16,7 @@ from boards import ulx3s
 from hw.build import TOOLS, yosys_memory_script
 from hw.core.lane import Lane
 from hw.core.layouts import lane_bus_layout
-from spikestream.memory_map import CoreConfig
+from spikestream.memory_map import CoreConfig, Mem
 from spikestream.capacity import core_plan, lutram_memories
 
 YOSYS = TOOLS["YOSYS"]
@@ -69,6 +69,7 @@ def test_lane_block_rams_match_yosys(config, budget, tmp_path):
     plan = core_plan(config, budget)
     dp16kd, dpr = mapped_cells(config, budget, tmp_path)
     assert dp16kd == plan.blocks_per_lane, plan.summary()
-    # The segment queue (16 x row pointer) is LUT RAM as well, outside the plan.
-    skid = -(-config.layout(3).bits // 4)
+    # The segment queue (16 x row pointer and spike value) is LUT RAM as well, outside the
+    # plan.
+    skid = -(-(config.layout(Mem.PTR).bits + config.q_bits) // 4)
     assert dpr == plan.dpr16x4_per_lane + skid

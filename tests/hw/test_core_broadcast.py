@@ -18,7 +18,7 @@ from hw.core.layouts import LaneOp
 from spikestream.timing import NEURON_LATENCY, READ_LATENCY
 from spikestream.memory_map import CoreConfig, Mem
 from models.cycles import lane_major_order
-from spikestream.formats import STATE_MAX, STATE_MIN, NeuronKind
+from spikestream.formats import STATE_MAX, STATE_MIN, NeuronKind, ResetMode
 
 
 def _run(dut, testbench):
@@ -83,8 +83,9 @@ def test_broadcaster_order(lanes, size, seed):
 
     def bus(**fields):
         b = {"op": LaneOp.NOP, "lane": 0, "mem": 0, "addr": 0, "data": 0, "count": 0,
-             "qbase": 0, "ptr_base": 0, "size": 0, "kind": 0, "bounds": [0] * (lanes + 1),
-             "spike": {"valid": 0, "ptr": 0}}
+             "qbase": 0, "ptr_base": 0, "size": 0, "bounds": [0] * (lanes + 1),
+             "mode": {"kind": 0, "reset": 0, "level_bits": 0}, "push": 0,
+             "spike": {"valid": 0, "ptr": 0, "q": 0}}
         b.update(fields)
         return b
 
@@ -100,7 +101,8 @@ def test_broadcaster_order(lanes, size, seed):
         await ctx.tick()
         ctx.set(dut.bus, bus())
         await ctx.tick().repeat(config.neurons_per_lane + T + 2)
-        phase = bus(addr=base, count=rows, size=size, kind=int(NeuronKind.LIF),
+        mode = {"kind": int(NeuronKind.LIF), "reset": int(ResetMode.ZERO), "level_bits": 1}
+        phase = bus(addr=base, count=rows, size=size, mode=mode, push=1,
                     qbase=config.neurons_per_lane + base)
         ctx.set(dut.bus, {**phase, "op": LaneOp.UPDATE})
         await ctx.tick()
@@ -119,7 +121,8 @@ def test_broadcaster_order(lanes, size, seed):
         first = T + 1 + READ_LATENCY + T - 1
         assert all(x is None for x in trace[:first])
         ids = [int(n) for n in lane_major_order(size, lanes) if fire[n]]
-        assert trace[first:first + len(ids)] == ids
+        # Each spike leaves as its row-pointer address (ptr_base 0: its id) and value 1.
+        assert trace[first:first + len(ids)] == [n | 1 << config.ptr_bits for n in ids]
         assert all(x is None for x in trace[first + len(ids):])
 
     _run(dut, testbench)

@@ -181,7 +181,7 @@ def test_init_refuses_what_the_port_refuses():
         Write(Mem.POP, 1, 0, 1): "lane must be 0",
         Write(Mem.PTR, 0, 8, 1): "address 8 outside",
         Write(Mem.CORE, 0, CoreReg.POPS, 3): "POPS = 3 exceeds 2",
-        Write(9, 0, 0, 0): "no memory 9",
+        Write(len(Mem), 0, 0, 0): f"no memory {len(Mem)}",
         Write(Mem.PARAM, 0, 0, 1 << config.data_bits): "does not fit",
     }
     for wr, reason in bad.items():
@@ -189,6 +189,11 @@ def test_init_refuses_what_the_port_refuses():
         with pytest.raises(ValueError, match=reason):
             Core(config, init=[Write(Mem.SYN, 0, 0, 5), wr])
     assert write_problem(Write(Mem.CORE, 0, CoreReg.SEED, (1 << 40) + 3), config) is None
+    # Spike inputs are for the next STEP, through the port: not an initial content.
+    for wr in (Write(Mem.INCOUNT, 0, 0, 0), Write(Mem.INPUT, 0, 0, 0)):
+        assert write_problem(wr, config) is None
+        with pytest.raises(ValueError, match="written per STEP"):
+            Core(config, init=[wr])
 
 
 def _trace_process(core, log):
@@ -202,7 +207,7 @@ def _trace_process(core, log):
                 x = lanes[lane]
                 if x.valid:
                     any_lane = True
-                    log[-1].append(WriteBack(lane, x.addr, bool(x.spike), x.v, x.a))
+                    log[-1].append(WriteBack(lane, x.addr, x.q, x.v, x.a, x.s))
             assert bool(valid) == any_lane
     return process
 
@@ -237,8 +242,9 @@ def test_trace_shows_every_write_back(recipe, lanes, seed):
         for p, pop in enumerate(net.populations):
             for n in range(pop.size):
                 lane, addr = neurons.place(p, n)
-                want[lane, addr] = WriteBack(lane, addr, bool(ref.spikes[p][0, n]),
-                                             int(ref.v[p][0, n]), int(ref.a[p][0, n]))
+                q = int(ref.values[p][0, n])
+                want[lane, addr] = WriteBack(lane, addr, q, int(ref.v[p][0, n]),
+                                             int(ref.a[p][0, n]), int(q > 0))
         assert sorted(wbs, key=lambda w: (w.lane, w.addr)) == \
                sorted(want.values(), key=lambda w: (w.lane, w.addr)), f"step {step}"
 

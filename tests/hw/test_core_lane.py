@@ -2,8 +2,9 @@
 
 The lane's bus is driven directly. Row pointers and synapse words are written through host
 WRITE ops, the accumulators cleared, then a ROUTE phase delivers a list of spikes one per
-cycle (as the broadcast tree does). Afterwards every accumulator, read back with READ ops,
-must equal the numpy sum of the walked segments' weights, and ``done`` must rise exactly
+cycle (as the broadcast tree does), each with a value ``q`` (1 for a binary spike).
+Afterwards every accumulator, read back with READ ops, must equal the numpy sum of the
+walked segments' weights times their spikes' values, and ``done`` must rise exactly
 ``WALK_LATENCY + sum(max(1, length))`` cycles after the first spike arrived: the lane
 never starves, whatever mix of long, short and empty segments it gets.
 
@@ -27,8 +28,9 @@ CONFIG = CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=2048, ptr_depth=64, 
 
 def _bus(**fields):
     bus = {"op": LaneOp.NOP, "lane": 0, "mem": 0, "addr": 0, "data": 0, "count": 0,
-           "qbase": 0, "ptr_base": 0, "size": 0, "kind": 0,
-           "bounds": [0] * (CONFIG.lanes + 1), "spike": {"valid": 0, "ptr": 0}}
+           "qbase": 0, "ptr_base": 0, "size": 0, "mode": {"kind": 0, "reset": 0,
+                                                          "level_bits": 0}, "push": 0,
+           "bounds": [0] * (CONFIG.lanes + 1), "spike": {"valid": 0, "ptr": 0, "q": 0}}
     bus.update(fields)
     return bus
 
@@ -37,7 +39,8 @@ def _route_case(segments, spikes, gaps=None):
     """Run one route phase.
 
     ``segments``: per row pointer, a list of (target, weight). ``spikes``: the row pointers
-    delivered, in order. ``gaps``: idle cycles before each spike (default none).
+    delivered, in order, each alone (value 1) or as ``(pointer, value)``. ``gaps``: idle
+    cycles before each spike (default none).
     Returns ``(acc, done_latency)``: the accumulators and the cycles from the first spike's
     arrival to ``done``.
     """
@@ -69,13 +72,14 @@ def _route_case(segments, spikes, gaps=None):
         await ctx.tick().repeat(3)
         first = None
         cycle = 0
-        for ptr, gap in zip(spikes, gaps):
+        for spike, gap in zip(spikes, gaps):
+            ptr, q = spike if isinstance(spike, tuple) else (spike, 1)
             for _ in range(gap):
                 ctx.set(dut.bus, phase)
                 assert not ctx.get(dut.done)
                 await ctx.tick()
                 cycle += 1
-            ctx.set(dut.bus, {**phase, "spike": {"valid": 1, "ptr": ptr}})
+            ctx.set(dut.bus, {**phase, "spike": {"valid": 1, "ptr": ptr, "q": q}})
             first = cycle if first is None else first
             assert not ctx.get(dut.done)
             await ctx.tick()
@@ -107,10 +111,11 @@ def _route_case(segments, spikes, gaps=None):
 
 def _reference(segments, spikes):
     acc = np.zeros(CONFIG.neurons_per_lane, np.int64)
-    for ptr in spikes:
+    spikes = [s if isinstance(s, tuple) else (s, 1) for s in spikes]
+    for ptr, q in spikes:
         for target, weight in segments[ptr]:
-            acc[target] += weight
-    work = sum(max(1, len(segments[ptr])) for ptr in spikes)
+            acc[target] += weight * q
+    work = sum(max(1, len(segments[ptr])) for ptr, _ in spikes)
     return acc.tolist(), WALK_LATENCY + work
 
 
@@ -162,3 +167,16 @@ def test_random_segments(seed):
     _check(segs, spikes)
     # The same with idle cycles between arrivals: sums still exact.
     _check(segs, spikes, gaps=[int(g) for g in rng.integers(0, 4, len(spikes))])
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_graded_spikes(seed):
+    # Spike values 1..15 scale every weight of their segments (weights of both extremes),
+    # through the same hazards: back-to-back targets, spikes waiting in the spike buffer.
+    rng = np.random.default_rng(100 + seed)
+    segs = [[(3, -128), (3, 127), (4, -1)], [(3, 127)], [], [(5, -128)] * 3]
+    segs += [[(int(t), int(w)) for t, w in zip(rng.integers(0, 8, n), rng.integers(-128, 128, n))]
+             for n in rng.choice([0, 1, 2, 9, 20], 12)]
+    spikes = [(int(p), int(q)) for p, q in zip(rng.integers(0, len(segs), 40),
+                                                rng.integers(1, 16, 40))]
+    _check(segs, [(0, 15), (1, 15), (3, 15), (2, 7)] + spikes)

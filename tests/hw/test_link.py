@@ -682,7 +682,7 @@ def test_identify_tag_and_tag_rules():
         req(P.Cmd.IDENTIFY, 6),
     ]
     results = drive_link(LinkBench(tag=tag), items)
-    tags = [struct.unpack(P.IDENTIFY_FORMAT, r[0][0][3])[-1] for r in results
+    tags = [P.IDENTIFY_BODY.unpack_from(r[0][0][3]).tag for r in results
             if r[0][0][0] == P.Cmd.IDENTIFY]
     assert tags == [tag, tag, tag, 0, 0]
     check_with_model(LinkModel(CONFIG, clock_hz=CLOCK_HZ, baud=BAUD, tag=tag), items, results)

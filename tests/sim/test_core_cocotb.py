@@ -6,9 +6,14 @@ One build per lane count, each running many networks:
 * 8 lanes: the shipped language model built in through ``init`` (real text, argmax, its
   own samples fed back), then random networks loaded through the write port;
 * 1, 3, 4 and 16 lanes (trees of 1, 3, 1 and 2 register levels, so three different
-  timings): a random network built in through ``init``, checked from power-up and again
-  after loading the same writes through the write port, then random networks of every
-  recipe of :mod:`sim.netgen` through the write port.
+  timings): a random network built in through ``init`` (a general one at 3 and 16 lanes),
+  checked from power-up and again after loading the same writes through the write port,
+  then random networks of every recipe of :mod:`sim.netgen` through the write port: the
+  general ones (every neuron kind and reset mode, spike values of 1 to 4 bits, delays up to
+  15 with recurrence through them, spike inputs, with and without a token input and a
+  readout, output populations read back as a host does) as well.
+  ``SPIKESTREAM_SLOW_SIM=1`` runs more general networks for longer
+  (:data:`SLOW_GENERAL`).
 
 And the check must be able to fail: one synapse word overwritten after loading must be
 reported at the timestep and neuron that the golden model, run on the same network with
@@ -19,6 +24,7 @@ time (about 3.5 minutes on two cores, 1.5 warm): ``BUILD_ARGS``, ``MAKE_FLAGS`` 
 :mod:`sim.core_objcache` keep that down.
 """
 
+import collections
 import json
 import os
 import sys
@@ -36,9 +42,9 @@ from spikestream.image import Image, load_image
 from spikestream.network import Projection, Network, lane_layout
 from spikestream.sampler import temperature_word
 from sim.core_check import NeuronMap, compare_step, observe_golden
-from sim.netgen import recipe_network
+from sim.netgen import MAX_TEST_DELAY, recipe_network, stimulus
 from sim.runner import CocotbFailure, available_simulators, build_and_run, default_build_root
-from sim.tb_core import init_writes
+from sim.tb_core import GENERAL, init_writes
 
 _SIMS = available_simulators()
 SIM = pytest.param(None, marks=pytest.mark.skip(
@@ -55,10 +61,23 @@ BUILD_ARGS = ["--no-public-flat-rw", "--public-depth", "1"]
 MAKE_FLAGS = os.environ.get("CORE_MAKE_FLAGS", "OPT_FAST=-O1 OPT_GLOBAL=-O0")
 
 
+SLOW = os.environ.get("SPIKESTREAM_SLOW_SIM") == "1"
+GENERAL_PLAN = [("general", 12, 0, 0, (7,)), ("delays", 20, 400, 3, ()), ("sensor", 12, 0, 0, ()),
+                ("general", 10, 0, 0, ())]
+"""The general networks of every random build: recipe, steps, temperature word, sampler
+seed, RESETs."""
+SLOW_GENERAL = 12
+"""General networks per recipe and build with ``SPIKESTREAM_SLOW_SIM=1`` (24 steps each)."""
+
+
 def _nets(lanes, seed):
     """The networks run through the write port on a build of ``lanes`` lanes."""
     plan = [("mixed", 10, 0, 0, ()), ("mixed", 8, 300, 7, (5,)), ("deep", 10, 0, 0, (6,)),
             ("extremes", 6, 900, 0, ()), ("rows", 6, 0, 0, ()), ("deep", 8, 65535, 5, ())]
+    plan += GENERAL_PLAN
+    if SLOW:
+        plan += [(r, 24, 150 * (k % 3), k, (11,) if k % 2 else ())
+                 for k in range(SLOW_GENERAL) for r in GENERAL]
     return [{"recipe": r, "seed": seed + k, "steps": steps, "temperature_word": tw,
              "rng_seed": rs, "reset_at": list(reset)}
             for k, (r, steps, tw, rs, reset) in enumerate(plan)]
@@ -105,9 +124,13 @@ def _run(core, config, testcase, sim):
 RANDOM_BUILDS = {1: 1, 3: 3, 4: 1, 16: 2}
 
 
+INIT_RECIPES = {1: "deep", 3: "delays", 4: "mixed", 16: "general"}
+"""The network each random build has built in (``init``)."""
+
+
 def _random_build(lanes):
     stages = RANDOM_BUILDS[lanes]
-    init = {"recipe": "deep" if lanes % 2 else "mixed", "seed": 100 + lanes,
+    init = {"recipe": INIT_RECIPES[lanes], "seed": 100 + lanes,
             "temperature_word": 200 + lanes, "seed_word": 31 * lanes}
     nets = _nets(lanes, 10 * lanes)
     config = _config(lanes, stages, [recipe_network(n["recipe"], lanes, n["seed"])
@@ -121,7 +144,16 @@ def _random_build(lanes):
 @pytest.mark.parametrize("lanes", sorted(RANDOM_BUILDS))
 def test_random_networks(lanes, sim):
     core, _, tb_config = _random_build(lanes)
-    _run(core, tb_config, ["test_init_matches_write_port", "test_random_nets"], sim)
+    results = _run(core, tb_config, ["test_init_matches_write_port", "test_random_nets"], sim)
+    totals = json.loads((results.parent / "random_nets.json").read_text())
+    nets = tb_config["nets"]
+    assert totals["nets"] == len(nets)
+    assert totals["steps"] == sum(n["steps"] for n in nets)
+    general = [n for n in nets if n["recipe"] in GENERAL]
+    print(f"\n{lanes} lanes: {totals['nets']} networks ({len(general)} general, "
+          f"{sum(n['steps'] for n in general)} of their timesteps), {totals['steps']} "
+          f"timesteps, {totals['writebacks']} write-backs and {totals['outputs']} output "
+          "reads checked, 0 mismatches")
 
 
 # The shipped model --------------------------------------------------------------------------
@@ -136,9 +168,9 @@ def test_shipped_lm(sim):
     nets = _nets(lanes, 80)
     # Room for the random networks too, which run after it on the same build.
     need = _config(lanes, 2, [recipe_network(n["recipe"], lanes, n["seed"]) for n in nets])
-    config = CoreConfig.for_image(image, max_pops=max(need.max_pops, len(image.net.populations)),
-                                  max_projs=max(need.max_projs, len(image.net.projections)),
-                                  max_vocab=max(need.max_vocab, image.net.vocab_size))
+    own = CoreConfig.for_image(image)
+    config = own.replace(**{k: max(getattr(own, k), getattr(need, k))
+                            for k in vars(need) if k not in ("lanes", "stages")})
     assert all(getattr(config, k) >= getattr(need, k) for k in vars(need))
     scale = float(image.net.populations[image.net.readout].scale[0])
     init = {"image": str(SHIPPED_IMAGE), "temperature_word": temperature_word(0.8, scale),
@@ -255,18 +287,20 @@ def test_networks_cover_the_corners(monkeypatch):
     from spikestream.timing import SKID_DEPTH
 
     currents = []
-    real_step = models.golden.int_step
+    real_step = models.golden.int_update
 
-    def spy(kind, v, a, acc, **params):
+    def spy(kind, reset, level_bits, v, a, s, acc, **params):
         currents.append((acc.min().item(), acc.max().item(),
                          (acc + params["bias"]).min().item(),
                          (acc + params["bias"]).max().item()))
-        return real_step(kind, v, a, acc, **params)
+        return real_step(kind, reset, level_bits, v, a, s, acc, **params)
 
-    monkeypatch.setattr(models.golden, "int_step", spy)
+    monkeypatch.setattr(models.golden, "int_update", spy)
     seen = set()
     for lanes in sorted(RANDOM_BUILDS) + [8]:
         for spec in _nets(lanes, 80 if lanes == 8 else 10 * lanes):
+            if spec["recipe"] in GENERAL:
+                continue                   # test_general_networks_cover_the_corners
             net = recipe_network(spec["recipe"], lanes, spec["seed"])
             layout = lane_layout(net, lanes)
             golden = GoldenCore(net, lanes)
@@ -340,3 +374,80 @@ def test_networks_cover_the_corners(monkeypatch):
     want |= {("kind", k, "spiked") for k in (NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF)}
     want.add(("kind", NeuronKind.READOUT, "silent"))
     assert want <= seen, f"not covered: {sorted(map(str, want - seen))}"
+
+
+def test_general_networks_cover_the_corners():
+    """The general networks of the random builds (as run: their stimulus, RESETs and silent
+    steps) pass through every corner that issue 16 asks the core to be checked on, at 1, 3
+    and 16 lanes each."""
+    from spikestream.formats import MAX_LEVEL_BITS, NeuronKind, ResetMode
+    from spikestream.network import INPUT
+
+    seen = collections.defaultdict(set)
+    for lanes in (1, 3, 16):
+        specs = [n for n in _nets(lanes, 10 * lanes) if n["recipe"] in GENERAL]
+        specs.append({"recipe": INIT_RECIPES[lanes], "seed": 100 + lanes, "steps": 12,
+                      "reset_at": []})
+        for spec in specs:
+            if spec["recipe"] not in GENERAL:
+                continue
+            add = lambda *corner: seen[corner].add(lanes)
+            net = recipe_network(spec["recipe"], lanes, spec["seed"])
+            golden = GoldenCore(net, lanes)
+            add("token input" if net.has_token_input else "no token input")
+            add("readout" if net.readout is not None else "no readout")
+            add("spike inputs", min(len(net.inputs), 2))
+            outputs = [net.populations[p].spiking for p in net.outputs]
+            if True in outputs:
+                add("spiking output")
+            if False in outputs:
+                add("non-spiking output")
+            if len(outputs) > 1:
+                add("several outputs")
+            for pr in net.projections:
+                if pr.delay >= MAX_TEST_DELAY - 3:
+                    add("delay near max")
+                if pr.delay >= 2 and pr.src >= 0 and pr.src >= pr.dst:
+                    add("recurrence through a delay of 2 or more")
+                if pr.delay >= 1 and pr.src == pr.dst:
+                    add("self projection")
+                if pr.delay >= 2 and pr.src <= -2:
+                    add("delayed spike input")
+                if pr.delay >= 2 and pr.src == INPUT:
+                    add("delayed token")
+            top = [0] * len(net.populations)
+            for t, (token, spikes) in enumerate(stimulus(net, spec["seed"], spec["steps"])):
+                if t in spec["reset_at"]:
+                    golden.reset()
+                    add("reset")
+                if spikes and not any(x.any() for x in spikes):
+                    add("step without input spikes")
+                r = golden.step([token] if net.has_token_input else None, spikes=spikes)
+                for p, pop in enumerate(net.populations):
+                    q = r.values[p][0]
+                    top[p] = max(top[p], int(q.max()))
+                    if q.any():
+                        add("kind", pop.kind.name, "spiked")
+                        add("reset", pop.reset.name, "spiked")
+                    elif not pop.spiking:
+                        add("kind", pop.kind.name, "silent")
+            for p, pop in enumerate(net.populations):
+                if pop.spiking and pop.level_bits > 1 and top[p] == (1 << pop.level_bits) - 1:
+                    add("level bits", pop.level_bits, "top value")
+                if pop.spiking and pop.level_bits > 1 and 1 < top[p]:
+                    add("graded value above 1")
+    want = {("token input",), ("no token input",), ("readout",), ("no readout",),
+            ("spike inputs", 1), ("spike inputs", 2), ("spiking output",),
+            ("non-spiking output",), ("several outputs",), ("delay near max",),
+            ("recurrence through a delay of 2 or more",), ("self projection",),
+            ("delayed spike input",), ("delayed token",), ("reset",),
+            ("step without input spikes",), ("graded value above 1",)}
+    want |= {("kind", k.name, "spiked") for k in (NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF,
+                                                   NeuronKind.CUBA_LIF)}
+    want |= {("kind", k.name, "silent") for k in (NeuronKind.READOUT, NeuronKind.CUBA_LI)}
+    want |= {("reset", r.name, "spiked") for r in (ResetMode.ZERO, ResetMode.SUBTRACT,
+                                                   ResetMode.SUBTRACT_NEXT)}
+    want |= {("level bits", k, "top value") for k in range(2, MAX_LEVEL_BITS + 1)}
+    missing = {c: sorted({1, 3, 16} - seen.get(c, set())) for c in want}
+    missing = {c: lanes for c, lanes in missing.items() if lanes}
+    assert not missing, f"not covered (corner: lane counts): {missing}"
