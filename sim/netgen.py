@@ -43,7 +43,7 @@ from spikestream.formats import (DECAY_ONE, STATE_MAX, STATE_MIN, WEIGHT_MAX, WE
                                  NeuronKind, ResetMode)
 from spikestream.network import INPUT, Network, Projection, make_population, spike_input
 
-__all__ = ["random_network", "general_network", "MAX_TEST_DELAY", "RECIPES", "recipe_network",
+__all__ = ["random_network", "general_network", "example_network", "MAX_TEST_DELAY", "RECIPES", "recipe_network",
            "stimulus"]
 
 SPIKING = [NeuronKind.LIF, NeuronKind.ALIF, NeuronKind.IF]
@@ -360,3 +360,25 @@ def stimulus(net, seed, steps):
             spikes.append((rng.random(spec.size) < density).astype(np.int64))
         out.append((token, spikes))
     return out
+
+
+def example_network(seed=1):
+    """A small hand-shaped general network for end-to-end tests: two spike inputs (8 and 4
+    neurons), four populations (LIF with SUBTRACT_NEXT, a 3-bit multi-level IF, a CUBA LIF
+    and a readout), delays 0..3, recurrence, three outputs and three class labels."""
+    rng = np.random.default_rng(seed)
+    h = make_population("h", NeuronKind.LIF, 12, alpha=200, theta=40,
+                        reset=ResetMode.SUBTRACT_NEXT, output=True, perm=rng.permutation(12))
+    g = make_population("g", NeuronKind.IF, 6, alpha=DECAY_ONE, theta=30, level_bits=3,
+                        output=True)
+    c = make_population("c", NeuronKind.CUBA_LIF, 5, alpha=220, rho=180, theta=50, output=True)
+    ro = make_population("ro", NeuronKind.READOUT, 3, alpha=DECAY_ONE, scale=4.0)
+    w = lambda lo, hi, shape: rng.integers(lo, hi, shape)
+    projs = [Projection(spike_input(0), 0, 0, w(-20, 60, (8, 12))),
+             Projection(0, 0, 3, w(-30, 30, (12, 12))),
+             Projection(spike_input(1), 1, 2, w(0, 40, (4, 6))),
+             Projection(0, 1, 0, w(-10, 30, (12, 6))),
+             Projection(1, 2, 1, w(-10, 30, (6, 5))),
+             Projection(2, 3, 0, w(-10, 30, (5, 3)))]
+    return Network(vocab=["neg", "pos", "mid"], populations=[h, g, c, ro], projections=projs,
+                   readout=3, inputs=[("a", 8), ("b", 4)]).check()

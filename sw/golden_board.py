@@ -456,7 +456,7 @@ class GoldenBoard:
     def _step(self, token):
         """One timestep with input ``token``: returns ``(sampled token, cycles, spikes)``."""
         core, where = self._core()
-        net, cfg, L = core.net, self.config, self.config.lanes
+        net = core.net
         if self._hist is None:                  # after a RESET
             core.reset()
             self._hist = core.get_state().history

@@ -9,32 +9,9 @@ import torch
 
 from models.golden import GoldenCore
 from spikestream.board import SHIPPED_IMAGE
-from spikestream.formats import DECAY_ONE, NeuronKind, ResetMode
 from spikestream.image import Image, load_image, save_image
-from spikestream.network import Network, Projection, make_population, spike_input
+from sim.netgen import example_network as general_net
 from sw import run as sw_run
-
-
-def general_net(seed=1):
-    """Two spike inputs, four populations (LIF subtract-next, multi-level IF, CUBA LIF, a
-    readout), delays 0..3, recurrence, three outputs and class labels."""
-    rng = np.random.default_rng(seed)
-    h = make_population("h", NeuronKind.LIF, 12, alpha=200, theta=40,
-                        reset=ResetMode.SUBTRACT_NEXT, output=True, perm=rng.permutation(12))
-    g = make_population("g", NeuronKind.IF, 6, alpha=DECAY_ONE, theta=30, level_bits=3,
-                        output=True)
-    c = make_population("c", NeuronKind.CUBA_LIF, 5, alpha=220, rho=180, theta=50, output=True)
-    ro = make_population("ro", NeuronKind.READOUT, 3, alpha=DECAY_ONE, scale=4.0)
-    w = lambda lo, hi, shape: rng.integers(lo, hi, shape)
-    projs = [Projection(spike_input(0), 0, 0, w(-20, 60, (8, 12))),
-             Projection(0, 0, 3, w(-30, 30, (12, 12))),
-             Projection(spike_input(1), 1, 2, w(0, 40, (4, 6))),
-             Projection(0, 1, 0, w(-10, 30, (12, 6))),
-             Projection(1, 2, 1, w(-10, 30, (6, 5))),
-             Projection(2, 3, 0, w(-10, 30, (5, 3)))]
-    return Network(vocab=["neg", "pos", "mid"], populations=[h, g, c, ro], projections=projs,
-                   readout=3, inputs=[("a", 8), ("b", 4)]).check()
-
 
 @pytest.fixture
 def files(tmp_path):
@@ -43,7 +20,6 @@ def files(tmp_path):
     x = (np.random.default_rng(2).random((30, 12)) < 0.3).astype(np.uint8)
     np.save(tmp_path / "x.npy", x)
     return img, tmp_path / "x.npy", x
-
 
 def test_run_writes_every_output_in_source_order(files, tmp_path, capsys):
     img, xpath, x = files
@@ -69,7 +45,6 @@ def test_run_writes_every_output_in_source_order(files, tmp_path, capsys):
     assert y["spikes/g"].max() > 1          # multi-level spikes reached the file
     assert y["spikes/h"].any() and y["spikes/c"].any()
 
-
 def test_one_output_also_gives_spikes_or_values(tmp_path):
     net = general_net()
     for p in net.populations:
@@ -82,7 +57,6 @@ def test_one_output_also_gives_spikes_or_values(tmp_path):
     y = np.load(tmp_path / "y.npz")
     assert np.array_equal(y["values"], y["readout/ro"] / 4.0)
 
-
 def test_tokens_on_the_shipped_lm_match_the_golden_model(tmp_path):
     image = load_image(SHIPPED_IMAGE)
     sw_run.main([str(SHIPPED_IMAGE), "--text", "ROMEO:", "-o", str(tmp_path / "y.npz")])
@@ -92,7 +66,6 @@ def test_tokens_on_the_shipped_lm_match_the_golden_model(tmp_path):
     want = [int(core.step([t]).token[0]) for t in ids]
     assert y["tokens"].tolist() == want
     assert y["readout/readout"].shape == (6, len(image.net.vocab))
-
 
 @pytest.mark.parametrize("make, problem", [
     (lambda: np.ones((30, 11), np.uint8), r"shape \(30, 11\); the network's spike inputs "
@@ -113,7 +86,6 @@ def test_bad_inputs_get_one_line(files, tmp_path, make, problem):
     assert re.search(problem, str(e.value)), str(e.value)
     assert not (tmp_path / "y.npz").exists()
 
-
 def test_a_pickle_is_never_loaded(files, tmp_path):
     img, _, _ = files
     marker = tmp_path / "ran"
@@ -127,14 +99,12 @@ def test_a_pickle_is_never_loaded(files, tmp_path):
         sw_run.main([str(img), "--inputs", str(bad), "-o", str(tmp_path / "y.npz")])
     assert not marker.exists()
 
-
 def test_the_output_never_overwrites_an_input(files):
     img, xpath, _ = files
     before = xpath.read_bytes()
     with pytest.raises(SystemExit, match="would overwrite the input"):
         sw_run.main([str(img), "--inputs", str(xpath), "-o", str(xpath)])
     assert xpath.read_bytes() == before
-
 
 def test_missing_inputs_and_wrong_kinds(files, tmp_path):
     img, xpath, _ = files
@@ -145,7 +115,6 @@ def test_missing_inputs_and_wrong_kinds(files, tmp_path):
         sw_run.main([str(img), "--inputs", str(xpath), "--text", "ab", "-o", out])
     with pytest.raises(SystemExit, match="not in the vocabulary"):
         sw_run.main([str(SHIPPED_IMAGE), "--text", "\x1b[2J", "-o", out])
-
 
 def test_the_host_procedure_on_the_golden_board_equals_the_golden_model(tmp_path):
     """run_board through the protocol (spike inputs written, outputs read back from QUEUE,
