@@ -82,7 +82,7 @@ from models.compile import SHIPPED_CHECKPOINT
 from models.data import DEFAULT_TEXT as SHIPPED_TEXT
 from spikestream.board import SHIPPED_IMAGE
 from spikestream.cmdline import INTERRUPTED
-from spikestream.image import IMAGE_MAGIC, IMAGE_VERSION, load_image
+from spikestream.image import IMAGE_MAGIC, IMAGE_VERSION, image_bytes, load_image
 from sw.fake_board import MODES as FAKE_BOARD_MODES
 
 from ._report import update_section
@@ -403,9 +403,10 @@ class Bench:
         return self.fixture("tiny", make)
 
     def image(self):
-        """The shipped image: ``(bytes, manifest, body)``."""
+        """The shipped network as an image of the current format (the shipped file is
+        version 1): ``(bytes, manifest, body)``."""
         def make():
-            data = SHIPPED_IMAGE.read_bytes()
+            data = current_image()
             manifest, body = split_image(data)
             if pack_image(manifest, body) != data:
                 raise BenchError("the bench's image packer no longer reproduces the shipped "
@@ -415,6 +416,12 @@ class Bench:
 
 
 # --- images ------------------------------------------------------------------------------------
+
+def current_image(path=SHIPPED_IMAGE):
+    """The bytes of the image at ``path`` written again in the current format version."""
+    img = load_image(path)
+    return image_bytes(img.net, img.lanes)
+
 
 def split_image(data):
     """``(manifest dict, body bytes)`` of a well-formed image."""
@@ -464,10 +471,12 @@ def zero_synapse_image(n, lanes=2):
     for s, _, _ in projs:
         ptr_bases.append(ptr)
         ptr += len(vocab) if s == -1 else pops[s][2]
+    reset = {"LIF": "ZERO", "READOUT": "NONE"}
     manifest = {
-        "lanes": lanes, "vocab": vocab, "readout": 2,
+        "lanes": lanes, "vocab": vocab, "readout": 2, "inputs": [],
         "formats": {"weight_bits": 8, "acc_bits": 24, "state_bits": 16, "decay_frac_bits": 8},
-        "populations": [{"name": name, "kind": kind, "size": size, "base": b}
+        "populations": [{"name": name, "kind": kind, "size": size, "base": b,
+                         "reset": reset[kind], "level_bits": 1, "output": False}
                         for (name, kind, size), b in zip(pops, bases)],
         "projections": [{"src": s, "dst": d, "delay": dl, "ptr_base": pb}
                         for (s, d, dl), pb in zip(projs, ptr_bases)],
