@@ -134,7 +134,9 @@ class GoldenBoard:
         self._net = None            # (GoldenCore, index arrays) of the decoded network
         self._net_valid = False
         self._hist = None           # the sources' kept spikes (CoreState.history); None: reset
-        self._moves = {}            # per source: STEPs since its SRC word was written
+        # Per source: STEPs since its SRC word was written (or power-up), which says the
+        # entry and region it is at (spikestream.memory_map, "History").
+        self._moves = {src: 0 for src in range(config.sources)}
         self._spike_view = {}       # per population: SPIKES words of its newest entry
         start = contents_after(init, config)       # what SoC(init=...) starts with
         for (mem, lane), words in start.lane.items():

@@ -126,6 +126,10 @@ def test_bad_reads():
 def test_bad_commands_and_busy():
     async def testbench(ctx, core):
         await write_words(ctx, core, [Write(Mem.CORE, 0, CoreReg.VOCAB, 2)])
+        out = await command(ctx, core, Op.STEP, token=0)        # no network loaded (POPS 0)
+        assert out.error and ctx.get(core.status.cmd_error)
+        await command(ctx, core, Op.CLEAR)
+        await write_words(ctx, core, [Write(Mem.CORE, 0, CoreReg.POPS, 1)])
         out = await command(ctx, core, Op.STEP, token=2)        # no token input: not checked
         assert not out.error and not ctx.get(core.status.cmd_error)
         await write_words(ctx, core, [Write(Mem.CORE, 0, CoreReg.TOKENS, 1)])
