@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from spikestream.timing import core_timing
-from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
+from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, Status, contents_after
 from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
                          READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
@@ -137,7 +137,10 @@ class GoldenBoard:
         # Per source: STEPs since its SRC word was written (or power-up), which says the
         # entry and region it is at (spikestream.memory_map, "History").
         self._moves = {src: 0 for src in range(config.sources)}
-        self._spike_view = {}       # per population: SPIKES words of its newest entry
+        # The spike table (entry -> [bounds[0..lanes], qbase]) and the spike inputs' id
+        # memory (address -> id), as the core keeps them (spikestream.memory_map).
+        self._table = {}
+        self._in_mem = {}
         start = contents_after(init, config)       # what SoC(init=...) starts with
         for (mem, lane), words in start.lane.items():
             for addr, word in words.items():
@@ -254,8 +257,7 @@ class GoldenBoard:
         yield from ()
         self._state[:] = 0
         self._hist = None
-        self._spike_view = {}
-        self._words[Mem.INCOUNT][0][:] = [0] * len(self._words[Mem.INCOUNT][0])
+        self._table = {}
         return LinkStatus.OK, b""
 
     def _run(self, seq, body):
@@ -310,6 +312,10 @@ class GoldenBoard:
                     self._net_valid = self._net_valid and a not in NETWORK_REGS
             return
         bits = _mask(self._layouts[mem].bits)
+        if mem in (Mem.INPUT, Mem.INCOUNT):
+            for a, w in zip(range(addr, addr + len(words)), words):
+                self._input_word(mem, a, w & bits)
+            return
         if mem == Mem.STATE:
             self._state[lane, addr:addr + len(words)] = [w & bits for w in words]
             return
@@ -329,11 +335,51 @@ class GoldenBoard:
             # Every accumulator is cleared by RESET and by the update that consumes it, so
             # between requests all of them read 0.
             return 0
+        cfg = self.config
         if mem == Mem.SPIKES:
-            p, i = addr >> self.config.spike_bits, addr & _mask(self.config.spike_bits)
-            view = self._spike_view.get(p)
-            return int(view[i]) if view is not None and i < len(view) else 0
+            p, i = addr >> cfg.spike_bits, addr & _mask(cfg.spike_bits)
+            entry = self._table.get(self._entry(p)[0], ())
+            return int(entry[i]) if i < len(entry) else 0
+        if mem == Mem.INCOUNT:
+            entry = self._table.get(self._entry(cfg.max_pops + addr, ahead=1)[0], ())
+            return int(entry[cfg.lanes]) if entry else 0
+        if mem == Mem.INPUT:
+            k = addr >> cfg.input_bits
+            base = self._entry(cfg.max_pops + k, ahead=1)[1]
+            return self._in_mem.get(base + (addr & _mask(cfg.input_bits)), 0)
         return self._words[mem][lane][addr]
+
+    def _source(self, s):
+        """The ``SRC`` word of source ``s`` as a dict of ints."""
+        return self._layouts[Mem.SRC].unpack(self._words[Mem.SRC][0][s])
+
+    def _entry(self, s, ahead=0):
+        """``(spike-table entry, region base)`` that source ``s`` is at (``ahead`` STEPs
+        later): each STEP moves it on by one, from ``last`` back to ``first``."""
+        w = self._source(s)
+        h = w["last"] - w["first"] + 1
+        k = (self._moves.get(s, 0) + ahead) % h if h > 0 else 0
+        return w["first"] + k, w["base"] + k * w["stride"]
+
+    def _input_word(self, mem, addr, word):
+        """Whether the core takes a spike input's id or count (else it sets the write
+        error flag and writes nothing); takes it if so."""
+        cfg = self.config
+        k = addr >> cfg.input_bits if mem == Mem.INPUT else addr
+        w = self._source(cfg.max_pops + k) if k < cfg.max_inputs else None
+        ok = w is not None and k < self._regs[CoreReg.INPUTS] and w["keep"]
+        if ok and mem == Mem.INPUT:
+            ok = (addr & _mask(cfg.input_bits)) < w["stride"] and word < w["size"]
+        elif ok:
+            ok = word <= w["stride"]
+        if not ok:
+            self.core_status |= 1 << Status.WRITE_ERROR
+            return
+        entry, base = self._entry(cfg.max_pops + k, ahead=1)
+        if mem == Mem.INPUT:
+            self._in_mem[base + (addr & _mask(cfg.input_bits))] = word
+        else:
+            self._table[entry] = [0] * cfg.lanes + [word, base]
 
     # --- the core -----------------------------------------------------------------------------
 
@@ -442,17 +488,18 @@ class GoldenBoard:
         return self._net
 
     def _spike_inputs(self, net):
-        """The spike vectors the host wrote for this STEP (INPUT, INCOUNT), consumed."""
+        """The spike vectors of this STEP: each input's entry and region the STEP moved it
+        to, as the host filled them (INPUT, INCOUNT) before it."""
         out = []
-        counts = self._words[Mem.INCOUNT][0]
-        ids = self._words[Mem.INPUT][0]
         for k, spec in enumerate(net.inputs):
             x = np.zeros(spec.size, np.int64)
-            first = k << self.config.input_bits
-            n = [i for i in ids[first:first + counts[k]] if i < spec.size]
-            x[n] = 1
+            s = self.config.max_pops + k
+            if self._source(s)["keep"]:
+                entry, base = self._entry(s)
+                count = self._table.get(entry, [0] * (self.config.lanes + 2))[self.config.lanes]
+                ids = [self._in_mem.get(base + i, 0) for i in range(count)]
+                x[[i for i in ids if i < spec.size]] = 1
             out.append(torch.from_numpy(x)[None])
-            counts[k] = 0
         return out
 
     def _step(self, token):
@@ -470,6 +517,8 @@ class GoldenBoard:
                                  s=[as_tensor(f["s"]) for f in fields],
                                  history=self._hist, rng=[self.rng]))
         core.set_temperature_word(self._regs[CoreReg.TEMPERATURE])
+        for src in self._moves:                 # every source moves on by one entry
+            self._moves[src] += 1
         r = core.step([token] if net.has_token_input else None, self._spike_inputs(net))
         st = core.get_state()
         self.rng = st.rng[0]
@@ -485,29 +534,25 @@ class GoldenBoard:
         return int(r.token[0]), cycles, spikes
 
     def _queue_spikes(self, net, values):
-        """What a STEP leaves in the lanes' QUEUE words and the SPIKES view: every kept
-        population's spikes, lane by lane in address order, in the region its entry moved
-        to (spikestream.memory_map, "History")."""
+        """What a STEP leaves in the lanes' QUEUE words and the spike table: every kept
+        population's spikes, lane by lane in address order, in the entry and region it
+        moved to; then every spike input's next entry is emptied for the host to fill
+        (spikestream.memory_map, "History")."""
         cfg, L = self.config, self.config.lanes
-        src_w = _fields(self._layouts[Mem.SRC], self._words[Mem.SRC][0])
         qlay = self._layouts[Mem.QUEUE]
-        for s in list(self._moves):
-            self._moves[s] += 1
-        self._spike_view = {}
         for p, pop in enumerate(net.populations):
-            if not src_w["keep"][p]:
+            if not self._source(p)["keep"]:
                 continue
-            first, last = int(src_w["first"][p]), int(src_w["last"][p])
-            h = last - first + 1
-            region = self._moves.get(p, 0) % h if h > 0 else 0
-            qbase = int(src_w["base"][p]) + region * int(src_w["stride"][p])
+            entry, qbase = self._entry(p)
             q = values[p][0].numpy()
             n = np.flatnonzero(q)
             counts = np.bincount(n % L, minlength=L)
             for lane in range(L):
-                mine = n[n % L == lane]
-                for c, k in enumerate(mine):
+                for c, k in enumerate(n[n % L == lane]):
                     if qbase + c < cfg.queue_depth:
                         self._words[Mem.QUEUE][lane][qbase + c] = qlay.pack(row=int(k) // L,
                                                                             q=int(q[k]))
-            self._spike_view[p] = [0, *np.cumsum(counts).tolist(), qbase]
+            self._table[entry] = [0, *np.cumsum(counts).tolist(), qbase]
+        for k in range(min(len(net.inputs), cfg.max_inputs)):
+            if self._source(cfg.max_pops + k)["keep"]:
+                self._table[self._entry(cfg.max_pops + k, ahead=1)[0]] = [0] * (L + 2)
