@@ -50,8 +50,8 @@ from spikestream.formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, NEURON_KIND_CUBA
                                  NEURON_KIND_SPIKES, STATE_BITS, STATE_MAX, WEIGHT_MAX,
                                  NeuronKind, ResetMode)
 from spikestream.image import ImageError, load_image, save_image
-from spikestream.network import (INPUT, Network, NetworkError, Projection, input_index,
-                                 make_population, spike_input)
+from spikestream.network import (INPUT, Network, NetworkError, PopulationMode, Projection,
+                                 input_index, make_population, spike_input)
 from .compile import MAX_LANES
 from .golden import GoldenCore
 
@@ -143,7 +143,7 @@ def _type_name(node):
 # --- the float network ------------------------------------------------------------------
 
 @dataclass(eq=False)
-class FloatPopulation:
+class FloatPopulation(PopulationMode):
     """A population in float units: the integer model's parameters before quantisation.
 
     ``alpha``, ``rho`` are decay factors in ``[0, 1]``; ``theta``, ``jump``, ``bias`` are in
@@ -166,21 +166,6 @@ class FloatPopulation:
     scale: np.ndarray = None
     perm: np.ndarray = None
 
-    @property
-    def size(self):
-        return len(self.alpha)
-
-    @property
-    def spiking(self):
-        return NEURON_KIND_SPIKES[self.kind]
-
-    @property
-    def cuba(self):
-        return NEURON_KIND_CUBA[self.kind]
-
-    @property
-    def max_value(self):
-        return (1 << self.level_bits) - 1 if self.spiking else 0
 
 
 @dataclass(eq=False)

@@ -31,7 +31,8 @@ from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, NEURON_KIND
                       WEIGHT_MIN, NeuronKind, ResetMode)
 
 __all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "MAX_LABEL_CHARS", "TOKEN_WHITESPACE", "NetworkError",
-           "spike_input", "input_index", "check_vocab", "InputSpec", "Population", "Projection", "Network", "make_population", "LaneLayout",
+           "spike_input", "input_index", "check_vocab", "InputSpec", "PopulationMode",
+           "Population", "Projection", "Network", "make_population", "LaneLayout",
            "lane_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
@@ -112,8 +113,32 @@ class InputSpec:
     size: int
 
 
+class PopulationMode:
+    """What a population's ``kind`` and ``level_bits`` imply, for any class that has them
+    and per-neuron ``alpha`` (:class:`Population`, and the float populations of
+    models.nirio)."""
+
+    @property
+    def size(self):
+        return len(self.alpha)
+
+    @property
+    def spiking(self):
+        return NEURON_KIND_SPIKES[self.kind]
+
+    @property
+    def cuba(self):
+        """``a`` is a synaptic current (CUBA kinds), not an adaptation."""
+        return NEURON_KIND_CUBA[self.kind]
+
+    @property
+    def max_value(self):
+        """The largest spike value (``2**level_bits - 1``; 0 for a non-spiking kind)."""
+        return (1 << self.level_bits) - 1 if self.spiking else 0
+
+
 @dataclass(eq=False)
-class Population:
+class Population(PopulationMode):
     """A group of neurons of one kind, updated together.
 
     Parameters are integer arrays of one entry per neuron (see models/neurons.py and
@@ -143,24 +168,6 @@ class Population:
     def __post_init__(self):
         self.kind = NeuronKind(self.kind)
         self.reset = NEURON_KIND_RESET[self.kind] if self.reset is None else ResetMode(self.reset)
-
-    @property
-    def size(self):
-        return len(self.alpha)
-
-    @property
-    def spiking(self):
-        return NEURON_KIND_SPIKES[self.kind]
-
-    @property
-    def cuba(self):
-        """``a`` is a synaptic current (CUBA kinds), not an adaptation."""
-        return NEURON_KIND_CUBA[self.kind]
-
-    @property
-    def max_value(self):
-        """The largest spike value (``2**level_bits - 1``; 0 for a non-spiking kind)."""
-        return (1 << self.level_bits) - 1 if self.spiking else 0
 
 
 def make_population(name, kind, size, *, alpha=0, theta=1, rho=0, jump=0, bias=0, scale=1.0,
