@@ -88,7 +88,10 @@ class LinkModel:
                 self.words[(mem, 0, addr)] = word
         self.regs = dict(contents.regs)
         self.rng = seed_state(self.regs[CoreReg.SEED])
-        self.unknown = set()            # memories whose words running the core changed
+        # Memories whose words running the core changed, and those the model never predicts:
+        # the spike history and the spike inputs live in regions that STEPs move
+        # (spikestream.memory_map, "History"; sw.golden_board models them word for word).
+        self.unknown = {Mem.QUEUE, Mem.SPIKES, Mem.INPUT, Mem.INCOUNT}
         self.frames_ok = self.frames_rejected = self.dropped = 0
         self.steps = self.cycles = 0
 
@@ -115,6 +118,22 @@ class LinkModel:
                 self.unknown.discard("rng")
             return
         self.words[(mem, w.lane, w.addr)] = w.data & ((1 << self.config.layout(mem).bits) - 1)
+
+    def _input_ok(self, w):
+        """Whether the core takes ``w`` (only spike inputs' ids and counts can be refused
+        for their value: spikestream.memory_map, "Per timestep")."""
+        cfg = self.config
+        if w.mem not in (Mem.INPUT, Mem.INCOUNT):
+            return True
+        k = w.addr >> cfg.input_bits if w.mem == Mem.INPUT else w.addr
+        if k >= cfg.max_inputs or k >= self.regs[CoreReg.INPUTS]:
+            return False
+        src = cfg.layout(Mem.SRC).unpack(self.words.get((Mem.SRC, 0, cfg.max_pops + k), 0))
+        if not src["keep"]:
+            return False
+        if w.mem == Mem.INPUT:
+            return (w.addr & ((1 << cfg.input_bits) - 1)) < src["stride"] and w.data < src["size"]
+        return w.data <= src["stride"]
 
     # --- checking one exchange ----------------------------------------------------------------
 
@@ -182,10 +201,18 @@ class LinkModel:
             mem, lane, addr, count = struct.unpack_from(P.WRITE_HEADER, body)
             words = P.unpack_words(body[8:], P.word_bytes(cfg))
             want = [Write(Mem(mem), lane, addr + k, w) for k, w in enumerate(words)]
-            expect(responses == [(op, seq, 0, b"")], f"WRITE: got {responses}")
+            # The core refuses a spike input's id or count that does not fit the input's
+            # source word (write_error); the link then answers OUT_OF_RANGE (and clears it).
+            refused = [w for w in want if not self._input_ok(w)]
+            expect(responses == [(op, seq, P.LinkStatus.OUT_OF_RANGE if refused else 0, b"")],
+                   f"WRITE: got {responses}")
             expect(writes == want, f"WRITE: core writes {writes}, expected {want}")
             for w in want:
-                self._write(w)
+                if w not in refused:
+                    self._write(w)
+            if refused:
+                final(False)
+                return problems
             if any(P.clears_tag(w.mem, w.addr) for w in want):
                 self.tag = 0
         elif cmd == P.Cmd.READ:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from spikestream.timing import core_timing
-from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, Status, contents_after
+from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
 from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
                          READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
                          Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
@@ -242,7 +242,12 @@ class GoldenBoard:
         yield from ()
         mem, lane, addr, count = struct.unpack_from(WRITE_HEADER, body)
         words = unpack_words(body[struct.calcsize(WRITE_HEADER):], self.word_bytes)
+        self._refused = False
         self._store(Mem(mem), lane, addr, words)
+        if self._refused:
+            # The core refused a spike input's id or count (its write_error): the SoC answers
+            # OUT_OF_RANGE and clears the flag (hw.link, W_SETTLE); the other words are in.
+            return LinkStatus.OUT_OF_RANGE, b""
         if any(clears_tag(mem, a) for a in range(addr, addr + count)):
             self.tag = 0
         return LinkStatus.OK, b""
@@ -373,7 +378,7 @@ class GoldenBoard:
         elif ok:
             ok = word <= w["stride"]
         if not ok:
-            self.core_status |= 1 << Status.WRITE_ERROR
+            self._refused = True
             return
         entry, base = self._entry(cfg.max_pops + k, ahead=1)
         if mem == Mem.INPUT:
