@@ -213,9 +213,11 @@ def test_ctrl_c_stops_the_simulated_soc_within_a_second(boards, small_image):
         fired.append(time.monotonic())
         _thread.interrupt_main()
     timer = threading.Timer(1.0, interrupt)
+    # Long enough to be running when the interrupt comes (about a second in), short enough
+    # that a lost interrupt fails the test in a minute or two rather than hanging it.
     with pytest.raises(KeyboardInterrupt):
         try:
-            for r in client.generate(1, 60000):
+            for r in client.generate(1, 3000):
                 if r.index == 0:
                     timer.start()
         except KeyboardInterrupt:
