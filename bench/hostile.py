@@ -566,7 +566,8 @@ class _RunsCode:
 
 
 def write_evil_checkpoint(ctx, path):
-    """A ``.pt`` file that runs ``touch ctx.marker`` when unpickled (``weights_only=False``)."""
+    """A ``.pt`` file that would run ``touch ctx.marker`` in a loader that unpickles arbitrary
+    objects; written here (never loaded) for the cases that check every loader refuses it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": _RunsCode(f"touch {ctx.marker}"), "model": {}, "vocab": ["a"]}, path)
     return path

@@ -132,6 +132,17 @@ def _steps(net, tokens, spikes):
     return steps.pop()
 
 
+def _empty_results(net, T):
+    """Zeroed per-step arrays: spike values and membranes per population, tokens, cycles."""
+    return ([np.zeros((T, p.size), np.int64) for p in net.populations],
+            [np.zeros((T, p.size), np.int64) for p in net.populations],
+            np.zeros(T, np.int64), np.zeros(T, np.int64))
+
+
+def _results(values, v, tokens, cycles):
+    return {"values": values, "v": v, "tokens": tokens, "cycles": cycles}
+
+
 def run_golden(image, tokens=None, spikes=None, *, steps=None, temperature=0.0, seed=0,
                progress=None):
     """Run ``image`` on the golden model from a reset: ``tokens`` (int ``[T]``) and/or
@@ -144,9 +155,7 @@ def run_golden(image, tokens=None, spikes=None, *, steps=None, temperature=0.0, 
     core = GoldenCore(net, image.lanes)
     core.seed(seed)
     core.set_temperature_word(_temperature_word(net, temperature))
-    values = [np.zeros((T, p.size), np.int64) for p in net.populations]
-    v = [np.zeros((T, p.size), np.int64) for p in net.populations]
-    out_tokens, cycles = np.zeros(T, np.int64), np.zeros(T, np.int64)
+    values, v, out_tokens, cycles = _empty_results(net, T)
     for t in range(T):
         r = core.step(None if tokens is None else [int(tokens[t])],
                       None if spikes is None else [torch.from_numpy(x[t]) for x in spikes])
@@ -156,7 +165,7 @@ def run_golden(image, tokens=None, spikes=None, *, steps=None, temperature=0.0, 
         out_tokens[t], cycles[t] = int(r.token[0]), int(r.cycles[0])
         if progress is not None:
             progress(t + 1, T)
-    return {"values": values, "v": v, "tokens": out_tokens, "cycles": cycles}
+    return _results(values, v, out_tokens, cycles)
 
 
 def run_board(client, image, tokens=None, spikes=None, *, steps=None, temperature=0.0, seed=0,
@@ -174,9 +183,7 @@ def run_board(client, image, tokens=None, spikes=None, *, steps=None, temperatur
         image = Image(net=net, lanes=config.lanes)
     client.reset()
     client.settings(_temperature_word(net, temperature), seed)
-    values = [np.zeros((T, p.size), np.int64) for p in net.populations]
-    v = [np.zeros((T, p.size), np.int64) for p in net.populations]
-    out_tokens, cycles = np.zeros(T, np.int64), np.zeros(T, np.int64)
+    values, v, out_tokens, cycles = _empty_results(net, T)
     state = config.layout(Mem.STATE)
     base = lane_layout(net, image.lanes).pop_base
     L = image.lanes
@@ -202,7 +209,7 @@ def run_board(client, image, tokens=None, spikes=None, *, steps=None, temperatur
                 v[ro][t, lane::L] = [state.unpack(w)["v"] for w in words]
         if progress is not None:
             progress(t + 1, T)
-    return {"values": values, "v": v, "tokens": out_tokens, "cycles": cycles}
+    return _results(values, v, out_tokens, cycles)
 
 
 def _temperature_word(net, temperature):
