@@ -12,8 +12,9 @@ rate) with the shipped image preloaded under its tag. Below the UART each byte c
 clock cycles rather than twenty.
 
 Stimulus, per frame: a valid request (IDENTIFY, STATUS, TAG, READ, WRITE, RESET, RUN,
-GENERATE); such a request with a field mutated and its CRC recomputed (op, seq, memory,
-lane, address, count, a word, bytes added or removed); bit flips on the wire; a frame cut
+GENERATE, STREAM; a first token now and then outside the vocabulary); such a request with a
+field mutated and its CRC recomputed (op, seq, memory, lane, address, count, a word, bytes
+added or removed; GENERATE and STREAM kept to at most 5 tokens); bit flips on the wire; a frame cut
 short; random bytes (ENDs among them); a UART error pulse inside a frame; now and then a
 long frame (a whole lane of words, or a payload around the 2046-byte limit). Frames are
 offered while the link is idle. With ``--busy``, most requests also get line traffic while
@@ -25,7 +26,10 @@ Checks, per frame decoded (by :class:`spikestream.protocol.FrameDecoder` fed the
 error pulses, less those the link dropped): the answer is what
 :class:`sim.link_host.LinkModel` says (status by :func:`spikestream.protocol.check_request`, exact
 bodies for IDENTIFY/STATUS/READ of known words, exact core writes for an accepted WRITE,
-TOKEN frames for RUN/GENERATE); no core write lies outside its memory; a rejected frame
+TOKEN frames for RUN/GENERATE, for STREAM its ``STREAM_START`` frame, exactly
+``count * token_bytes`` raw bytes of tokens in the vocabulary and a final frame whose steps
+and CRC match them; the responses are read as a host reads them,
+:class:`sim.link_host.ResponseReader`); no core write lies outside its memory; a rejected frame
 causes no core write (except the one CORE value the core itself refuses, which is counted
 apart); after every batch a good IDENTIFY is answered. While busy (docs/protocol.md, "Busy:
 bytes dropped"): the link stays busy from shortly after a frame's END until its final
@@ -66,7 +70,7 @@ from hw.core.layouts import write_request_layout
 from hw.link import Link
 from spikestream.memory_map import LANE_MEMS, CoreConfig, CoreReg, Mem, Write, image_writes
 from spikestream.image import load_image
-from sim.link_host import LinkModel, random_image, refused_core_write
+from sim.link_host import RAW, LinkModel, ResponseReader, is_final, random_image, refused_core_write
 from sim.runner import CocotbFailure, available_simulators, build_and_run, load_config
 from spikestream.board import SHIPPED_IMAGE
 from sw.board import board_clock_hz, board_config
@@ -223,7 +227,7 @@ class Stimulus:
         self.seq = (self.seq + 1) & 0xFF
         op = r.choice([P.Cmd.IDENTIFY, P.Cmd.STATUS, P.Cmd.TAG, P.Cmd.READ, P.Cmd.READ,
                        P.Cmd.WRITE, P.Cmd.WRITE, P.Cmd.WRITE, P.Cmd.RESET, P.Cmd.RUN,
-                       P.Cmd.GENERATE])
+                       P.Cmd.GENERATE, P.Cmd.STREAM])
         if op == P.Cmd.TAG:
             body = struct.pack(P.TAG_FORMAT, r.getrandbits(32))
         elif op == P.Cmd.READ:
@@ -243,6 +247,8 @@ class Stimulus:
             body = struct.pack(f"<{n}H", *(r.randrange(self.vocab + 2) for _ in range(n)))
         elif op == P.Cmd.GENERATE:
             body = struct.pack(P.GENERATE_FORMAT, r.randrange(self.vocab + 1), r.randrange(1, 5))
+        elif op == P.Cmd.STREAM:
+            body = P.STREAM_BODY.pack(first=r.randrange(self.vocab + 1), count=r.randrange(1, 6))
         else:
             body = b""
         return P.request(op, self.seq, body)
@@ -252,8 +258,8 @@ class Stimulus:
         p = bytearray(payload)
         what = r.randrange(9)
         if what == 0:
-            p[0] = r.choice([0, 9, P.Cmd.TOKEN, 0x7F, P.NACK_OP, r.randrange(256),
-                             r.randrange(1, 9)])
+            p[0] = r.choice([0, 0x0A, P.Cmd.TOKEN, P.Cmd.STREAM_START, 0x7F, P.NACK_OP,
+                             r.randrange(256), r.randrange(1, 10)])
         elif what == 1 and len(p) > 2:                    # memory id
             p[2] = r.choice([r.randrange(16), 255, Mem.ACC, Mem.CORE])
         elif what == 2 and len(p) > 3:                    # lane
@@ -267,6 +273,8 @@ class Stimulus:
                                 r.randrange(40)]).to_bytes(2, "little")
         elif what == 5 and p[0] == P.Cmd.GENERATE and len(p) == 6:
             p[4:6] = r.choice([0, 1, 2, 5]).to_bytes(2, "little")
+        elif what == 5 and p[0] == P.Cmd.STREAM and len(p) == 8:
+            p[4:8] = r.choice([0, 1, 2, 5, 1 << 16, (1 << 32) - 1]).to_bytes(4, "little")
         elif what == 6 and len(p) > 2:                    # a byte of the body
             k = r.randrange(2, len(p))
             p[k] ^= 1 << r.randrange(8)
@@ -276,6 +284,8 @@ class Stimulus:
             del p[max(0, len(p) - r.randrange(1, 4)):]
         if len(p) == 6 and p[0] == P.Cmd.GENERATE and int.from_bytes(p[4:6], "little") > 5:
             p[4:6] = (5).to_bytes(2, "little")            # keep runs short
+        if len(p) == 8 and p[0] == P.Cmd.STREAM and int.from_bytes(p[4:8], "little") > 5:
+            p[4:8] = (5).to_bytes(4, "little")
         return bytes(p)
 
     def next(self):
@@ -354,7 +364,8 @@ class Driver:
 
     :attr:`busy` is the link's busy output at the last tick (so, for a byte taken at that
     tick, whether it was dropped); :attr:`final_tick` the tick at which the last byte of a
-    final response (any but a ``TOKEN`` frame with status ``OK``) went to the transmitter
+    final response (:func:`sim.link_host.is_final`: any but a ``TOKEN`` or ``STREAM_START``
+    frame with status ``OK`` and a STREAM's token bytes) went to the transmitter
     and :attr:`idle_tick` the last tick at which the link turned idle, both ``None`` until
     they happen after :meth:`start_request`.
     """
@@ -368,7 +379,7 @@ class Driver:
         self.final_tick = self.idle_tick = None
         self._inputs = {}
         self._fields = {name: (f.offset, f.width) for name, f in write_request_layout(config)}
-        self._tx_frames = P.FrameDecoder(max_length=1 << 20, min_length=3)
+        self._tx_reader = ResponseReader()
 
     def _set(self, name, value):
         if self._inputs.get(name) != value:
@@ -401,8 +412,8 @@ class Driver:
         if int(dut.tx__valid.value):                     # tx.ready is always 1
             byte = int(dut.tx__payload.value)
             self.tx.append(byte)
-            for status, p in self._tx_frames.feed(bytes([byte])):
-                if status != P.LinkStatus.OK or p[0] != P.Cmd.TOKEN or p[2] != P.LinkStatus.OK:
+            for status, r in self._tx_reader.feed(bytes([byte])):
+                if status != P.LinkStatus.OK or is_final(r):
                     self.final_tick = self.cycles
         if int(dut.mon_valid.value) and int(dut.mon_ready.value):
             v = int(dut.mon_payload.value)
@@ -465,7 +476,8 @@ class Fuzzer:
         self.stats = {"frames_sent": 0, "frames_decoded": 0, "by_kind": {}, "by_status": {},
                       "core_writes": 0, "out_of_bounds_writes": 0, "writes_by_rejected": 0,
                       "refused_core_values": 0, "mismatches": 0, "alive_checks": 0,
-                      "token_frames": 0, "idle_lag_max": 0, "problems": []}
+                      "token_frames": 0, "streams": 0, "stream_bytes": 0, "idle_lag_max": 0,
+                      "problems": []}
         if junk is not None:
             self.stats["busy"] = {"requests": 0, "units": {}, "bytes_dropped": 0,
                                   "pulses_dropped": 0, "ran_on": 0, "tail_bytes": 0,
@@ -583,12 +595,14 @@ class Fuzzer:
         the reference decoder found at an END (none or one); returns the responses."""
         drv, cfg, stats = self.drv, self.config, self.stats
         got = []
-        for status, payload in P.FrameDecoder(max_length=1 << 20,
-                                              min_length=3).feed(bytes(drv.tx[t0:])):
+        reader = ResponseReader()
+        for status, r in reader.feed(bytes(drv.tx[t0:])):
             if status != P.LinkStatus.OK:
-                self.note(f"{kind}: damaged response {payload.hex()}")
+                self.note(f"{kind}: damaged response {r.hex()}")
             else:
-                got.append(P.parse_response(payload))
+                got.append(r)
+        if reader.pending:                            # a STREAM cut short: the model sees it
+            got.append((RAW, None, P.LinkStatus.OK, bytes(reader.pending)))
         new = drv.writes[w0:]
         stats["core_writes"] += len(new)
         for w in new:
@@ -610,6 +624,8 @@ class Fuzzer:
             name = "NACK " + name
         stats["by_status"][name] = stats["by_status"].get(name, 0) + 1
         stats["token_frames"] += sum(r[0] == P.Cmd.TOKEN and r[2] == 0 for r in got)
+        stats["streams"] += sum(r[0] == P.Cmd.STREAM_START and r[2] == 0 for r in got)
+        stats["stream_bytes"] += sum(len(r[3]) for r in got if r[0] == RAW)
         if not accepted and new:
             allowed = refused_core_write(payload, cfg) if fstatus == P.LinkStatus.OK else None
             if allowed is not None and new == [allowed]:
@@ -774,6 +790,7 @@ def report(stats):
         f"{stats['frames_sent']} frames sent (seed {stats['seed']}) to the link and core "
         f"({core}), driving the link {stats['drive']}; {stats['frames_decoded']} frames "
         f"decoded by the link, {stats['token_frames']} TOKEN frames streamed, "
+        f"{stats.get('streams', 0)} STREAMs ({stats.get('stream_bytes', 0)} token bytes), "
         f"{stats['cycles']} clock cycles, {stats['wall_s']:.0f} s wall, "
         f"{stats['sim_wall_s']:.0f} s of it simulating "
         f"({stats['frames_sent'] / max(stats['sim_wall_s'], 0.1):.0f} frames/s; the rest is "

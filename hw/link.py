@@ -6,9 +6,10 @@ Receive path: :class:`SlipDecoder` (escapes, ``END``, UART errors) -> :class:`Fr
 :class:`RequestChecker` check it completely, and only then drives the core's write, read
 and command ports. Transmit path: the engine's response chunks -> :class:`ResponseEmitter`
 -> :class:`FrameEncoder` (leading ``END``, CRC appended, :class:`SlipEncoder` escaping,
-closing ``END``) -> the UART transmitter. Responses are streamed as they are produced, so
-there is no response buffer. :class:`Link` wires these together. Headers and bodies are
-read and built through views of spikestream/protocol.py's layouts (:func:`struct_layout`).
+closing ``END``; a STREAM's raw token bytes pass it unframed and unescaped) -> a small line
+queue -> the UART transmitter. Responses are streamed as they are produced, so there is no
+response buffer. :class:`Link` wires these together. Headers and bodies are read and built
+through views of spikestream/protocol.py's layouts (:func:`struct_layout`).
 
 Every block-to-block ``ready`` depends on registers only, so no combinational path runs
 through more than one block; each block moves at most a byte every other cycle, which is
@@ -19,7 +20,7 @@ import functools
 import operator
 
 from amaranth import *
-from amaranth.lib import crc, data, stream, wiring
+from amaranth.lib import crc, data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -32,11 +33,16 @@ from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_MEMS, OP_BITS,
 __all__ = ["struct_layout", "RequestHeader", "CRC_ALGORITHM", "CRC16", "DecodedByte",
            "SlipDecoder", "FrameInfo", "FrameReceiver", "SlipToken", "SlipEncoder", "PayloadByte",
            "FrameEncoder", "response_chunk_layout", "ResponseEmitter", "Request", "Verdict",
-           "RequestChecker", "RequestEngine", "Link", "BUFFER_BYTES"]
+           "RequestChecker", "RequestEngine", "Link", "BUFFER_BYTES", "QUEUE_BYTES"]
 
 
 BUFFER_BYTES = P.MAX_PAYLOAD + 2
 """The receive buffer: the longest request payload and its CRC (one 2048 x 8 block RAM)."""
+
+QUEUE_BYTES = 32
+"""The line queue between the frame encoder and the transmitter: it takes a STREAM_START
+frame (at most 22 line bytes, every byte escaped) at once, so that the engine goes on
+issuing timesteps, and their raw tokens queue behind it, while the frame goes out."""
 
 
 def struct_layout(layout):
@@ -51,6 +57,7 @@ RequestHeader = data.StructLayout({
     "body": data.UnionLayout({
         "block": struct_layout(P.BLOCK_BODY),         # READ, WRITE
         "generate": struct_layout(P.GENERATE_BODY),
+        "stream": struct_layout(P.STREAM_BODY),
         "tag": struct_layout(P.TAG_BODY),
     }),
 })
@@ -267,12 +274,14 @@ class FrameReceiver(wiring.Component):
         return m
 
 
-SlipToken = data.StructLayout({"data": 8, "end": 1})
-"""What the SLIP encoder sends: ``data`` escaped, or (``end``) a bare ``END``."""
+SlipToken = data.StructLayout({"data": 8, "end": 1, "raw": 1})
+"""What the SLIP encoder sends: ``data`` escaped, (``end``) a bare ``END``, or (``raw``)
+``data`` as it is (a STREAM's raw token bytes)."""
 
 
 class SlipEncoder(wiring.Component):
-    """SLIP encoder: each ``data`` byte becomes one or two line bytes, each ``end`` an ``END``.
+    """SLIP encoder: each ``data`` byte becomes one or two line bytes, each ``end`` an ``END``,
+    each ``raw`` byte itself.
 
     Attributes
     ----------
@@ -301,6 +310,8 @@ class SlipEncoder(wiring.Component):
             d = self.i.payload.data
             with m.If(self.i.payload.end):
                 m.d.sync += self.o.payload.eq(P.END)
+            with m.Elif(self.i.payload.raw):
+                m.d.sync += self.o.payload.eq(d)
             with m.Elif(d == P.END):
                 m.d.sync += [self.o.payload.eq(P.ESC), pend.eq(1), pend_data.eq(P.ESC_END)]
             with m.Elif(d == P.ESC):
@@ -310,19 +321,21 @@ class SlipEncoder(wiring.Component):
         return m
 
 
-PayloadByte = data.StructLayout({"data": 8, "last": 1})
-"""A response payload byte; ``last`` marks the frame's final byte."""
+PayloadByte = data.StructLayout({"data": 8, "last": 1, "raw": 1})
+"""A response payload byte; ``last`` marks the frame's final byte. A ``raw`` byte is no
+frame's: it goes to the line as it is, between frames (a STREAM's raw tokens)."""
 
 
 class FrameEncoder(wiring.Component):
     """Frames a payload as :func:`spikestream.protocol.frame` does: ``END``, escaped payload and
-    CRC (low byte first), ``END``; the CRC is computed on the fly.
+    CRC (low byte first), ``END``; the CRC is computed on the fly. A ``raw`` byte offered
+    between frames is sent as it is, after the frame before it has closed.
 
     Attributes
     ----------
     i : In(stream.Signature(PayloadByte))
-        Payload bytes, ``last`` on each frame's final one; ready while its one-byte input
-        register is empty.
+        Payload bytes, ``last`` on each frame's final one, or raw bytes between frames
+        (``last`` ignored); ready while its one-byte input register is empty.
     o : Out(stream.Signature(8))
         Line bytes.
     busy : Out(1)
@@ -346,9 +359,14 @@ class FrameEncoder(wiring.Component):
 
         with m.FSM(name="framer") as fsm:
             with m.State("IDLE"):
-                m.d.comb += [slip.i.valid.eq(full), slip.i.payload.end.eq(1)]
+                # A frame's first byte waits for its opening END; a raw byte goes as it is.
+                m.d.comb += [slip.i.valid.eq(full), slip.i.payload.data.eq(cur.data),
+                             slip.i.payload.end.eq(~cur.raw), slip.i.payload.raw.eq(cur.raw)]
                 with m.If(full & slip.i.ready):
-                    m.next = "BODY"
+                    with m.If(cur.raw):
+                        m.d.sync += full.eq(0)
+                    with m.Else():
+                        m.next = "BODY"
             with m.State("BODY"):
                 m.d.comb += [slip.i.valid.eq(full), slip.i.payload.data.eq(cur.data)]
                 with m.If(full & slip.i.ready):
@@ -375,9 +393,10 @@ class FrameEncoder(wiring.Component):
 
 def response_chunk_layout(chunk_bytes):
     """Up to ``chunk_bytes`` bytes of a response payload (the first byte lowest in ``data``;
-    ``length`` of them count), ``last`` if they end the frame."""
+    ``length`` of them count), ``last`` if they end the frame; or, ``raw``, bytes that go to
+    the line between frames as they are (a STREAM's raw tokens; ``last`` is 0)."""
     return data.StructLayout({"data": 8 * chunk_bytes, "length": range(chunk_bytes + 1),
-                              "last": 1})
+                              "last": 1, "raw": 1})
 
 
 class ResponseEmitter(wiring.Component):
@@ -389,12 +408,18 @@ class ResponseEmitter(wiring.Component):
     would put the encoder's handshake on the enable of every bit) and a byte index picks
     the byte to hand over. So the encoder's input comes from registers through one byte
     multiplexer, and the wide choice of what to send sits in front of the staging
-    register, in the sender.
+    register, in the sender. Raw chunks pass the encoder unframed.
+
+    The encoder's line bytes wait in a queue of ``queue_bytes`` (a FIFO with registered
+    outputs) for ``o``: a burst of line bytes (a frame) is taken at once and the next
+    chunk with it, while the line carries them at its own pace.
 
     Parameters
     ----------
     chunk_bytes : int
         The largest chunk.
+    queue_bytes : int
+        Line bytes the queue holds (at least 2).
 
     Attributes
     ----------
@@ -407,8 +432,11 @@ class ResponseEmitter(wiring.Component):
         A response is not yet wholly handed to ``o``.
     """
 
-    def __init__(self, chunk_bytes):
+    def __init__(self, chunk_bytes, queue_bytes=QUEUE_BYTES):
+        if queue_bytes < 2:
+            raise ValueError(f"the line queue needs at least 2 bytes, not {queue_bytes}")
         self._chunk_bytes = chunk_bytes
+        self._queue_bytes = queue_bytes
         super().__init__({
             "i": In(stream.Signature(response_chunk_layout(chunk_bytes))),
             "o": Out(stream.Signature(8)),
@@ -419,30 +447,36 @@ class ResponseEmitter(wiring.Component):
         m = Module()
         n = self._chunk_bytes
         m.submodules.encoder = enc = FrameEncoder()
-        wiring.connect(m, enc.o, wiring.flipped(self.o))
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=8, depth=self._queue_bytes)
+        m.d.comb += [queue.w_en.eq(enc.o.valid), queue.w_data.eq(enc.o.payload),
+                     enc.o.ready.eq(queue.w_rdy),
+                     self.o.valid.eq(queue.r_rdy), self.o.payload.eq(queue.r_data),
+                     queue.r_en.eq(self.o.ready)]
 
         stage = Signal(8 * n, name="stage")
         stage_len = Signal(range(n + 1), name="stage_len")
         stage_last = Signal(name="stage_last")
+        stage_raw = Signal(name="stage_raw")
         stage_go = Signal(name="stage_go")     # stage holds a chunk (for one cycle)
         buf = Signal(8 * n, name="buf")
         pos = Signal(range(n), name="pos")
         left = Signal(range(n + 1), name="left")
         last = Signal(name="last")             # buf's last byte ends the frame
+        raw = Signal(name="raw")               # buf's bytes go to the line unframed
         full = Signal(name="full")             # buf holds bytes not yet handed over
 
         m.d.comb += [self.i.ready.eq(~full & ~stage_go),
-                     self.busy.eq(full | stage_go | enc.busy)]
+                     self.busy.eq(full | stage_go | enc.busy | (queue.r_level != 0))]
         m.d.sync += stage_go.eq(self.i.valid & self.i.ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [stage.eq(self.i.payload.data), stage_len.eq(self.i.payload.length),
-                         stage_last.eq(self.i.payload.last)]
+                         stage_last.eq(self.i.payload.last), stage_raw.eq(self.i.payload.raw)]
 
         m.d.comb += [enc.i.valid.eq(full), enc.i.payload.data.eq(buf.word_select(pos, 8)),
-                     enc.i.payload.last.eq(last & (left == 1))]
+                     enc.i.payload.last.eq(last & (left == 1)), enc.i.payload.raw.eq(raw)]
         with m.If(stage_go):
             m.d.sync += [buf.eq(stage), pos.eq(0), left.eq(stage_len), last.eq(stage_last),
-                         full.eq(1)]
+                         raw.eq(stage_raw), full.eq(1)]
         with m.Elif(full & enc.i.ready):
             m.d.sync += [pos.eq(pos + 1), left.eq(left - 1)]
             with m.If(left == 1):
@@ -508,6 +542,7 @@ class RequestChecker(wiring.Component):
         S = P.LinkStatus
         hdr, body_len = self.i.payload.header, self.i.payload.body_len
         op, block, generate = hdr.op, hdr.body.block, hdr.body.generate
+        stream_body = hdr.body.stream
         mem, lane, addr, count = block.mem, block.lane, block.addr, block.count
         block_bytes = P.BLOCK_BODY.size
         # RUN's body is whole tokens: its length's low bits are zero, the rest count them.
@@ -547,6 +582,8 @@ class RequestChecker(wiring.Component):
                     m.d.sync += [op_ok.eq(1), len_ok.eq(body_len == P.TAG_BODY.size)]
                 with m.Case(P.Cmd.GENERATE):
                     m.d.sync += [op_ok.eq(1), len_ok.eq(body_len == P.GENERATE_BODY.size)]
+                with m.Case(P.Cmd.STREAM):
+                    m.d.sync += [op_ok.eq(1), len_ok.eq(body_len == P.STREAM_BODY.size)]
                 with m.Case(P.Cmd.READ):
                     m.d.sync += [op_ok.eq(1), len_ok.eq(body_len == block_bytes)]
                 with m.Case(P.Cmd.RUN):
@@ -573,13 +610,15 @@ class RequestChecker(wiring.Component):
                             depth.eq(cfg.depth(mm)),
                         ]
             # count: at least 1; READ at most MAX_READ; a CORE WRITE exactly 1;
-            # GENERATE's count at least 1.
+            # GENERATE's and STREAM's count at least 1.
             with m.If(is_read):
                 m.d.sync += count_ok.eq((count != 0) & (count <= P.MAX_READ))
             with m.Elif(is_write & (mem == Mem.CORE)):
                 m.d.sync += count_ok.eq(count == 1)
             with m.Elif(is_write):
                 m.d.sync += count_ok.eq(count != 0)
+            with m.Elif(op == P.Cmd.STREAM):
+                m.d.sync += count_ok.eq(stream_body.count != 0)
             with m.Else():
                 m.d.sync += count_ok.eq(generate.count != 0)
 
@@ -601,7 +640,7 @@ class RequestChecker(wiring.Component):
             m.d.comb += verdict.eq(S.BAD_MEMORY)
         with m.Elif((is_w | is_r) & ~(lane_ok & addr_hi_zero & end_ok & count_ok)):
             m.d.comb += verdict.eq(S.OUT_OF_RANGE)
-        with m.Elif(op_is.generate & ~count_ok):
+        with m.Elif((op_is.generate | op_is.stream) & ~count_ok):
             m.d.comb += verdict.eq(S.OUT_OF_RANGE)
         with m.Else():
             m.d.comb += verdict.eq(S.OK)
@@ -620,10 +659,17 @@ class RequestEngine(wiring.Component):
     One state machine. The header goes from the buffer to the :class:`RequestChecker`; on
     an ``OK`` verdict the engine acts (WRITE: the words scanned for bits above
     ``data_bits``, then written one by one, the core's ``write_error`` read after the last;
-    READ: a word per core read; RUN/GENERATE: the next timestep issued before the last
-    one's TOKEN frame goes out), and the response goes to the :class:`ResponseEmitter` in
-    chunks built from registers only. The core's ports see registers only (their ``valid``
-    alone depends on the state).
+    READ: a word per core read; RUN/GENERATE/STREAM: the next timestep issued before the
+    last one's TOKEN frame or raw token goes out), and the response goes to the
+    :class:`ResponseEmitter` in chunks built from registers only. The core's ports see
+    registers only (their ``valid`` alone depends on the state).
+
+    STREAM is GENERATE with a compact answer: after its first timestep has run (a first
+    token outside the vocabulary gets the final frame alone), one STREAM_START frame, then
+    each timestep's token as a raw chunk of :func:`spikestream.protocol.stream_token_bytes`
+    bytes, then the final frame with the timesteps, the sums of their cycles and spikes
+    (64 bits each: the sum of at most 2**32 counts below 2**32 each, never wrapped) and the
+    CRC of the raw bytes (a :class:`CRC16` fed a byte per cycle from the token's register).
 
     Parameters
     ----------
@@ -672,9 +718,11 @@ class RequestEngine(wiring.Component):
         self._config = config
         self._identity = identity
         head = P.RESPONSE_HEAD.size
-        # The largest chunk of a response: STATUS, a TOKEN frame, or a READ word.
+        # The largest chunk of a response: STATUS, a TOKEN frame, STREAM's frames or raw
+        # token, or a READ word.
         self.chunk_bytes = max(head + P.STATUS_BODY.size, head + P.TOKEN_BODY.size,
-                               P.word_bytes(config))
+                               head + P.STREAM_START_BODY.size, head + P.STREAM_END_BODY.size,
+                               P.stream_token_bytes(config), P.word_bytes(config))
         super().__init__({
             "frame": In(stream.Signature(FrameInfo)),
             "rd_addr": Out(11),
@@ -759,7 +807,8 @@ class RequestEngine(wiring.Component):
         # The checker judges the request (three cycles) while the engine waits in VERDICT.
         verdict = self.verdict.payload
         op_is = verdict.op
-        is_stream = Signal(name="is_stream")     # RUN or GENERATE: the final carries DONE
+        stepping = Signal(name="stepping")       # RUN, GENERATE or STREAM: timesteps run
+        compact = Signal(name="compact")         # STREAM: raw tokens, the final StreamEnd
         clear_tag = Signal(name="clear_tag")     # an accepted WRITE here clears the tag
 
         # WRITE words: bits above data_bits must be zero (only the top byte can hold them).
@@ -775,15 +824,39 @@ class RequestEngine(wiring.Component):
         word_last = Signal(name="word_last")   # the word being sent is the READ's last
         cmd_op = Signal(OP_BITS, name="cmd_op")
 
-        # RUN/GENERATE: `left` steps still to complete, `done` completed; the next step is
-        # issued before the previous one's TOKEN frame goes out.
+        # RUN/GENERATE/STREAM: `left` steps still to complete, `done` completed (RUN and
+        # GENERATE report the low 16 bits); the next step is issued before the previous
+        # one's TOKEN frame or raw token goes out.
+        stream_body = hdr.body.stream
+        steps_bits = P.STREAM_BODY.field("count").bits
         token_in = Signal(8 * token_bytes, name="token_in")
-        done = Signal(P.DONE_BODY.field("steps").bits, name="done")
-        left = Signal.like(generate.count, name="left")
-        have = Signal(name="have_token")       # a completed step's TOKEN frame is due
+        done = Signal(steps_bits, name="done")
+        left = Signal(steps_bits, name="left")
+        have = Signal(name="have_token")       # a completed step's answer is due
         inflight = Signal(name="inflight")     # a STEP has been issued, its result not taken
         # The last completed step, as its TOKEN frame reports it.
         res = Signal(struct_layout(P.TOKEN_BODY), name="res")
+
+        # STREAM: the sums of the steps' cycles and spikes, added from `res` the cycle after
+        # each result (64 bits: STREAM_END_BODY's fields hold any sum of 2**32 steps).
+        stb = P.stream_token_bytes(cfg)
+        assert 8 * stb <= len(res.token)
+        started = Signal(name="started")       # STREAM_START has gone to the emitter
+        add_sums = Signal(name="add_sums")     # `res` holds a step not yet in the sums
+        sum_cycles = Signal(P.STREAM_END_BODY.field("cycles").bits, name="sum_cycles")
+        sum_spikes = Signal(P.STREAM_END_BODY.field("spikes").bits, name="sum_spikes")
+        m.d.sync += add_sums.eq(0)
+        with m.If(add_sums):
+            m.d.sync += [sum_cycles.eq(sum_cycles + res.cycles),
+                         sum_spikes.eq(sum_spikes + res.spikes)]
+        # ... and the CRC of the raw bytes: each raw token, once handed to the emitter, is
+        # folded in a byte per cycle, the first byte first, from `fold`.
+        m.submodules.raw_crc = raw_crc = CRC16()
+        fold = Signal(8 * stb, name="fold")
+        fold_left = Signal(range(stb + 1), name="fold_left")
+        m.d.comb += [raw_crc.data.eq(fold[:8]), raw_crc.en.eq(fold_left != 0)]
+        with m.If(fold_left != 0):
+            m.d.sync += [fold.eq(fold >> 8), fold_left.eq(fold_left - 1)]
 
         # Responses go out through the emitter in chunks: a load state offers one (made of
         # registers only) for one cycle, its emit state waits until the emitter has handed
@@ -791,11 +864,12 @@ class RequestEngine(wiring.Component):
         chunk_bytes = self.chunk_bytes
         chunk = self.response
 
-        def load(value, last, then, valid=1):
+        def load(value, last, then, valid=1, raw=0):
             # value: whole bytes, at most chunk_bytes of them
             assert len(value) % 8 == 0 and len(value) <= 8 * chunk_bytes
             m.d.comb += [chunk.valid.eq(valid), chunk.payload.data.eq(value),
-                         chunk.payload.length.eq(len(value) // 8), chunk.payload.last.eq(last)]
+                         chunk.payload.length.eq(len(value) // 8), chunk.payload.last.eq(last),
+                         chunk.payload.raw.eq(raw)]
             with m.If(chunk.ready & valid):
                 then()
 
@@ -850,8 +924,9 @@ class RequestEngine(wiring.Component):
                 m.d.comb += [self.check.valid.eq(1), self.check.payload.header.eq(hdr),
                              self.check.payload.body_len.eq(body_len)]
                 m.d.sync += [resp_op.eq(op), resp_seq.eq(seq),
-                             is_stream.eq((op == P.Cmd.RUN) | (op == P.Cmd.GENERATE)),
-                             clear_tag.eq(0)]
+                             stepping.eq((op == P.Cmd.RUN) | (op == P.Cmd.GENERATE) |
+                                         (op == P.Cmd.STREAM)),
+                             compact.eq(op == P.Cmd.STREAM), clear_tag.eq(0)]
                 with m.Switch(mem):
                     for mm in Mem:
                         with m.Case(mm):
@@ -901,6 +976,13 @@ class RequestEngine(wiring.Component):
                         m.d.sync += [done.eq(0), left.eq(generate.count), have.eq(0),
                                      inflight.eq(0), token_in.eq(generate.first),
                                      cmd_op.eq(Op.STEP)]
+                        m.next = "ISSUE"
+                    with m.Elif(op_is.stream):
+                        m.d.sync += [done.eq(0), left.eq(stream_body.count), have.eq(0),
+                                     inflight.eq(0), token_in.eq(stream_body.first),
+                                     cmd_op.eq(Op.STEP), started.eq(0), sum_cycles.eq(0),
+                                     sum_spikes.eq(0)]
+                        m.d.comb += raw_crc.clear.eq(1)
                         m.next = "ISSUE"
 
             # --- WRITE ------------------------------------------------------------------
@@ -983,12 +1065,33 @@ class RequestEngine(wiring.Component):
             with m.State("CMD_WAIT"):
                 m.d.comb += self.result.ready.eq(1)
                 with m.If(self.result.valid):
-                    with m.If(is_stream):
+                    with m.If(compact):
+                        m.next = "L_END"
+                    with m.Elif(stepping):
                         m.next = "L_DONE"
                     with m.Else():
                         m.next = "L_SIMPLE"
 
-            # --- RUN, GENERATE ----------------------------------------------------------
+            # --- RUN, GENERATE, STREAM --------------------------------------------------
+            def answer_step():
+                # A completed step's answer: its TOKEN frame, or STREAM's raw token (after
+                # STREAM_START, once).
+                with m.If(~compact):
+                    m.next = "L_TOKEN"
+                with m.Elif(~started):
+                    m.next = "L_START"
+                with m.Else():
+                    m.next = "L_RAW"
+
+            def after_answer(final):
+                def then():
+                    m.d.sync += have.eq(0)
+                    with m.If(inflight):
+                        m.next = "WAIT"
+                    with m.Else():
+                        m.next = final
+                return then
+
             with m.State("RUN_FETCH"):
                 with m.If(fetch_done):
                     m.d.sync += token_in.eq(fetched[-len(token_in):])
@@ -999,7 +1102,7 @@ class RequestEngine(wiring.Component):
                 with m.If(self.cmd.ready):
                     m.d.sync += inflight.eq(1)
                     with m.If(have):
-                        m.next = "L_TOKEN"
+                        answer_step()
                     with m.Else():
                         m.next = "WAIT"
 
@@ -1017,10 +1120,10 @@ class RequestEngine(wiring.Component):
                             res.cycles.eq(r.cycles), res.spikes.eq(r.spikes),
                             done.eq(done + 1), left.eq(left - 1), have.eq(1),
                             steps.eq(steps + 1), cycles.eq(cycles + r.cycles),
-                            token_in.eq(r.token),
+                            token_in.eq(r.token), add_sums.eq(1),
                         ]
                         with m.If(left == 1):
-                            m.next = "L_TOKEN"
+                            answer_step()
                         with m.Elif(op == P.Cmd.RUN):
                             fetch(None, token_bytes)
                             m.next = "RUN_FETCH"
@@ -1031,13 +1134,27 @@ class RequestEngine(wiring.Component):
                 load(Cat(response_head(op=P.Cmd.TOKEN, status=S.OK), res), 1, goto("E_TOKEN"))
 
             with m.State("E_TOKEN"):
-                def after_token():
-                    m.d.sync += have.eq(0)
-                    with m.If(inflight):
-                        m.next = "WAIT"
-                    with m.Else():
-                        m.next = "L_DONE"
-                emit(after_token)
+                emit(after_answer("L_DONE"))
+
+            with m.State("L_START"):
+                load(Cat(response_head(op=P.Cmd.STREAM_START, status=S.OK),
+                         _pack(P.STREAM_START_BODY, count=stream_body.count, token_bytes=stb)),
+                     1, goto("E_START"))
+
+            with m.State("E_START"):
+                def after_start():
+                    m.d.sync += started.eq(1)
+                    m.next = "L_RAW"
+                emit(after_start)
+
+            with m.State("L_RAW"):
+                def fold_token():
+                    m.d.sync += [fold.eq(res.token[:8 * stb]), fold_left.eq(stb)]
+                    m.next = "E_RAW"
+                load(res.token[:8 * stb], 0, fold_token, valid=fold_left == 0, raw=1)
+
+            with m.State("E_RAW"):
+                emit(after_answer("L_END"))
 
             # --- responses --------------------------------------------------------------
             with m.State("L_SIMPLE"):
@@ -1047,9 +1164,19 @@ class RequestEngine(wiring.Component):
                 emit(goto("FINISH"))
 
             with m.State("L_DONE"):
-                load(Cat(response_head(), _pack(P.DONE_BODY, steps=done)), 1, goto("E_DONE"))
+                load(Cat(response_head(), _pack(P.DONE_BODY, steps=done[:P.DONE_BODY.size * 8])),
+                     1, goto("E_DONE"))
 
             with m.State("E_DONE"):
+                emit(goto("FINISH"))
+
+            with m.State("L_END"):
+                # Once the last raw token is in the CRC and the last step in the sums.
+                load(Cat(response_head(), _pack(
+                    P.STREAM_END_BODY, steps=done, cycles=sum_cycles, spikes=sum_spikes,
+                    crc=raw_crc.crc)), 1, goto("E_END"), valid=(fold_left == 0) & ~add_sums)
+
+            with m.State("E_END"):
                 emit(goto("FINISH"))
 
             for k, piece in enumerate(identify):
@@ -1089,7 +1216,7 @@ class Link(wiring.Component):
     A request is acted on only after the whole frame is in the receive buffer, its CRC is
     good and it has passed every check of :func:`spikestream.protocol.check_request`; then the
     request engine drives the core's ports and streams the response. While it works (from
-    the frame's closing ``END`` until the encoder has handed the response's last byte to
+    the frame's closing ``END`` until the emitter has handed the response's last byte to
     ``tx``) bytes from ``rx`` are taken and dropped, and counted.
 
     Blocks, stream to stream: :class:`SlipDecoder` -> :class:`FrameReceiver` ->

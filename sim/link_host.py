@@ -2,10 +2,17 @@
 
 :class:`LinkModel` says, for every frame a host sends, which responses spikestream/protocol.py
 requires and which core writes it may cause, as far as that is knowable without running
-the network (``RUN``/``GENERATE`` are checked for their structure; the whole-SoC cocotb test
-checks their tokens and cycles against the golden model). It builds on the protocol's own
-reference functions (:class:`spikestream.protocol.FrameDecoder`, :func:`spikestream.protocol.check_request`,
-:func:`spikestream.memory_map.write_problem`), so it shares no code with the gateware.
+the network (``RUN``/``GENERATE``/``STREAM`` are checked for their structure; the whole-SoC
+cocotb test checks their tokens and cycles against the golden model). It builds on the
+protocol's own reference functions (:class:`spikestream.protocol.FrameDecoder`,
+:func:`spikestream.protocol.check_request`, :func:`spikestream.memory_map.write_problem`), so
+it shares no code with the gateware.
+
+A ``STREAM``'s token bytes are not a frame: :class:`ResponseReader` (and
+:func:`parse_responses`, which uses it) reads them as a host does, exactly
+``count * token_bytes`` raw bytes after a ``STREAM_START`` frame, and gives them as one
+pseudo-response ``(RAW, seq, 0, the bytes)`` between the ``STREAM_START`` frame and the final
+one; :func:`is_final` tells a final response from the others.
 
 Pure Python: the amaranth.sim unit tests, the cocotb testbench (:mod:`sim.tb_soc`) and the
 fuzzer (:mod:`bench.fuzz_link`) all use it.
@@ -21,19 +28,84 @@ from spikestream.sampler import seed_state
 
 from .netgen import random_network
 
-__all__ = ["LinkModel", "refused_core_write", "parse_responses", "write_requests", "random_image"]
+__all__ = ["LinkModel", "RAW", "ResponseReader", "is_final", "refused_core_write",
+           "parse_responses", "write_requests", "random_image"]
+
+RAW = "raw"
+"""The ``op`` of the pseudo-response that holds a STREAM's token bytes (never a byte value,
+so it matches no real ``op``)."""
+
+
+def is_final(response):
+    """Whether ``(op, seq, status, body)`` is a final response: anything but a ``TOKEN`` or
+    ``STREAM_START`` frame with status ``OK`` and a STREAM's token bytes (:data:`RAW`)."""
+    op, _, status, _ = response
+    return not (op in (P.Cmd.TOKEN, P.Cmd.STREAM_START, RAW) and status == P.LinkStatus.OK)
+
+
+class ResponseReader:
+    """The bytes a SoC sends, read as a host reads them, fed in any pieces.
+
+    Frames are decoded (:class:`spikestream.protocol.FrameDecoder`); after a ``STREAM_START``
+    frame with status ``OK`` and a body of :data:`spikestream.protocol.STREAM_START_BODY`'s
+    size, the next ``count * token_bytes`` bytes are taken raw, whatever they are, and given
+    as one ``(RAW, seq, 0, bytes)`` once all have come. :meth:`feed` returns a list of
+    ``(decode status, response)``: ``OK`` with ``(op, seq, status, body)``, or a NACK status
+    with the damaged frame's bytes. :attr:`pending` is the raw bytes of a STREAM not yet
+    complete.
+    """
+
+    def __init__(self):
+        self._decoder = P.FrameDecoder(max_length=1 << 20, min_length=3)
+        self._left = 0
+        self._seq = 0
+        self.pending = bytearray()
+
+    def feed(self, data):
+        out, data, at = [], bytes(data), 0
+        while at < len(data):
+            if self._left:
+                take = data[at:at + self._left]
+                self.pending += take
+                self._left -= len(take)
+                at += len(take)
+                if not self._left:
+                    out.append((P.LinkStatus.OK, (RAW, self._seq, P.LinkStatus.OK,
+                                                  bytes(self.pending))))
+                    self.pending.clear()
+                continue
+            end = data.find(P.END, at)
+            upto = len(data) if end < 0 else end + 1
+            for status, payload in self._decoder.feed(data[at:upto]):
+                if status != P.LinkStatus.OK:
+                    out.append((status, payload))
+                    continue
+                r = P.parse_response(payload)
+                out.append((status, r))
+                op, seq, rstatus, body = r
+                if op == P.Cmd.STREAM_START and rstatus == P.LinkStatus.OK and \
+                        len(body) == P.STREAM_START_BODY.size:
+                    start = P.STREAM_START_BODY.unpack_from(body)
+                    self._left, self._seq = start.count * start.token_bytes, seq
+            at = upto
+        return out
 
 
 def parse_responses(wire):
-    """The responses in the bytes a SoC sent: a list of ``(op, seq, status, body)``.
+    """The responses in the bytes a SoC sent: a list of ``(op, seq, status, body)``, a
+    STREAM's token bytes as one :data:`RAW` response (:class:`ResponseReader`; a STREAM cut
+    short ends the list with the raw bytes that came).
 
     Raises ``AssertionError`` if any frame is damaged: the SoC must never send one.
     """
     out = []
-    for status, payload in P.FrameDecoder(max_length=1 << 20, min_length=3).feed(wire):
+    reader = ResponseReader()
+    for status, r in reader.feed(wire):
         assert status == P.LinkStatus.OK, f"the SoC sent a damaged frame ({status.name}): " \
-                                          f"{payload.hex()}"
-        out.append(P.parse_response(payload))
+                                          f"{r.hex()}"
+        out.append(r)
+    if reader.pending:
+        out.append((RAW, reader._seq, P.LinkStatus.OK, bytes(reader.pending)))
     return out
 
 
@@ -69,9 +141,9 @@ class LinkModel:
     tag : int
         Its power-up tag.
 
-    Call :meth:`check` once per frame the SoC decoded, in order, with what it answered and
-    the core writes it made; it returns a list of problems (empty if all is as the protocol
-    says) and updates the model.
+    Call :meth:`check` once per frame the SoC decoded, in order, with what it answered (as
+    :func:`parse_responses` gives it) and the core writes it made; it returns a list of
+    problems (empty if all is as the protocol says) and updates the model.
     """
 
     def __init__(self, config, *, clock_hz, baud, init=(), tag=0):
@@ -173,7 +245,7 @@ class LinkModel:
 
         cmd = P.Cmd(op)
         head = responses[-1][:3] if responses else None
-        if cmd not in (P.Cmd.RUN, P.Cmd.GENERATE):
+        if cmd not in (P.Cmd.RUN, P.Cmd.GENERATE, P.Cmd.STREAM):
             expect(len(responses) == 1, f"{cmd.name}: one response expected, got {responses}")
         if cmd != P.Cmd.WRITE:
             expect(not writes, f"{cmd.name} caused core writes {writes}")
@@ -227,10 +299,57 @@ class LinkModel:
                     if want is not None and g != want:
                         problems.append(f"READ {Mem(mem).name}[{lane}][{addr + k}] = {g:#x}, "
                                         f"expected {want:#x}")
+        elif cmd == P.Cmd.STREAM:
+            problems += self._check_stream(op, seq, body, responses)
         else:
             problems += self._check_steps(cmd, op, seq, body, responses)
-        if cmd not in (P.Cmd.RUN, P.Cmd.GENERATE):
+        if cmd not in (P.Cmd.RUN, P.Cmd.GENERATE, P.Cmd.STREAM):
             final(True)
+        return problems
+
+    def _check_stream(self, op, seq, body, responses):
+        """A STREAM: ``STREAM_START``, the token bytes (:data:`RAW`), the final frame whose
+        steps, CRC and cycles agree with them; or, for a first token outside the vocabulary,
+        the final frame alone (``BAD_TOKEN``, zeros, CRC ``0xFFFF``). The token bytes may
+        come as a :data:`RAW` response or as plain ``bytes``."""
+        problems = []
+        responses = [(RAW, seq, P.LinkStatus.OK, bytes(r)) if isinstance(r, (bytes, bytearray))
+                     else r for r in responses]
+        vocab = self.regs[CoreReg.VOCAB]
+        first, count = P.STREAM_BODY.unpack_from(body)
+        nbytes = P.stream_token_bytes(self.config)
+        if first >= vocab:
+            want = [(op, seq, P.LinkStatus.BAD_TOKEN,
+                     P.STREAM_END_BODY.pack(steps=0, cycles=0, spikes=0, crc=0xFFFF))]
+            if responses != want:
+                problems.append(f"STREAM from {first} (vocabulary {vocab}): expected {want}, "
+                                f"got {responses}")
+            self.frames_rejected += 1
+            return problems
+        start = (P.Cmd.STREAM_START, seq, P.LinkStatus.OK,
+                 P.STREAM_START_BODY.pack(count=count, token_bytes=nbytes))
+        shape = [r[:3] for r in responses]
+        if len(responses) != 3 or responses[0] != start or \
+                shape[1:] != [(RAW, seq, P.LinkStatus.OK), (op, seq, P.LinkStatus.OK)] or \
+                len(responses[1][3]) != count * nbytes or \
+                len(responses[2][3]) != P.STREAM_END_BODY.size:
+            problems.append(f"STREAM of {count}: expected {start}, {count * nbytes} token "
+                            f"bytes, then the final frame; got "
+                            f"{[(r[:3], len(r[3])) for r in responses]}")
+            self.frames_rejected += 1           # (what the SoC counts is unknown here)
+            return problems
+        raw = responses[1][3]
+        end = P.STREAM_END_BODY.unpack_from(responses[2][3])
+        tokens = P.unpack_stream(raw, nbytes)
+        if max(tokens) >= vocab:
+            problems.append(f"STREAM: token {max(tokens)} outside the vocabulary of {vocab}")
+        if end.steps != count or end.crc != P.crc16(raw) or end.cycles < count:
+            problems.append(f"STREAM of {count}: final frame {end}, the token bytes' CRC "
+                            f"{P.crc16(raw):#06x}")
+        self.steps += count
+        self.cycles += end.cycles
+        self.unknown |= {Mem.STATE, Mem.ACC, "rng"}
+        self.frames_ok += 1
         return problems
 
     def _check_steps(self, cmd, op, seq, body, responses):

@@ -2,7 +2,8 @@
 
 Requests go in on ``rx`` from ``cocotbext.uart.UartSource`` and answers come back on ``tx``
 into ``UartSink``: an independent model of the line. Frames are built and read with
-spikestream/protocol.py's own functions; what every answer must be comes from
+spikestream/protocol.py's own functions (a STREAM's raw tokens, which are no frame, by
+:class:`sim.link_host.ResponseReader`, as a host reads them); what every answer must be comes from
 :class:`sim.link_host.LinkModel` and, for running networks, :class:`models.golden.GoldenCore`.
 
 A monitor watches the core's write port inside the SoC (``dut.core.write__valid``,
@@ -25,6 +26,7 @@ import warnings
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer, with_timeout
+from cocotb.utils import get_sim_time
 from cocotbext.uart import UartSink, UartSource
 
 from spikestream import protocol as P
@@ -35,7 +37,7 @@ from spikestream.memory_map import (LANE_MEMS, CoreConfig, CoreReg, Mem, Write, 
 from hw.uart import FRAME_BITS
 from models.golden import GoldenCore
 from spikestream.network import lane_layout
-from sim.link_host import LinkModel, random_image, write_requests
+from sim.link_host import RAW, LinkModel, ResponseReader, is_final, random_image, write_requests
 from sim.runner import load_config
 
 S = P.LinkStatus
@@ -140,6 +142,23 @@ class TB:
                 assert status == S.OK, f"the SoC sent a damaged frame: {payload.hex()}"
                 out.append(P.parse_response(payload))
         return out
+
+    async def stream(self, seq, first, count, timeout_frames=400):
+        """Send a STREAM; return its responses (:class:`sim.link_host.ResponseReader`'s: the
+        raw tokens as one ``RAW`` response) up to the final one, and the clock cycles from
+        the request's last bit to the last raw byte's (None without raw bytes)."""
+        await self.send(frame_of(P.Cmd.STREAM, seq, P.STREAM_BODY.pack(first=first,
+                                                                       count=count)))
+        t0 = get_sim_time("ns")
+        reader, out, elapsed = ResponseReader(), [], None
+        while not out or not is_final(out[-1]):
+            data = await with_timeout(self.sink.read(), timeout_frames * self.frame_ns, "ns")
+            for status, response in reader.feed(data):
+                assert status == S.OK, f"the SoC sent a damaged frame: {response.hex()}"
+                out.append(response)
+                if response[0] == RAW:
+                    elapsed = int(get_sim_time("ns") - t0) // self.clk_ns
+        return out, elapsed
 
     async def expect_quiet(self, frames=4):
         await Timer(frames * self.frame_ns, "ns")
@@ -259,6 +278,11 @@ async def test_malformed_frames_change_nothing(dut):
         (rw(P.Cmd.WRITE, Mem.CORE, 0, CoreReg.VOCAB, 1, [cfg.max_vocab + 1]), ()),
         (frame_of(P.Cmd.RUN, 5, bytes(3)), ()),
         (frame_of(P.Cmd.GENERATE, 5, bytes(4)), ()),                 # 0 tokens
+        (frame_of(P.Cmd.STREAM, 5, P.STREAM_BODY.pack(first=1, count=0)), ()),   # 0 tokens
+        (frame_of(P.Cmd.STREAM, 5, b"\x01" * 5), ()),                # STREAM body 5 bytes
+        (frame_of(P.Cmd.STREAM, 5, b"\x01" * 7), ()),                # ... and 7
+        (frame_of(P.Cmd.STREAM, 5, P.GENERATE_BODY.pack(first=1, count=3)), ()),
+        (frame_of(P.Cmd.STREAM_START, 5, P.STREAM_BODY.pack(first=1, count=1)), ()),
         (frame_of(P.Cmd.RUN, 5, bytes(2 * P.MAX_RUN + 2)), ()),
         (P.frame(bytes(rng.randrange(256) for _ in range(P.MAX_PAYLOAD + 3))), ()),
         (P.frame(b"\x01"), ()),                                      # too short
@@ -364,6 +388,16 @@ async def test_bytes_dropped_while_busy(dut):
     assert (counters.frames_ok, counters.frames_rejected, counters.steps) == (1, 0, 8)
 
 
+STREAM_SLACK_PER_STEP = 4
+"""Cycles a STREAM may take per timestep beyond the cycles the core counts: 2 of the
+link's (the result taken, the next STEP issued) and 2 of the core's own (its command taken
+and its result offered), as tests/hw/test_link.py measures them."""
+STREAM_SLACK = 300
+"""Cycles a STREAM may take beyond its timesteps (218 measured): the request's last byte
+received, read and checked, and the last raw byte through the encoder, the line queue
+and the UART. A START frame that held the core up would cost about 240 more."""
+
+
 def golden_for(tb, net, temperature=0, seed=0):
     golden = GoldenCore(net, tb.config.lanes, timing=core_timing(tb.config.stages))
     golden.set_temperature_word(temperature)
@@ -387,6 +421,37 @@ def check_tokens(responses, golden, inputs, generate):
         token = want[1]
         cycles += want[2]
     return len(frames), cycles
+
+
+def check_stream(answer, golden, first, count, token_bytes):
+    """A STREAM's answer (:meth:`TB.stream`) equals the golden model's generation of
+    ``count`` tokens from ``first``: STREAM_START, the raw tokens, and the final frame's
+    steps, sums of cycles and spikes, and CRC of the raw bytes. Returns the raw bytes and
+    the golden steps' cycles (a list)."""
+    assert len(answer) == 3, f"a STREAM_START, raw bytes and a final frame expected: {answer}"
+    start, (raw_op, raw_seq, _, raw), final = answer
+    seq = final[1]
+    assert start == (P.Cmd.STREAM_START, seq, S.OK,
+                     P.STREAM_START_BODY.pack(count=count, token_bytes=token_bytes)), start
+    assert (raw_op, raw_seq) == (RAW, seq)
+    tokens, cycles, spikes = [], [], []
+    token = first
+    for _ in range(count):
+        ref = golden.step([token])
+        token = int(ref.token[0])
+        tokens.append(token)
+        cycles.append(int(ref.cycles[0]))
+        spikes.append(sum(int(s.sum()) for s in ref.spikes))
+    got = P.unpack_stream(raw, token_bytes)
+    bad = next((i for i, (g, w) in enumerate(zip(got, tokens)) if g != w), None)
+    assert bad is None and len(got) == count, \
+        f"raw token {bad}: {got[bad:bad + 4]} != golden {tokens[bad:bad + 4]}"
+    assert raw == P.pack_stream(tokens, token_bytes)
+    end = P.STREAM_END_BODY.unpack_from(final[3])
+    assert final[:3] == (P.Cmd.STREAM, seq, S.OK) and len(final[3]) == P.STREAM_END_BODY.size
+    assert end == (count, sum(cycles), sum(spikes), P.crc16(raw)), \
+        f"final {end} != golden {(count, sum(cycles), sum(spikes), P.crc16(raw))}"
+    return raw, cycles
 
 
 async def check_state(tb, golden, net):
@@ -424,8 +489,10 @@ async def test_preloaded_image_runs(dut):
 @cocotb.test()
 async def test_load_run_generate(dut):
     """Another random image loaded with WRITE frames (exactly its writes reach the core; the
-    tag drops to 0), then RESET, RUN, READ of the state, GENERATE and STATUS, all equal to
-    the golden model; a token outside the vocabulary stops a RUN with BAD_TOKEN."""
+    tag drops to 0), then RESET, RUN, READ of the state, GENERATE, STREAM and STATUS, all
+    equal to the golden model; a first token outside the vocabulary is a STREAM's
+    BAD_TOKEN (its final frame alone), a token outside the vocabulary stops a RUN with
+    BAD_TOKEN."""
     tb = TB(dut)
     await tb.reset()
     cfg = tb.config
@@ -457,6 +524,28 @@ async def test_load_run_generate(dut):
     steps, cycles = steps + n, cycles + c
     await check_state(tb, golden, net)
 
+    # STREAM goes on from there: the raw tokens and the final sums are the golden model's,
+    # and the line never made the core wait (the UART is faster than a timestep here).
+    stb = P.stream_token_bytes(cfg)
+    first, count = rng.randrange(net.vocab_size), 40
+    answer, elapsed = await tb.stream(0xC0, first, count)          # a seq that SLIP escapes
+    raw, step_cycles = check_stream(answer, golden, first, count, stb)
+    assert len(raw) == count * stb
+    assert min(step_cycles) > FRAME_BITS * tb.divisor * stb, "the line must be faster"
+    slack = elapsed - sum(step_cycles)
+    tb.dut._log.info(f"STREAM of {count}: {len(raw)} raw bytes equal the golden model's; "
+                     f"{elapsed} cycles to the last one, {sum(step_cycles)} in the steps")
+    assert 0 < slack <= STREAM_SLACK_PER_STEP * count + STREAM_SLACK, \
+        f"the STREAM took {slack} cycles more than its steps"
+    await tb.expect_quiet(2)
+    steps, cycles = steps + count, cycles + sum(step_cycles)
+    await check_state(tb, golden, net)
+    # A first token outside the vocabulary: the final frame alone, nothing run.
+    answer, _ = await tb.stream(0xDB, net.vocab_size, 5)
+    assert answer == [(P.Cmd.STREAM, 0xDB, S.BAD_TOKEN, P.STREAM_END_BODY.pack(
+        steps=0, cycles=0, spikes=0, crc=P.crc16(b"")))], answer
+    await tb.expect_quiet(2)
+
     bad = [1, 2, net.vocab_size, 0]
     responses = await tb.request(P.Cmd.RUN, 6, struct.pack("<4H", *bad))
     assert [r[0] for r in responses] == [P.Cmd.TOKEN] * 2 + [P.Cmd.RUN]
@@ -468,4 +557,5 @@ async def test_load_run_generate(dut):
     counters = P.LinkCounters(struct.unpack(P.STATUS_FORMAT, status[3]))
     assert (counters.steps, counters.cycles, counters.tag, counters.core_status) == \
         (steps, cycles, 0xBEEF, 0)
+    assert counters.frames_rejected == 2            # the two BAD_TOKENs
     tb.check_writes_in_bounds()

@@ -34,12 +34,13 @@ Requests in detail
 ------------------
 (Clarifications made with the gateware, ``hw.link``; :func:`check_request` is their
 reference.) A request whose CRC is good is checked in this order, and the first failing
-check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOKEN`` and
-``NACK_OP`` are not requests) -> ``BAD_LENGTH`` -> ``BAD_MEMORY`` -> ``OUT_OF_RANGE``.
+check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOKEN``,
+``STREAM_START`` and ``NACK_OP`` are not requests) -> ``BAD_LENGTH`` -> ``BAD_MEMORY`` ->
+``OUT_OF_RANGE``.
 
-* Bodies: ``IDENTIFY``, ``RESET``, ``STATUS`` empty; ``TAG``, ``GENERATE`` 4 bytes; ``READ``
-  8 bytes; ``RUN`` 1 to :data:`MAX_RUN` tokens (an even, non-zero length); ``WRITE`` its
-  8-byte header and exactly ``count`` words of :func:`word_bytes` bytes each.
+* Bodies: ``IDENTIFY``, ``RESET``, ``STATUS`` empty; ``TAG``, ``GENERATE`` 4 bytes; ``STREAM``
+  6 bytes; ``READ`` 8 bytes; ``RUN`` 1 to :data:`MAX_RUN` tokens (an even, non-zero length);
+  ``WRITE`` its 8-byte header and exactly ``count`` words of :func:`word_bytes` bytes each.
 * ``BAD_MEMORY``: a memory id that is not a :class:`spikestream.memory_map.Mem`, or a ``WRITE`` to a
   read-only memory (``ACC``).
 * ``OUT_OF_RANGE``: ``count`` < 1; ``addr + count`` beyond the memory's depth; a lane
@@ -47,7 +48,7 @@ check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOK
   :data:`MAX_READ` words; a ``CORE`` ``WRITE`` of other than exactly one word; any ``WRITE``
   word the core's write port would refuse (:func:`spikestream.memory_map.write_problem`: a value
   wider than the port's ``data_bits``, or a ``CORE`` register value above its limit);
-  ``GENERATE`` of 0 tokens. A ``WRITE`` is all or nothing.
+  ``GENERATE`` or ``STREAM`` of 0 tokens. A ``WRITE`` is all or nothing.
 * Response bodies: ``OK`` responses as :class:`Cmd` says; every error status has an empty
   body, except that ``RUN``/``GENERATE`` answer ``OK`` and ``BAD_TOKEN`` with
   :data:`DONE_FORMAT`. A NACK has an empty body.
@@ -56,6 +57,16 @@ check is its status: ``BAD_OPCODE`` (``op`` not a request of :class:`Cmd`; ``TOK
   ``TOKEN`` frame with status ``OK`` (a request with ``op`` = ``TOKEN`` is answered
   ``(TOKEN, seq, BAD_OPCODE)``, which is final). A token outside the vocabulary stops
   the request before that timestep runs (``GENERATE``: only its first token can be).
+* ``STREAM`` is ``GENERATE`` with a compact answer, for throughput: one ``STREAM_START``
+  frame (``op`` = ``STREAM_START``, the request's ``seq``, ``OK``; :data:`STREAM_START_BODY`),
+  then ``count`` sampled tokens as raw bytes, :func:`stream_token_bytes` each, little-endian,
+  neither framed nor escaped, then the final ``(STREAM, seq, OK)`` frame with
+  :data:`STREAM_END_BODY` (steps, cycles, spikes, and the CRC of the raw bytes). The host reads
+  exactly ``count * token_bytes`` raw bytes after ``STREAM_START``; the final frame's CRC and
+  steps tell it whether a byte was lost, added or damaged. A first token outside the
+  vocabulary is answered by the final frame alone, status ``BAD_TOKEN`` and steps 0 (no
+  ``STREAM_START``, no raw bytes); ``STREAM`` of 0 tokens is ``OUT_OF_RANGE``; its body is 6
+  bytes (``BAD_LENGTH`` otherwise). ``STREAM_START`` is a response only, like ``TOKEN``.
 * ``STATUS`` counts every request answered before it (not itself): ``frames_ok`` final
   responses with ``OK``, ``frames_rejected`` NACKs and final responses with any other status.
   ``core_status`` normally reads 0: the link clears the sticky flags it provokes itself (a
@@ -80,15 +91,17 @@ __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "END", "ESC", "ESC_END", "ESC_ESC", "MAX_PAYLOAD",
     "MAX_RUN", "MAX_READ", "NACK_OP", "Cmd", "LinkStatus", "Field", "Layout", "REQUEST_HEAD",
     "RESPONSE_HEAD", "BLOCK_BODY", "GENERATE_BODY", "TAG_BODY", "RUN_BODY", "TOKEN_BODY",
-    "DONE_BODY", "STATUS_BODY", "IDENTIFY_BODY", "IDENTIFY_FORMAT", "Identity",
+    "DONE_BODY", "STREAM_BODY", "STREAM_START_BODY", "STREAM_END_BODY", "STATUS_BODY",
+    "IDENTIFY_BODY", "IDENTIFY_FORMAT", "Identity",
     "WRITE_HEADER", "READ_HEADER", "TOKEN_FORMAT", "TokenResult", "STATUS_FORMAT",
     "LinkCounters", "GENERATE_FORMAT", "DONE_FORMAT", "TAG_FORMAT", "WRITE_BODY_LIMIT",
     "crc16", "slip_encode", "frame", "FrameDecoder", "ProtocolError", "word_bytes",
-    "max_write_words", "request", "response", "parse_request", "parse_response",
+    "max_write_words", "stream_token_bytes", "pack_stream", "unpack_stream", "request",
+    "response", "parse_request", "parse_response",
     "pack_words", "unpack_words", "identity_of", "check_request", "clears_tag",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"SPKS"
 
 END = 0xC0
@@ -124,7 +137,10 @@ class Cmd(enum.IntEnum):
                      # the next input), then DONE
     STATUS = 0x07    # -> LinkCounters
     TAG = 0x08       # tag u32: name the loaded image -> (empty)
+    STREAM = 0x09    # first token u16, count u32 -> STREAM_START, count raw tokens (each
+                     # stream_token_bytes(config) bytes, no frame), then STREAM's final frame
     TOKEN = 0x10     # response only: one timestep of a RUN or GENERATE (TokenResult)
+    STREAM_START = 0x11  # response only: a STREAM's raw tokens follow this frame (StreamStart)
 
 
 class LinkStatus(enum.IntEnum):
@@ -138,7 +154,7 @@ class LinkStatus(enum.IntEnum):
     BAD_LENGTH = 6     # the body's length does not match the request
     BAD_MEMORY = 7     # no such memory, or (WRITE) a read-only one
     OUT_OF_RANGE = 8   # lane, address or count outside the memory, or a bad CORE value
-    BAD_TOKEN = 9      # a token outside the vocabulary (RUN/GENERATE stop before it)
+    BAD_TOKEN = 9      # a token outside the vocabulary (RUN/GENERATE/STREAM stop before it)
 
 
 # --- layouts --------------------------------------------------------------------------------
@@ -244,6 +260,16 @@ RUN_BODY = Layout("RunToken", Field("token", 2))
 TOKEN_BODY = Layout("TokenResult", Field("index", 2), Field("token", 2), Field("cycles", 4),
                     Field("spikes", 4))
 """TOKEN body: index in the request, sampled token, cycles, spikes of the timestep."""
+STREAM_BODY = Layout("Stream", Field("first", 2), Field("count", 4))
+"""STREAM body: first input token, tokens to generate (at least 1)."""
+STREAM_START_BODY = Layout("StreamStart", Field("count", 4), Field("token_bytes", 1))
+"""STREAM_START body (the frame before a STREAM's raw tokens): tokens that follow, bytes per
+token (:func:`stream_token_bytes`)."""
+STREAM_END_BODY = Layout("StreamEnd", Field("steps", 4), Field("cycles", 8), Field("spikes", 8),
+                         Field("crc", 2))
+"""Final STREAM response body: timesteps run (0 after a BAD_TOKEN, else the count asked), their
+cycles and spikes (sums), and :func:`crc16` of the raw token bytes sent (``CRC_INIT`` for
+none), so that a lost, added or damaged byte is detected."""
 DONE_BODY = Layout("Done", Field("steps", 2))
 """Final RUN/GENERATE response body: timesteps run (fewer than asked after a BAD_TOKEN)."""
 STATUS_BODY = Layout("LinkCounters", Field("core_status", 1), Field("frames_ok", 4),
@@ -325,6 +351,22 @@ TokenResult = TOKEN_BODY.record
 """One TOKEN frame: ``index, token, cycles, spikes``."""
 LinkCounters = STATUS_BODY.record
 """The STATUS body."""
+
+
+def stream_token_bytes(config):
+    """Bytes per token in a STREAM's raw part: the narrowest whole bytes that hold every token
+    of a vocabulary of ``config.max_vocab`` (little-endian; 1 up to 256 tokens)."""
+    return max(1, -(-(config.max_vocab - 1).bit_length() // 8))
+
+
+def pack_stream(tokens, nbytes):
+    """The raw bytes of a STREAM for ``tokens``, ``nbytes`` bytes each."""
+    return b"".join(int(t).to_bytes(nbytes, "little") for t in tokens)
+
+
+def unpack_stream(data, nbytes):
+    """The tokens of a STREAM's raw bytes, ``nbytes`` bytes each."""
+    return unpack_words(data, nbytes)
 
 
 def word_bytes(config):
@@ -492,7 +534,7 @@ def check_request(payload, config):
     decided here: it comes up while ``RUN``/``GENERATE`` run.
     """
     op, _, body = parse_request(payload)
-    if op not in set(Cmd) or op == Cmd.TOKEN:
+    if op not in set(Cmd) or op in (Cmd.TOKEN, Cmd.STREAM_START):
         return LinkStatus.BAD_OPCODE
     op, n = Cmd(op), len(body)
     wb = word_bytes(config)
@@ -503,6 +545,8 @@ def check_request(payload, config):
         length_ok = n == TAG_BODY.size
     elif op == Cmd.GENERATE:
         length_ok = n == GENERATE_BODY.size
+    elif op == Cmd.STREAM:
+        length_ok = n == STREAM_BODY.size
     elif op == Cmd.READ:
         length_ok = n == block
     elif op == Cmd.RUN:
@@ -511,8 +555,9 @@ def check_request(payload, config):
         length_ok = n >= block and n == block + BLOCK_BODY.unpack_from(body).count * wb
     if not length_ok:
         return LinkStatus.BAD_LENGTH
-    if op == Cmd.GENERATE:
-        return LinkStatus.OUT_OF_RANGE if GENERATE_BODY.unpack_from(body).count == 0 \
+    if op in (Cmd.GENERATE, Cmd.STREAM):
+        layout = GENERATE_BODY if op == Cmd.GENERATE else STREAM_BODY
+        return LinkStatus.OUT_OF_RANGE if layout.unpack_from(body).count == 0 \
             else LinkStatus.OK
     if op not in (Cmd.READ, Cmd.WRITE):
         return LinkStatus.OK

@@ -8,16 +8,31 @@ GENERATE change the core's state, so they are re-sent only after a NACK that is 
 theirs (nothing else arrived), never after a timeout.
 
 The protocol has no way to stop a request, and a board drops what arrives while it works,
-so the client keeps every request short: RUN and GENERATE are sent in chunks sized so that
-the board answers each in about :attr:`Client.request_seconds` (the first chunk small, the
-next ones scaled from the tokens per second measured, up to the protocol's limits). A caller
-that stops a stream early, or is interrupted (Ctrl-C), then waits at most about a second for
-the chunk in flight to end (:meth:`Client.finish`) and finds the board answerable.
+so the client keeps every request short: RUN, GENERATE and STREAM are sent in chunks sized
+so that the board answers each in about :attr:`Client.request_seconds` (the first chunk
+small, the next ones scaled from the tokens per second measured, up to the protocol's
+limits). A caller that stops a stream early, or is interrupted (Ctrl-C), then waits at most
+about a second for the chunk in flight to end (:meth:`Client.finish`) and finds the board
+answerable.
+
+:meth:`Client.stream` generates with STREAM, one byte per token on the link (for the
+vocabularies of today's builds): each request's answer is a ``STREAM_START`` frame, exactly
+``count * token_bytes`` raw bytes (read from the transport as they are, not through the frame
+decoder) and a final frame with the sums of cycles and spikes and the CRC of those bytes. A
+chunk's tokens are handed on only once that final frame has checked them. A chunk of about
+:attr:`Client.request_seconds` is long enough that its two frames (about 40 bytes on the
+line) cost under 1% once the link is what limits the rate (above ~17k tokens/s a chunk holds
+over 4,000 tokens). A byte lost on the line makes the host read the final frame's leading
+``END`` as a token byte (the frame still decodes: that ``END`` only flushes) and the CRC
+differs; a byte added leaves a stray byte before the final frame's ``END``, which the decoder
+reports as a damaged frame; a byte changed fails the CRC; a stream cut short runs into the
+timeout. Each is one error line, never text.
 
 The client trusts nothing the board sends: a TOKEN frame past the count asked for, out of
-order, of the wrong size or with a token outside the vocabulary, an IDENTIFY that claims a
-core that cannot exist, and any answer body of the wrong size raise
-:class:`~sw.errors.BoardMismatch` (one line).
+order, of the wrong size or with a token outside the vocabulary, a STREAM whose announced
+count, width, steps or CRC are not what was asked, an IDENTIFY that claims a core that
+cannot exist, and any answer body of the wrong size raise :class:`~sw.errors.BoardMismatch`
+(one line; a stream damaged on the line, :class:`~sw.errors.TransportError`).
 
 Typical use::
 
@@ -27,9 +42,11 @@ Typical use::
         board.load_image("models/pretrained/shakespeare.img")
         board.reset()
         for result in board.run(prompt_ids): ...
-        for result in board.generate(token, 100): ...
+        for result in board.generate(token, 100): ...     # TOKEN frames, per-step cycles
+        for chunk in board.stream(token, 100_000): ...    # one byte per token
 """
 
+import collections
 import math
 import numbers
 import random
@@ -39,31 +56,33 @@ import time
 from pathlib import Path
 
 from spikestream.memory_map import CoreFitError, Mem, image_writes, settings_writes
-from spikestream.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
-                         MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION, READ_HEADER,
-                         STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
-                         FrameDecoder, Identity, LinkCounters, LinkStatus, TokenResult, frame,
-                         max_write_words, pack_words, parse_response, request, unpack_words,
-                         word_bytes)
+from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
+                         MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
+                         READ_HEADER, STATUS_FORMAT, STREAM_BODY, STREAM_END_BODY,
+                         STREAM_START_BODY, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
+                         FrameDecoder, Identity, LinkCounters, LinkStatus, TokenResult, crc16,
+                         frame, max_write_words, pack_words, parse_response, request,
+                         stream_token_bytes, unpack_stream, unpack_words, word_bytes)
 from spikestream.image import Image, image_bytes, image_tag, parse_image, read_image_bytes
 
 from .errors import (BoardMismatch, CommandFailed, HostError, ImageDoesNotFit, NoResponse,
                      TransportError)
 
-__all__ = ["Client", "image_tag", "check_timeout", "IDEMPOTENT", "FIRST_CHUNK",
+__all__ = ["Client", "StreamChunk", "image_tag", "check_timeout", "IDEMPOTENT", "FIRST_CHUNK",
            "REQUEST_SECONDS", "FINISH_SECONDS"]
 
 IDEMPOTENT = frozenset({Cmd.IDENTIFY, Cmd.WRITE, Cmd.READ, Cmd.TAG, Cmd.STATUS, Cmd.RESET})
 """Requests that may be sent twice with the same effect as once."""
 
 _GENERATE_MAX = (1 << 16) - 1      # GENERATE's count is a u16
+_STREAM_MAX = (1 << 32) - 1        # STREAM's count is a u32
 
 FIRST_CHUNK = 8
-"""Timesteps in the first RUN or GENERATE request of a client, before it has measured the
-board's speed."""
+"""Timesteps in the first RUN, GENERATE or STREAM request of a client, before it has
+measured the board's speed."""
 
 REQUEST_SECONDS = 0.25
-"""How long the client aims for each RUN or GENERATE request to take on the board."""
+"""How long the client aims for each RUN, GENERATE or STREAM request to take on the board."""
 
 FINISH_SECONDS = 1.0
 """Most seconds the client waits for the request in flight when a stream stops early."""
@@ -74,6 +93,14 @@ _TOKEN_SIZE = struct.calcsize(TOKEN_FORMAT)
 _DONE_SIZE = struct.calcsize(DONE_FORMAT)
 _IDENTIFY_SIZE = struct.calcsize(IDENTIFY_FORMAT)
 _STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
+
+_PARTIAL = {Cmd.RUN: Cmd.TOKEN, Cmd.GENERATE: Cmd.TOKEN, Cmd.STREAM: Cmd.STREAM_START}
+"""The response op that comes before a request's final response, where one does."""
+
+StreamChunk = collections.namedtuple("StreamChunk", "index tokens cycles spikes")
+StreamChunk.__doc__ = """One STREAM request's checked answer: ``index`` of its first timestep
+(counted over the whole :meth:`Client.stream`), the sampled ``tokens`` (a list), and the
+sums of its timesteps' ``cycles`` and ``spikes``."""
 
 _WHY = {
     LinkStatus.BAD_CRC: "the request arrived damaged (CRC)",
@@ -164,6 +191,7 @@ class Client:
         self._seq = random.randrange(256)
         self._decoder = FrameDecoder(min_length=3)
         self._frames = []
+        self._rx = bytearray()      # bytes received, not yet decoded or taken raw
         self._inflight = None       # (cmd, seq) of a request whose final answer is due
         self._rate = None           # timesteps per second measured on the board
         self._chunk = FIRST_CHUNK   # the last chunk size chosen
@@ -177,20 +205,50 @@ class Client:
 
     def _next_frame(self, deadline):
         """The next received frame as ``(decode status, payload)``, or ``None`` at the
-        deadline."""
+        deadline. Bytes are decoded up to the ``END`` that closes the frame and no further,
+        so that what follows a ``STREAM_START`` frame stays for :meth:`_read_raw`."""
         while not self._frames:
+            if self._rx:
+                end = self._rx.find(END)
+                upto = len(self._rx) if end < 0 else end + 1
+                self._frames += self._decoder.feed(self._rx[:upto])
+                del self._rx[:upto]
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             data = self.transport.read(4096, timeout=left)
             if data:
-                self._frames += self._decoder.feed(data)
+                self._rx += data
         return self._frames.pop(0)
+
+    def _read_raw(self, nbytes, timeout):
+        """Exactly ``nbytes`` raw bytes from the link (a STREAM's tokens), waiting at most
+        ``timeout`` s for each read; returns ``(data, first, last)``, the times the first
+        and the last of them arrived. Raises :class:`~sw.errors.NoResponse` if the board
+        falls silent first."""
+        out = bytearray(self._rx[:nbytes])
+        del self._rx[:nbytes]
+        first = last = time.monotonic()
+        while len(out) < nbytes:
+            data = self.transport.read(min(nbytes - len(out), 1 << 16), timeout=timeout)
+            if not data:
+                raise NoResponse(f"{self.transport.description} stopped answering during "
+                                 f"STREAM: {len(out)} of its {nbytes} token bytes came, then "
+                                 f"nothing for {timeout:g} s")
+            last = time.monotonic()
+            if not out:
+                first = last
+            need = nbytes - len(out)
+            out += data[:need]
+            self._rx += data[need:]
+        return bytes(out), first, last
 
     def drain(self, quiet=0.05, limit=FINISH_SECONDS):
         """Throw away whatever the board sends until it has been quiet for ``quiet`` s, or
         for at most ``limit`` s in all (a board that never stops talking)."""
         self._frames.clear()
+        self._rx.clear()
         end = time.monotonic() + limit
         while time.monotonic() < end and self.transport.read(
                 4096, timeout=min(quiet, max(0.0, end - time.monotonic()))):
@@ -227,9 +285,10 @@ class Client:
         return seq
 
     def _exchange(self, cmd, body=b"", *, stream=False, timeout=None):
-        """Send a request and yield its response frames ``(op, status, body)`` (TOKEN frames
-        too, for RUN and GENERATE), retrying as the class docstring says; the last frame
-        yielded is the final response."""
+        """Send a request and yield its response frames ``(op, status, body)`` (with
+        ``stream``, TOKEN frames too for RUN and GENERATE, the ``STREAM_START`` frame for
+        STREAM), retrying as the class docstring says; the last frame yielded is the final
+        response. The wait for the next frame starts again when the caller resumes."""
         name = _name(cmd)
         timeout = self.timeout if timeout is None else timeout
         idempotent = cmd in IDEMPOTENT
@@ -281,17 +340,18 @@ class Client:
                         nacked = status
                         deadline = min(deadline, time.monotonic() + grace)
                     continue
-                if rseq != seq or op not in (cmd, Cmd.TOKEN):
+                partial = _PARTIAL.get(cmd, Cmd.TOKEN)
+                if rseq != seq or op not in (cmd, partial):
                     continue                     # a late answer to an earlier attempt
-                if op == Cmd.TOKEN and not stream:
+                if op == partial and not stream:
                     continue
                 started = True
-                deadline = time.monotonic() + timeout
                 if op == cmd:
                     self._inflight = None
                     yield op, status, rbody
                     return
                 yield op, status, rbody
+                deadline = time.monotonic() + timeout
         self._inflight = None
         if cmd == Cmd.IDENTIFY and why.startswith("no answer"):
             raise NoResponse(f"no answer from {self.transport.description}: is the board "
@@ -433,8 +493,9 @@ class Client:
     # --- timesteps --------------------------------------------------------------------------
 
     def _next_chunk(self, most, left):
-        """Timesteps to ask for in the next RUN/GENERATE: about :attr:`request_seconds`
-        of the board's measured speed, growing at most :data:`_GROWTH` times a request."""
+        """Timesteps to ask for in the next RUN/GENERATE/STREAM: about
+        :attr:`request_seconds` of the board's measured speed, growing at most
+        :data:`_GROWTH` times a request."""
         if self._rate is not None:
             self._chunk = max(1, min(int(self._rate * self.request_seconds),
                                      self._chunk * _GROWTH))
@@ -445,11 +506,16 @@ class Client:
         ``seconds`` in all, its TOKEN frames arriving over ``streamed`` seconds. The frames'
         pace is the board's; the time to the first frame is the link's and the request's
         (a tenth of a second on the simulated board), which no chunk size makes shorter,
-        so one timestep alone says nothing. A request that took far too long in all
-        (frames that arrive in bursts hide the pace) sets the speed from its total time."""
+        so one timestep alone says nothing. Where nothing was measured yet and the pace
+        cannot be seen (a STREAM's few bytes arrive in one read), the request's total time
+        gives a speed that is too low, from which the next chunks grow. A request that took
+        far too long in all (frames that arrive in bursts hide the pace) sets the speed from
+        its total time."""
         rate = self._rate
         if steps >= 2 and streamed > 0:
             rate = (steps - 1) / streamed
+        elif rate is None and seconds > 0:
+            rate = steps / seconds
         if seconds > 4 * self.request_seconds:
             rate = min(math.inf if rate is None else rate, steps / seconds)
         self._rate = rate
@@ -534,7 +600,9 @@ class Client:
     def generate(self, token, n):
         """Feed ``token``, then each sampled token back, ``n`` timesteps; yields each
         :class:`~spikestream.protocol.TokenResult` (its ``token`` is the sampled one) as it arrives.
-        Sent in GENERATE requests sized as the module docstring says."""
+        Sent in GENERATE requests sized as the module docstring says (19 bytes a token on
+        the line; :meth:`stream` generates the same at one byte a token, with sums of cycles
+        and spikes per request instead of each timestep's)."""
         token, n = int(token), int(n)
         if not 0 <= token < 1 << 16:
             raise ValueError(f"token {token} is not a 16-bit token id")
@@ -546,6 +614,114 @@ class Client:
                 token = r.token
                 yield r
             done += count
+
+    def stream(self, token, n):
+        """Feed ``token``, then each sampled token back, ``n`` timesteps, as :meth:`generate`
+        does, with STREAM requests (one byte per token for vocabularies up to 256; sized as
+        the module docstring says). Yields a :class:`StreamChunk` per request once its final
+        frame has checked it: its tokens, and the sums of its cycles and spikes.
+
+        Raises :class:`~sw.errors.TransportError` for a stream damaged on the line (a byte
+        lost, added or changed), :class:`~sw.errors.BoardMismatch` for an answer that is
+        not the one asked for, :class:`~sw.errors.NoResponse` for a board that falls silent,
+        and :class:`~sw.errors.CommandFailed` for a refused request (``BAD_TOKEN`` for a
+        first token outside the vocabulary).
+        """
+        token, n = int(token), int(n)
+        if not 0 <= token < 1 << 16:
+            raise ValueError(f"token {token} is not a 16-bit token id")
+        self._need_config()
+        done = 0
+        while done < n:
+            count = self._next_chunk(_STREAM_MAX, n - done)
+            chunk = self._stream_chunk(token, count, done)
+            token = chunk.tokens[-1]
+            yield chunk
+            done += count
+
+    def _stream_chunk(self, first, count, index):
+        """Send one STREAM of ``count`` timesteps from ``first``; returns its checked
+        :class:`StreamChunk` (``index`` its first timestep's)."""
+        nbytes = stream_token_bytes(self.config)
+        want = count * nbytes
+        where = self.transport.description
+        t0 = time.monotonic()
+        exchange = self._exchange(Cmd.STREAM, STREAM_BODY.pack(first=first, count=count),
+                                  stream=True)
+        ended = False
+        try:
+            op, status, rbody = next(exchange)
+            if op == Cmd.STREAM:
+                # The final frame at once: a refusal (BAD_TOKEN: a first token outside the
+                # vocabulary), or a board that skipped its stream.
+                ended = True
+                if status == LinkStatus.OK:
+                    raise self._mismatch(f"ended STREAM (OK) without sending its "
+                                         f"{count} tokens")
+                if status == LinkStatus.BAD_TOKEN:
+                    end = self._stream_end(rbody)
+                    if end.steps != 0:
+                        raise self._mismatch(f"ended STREAM (BAD_TOKEN) after {end.steps} "
+                                             "timesteps, having sent no token")
+                self._check_status(Cmd.STREAM, status, f" after {index} timesteps")
+            if status != LinkStatus.OK or len(rbody) != STREAM_START_BODY.size:
+                raise self._mismatch(f"sent a STREAM_START frame of {len(rbody)} bytes with "
+                                     f"status {_status_name(status)}")
+            start = STREAM_START_BODY.unpack_from(rbody)
+            if (start.count, start.token_bytes) != (count, nbytes):
+                raise self._mismatch(f"announced {start.count} tokens of {start.token_bytes} "
+                                     f"bytes for a STREAM of {count} tokens of {nbytes}")
+            raw, first_at, last_at = self._read_raw(want, self.timeout)
+            got = self._next_frame(time.monotonic() + self.timeout)
+            self._inflight = None
+            ended = True
+            if got is None:
+                raise NoResponse(f"{where} stopped answering during STREAM: no final frame "
+                                 f"within {self.timeout:g} s after its {want} token bytes")
+            decoded, payload = got
+            if decoded != LinkStatus.OK:
+                raise TransportError(f"the STREAM from {where} arrived corrupted: a damaged "
+                                     f"frame ({decoded.name}) where the final frame was due "
+                                     f"after {want} token bytes (a byte added on the line?)")
+            op, rseq, status, rbody = parse_response(payload)
+            if (op, rseq) != (Cmd.STREAM, self._seq):
+                raise TransportError(f"the STREAM from {where} arrived corrupted: a frame "
+                                     f"{_name(op)} (seq {rseq}) where its final frame was due")
+            if status != LinkStatus.OK:
+                raise self._mismatch(f"ended STREAM with {_status_name(status)} after sending "
+                                     f"its {count} tokens")
+            end = self._stream_end(rbody)
+            if crc16(raw) != end.crc:
+                raise TransportError(f"the STREAM from {where} arrived corrupted: the CRC of "
+                                     f"its {want} token bytes is {crc16(raw):#06x}, the board's "
+                                     f"{end.crc:#06x} (a byte lost, added or changed on the "
+                                     "line)")
+            if end.steps != count:
+                raise self._mismatch(f"ended STREAM (OK) after {end.steps} timesteps, having "
+                                     f"sent the {count} tokens asked for")
+            tokens = list(raw) if nbytes == 1 else unpack_stream(raw, nbytes)
+            top = max(tokens)
+            if top >= self._token_limit():
+                raise self._mismatch(f"sampled token {top}, outside the vocabulary of "
+                                     f"{self._token_limit()} tokens")
+        except HostError:
+            self._inflight = None       # a broken answer: nothing more to wait for
+            raise
+        finally:
+            exchange.close()
+            if not ended:
+                # Interrupted (Ctrl-C): let the board finish the chunk, so that the next
+                # request is not answered by this one's bytes.
+                self.finish(min(self.timeout, FINISH_SECONDS))
+        self._measured(count, last_at - first_at, time.monotonic() - t0)
+        return StreamChunk(index, tokens, end.cycles, end.spikes)
+
+    def _stream_end(self, body):
+        """The final STREAM body, checked for its size."""
+        if len(body) != STREAM_END_BODY.size:
+            raise self._mismatch(f"ended STREAM with a {len(body)}-byte body, not "
+                                 f"{STREAM_END_BODY.size}")
+        return STREAM_END_BODY.unpack_from(body)
 
     # --- images -----------------------------------------------------------------------------
 

@@ -10,8 +10,11 @@ interface with no pseudo-terminal at all. POSIX only.
 Until its fault comes up, a fake board answers as the SoC of the default build
 (:func:`sw.board.board_config`) that already holds the shipped image (its IDENTIFY tag is the
 image's, so a host loads nothing): WRITE, TAG and RESET are accepted (and forgotten), READ
-answers zeros, STATUS zero counters, and RUN and GENERATE sample token 0 at every timestep.
-Like the SoC it drops the bytes that arrive while it answers. The modes (:data:`MODES`):
+answers zeros, STATUS zero counters, and RUN, GENERATE and STREAM sample token 0 at every
+timestep (each timestep 700 cycles and 40 spikes). Like the SoC it drops the bytes that arrive
+while it answers. The modes that break RUN and GENERATE break a STREAM's answer in the same
+way where it has the same part (flood, bad-token, bad-done, short-done, stall); the
+``stream-*`` modes break only STREAM. The modes (:data:`MODES`):
 """
 
 import argparse
@@ -25,10 +28,11 @@ import threading
 import time
 import tty
 
-from spikestream.protocol import (DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC, MAX_PAYLOAD,
-                         NACK_OP, PROTOCOL_VERSION, READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT,
-                         Cmd, FrameDecoder, LinkStatus, frame, identity_of, response,
-                         word_bytes)
+from spikestream.protocol import (CRC_INIT, DONE_FORMAT, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
+                         MAX_PAYLOAD, NACK_OP, PROTOCOL_VERSION, READ_HEADER, STATUS_FORMAT,
+                         STREAM_BODY, STREAM_END_BODY, STREAM_START_BODY, TOKEN_FORMAT, Cmd,
+                         FrameDecoder, LinkStatus, crc16, frame, identity_of, response,
+                         stream_token_bytes, word_bytes)
 from spikestream.image import read_image_bytes
 
 from spikestream.board import SHIPPED_IMAGE
@@ -44,20 +48,29 @@ MODES = {
     "silent": "never answers anything",
     "garbage": "answers every request with random bytes (damaged frames, no valid one)",
     "flood": "a RUN or GENERATE streams valid TOKEN frames past the count asked for, "
-             "without end",
+             "without end (a STREAM, token bytes without end)",
     "impossible": "IDENTIFY claims a core that cannot exist: 0 lanes, memories 2**32-1 "
                   "words deep",
     "huge": "IDENTIFY claims memories 2**32-1 words deep (lanes as built)",
     "short-identify": "the IDENTIFY body is 10 bytes short",
     "short-token": "TOKEN frames carry a body 3 bytes short",
-    "bad-token": "TOKEN frames carry token 65535, outside every vocabulary",
+    "bad-token": "TOKEN frames carry token 65535, outside every vocabulary (a STREAM's "
+                 "tokens are all ones, with their CRC)",
     "wrong-index": "TOKEN frames count their index from 5",
-    "bad-done": "the final RUN/GENERATE answer carries a 3-byte body",
+    "bad-done": "the final RUN/GENERATE answer carries a 3-byte body (STREAM's one byte "
+                "too many)",
     "short-done": "the final RUN/GENERATE answer says OK after one TOKEN frame fewer than "
-                  "asked",
-    "stall": "a RUN or GENERATE sends one TOKEN frame, then nothing more, ever",
+                  "asked (STREAM's counts one timestep fewer than the tokens sent)",
+    "stall": "a RUN, GENERATE or STREAM sends one TOKEN frame (token byte), then nothing "
+             "more, ever",
     "short-read": "READ answers one byte short",
     "short-status": "STATUS answers a 3-byte body",
+    "stream-drop": "a STREAM loses one of its token bytes on the way",
+    "stream-add": "a STREAM gains a byte on the way, after its token bytes",
+    "stream-flip": "one of a STREAM's token bytes arrives changed (still a valid token)",
+    "stream-crc": "a STREAM's final frame carries a wrong CRC",
+    "stream-stall": "a STREAM sends half of its token bytes, then nothing more, ever",
+    "stream-start": "STREAM_START announces one token more than was asked for",
 }
 """Every mode of fake board: its name and what goes wrong."""
 
@@ -65,6 +78,8 @@ __doc__ += "\n" + "\n".join(f"* ``{name}``: {what};" for name, what in MODES.ite
 
 _HUGE = (1 << 32) - 1
 _FLOOD_BATCH = 64          # TOKEN frames made at a time while flooding
+_RAW_BATCH = 4096          # STREAM token bytes made at a time
+_CYCLES, _SPIKES = 700, 40  # every timestep's
 
 
 class FakeBoard:
@@ -107,6 +122,8 @@ class FakeBoard:
         op, seq, body = payload[0], payload[1], bytes(payload[2:])
         if op in (Cmd.RUN, Cmd.GENERATE):
             return self._steps(op, seq, body)
+        if op == Cmd.STREAM and len(body) == STREAM_BODY.size:
+            return self._stream(seq, *STREAM_BODY.unpack_from(body))
         return iter((frame(self._single(op, seq, body)),))
 
     def _single(self, op, seq, body):
@@ -132,7 +149,7 @@ class FakeBoard:
             return response(op, seq, LinkStatus.OK, out[:3] if mode == "short-status" else out)
         if op in (Cmd.WRITE, Cmd.TAG, Cmd.RESET):
             return response(op, seq, LinkStatus.OK)
-        if op == NACK_OP or op not in set(Cmd) or op == Cmd.TOKEN:
+        if op == NACK_OP or op not in set(Cmd) or op in (Cmd.TOKEN, Cmd.STREAM_START):
             return response(op, seq, LinkStatus.BAD_OPCODE)
         return response(op, seq, LinkStatus.BAD_LENGTH)
 
@@ -150,7 +167,7 @@ class FakeBoard:
         mode = self.mode
 
         def token_frame(index, token=0):
-            tbody = struct.pack(TOKEN_FORMAT, index & 0xFFFF, token, 700, 40)
+            tbody = struct.pack(TOKEN_FORMAT, index & 0xFFFF, token, _CYCLES, _SPIKES)
             if mode == "short-token":
                 tbody = tbody[:-3]
             return frame(response(Cmd.TOKEN, seq, LinkStatus.OK, tbody))
@@ -173,6 +190,45 @@ class FakeBoard:
                                   done + b"\0" if mode == "bad-done" else done)))
         for k in range(0, len(out), _FLOOD_BATCH):
             yield b"".join(out[k:k + _FLOOD_BATCH])
+
+
+    def _stream(self, seq, first, count):
+        """A STREAM's answer: ``STREAM_START``, the token bytes a batch at a time (a count
+        of 2**32 - 1 is never made whole), the final frame; broken as the mode says."""
+        mode = self.mode
+        if count == 0:
+            yield frame(response(Cmd.STREAM, seq, LinkStatus.OUT_OF_RANGE))
+            return
+        nbytes = stream_token_bytes(self.config)
+        announced = count + 1 if mode == "stream-start" else count
+        yield frame(response(Cmd.STREAM_START, seq, LinkStatus.OK,
+                             STREAM_START_BODY.pack(count=announced, token_bytes=nbytes)))
+        token = bytes([0xFF] * nbytes if mode == "bad-token" else nbytes)
+        if mode == "flood":
+            while True:
+                yield token * _RAW_BATCH
+        total = count * nbytes
+        sent = {"stall": 1, "stream-stall": total // 2}.get(mode)
+        crc, at = CRC_INIT, 0
+        while at < (total if sent is None else sent):
+            n = min(_RAW_BATCH, (total if sent is None else sent) - at)
+            data = token * (n // nbytes) + token[:n % nbytes]
+            crc = crc16(data, crc)
+            if at == 0 and mode in ("stream-drop", "stream-flip"):
+                # The board's CRC is of what it sent; the line lost or changed a byte.
+                data = data[1:] if mode == "stream-drop" else bytes([1]) + data[1:]
+            at += n
+            yield data
+        if sent is not None:
+            while True:
+                yield b""
+        if mode == "stream-add":
+            yield b"\x00"
+        steps = count - 1 if mode == "short-done" else count
+        end = STREAM_END_BODY.pack(steps=steps, cycles=_CYCLES * steps, spikes=_SPIKES * steps,
+                                   crc=crc ^ 1 if mode == "stream-crc" else crc)
+        yield frame(response(Cmd.STREAM, seq, LinkStatus.OK,
+                             end + b"\0" if mode == "bad-done" else end))
 
 
 class _Link:

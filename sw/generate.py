@@ -2,9 +2,12 @@
 
 Finds the board (a ULX3S's USB serial port, or ``--port``), checks that it runs the
 spikestream SoC of this protocol version, loads the network image unless the board already
-holds it, sets the sampler's temperature and seed, feeds the prompt and then lets the board
-generate, printing each character as its frame arrives. The text is exactly what
-``python -m models.generate`` prints for the same image, prompt, seed and temperature.
+holds it, sets the sampler's temperature and seed, feeds the prompt (RUN) and then lets the
+board generate with STREAM requests (one byte per token on the link;
+:meth:`sw.client.Client.stream`), printing each request's characters once its final frame
+has checked them (a few times a second). The text is exactly what
+``python -m models.generate`` prints for the same image, prompt, seed and temperature; a
+stream damaged on the line is one error line, never text.
 
 Without a board it runs the simulated SoC (``--backend sim``: the RTL in Verilator, bridged
 to a pseudo-terminal) or the golden model behind the same protocol (``--backend golden``).
@@ -56,26 +59,28 @@ def printable(text):
 def generate_tokens(client, prompt, n):
     """Feed ``prompt`` (token ids) and generate ``n`` tokens (the caller resets first).
 
-    Yields ``(token, TokenResult or None)``: first one ``(None, r)`` per prompt timestep but
-    the last, then one ``(token, r)`` per generated token, where ``r`` is the timestep whose
-    sampled token it is (with ``n`` = 0, one ``(None, r)`` for every prompt timestep).
-    Timestep counts match :meth:`models.golden.GoldenCore.generate`:
-    ``len(prompt) + n - 1`` (the last sampled token is never fed back).
+    Yields ``(tokens, cycles, steps)``: the generated tokens (a list) that ``steps``
+    timesteps of ``cycles`` cycles in all sampled. First one ``([], cycles, 1)`` per prompt
+    timestep but the last, then ``([token], cycles, 1)`` for the last prompt timestep (its
+    sampled token is the first generated), then one item per STREAM request of the rest
+    (with ``n`` = 0, one ``([], cycles, 1)`` for every prompt timestep). Timestep counts
+    match :meth:`models.golden.GoldenCore.generate`: ``len(prompt) + n - 1`` (the last
+    sampled token is never fed back).
     """
     results = list(client.run(prompt)) if n == 0 else None
     if results is not None:
         for r in results:
-            yield None, r
+            yield [], r.cycles, 1
         return
     last = None
     for r in client.run(prompt):
         if last is not None:
-            yield None, last
+            yield [], last.cycles, 1
         last = r
-    yield last.token, last
+    yield [last.token], last.cycles, 1
     if n > 1:
-        for r in client.generate(last.token, n - 1):
-            yield r.token, r
+        for chunk in client.stream(last.token, n - 1):
+            yield chunk.tokens, chunk.cycles, len(chunk.tokens)
 
 
 def open_transport(args, image, tag):
@@ -194,19 +199,20 @@ def main(argv=None, prog="python -m sw.generate"):
                 text, cycles, steps = [], 0, 0
                 t0 = time.perf_counter()
                 stream = generate_tokens(client, prompt, args.tokens)
-                for token, r in stream:
-                    cycles += r.cycles
-                    steps += 1
-                    if bar is not None and (token is not None or steps == len(prompt)):
+                for tokens, chunk_cycles, chunk_steps in stream:
+                    cycles += chunk_cycles
+                    steps += chunk_steps
+                    if bar is not None and (tokens or steps == len(prompt)):
                         bar.close()
                         bar = None
                         show(args.prompt)
-                    if token is None:
+                    if not tokens:
                         if bar is not None:
                             bar.update(1)
                         continue
-                    text.append(vocab.chars[token])
-                    show(printable(text[-1]))
+                    chars = [vocab.chars[t] for t in tokens]
+                    text += chars
+                    show(printable("".join(chars)))
                 dt = time.perf_counter() - t0
             except KeyboardInterrupt:
                 # Let the board end the request in flight (at most about a second), so

@@ -17,16 +17,29 @@ and writing them back, so host writes to ``STATE`` act as they would on the core
 What the golden model cannot represent is refused rather than guessed, and the board keeps
 serving as a SoC stays answerable:
 
-* A RUN or GENERATE on memories that do not decode into a network the golden model can run
-  (a half-loaded image, say; :meth:`GoldenBoard.network` raises :class:`GoldenBoardError`)
-  stops before the timestep that cannot run and is answered as a token outside the
-  vocabulary is: status ``BAD_TOKEN`` with the ``DONE`` body counting the timesteps run.
+* A RUN, GENERATE or STREAM on memories that do not decode into a network the golden model
+  can run (a half-loaded image, say; :meth:`GoldenBoard.network` raises
+  :class:`GoldenBoardError`) stops before the timestep that cannot run and is answered as a
+  token outside the vocabulary is: status ``BAD_TOKEN`` with the ``DONE`` body counting the
+  timesteps run (a STREAM: its final frame alone, below).
   (On empty memories the ``VOCAB`` register is 0, so every token is outside it: the SoC
   answers ``BAD_TOKEN`` too.) :attr:`GoldenBoard.fault` says why.
 * A request on which the board itself fails unexpectedly (a bug here) is answered with a
   final response all the same: ``BAD_TOKEN`` with the ``DONE`` body for a RUN or GENERATE,
-  ``OUT_OF_RANGE`` with an empty body for any other request; :attr:`GoldenBoard.fault` names
-  the exception, and the next request is served.
+  with the ``STREAM_END`` body (the timesteps run, their sums and the CRC of the bytes sent)
+  for a STREAM, ``OUT_OF_RANGE`` with an empty body for any other request;
+  :attr:`GoldenBoard.fault` names the exception, and the next request is served.
+
+A STREAM is answered as the SoC answers it: the ``STREAM_START`` frame, then each sampled
+token's raw bytes (:func:`spikestream.protocol.stream_token_bytes` of them, little-endian, no
+frame) as its timestep ends, then the final frame with the sums of cycles and spikes and the
+CRC of the raw bytes. :meth:`GoldenBoard.answer` yields the raw bytes as :class:`Raw`, which
+:func:`wire_bytes` sends as they are (every other item is a payload, sent framed); no list of
+tokens is kept, only running sums. Only the first token can be outside the vocabulary, and
+the network must decode before ``STREAM_START`` goes out: either failure is answered by the
+final frame alone (``BAD_TOKEN``, steps 0, CRC ``0xFFFF``). Should a later timestep fail
+(a bug), the final frame follows the bytes sent so far, so that a host reading the promised
+count of bytes runs into it and reports a broken stream.
 """
 
 import struct
@@ -36,17 +49,19 @@ import torch
 
 from spikestream.timing import core_timing
 from spikestream.memory_map import LANE_MEMS, CoreReg, Mem, contents_after
-from spikestream.protocol import (DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD, NACK_OP,
-                         READ_HEADER, STATUS_FORMAT, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER,
-                         Cmd, FrameDecoder, LinkStatus, check_request, clears_tag, frame,
-                         identity_of, pack_words, response, unpack_words, word_bytes)
+from spikestream.protocol import (CRC_INIT, DONE_FORMAT, END, GENERATE_FORMAT, MAX_PAYLOAD,
+                         NACK_OP, READ_HEADER, STATUS_FORMAT, STREAM_BODY, STREAM_END_BODY,
+                         STREAM_START_BODY, TAG_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
+                         FrameDecoder, LinkStatus, check_request, clears_tag, crc16, frame,
+                         identity_of, pack_words, response, stream_token_bytes, unpack_words,
+                         word_bytes)
 from spikestream.formats import NeuronKind, ResetMode
 from models.golden import CoreState, GoldenCore
 from spikestream.network import (INPUT, Network, NetworkError, Projection, input_index,
                                  make_population, spike_input)
 from spikestream.sampler import RNG_MASK, seed_state
 
-__all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS"]
+__all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS", "Raw", "wire_bytes"]
 
 NETWORK_REGS = (CoreReg.POPS, CoreReg.PROJS, CoreReg.READOUT, CoreReg.VOCAB)
 """The ``CORE`` registers that describe the network (the decoded network depends on them)."""
@@ -54,6 +69,23 @@ NETWORK_REGS = (CoreReg.POPS, CoreReg.PROJS, CoreReg.READOUT, CoreReg.VOCAB)
 
 class GoldenBoardError(RuntimeError):
     """The golden board was asked for something the golden model cannot represent."""
+
+
+class Raw(bytes):
+    """Bytes a board sends as they are, outside any frame: a STREAM's token bytes."""
+
+    __slots__ = ()
+
+
+def wire_bytes(item):
+    """The bytes on the wire for one item :meth:`GoldenBoard.answer` yields: a :class:`Raw`
+    as it is, a response payload framed (:func:`spikestream.protocol.frame`)."""
+    return bytes(item) if isinstance(item, Raw) else frame(item)
+
+
+def _stream_end(steps=0, cycles=0, spikes=0, crc=CRC_INIT):
+    """The final STREAM body."""
+    return STREAM_END_BODY.pack(steps=steps, cycles=cycles, spikes=spikes, crc=crc)
 
 
 def _mask(bits):
@@ -183,7 +215,9 @@ class GoldenBoard:
 
     def answer(self, status, payload):
         """Act on one received frame; yields the response payloads in order (a RUN or
-        GENERATE yields its TOKEN frames one by one, as its timesteps finish)."""
+        GENERATE yields its TOKEN frames one by one, as its timesteps finish; a STREAM its
+        ``STREAM_START`` payload, then each token's bytes as a :class:`Raw`, then its final
+        payload). :func:`wire_bytes` turns each item into the bytes sent."""
         if status != LinkStatus.OK:
             self.frames_rejected += 1
             yield response(NACK_OP, 0, status)
@@ -196,7 +230,7 @@ class GoldenBoard:
                 handler = {Cmd.IDENTIFY: self._identify, Cmd.WRITE: self._write,
                            Cmd.READ: self._read, Cmd.RESET: self._reset, Cmd.RUN: self._run,
                            Cmd.GENERATE: self._generate, Cmd.STATUS: self._status,
-                           Cmd.TAG: self._tag}[op]
+                           Cmd.TAG: self._tag, Cmd.STREAM: self._stream}[op]
                 steps = handler(seq, body)
                 while True:
                     # By hand rather than ``yield from``: the TOKEN frames sent before a
@@ -209,9 +243,14 @@ class GoldenBoard:
                     sent += 1
                     yield token_frame
         except Exception as e:  # noqa: BLE001 - answered, as the module docstring says
+            # (A STREAM catches what fails once it has started: here only what came first.)
             self._refuse(f"{type(e).__name__}: {e}")
-            st, out = ((LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, sent))
-                       if op in (Cmd.RUN, Cmd.GENERATE) else (LinkStatus.OUT_OF_RANGE, b""))
+            if op in (Cmd.RUN, Cmd.GENERATE):
+                st, out = LinkStatus.BAD_TOKEN, struct.pack(DONE_FORMAT, sent)
+            elif op == Cmd.STREAM:
+                st, out = LinkStatus.BAD_TOKEN, _stream_end()
+            else:
+                st, out = LinkStatus.OUT_OF_RANGE, b""
         if st == LinkStatus.OK:
             self.frames_ok += 1
         else:
@@ -229,7 +268,7 @@ class GoldenBoard:
         got = self.receive(data)
         if got is None:
             return b""
-        return b"".join(frame(p) for p in self.answer(*got))
+        return b"".join(wire_bytes(p) for p in self.answer(*got))
 
     # --- requests, checked already (generators: they may yield TOKEN payloads, then return
     # the final (status, body)) ------------------------------------------------------------------
@@ -292,6 +331,33 @@ class GoldenBoard:
             yield response(Cmd.TOKEN, seq, LinkStatus.OK,
                            struct.pack(TOKEN_FORMAT, i, token, cycles, spikes))
         return LinkStatus.OK, struct.pack(DONE_FORMAT, count)
+
+    def _stream(self, seq, body):
+        first, count = STREAM_BODY.unpack_from(body)
+        if self._regs[CoreReg.TOKENS] and first >= self._regs[CoreReg.VOCAB]:
+            return LinkStatus.BAD_TOKEN, _stream_end()
+        try:
+            self._core()            # a network that runs, before the stream is promised
+        except GoldenBoardError as e:
+            self._refuse(e)
+            return LinkStatus.BAD_TOKEN, _stream_end()
+        nbytes = stream_token_bytes(self.config)
+        yield response(Cmd.STREAM_START, seq, LinkStatus.OK,
+                       STREAM_START_BODY.pack(count=count, token_bytes=nbytes))
+        token, crc, cycles, spikes = first, CRC_INIT, 0, 0
+        for i in range(count):
+            try:
+                token, c, s = self._step(token)
+            except Exception as e:  # noqa: BLE001 - answered, as the module docstring says
+                self._refuse(e if isinstance(e, GoldenBoardError) else
+                             f"{type(e).__name__}: {e}")
+                return LinkStatus.BAD_TOKEN, _stream_end(i, cycles, spikes, crc)
+            raw = Raw(token.to_bytes(nbytes, "little"))
+            crc = crc16(raw, crc)
+            cycles += c
+            spikes += s
+            yield raw
+        return LinkStatus.OK, _stream_end(count, cycles, spikes, crc)
 
     def _status(self, seq, body):
         yield from ()

@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-from spikestream.protocol import frame
 from hw.soc import SoC
 from sim.bridge_top import BridgeTop
 from sim.runner import SimulatorUnavailable, build_and_run
@@ -36,7 +35,7 @@ from spikestream.board import DEFAULT_BAUD
 
 from .board import board_clock_hz, board_config
 from .errors import NoSuchPort, PortPermission, SimulationError, TransportError
-from .golden_board import GoldenBoard
+from .golden_board import GoldenBoard, wire_bytes
 
 __all__ = ["Transport", "SerialTransport", "GoldenTransport", "SimTransport",
            "find_board_ports", "ULX3S_USB_IDS"]
@@ -203,10 +202,11 @@ class SerialTransport(Transport):
 class GoldenTransport(Transport):
     """A :class:`sw.golden_board.GoldenBoard` behind the transport interface.
 
-    The board runs in a thread, so a RUN or GENERATE streams its TOKEN frames while it
-    works, as a board does. The SoC is busy from the ``END`` that closes a frame until its
-    response has gone out and drops what arrives meanwhile; here that is the rest of the
-    :meth:`write` that completed the frame, and every write made while the board works.
+    The board runs in a thread, so a RUN or GENERATE streams its TOKEN frames (a STREAM its
+    token bytes) while it works, as a board does. The SoC is busy from the ``END`` that
+    closes a frame until its response has gone out and drops what arrives meanwhile; here
+    that is the rest of the :meth:`write` that completed the frame, and every write made
+    while the board works.
 
     The serving thread outlives every request: the board answers what it cannot run (see
     :mod:`sw.golden_board`), and should anything still fail in the thread, it logs one line,
@@ -306,7 +306,7 @@ class GoldenTransport(Transport):
                 got = self.board.receive(chunk)
                 for p in self.board.answer(*got) if got else ():
                     with self._cond:
-                        self._out += frame(p)
+                        self._out += wire_bytes(p)
                         self._cond.notify_all()
                     if self._closing:
                         return

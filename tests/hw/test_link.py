@@ -14,14 +14,14 @@ from amaranth.sim import Simulator
 
 from spikestream import protocol as P
 from hw.core import Core
-from hw.link import (BUFFER_BYTES, CRC16, FrameEncoder, FrameReceiver, Link, RequestChecker,
-                     ResponseEmitter, SlipDecoder, SlipEncoder)
+from hw.link import (BUFFER_BYTES, CRC16, QUEUE_BYTES, FrameEncoder, FrameReceiver, Link,
+                     RequestChecker, ResponseEmitter, SlipDecoder, SlipEncoder)
 from spikestream.memory_map import CoreConfig, CoreReg, Mem, Write, image_writes, settings_writes
 from spikestream.formats import NeuronKind
 from models.golden import GoldenCore
 from spikestream.image import Image
 from spikestream.network import lane_layout
-from sim.link_host import LinkModel, parse_responses, write_requests
+from sim.link_host import RAW, LinkModel, parse_responses, write_requests
 
 from .test_core_golden import random_network
 
@@ -252,16 +252,19 @@ def test_frame_receiver_matches_reference():
 # --- encoders --------------------------------------------------------------------------------
 
 def test_slip_encoder_matches_reference():
+    """Escaped bytes and ENDs as spikestream.protocol.slip_encode() makes them; raw bytes (SLIP's
+    special ones among them) go out as they are."""
     rng = random.Random(4)
     dut = SlipEncoder()
     chunks = [some_bytes(rng, rng.randrange(0, 20)) for _ in range(30)]
+    raws = [some_bytes(rng, rng.randrange(0, 4)) for _ in chunks]
     out = bytearray()
 
     async def testbench(ctx):
-        for chunk in chunks:
-            for token in [(0, 1)] + [(b, 0) for b in chunk]:
+        for chunk, raw in zip(chunks, raws):
+            for token in [(0, 1, 0)] + [(b, 0, 0) for b in chunk] + [(b, 0, 1) for b in raw]:
                 ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"data": token[0], "end": token[1]})
+                ctx.set(dut.i.payload, {"data": token[0], "end": token[1], "raw": token[2]})
                 await ctx.tick().until(dut.i.ready)
                 ctx.set(dut.i.valid, 0)
                 await idle(ctx, rng.randrange(0, 2))
@@ -275,26 +278,45 @@ def test_slip_encoder_matches_reference():
             ctx.set(dut.o.ready, rng.random() < 0.5)
 
     simulate(dut, testbench, sink)
-    assert bytes(out) == b"".join(bytes([P.END]) + P.slip_encode(c) for c in chunks)
+    assert any(set(raw) & {P.END, P.ESC} for raw in raws)
+    assert bytes(out) == b"".join(bytes([P.END]) + P.slip_encode(c) + r
+                                  for c, r in zip(chunks, raws))
+
+
+def responses_and_raw(rng, n, longest):
+    """``n`` response payloads of 1 to ``longest`` bytes, each followed by 0 to 3 raw bytes
+    (SLIP's special bytes often; a STREAM's raw tokens); the last ones a lone END and ESC."""
+    payloads = [some_bytes(rng, rng.randrange(1, longest)) for _ in range(n)] + \
+               [b"\xc0", b"\xdb"]
+    raws = [some_bytes(rng, rng.choice([0, 0, 1, 2, 3])) for _ in payloads]
+    raws[-1] = bytes([P.END, P.ESC, P.END])
+    return payloads, raws
 
 
 @pytest.mark.parametrize("ready_p", [1.0, 0.3])
 def test_frame_encoder_matches_reference(ready_p):
-    """Frames equal spikestream.protocol.frame() byte for byte, with gaps on the input and back
-    pressure on the output."""
+    """Frames equal spikestream.protocol.frame() byte for byte, and raw bytes offered between
+    frames go out as they are, after the frame before them, with gaps on the input and
+    back pressure on the output."""
     rng = random.Random(5)
     dut = FrameEncoder()
-    payloads = [some_bytes(rng, rng.randrange(1, 40)) for _ in range(25)] + [b"\xc0", b"\xdb"]
+    payloads, raws = responses_and_raw(rng, 25, 40)
     out = bytearray()
 
     async def testbench(ctx):
-        for payload in payloads:
+        for payload, raw in zip(payloads, raws):
             for n, byte in enumerate(payload):
                 ctx.set(dut.i.valid, 1)
                 ctx.set(dut.i.payload, {"data": byte, "last": n == len(payload) - 1})
                 await ctx.tick().until(dut.i.ready)
                 ctx.set(dut.i.valid, 0)
                 await idle(ctx, rng.randrange(0, 3))
+            for byte in raw:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": byte, "last": rng.random() < 0.5, "raw": 1})
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+                await idle(ctx, rng.randrange(0, 2))
         await ctx.tick()
         await ctx.tick().until(~dut.busy)
 
@@ -306,37 +328,47 @@ def test_frame_encoder_matches_reference(ready_p):
             ctx.set(dut.o.ready, rng.random() < ready_p)
 
     simulate(dut, testbench, sink)
-    assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+    assert bytes(out) == b"".join(P.frame(p) + r for p, r in zip(payloads, raws))
 
 
-@pytest.mark.parametrize("ready_p", [1.0, 0.3])
-def test_response_emitter_matches_reference(ready_p):
+@pytest.mark.parametrize("ready_p, queue_bytes", [(1.0, QUEUE_BYTES), (0.3, QUEUE_BYTES),
+                                                  (0.3, 2)])
+def test_response_emitter_matches_reference(ready_p, queue_bytes):
     """Responses offered in chunks of every size up to the largest come out framed as
-    spikestream.protocol.frame() makes them; busy until the last byte is handed on."""
+    spikestream.protocol.frame() makes them, raw chunks between them as they are; busy until
+    the last byte is handed on (out of the line queue too)."""
     rng = random.Random(8)
     chunk_bytes = 28
-    dut = ResponseEmitter(chunk_bytes)
-    payloads = [some_bytes(rng, rng.randrange(1, 3 * chunk_bytes)) for _ in range(25)]
+    dut = ResponseEmitter(chunk_bytes, queue_bytes)
+    payloads, raws = responses_and_raw(rng, 25, 3 * chunk_bytes)
     payloads += [bytes(chunk_bytes), b"\xc0" * (chunk_bytes + 1)]
+    raws += [b"", bytes([P.ESC]) * chunk_bytes]
     out = bytearray()
 
+    async def offer(ctx, part, last, raw):
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload, {"data": int.from_bytes(part, "little"), "length": len(part),
+                                "last": last, "raw": raw})
+        await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        await idle(ctx, rng.randrange(0, 3))
+
     async def testbench(ctx):
-        for payload in payloads:
+        for payload, raw in zip(payloads, raws):
             at = 0
             while at < len(payload):
                 n = min(rng.choice([1, chunk_bytes, chunk_bytes, rng.randrange(1, chunk_bytes)]),
                         len(payload) - at)
-                part = payload[at:at + n]
                 at += n
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"data": int.from_bytes(part, "little"), "length": n,
-                                        "last": at == len(payload)})
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
-                await idle(ctx, rng.randrange(0, 3))
+                await offer(ctx, payload[at - n:at], at == len(payload), 0)
+            at = 0
+            while at < len(raw):
+                n = min(rng.choice([1, 2, chunk_bytes]), len(raw) - at)
+                at += n
+                await offer(ctx, raw[at - n:at], 0, 1)
             assert ctx.get(dut.busy)
             await ctx.tick().until(~dut.busy)
-        assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+        assert bytes(out) == b"".join(P.frame(p) + r for p, r in zip(payloads, raws))
 
     async def sink(ctx):
         async for _, _, valid, ready, payload in ctx.tick().sample(dut.o.valid, dut.o.ready,
@@ -346,14 +378,15 @@ def test_response_emitter_matches_reference(ready_p):
             ctx.set(dut.o.ready, rng.random() < ready_p)
 
     simulate(dut, testbench, sink)
-    assert bytes(out) == b"".join(P.frame(p) for p in payloads)
+    assert bytes(out) == b"".join(P.frame(p) + r for p, r in zip(payloads, raws))
 
 
 def random_request(rng, config):
     """A request payload whose checks lie near their boundaries (any WRITE words zero, so
     that only the checks short of the words' values decide)."""
     wb = P.word_bytes(config)
-    op = rng.choice(list(P.Cmd) + [P.Cmd.READ, P.Cmd.WRITE] * 4 + [0, 0x09, 0x7F, P.NACK_OP])
+    op = rng.choice(list(P.Cmd) + [P.Cmd.READ, P.Cmd.WRITE] * 4 + [P.Cmd.STREAM] +
+                    [0, 0x0A, 0x7F, P.NACK_OP])
     mem = rng.choice(list(Mem)) if rng.random() < 0.9 else rng.choice([len(Mem), 0xFF])
     depth = config.depth(mem) if mem in set(Mem) else 16
     lanes = config.lanes if mem in (Mem.PARAM, Mem.STATE, Mem.ACC, Mem.PTR, Mem.SYN) else 1
@@ -365,7 +398,7 @@ def random_request(rng, config):
     block = P.BLOCK_BODY.pack(mem=mem, lane=lane, addr=addr, count=count)
     want = {P.Cmd.WRITE: P.BLOCK_BODY.size + count * wb, P.Cmd.READ: P.BLOCK_BODY.size,
             P.Cmd.RUN: 2 * rng.choice([1, P.MAX_RUN, P.MAX_RUN + 1, rng.randrange(1, 99)]),
-            P.Cmd.GENERATE: 4, P.Cmd.TAG: 4}.get(op, 0)
+            P.Cmd.GENERATE: 4, P.Cmd.STREAM: 6, P.Cmd.TAG: 4}.get(op, 0)
     if rng.random() < 0.7:
         length = want
     else:
@@ -375,6 +408,11 @@ def random_request(rng, config):
     body = (block + bytes(length))[:length]
     if op == P.Cmd.GENERATE and rng.random() < 0.5:
         body = (P.GENERATE_BODY.pack(first=1, count=rng.choice([0, 1])) + body[4:])[:length]
+    if op == P.Cmd.STREAM and rng.random() < 0.7:
+        # A count whose low 16 bits alone are 0 is not 0.
+        count = rng.choice([0, 0, 1, 1 << 16, 1 << 31, (1 << 32) - 1, rng.getrandbits(32)])
+        body = (P.STREAM_BODY.pack(first=rng.randrange(1 << 16), count=count) +
+                body[6:])[:length]
     return P.request(op, rng.randrange(256), body)
 
 
@@ -422,6 +460,10 @@ def test_request_checker_matches_reference():
              {c for c in P.Cmd if c == p[0]}) for p in cases]
     assert {status for status, _, _ in want} == {S.OK, S.BAD_OPCODE, S.BAD_LENGTH,
                                                  S.BAD_MEMORY, S.OUT_OF_RANGE}
+    stream = [w for p, w in zip(cases, want) if p[0] == P.Cmd.STREAM]
+    assert {status for status, _, _ in stream} == {S.OK, S.BAD_LENGTH, S.OUT_OF_RANGE}
+    assert any(p[0] == P.Cmd.STREAM and len(p) == 8 and p[4:6] == b"\0\0" and p[6:8] != b"\0\0"
+               for p in cases), "a STREAM count that only 16 bits would read as 0"
     assert got == want
 
 
@@ -448,14 +490,19 @@ class LinkBench(Elaboratable):
         return m
 
 
-def drive_link(bench, items, *, ready_p=1.0, seed=0, hold_tx=()):
+def drive_link(bench, items, *, ready_p=1.0, seed=0, hold_tx=(), pace=0, steps=None):
     """Send each item of ``items`` (a list of byte values and ``None`` for a UART error
     pulse) a byte at a time, waiting for the link to be idle after each byte.
 
-    Returns one ``(responses, writes)`` per item: the responses it sent (parsed) and the
-    core writes (:class:`Write`) made while it was handled. For item numbers in
+    Returns one ``(responses, writes)`` per item: the responses it sent
+    (:func:`sim.link_host.parse_responses`: a STREAM's raw bytes as one ``RAW`` response)
+    and the core writes (:class:`Write`) made while it was handled. For item numbers in
     ``hold_tx`` the transmit side is stalled while the item is sent (so that bytes arrive
-    while the link is busy).
+    while the link is busy). With ``pace`` the transmit side takes a byte as a UART of
+    ``pace`` cycles per byte does (then ``ready_p`` is not used). ``steps``, a list, gets
+    ``(cycle, "cmd")`` for every handshake of the core's command port and
+    ``(cycle, "result")`` for every result the core offers (its first cycle of ``valid``:
+    the core is idle from then until the next command).
     """
     link, core = bench.link, bench.core
     rng = random.Random(seed)
@@ -488,13 +535,25 @@ def drive_link(bench, items, *, ready_p=1.0, seed=0, hold_tx=()):
 
     async def monitor(ctx):
         w = core.write
-        async for _, _, tv, tr, tp, wv, wr, wp in ctx.tick().sample(
-                link.tx.valid, link.tx.ready, link.tx.payload, w.valid, w.ready, w.payload):
+        cycle, line_free, offered = 0, 0, False
+        async for _, _, tv, tr, tp, wv, wr, wp, cv, cr, rv, rr in ctx.tick().sample(
+                link.tx.valid, link.tx.ready, link.tx.payload, w.valid, w.ready, w.payload,
+                link.cmd.valid, link.cmd.ready, link.result.valid, link.result.ready):
+            cycle += 1
             if tv and tr:
                 tx.append(tp)
+                line_free = cycle + pace
             if wv and wr:
                 writes.append(Write(Mem(wp.mem), wp.lane, wp.addr, wp.data))
-            ctx.set(link.tx.ready, not stall[0] and rng.random() < ready_p)
+            if steps is not None and cv and cr:
+                steps.append((cycle, "cmd"))
+            if steps is not None and rv and not offered:
+                steps.append((cycle, "result"))
+            offered = rv and not rr
+            if pace:
+                ctx.set(link.tx.ready, not stall[0] and cycle + 1 >= line_free)
+            else:
+                ctx.set(link.tx.ready, not stall[0] and rng.random() < ready_p)
 
     simulate(bench, testbench, monitor)
     return out
@@ -555,12 +614,18 @@ def status_cases(config):
         (list(good[:3]) + [None] + list(good[3:]), S.BAD_FRAME),
         (list(P.frame(bytes(P.MAX_PAYLOAD + 1))), S.TOO_LONG),
         (list(P.frame(b"\x01")), S.TOO_SHORT),
-        *[(req(op, 2), S.BAD_OPCODE) for op in (0x00, 0x09, P.Cmd.TOKEN, 0x80, P.NACK_OP)],
+        *[(req(op, 2), S.BAD_OPCODE) for op in (0x00, 0x0A, P.Cmd.TOKEN, P.Cmd.STREAM_START,
+                                                 0x80, P.NACK_OP)],
+        (req(P.Cmd.STREAM_START, 2, P.STREAM_BODY.pack(first=0, count=1)), S.BAD_OPCODE),
         (req(P.Cmd.IDENTIFY, 3, b"\0"), S.BAD_LENGTH),
         (req(P.Cmd.STATUS, 3, b"\0\0"), S.BAD_LENGTH),
         (req(P.Cmd.RESET, 3, b"\0"), S.BAD_LENGTH),
         (req(P.Cmd.TAG, 3, b"\0\0\0"), S.BAD_LENGTH),
         (req(P.Cmd.GENERATE, 3, b"\0" * 5), S.BAD_LENGTH),
+        (req(P.Cmd.STREAM, 3), S.BAD_LENGTH),
+        (req(P.Cmd.STREAM, 3, b"\1" * 4), S.BAD_LENGTH),             # a GENERATE body
+        (req(P.Cmd.STREAM, 3, b"\1" * 5), S.BAD_LENGTH),
+        (req(P.Cmd.STREAM, 3, b"\1" * 7), S.BAD_LENGTH),
         (req(R, 3, b"\0" * 7), S.BAD_LENGTH),
         (req(R, 3, b"\0" * 9), S.BAD_LENGTH),
         (req(P.Cmd.RUN, 3), S.BAD_LENGTH),
@@ -594,8 +659,10 @@ def status_cases(config):
         (rw(W, Mem.CORE, 0, CoreReg.VOCAB, 1, [config.max_vocab + 1]), S.OUT_OF_RANGE),
         (rw(W, Mem.CORE, 0, CoreReg.READOUT, 1, [config.max_pops]), S.OUT_OF_RANGE),
         (req(P.Cmd.GENERATE, 5, struct.pack(P.GENERATE_FORMAT, 0, 0)), S.OUT_OF_RANGE),
+        (req(P.Cmd.STREAM, 5, P.STREAM_BODY.pack(first=0, count=0)), S.OUT_OF_RANGE),
         (req(P.Cmd.RUN, 6, struct.pack("<H", 0)), S.BAD_TOKEN),            # vocabulary 0
         (req(P.Cmd.GENERATE, 6, struct.pack(P.GENERATE_FORMAT, 0, 3)), S.BAD_TOKEN),
+        (req(P.Cmd.STREAM, 6, P.STREAM_BODY.pack(first=0, count=3)), S.BAD_TOKEN),
         # Accepted, at the boundaries.
         (rw(R, Mem.SYN, config.lanes - 1, config.syn_depth - P.MAX_READ, P.MAX_READ),
          S.OK),
@@ -755,6 +822,106 @@ def test_run_and_generate_match_golden():
     assert len(check_tokens(results[-2][0], first, True)) == count
     counters = P.LinkCounters(struct.unpack(P.STATUS_FORMAT, results[-1][0][0][3]))
     assert (counters.steps, counters.cycles, counters.frames_rejected) == (steps, cycles, 0)
+
+
+def golden_stream(golden, first, count):
+    """The golden model's generation from ``first``: its tokens, and each step's cycles and
+    spikes (three lists)."""
+    tokens, cycles, spikes = [], [], []
+    token = first
+    for _ in range(count):
+        ref = golden.step([token])
+        token = int(ref.token[0])
+        tokens.append(token)
+        cycles.append(int(ref.cycles[0]))
+        spikes.append(sum(int(s.sum()) for s in ref.spikes))
+    return tokens, cycles, spikes
+
+
+def stream_answer(seq, tokens, cycles, spikes, token_bytes):
+    """What a STREAM answers whose steps gave ``tokens``, ``cycles`` and ``spikes`` (lists),
+    as :func:`sim.link_host.parse_responses` returns it."""
+    raw = P.pack_stream(tokens, token_bytes)
+    return [(P.Cmd.STREAM_START, seq, S.OK,
+             P.STREAM_START_BODY.pack(count=len(tokens), token_bytes=token_bytes)),
+            (RAW, seq, S.OK, raw),
+            (P.Cmd.STREAM, seq, S.OK, P.STREAM_END_BODY.pack(
+                steps=len(tokens), cycles=sum(cycles), spikes=sum(spikes),
+                crc=P.crc16(raw)))]
+
+
+@pytest.mark.parametrize("max_vocab", [None, 300])
+def test_stream_matches_golden(max_vocab):
+    """STREAM: one STREAM_START frame, the sampled tokens as raw bytes (1 per token, or 2
+    for a build whose vocabulary can exceed 256) equal to the golden model's generation
+    from the first token, then the final frame with the steps, the sums of their cycles
+    and spikes and the CRC of the raw bytes. A first token outside the vocabulary gets the
+    final frame alone (BAD_TOKEN, steps 0, the CRC of nothing) and the core's flag is
+    cleared; GENERATE then goes on from where STREAM left the network, and a STREAM of
+    one token after it; STATUS counts it all."""
+    net, image, config = small_image(21)
+    if max_vocab is not None:
+        config = config.replace(max_vocab=max_vocab)
+    stb = P.stream_token_bytes(config)
+    assert stb == (1 if max_vocab is None else 2)
+    temperature, seed = 200, 99
+    writes = image_writes(image, config) + settings_writes(temperature, seed)
+    bench = LinkBench(config)
+    golden = GoldenCore(net, 2, timing=bench.core.timing)
+    golden.set_temperature_word(temperature)
+    golden.seed(seed)
+    first, count = 2, 12
+    tokens, cycles, spikes = golden_stream(golden, first, count)
+    assert len(set(tokens)) > 1
+    more, _, _ = golden_stream(golden, tokens[-1], 3)
+    one = golden_stream(golden, more[-1], 1)
+    items = ([list(P.frame(p)) for p in write_requests(writes, config)] +
+             [req(P.Cmd.RESET, 1),
+              req(P.Cmd.STREAM, 2, P.STREAM_BODY.pack(first=first, count=count)),
+              req(P.Cmd.STATUS, 3),
+              req(P.Cmd.STREAM, 4, P.STREAM_BODY.pack(first=net.vocab_size, count=5)),
+              req(P.Cmd.STATUS, 5),
+              req(P.Cmd.GENERATE, 6, struct.pack(P.GENERATE_FORMAT, tokens[-1], 3)),
+              req(P.Cmd.STREAM, 7, P.STREAM_BODY.pack(first=more[-1], count=1))])
+    results = drive_link(bench, items)
+    check_with_model(LinkModel(config, clock_hz=CLOCK_HZ, baud=BAUD), items, results)
+    n_load = len(items) - 7
+    assert all(r[0] == [(P.Cmd.WRITE, n, S.OK, b"")] for n, r in enumerate(results[:n_load]))
+    responses = results[n_load + 1][0]
+    assert responses == stream_answer(2, tokens, cycles, spikes, stb)
+    counters = P.LinkCounters(struct.unpack(P.STATUS_FORMAT, results[n_load + 2][0][0][3]))
+    assert counters == (0, n_load + 2, 0, 0, count, sum(cycles), 0)
+    assert results[n_load + 3][0] == [(P.Cmd.STREAM, 4, S.BAD_TOKEN, P.STREAM_END_BODY.pack(
+        steps=0, cycles=0, spikes=0, crc=P.crc16(b"")))]
+    counters = P.LinkCounters(struct.unpack(P.STATUS_FORMAT, results[n_load + 4][0][0][3]))
+    assert counters == (0, n_load + 3, 1, 0, count, sum(cycles), 0)
+
+    # GENERATE from the last token goes on as the golden model does.
+    *frames, final = results[n_load + 5][0]
+    assert final == (P.Cmd.GENERATE, 6, S.OK, struct.pack("<H", 3))
+    assert [struct.unpack(P.TOKEN_FORMAT, f[3])[1] for f in frames] == more
+    assert results[n_load + 6][0] == stream_answer(7, *one, stb)
+
+
+def test_stream_keeps_the_core_busy():
+    """With a line faster than the core (a byte in half a timestep), a STREAM never holds
+    the core up: each STEP is issued within two cycles of the previous result, also while
+    STREAM_START goes out (the line queue takes it)."""
+    net, image, config = small_image(21)
+    bench = LinkBench(config, init=image_writes(image, config))
+    golden = GoldenCore(net, 2, timing=bench.core.timing)
+    count = 40
+    tokens, cycles, spikes = golden_stream(golden, 1, count)
+    pace = min(cycles) // 2
+    steps = []
+    results = drive_link(bench, [req(P.Cmd.STREAM, 7, P.STREAM_BODY.pack(first=1,
+                                                                          count=count))],
+                         pace=pace, steps=steps)
+    assert results[0][0] == stream_answer(7, tokens, cycles, spikes, 1)
+    kinds = [k for _, k in steps]
+    assert kinds == ["cmd", "result"] * count
+    gaps = [steps[i + 1][0] - steps[i][0] for i in range(1, len(steps) - 1, 2)]
+    assert max(gaps) <= 2, f"the core waited on the link: {gaps}"
 
 
 def test_preloaded_image_runs_without_loading():

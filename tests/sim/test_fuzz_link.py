@@ -1,6 +1,8 @@
 """The link fuzzer (:mod:`bench.fuzz_link`) in short runs: traffic while the link is busy on
 the small core, its own checks made to fail once, and (opt-in, ``SPIKESTREAM_SLOW_SIM=1``)
-the default 16-lane core with the shipped image.
+the default 16-lane core with the shipped image. Without a simulator: its stimulus, and its
+reference (:class:`sim.link_host.LinkModel`, :class:`sim.link_host.ResponseReader`) against
+the golden board's answers, STREAM's among them.
 
 Builds are cached in sim_build/ and shared with ``python -m bench.fuzz_link``: the small
 harness takes about two minutes to build on two cores, the 16-lane one much longer.
@@ -13,10 +15,13 @@ import pytest
 
 from bench import fuzz_link as F
 from spikestream import protocol as P
+from spikestream.memory_map import image_writes
+from sim.link_host import RAW, LinkModel, ResponseReader, is_final, parse_responses
 from sim.runner import available_simulators
 from spikestream.board import SHIPPED_IMAGE
 from sw.board import board_clock_hz, board_config
 from sw.client import image_tag
+from sw.golden_board import GoldenBoard
 from spikestream.board import DEFAULT_BAUD
 
 needs_sim = pytest.mark.skipif(not available_simulators(), reason=(
@@ -70,6 +75,97 @@ def test_stimulus_for_the_default_core_stays_in_the_frame_limit():
     assert 12 < reads <= P.MAX_READ
 
 
+def test_stimulus_streams():
+    """Valid STREAMs of 1 to 5 tokens, a first token now and then outside the vocabulary;
+    mutated ones of every status, none longer than 5 tokens."""
+    stim = F.Stimulus(F.CONFIG, 6, seed=2)
+    valid, statuses = [], {}
+    for _ in range(3000):
+        payload = stim.valid()
+        if payload[0] == P.Cmd.STREAM:
+            assert P.check_request(payload, F.CONFIG) == P.LinkStatus.OK
+            valid.append(P.STREAM_BODY.unpack_from(payload, 2))
+        mutated = stim.field(payload)
+        if mutated[:1] == bytes([P.Cmd.STREAM]):
+            st = P.check_request(mutated, F.CONFIG)
+            statuses[st] = statuses.get(st, 0) + 1
+            if st == P.LinkStatus.OK:
+                assert P.STREAM_BODY.unpack_from(mutated, 2).count <= 5
+    assert {v.count for v in valid} == {1, 2, 3, 4, 5}
+    assert any(v.first >= 6 for v in valid) and any(v.first < 6 for v in valid)
+    assert set(statuses) == {P.LinkStatus.OK, P.LinkStatus.BAD_LENGTH, P.LinkStatus.OUT_OF_RANGE}
+
+
+def _golden_and_model():
+    tgt = F.target("small")
+    init = image_writes(tgt.load(), tgt.config)
+    board = GoldenBoard(tgt.config, clock_hz=tgt.clock_hz, baud=tgt.baud, init=init,
+                        tag=tgt.tag)
+    model = LinkModel(tgt.config, clock_hz=tgt.clock_hz, baud=tgt.baud, init=init,
+                      tag=tgt.tag)
+    return board, model
+
+
+def test_the_reference_accepts_the_golden_boards_streams():
+    """What the golden board (a SoC word for word) answers passes every check the fuzzer
+    makes: STREAMs, a BAD_TOKEN one, and STATUS counting their steps and cycles."""
+    board, model = _golden_and_model()
+    status = P.request(P.Cmd.STATUS, 9)
+    requests = [P.request(P.Cmd.STREAM, 1, P.STREAM_BODY.pack(first=2, count=5)), status,
+                P.request(P.Cmd.STREAM, 2, P.STREAM_BODY.pack(first=6, count=3)), status,
+                P.request(P.Cmd.GENERATE, 3, struct.pack(P.GENERATE_FORMAT, 1, 4)),
+                P.request(P.Cmd.STREAM, 4, P.STREAM_BODY.pack(first=0, count=40)), status]
+    shapes = []
+    for payload in requests:
+        wire = board.respond(P.frame(payload))
+        one = []                                    # a byte at a time, as the fuzzer reads
+        reader = ResponseReader()
+        for b in wire:
+            one += [r for st, r in reader.feed(bytes([b]))]
+        responses = parse_responses(wire)
+        assert one == responses and is_final(responses[-1])
+        assert not any(is_final(r) for r in responses[:-1])
+        assert model.check(P.LinkStatus.OK, payload, responses, []) == []
+        shapes.append([r[0] for r in responses])
+    assert shapes[0] == [P.Cmd.STREAM_START, RAW, P.Cmd.STREAM]
+    assert shapes[2] == [P.Cmd.STREAM]              # BAD_TOKEN: the final frame alone
+    assert P.LinkCounters(struct.unpack(P.STATUS_FORMAT, parse_responses(
+        board.respond(P.frame(status)))[0][3])).steps == 5 + 4 + 40
+
+
+@pytest.mark.parametrize("damage", ["flip", "drop", "short", "steps", "start", "no raw"])
+def test_the_reference_catches_a_damaged_stream(damage):
+    board, model = _golden_and_model()
+    payload = P.request(P.Cmd.STREAM, 1, P.STREAM_BODY.pack(first=2, count=5))
+    start, raw, end = parse_responses(board.respond(P.frame(payload)))
+    body = P.STREAM_END_BODY.unpack_from(end[3])
+    if damage == "flip":
+        raw = raw[:3] + (raw[3][:1] + bytes([raw[3][1] ^ 1]) + raw[3][2:],)
+    elif damage == "drop":
+        raw = raw[:3] + (raw[3][1:],)
+    elif damage == "short":
+        wire = board.respond(P.frame(payload))
+        responses = parse_responses(wire[:wire.index(P.END, 1) + 1 + 3])     # 3 raw bytes
+        assert [r[:3] for r in responses] == [start[:3], (RAW, 1, 0)]
+        assert responses[-1][3] == raw[3][:3] and not is_final(responses[-1])
+        assert model.check(P.LinkStatus.OK, payload, responses, [])
+        return
+    elif damage == "steps":
+        end = end[:3] + (P.STREAM_END_BODY.pack(**{**body._asdict(), "steps": 4}),)
+    elif damage == "start":
+        start = start[:3] + (P.STREAM_START_BODY.pack(count=4, token_bytes=1),)
+    responses = [start, end] if damage == "no raw" else [start, raw, end]
+    assert model.check(P.LinkStatus.OK, payload, responses, [])
+
+
+def test_the_reference_takes_token_bytes_as_plain_bytes():
+    board, model = _golden_and_model()
+    payload = P.request(P.Cmd.STREAM, 1, P.STREAM_BODY.pack(first=2, count=5))
+    start, raw, end = parse_responses(board.respond(P.frame(payload)))
+    assert model.check(P.LinkStatus.OK, payload, [start, raw[3], end], []) == []
+    assert model.steps == 5
+
+
 def test_junk_units():
     junk = F.Junk(F.CONFIG, 6, seed=1)
     kinds = {}
@@ -98,7 +194,7 @@ def test_busy_traffic_on_the_small_core():
     assert busy["status_checks"] == 3
     assert busy["pulses_dropped"] > 0
     assert busy["ran_on"] > 0 and busy["tail_bytes"] > 0 and busy["tail_frames"] > 0
-    assert stats["token_frames"] > 0
+    assert stats["token_frames"] > 0 and stats["streams"] > 0 and stats["stream_bytes"] > 0
     assert stats["core_writes"] > 0
     assert set(busy["units"]) == set(F.Junk.KINDS)
 

@@ -1,7 +1,8 @@
 """Pin-level cocotb tests of the whole SoC (:mod:`sim.tb_soc`) through :mod:`sim.runner`.
 
 One small core (2 lanes) with a random image preloaded; the UART runs at 8 clocks per bit
-so that the suite stays short. Runs on the preferred simulator only (Verilator when it is
+so that the suite stays short (and a byte is faster than a timestep, as the STREAM check of
+the link's pace needs). Runs on the preferred simulator only (Verilator when it is
 installed): the fallback path is kept working by tests/sim/test_uart_cocotb.py.
 """
 

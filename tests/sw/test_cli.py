@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from spikestream.protocol import PROTOCOL_VERSION
 from sw import generate as cli
 from spikestream.board import SHIPPED_IMAGE
 
@@ -58,7 +59,7 @@ def test_wrong_protocol_version(monkeypatch):
     monkeypatch.setattr("sw.client.PROTOCOL_VERSION", 99)
     with pytest.raises(SystemExit) as info:
         cli.main(["--backend", "golden", "--tokens", "1"])
-    assert "protocol version 2, this host version 99" in _error_line(info)
+    assert f"protocol version {PROTOCOL_VERSION}, this host version 99" in _error_line(info)
 
 
 def test_image_does_not_fit(monkeypatch, small_config):

@@ -1,17 +1,21 @@
 """The protocol client against the golden board: identity, loading, reading back, every
-error status as an exception, retries over a lossy link, streaming."""
+error status as an exception, retries over a lossy link, streaming; and STREAM's answers
+byte by byte, every damage to them one error line."""
 
 import struct
+import time
 
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes
-from spikestream.protocol import (IDENTIFY_FORMAT, MAGIC, MAX_READ, PROTOCOL_VERSION, Cmd, FrameDecoder,
-                         LinkStatus, frame, max_write_words, parse_request, response)
+from spikestream.protocol import (END, IDENTIFY_FORMAT, MAGIC, MAX_READ, PROTOCOL_VERSION,
+                         STREAM_BODY, STREAM_END_BODY, STREAM_START_BODY, Cmd, FrameDecoder,
+                         LinkStatus, crc16, frame, identity_of, max_write_words, parse_request,
+                         response)
 from spikestream.timing import core_timing
 from models.golden import GoldenCore
 from spikestream.image import Image, image_bytes
-from sw.client import Client, image_tag
+from sw.client import FIRST_CHUNK, Client, image_tag
 from sw.errors import (BoardMismatch, CommandFailed, ImageDoesNotFit, NoResponse,
                        TransportError)
 from sw.transport import GoldenTransport, Transport
@@ -190,6 +194,234 @@ def test_run_and_generate_equal_the_golden_model(small_board, small_image, small
     assert [r.index for r in results] == [0, 1, 2]
     tokens = [results[-1].token] + [r.token for r in client.generate(results[-1].token, 29)]
     assert tokens == expected
+
+
+def test_stream_equals_generate_and_the_golden_model(small_board, small_image, small_config):
+    client = Client(small_board, progress=False)
+    client.load_image(small_image, tag=1)
+    golden = GoldenCore(small_image.net, small_config.lanes, core_timing(small_config.stages))
+    expected = golden.generate([1, 2, 3], 300, temperature_word=30, seed=4)
+    results = {}
+    for how in ("generate", "stream"):
+        client.reset()
+        client.settings(temperature_word=30, seed=4)
+        last = list(client.run([1, 2, 3]))[-1]
+        before = client.status()
+        if how == "generate":
+            steps = list(client.generate(last.token, 299))
+            results[how] = ([r.token for r in steps], sum(r.cycles for r in steps),
+                            sum(r.spikes for r in steps))
+        else:
+            chunks = list(client.stream(last.token, 299))
+            assert [c.index for c in chunks] == \
+                [sum(len(c.tokens) for c in chunks[:k]) for k in range(len(chunks))]
+            results[how] = ([t for c in chunks for t in c.tokens], sum(c.cycles for c in chunks),
+                            sum(c.spikes for c in chunks))
+        after = client.status()
+        assert after.steps - before.steps == 299
+        assert after.cycles - before.cycles == results[how][1] & 0xFFFFFFFF
+        assert [last.token] + results[how][0] == expected
+    assert results["stream"] == results["generate"]
+    assert results["stream"][1] > 299 and results["stream"][2] > 0
+
+
+def test_stream_requests_are_chunked(small_board, small_image):
+    """STREAM counts start at FIRST_CHUNK and follow the board's speed, as GENERATE's do;
+    the tokens of every chunk come back in order."""
+    lossy = LossyTransport(small_board)
+    lossy.response_timeout = 10
+    client = Client(lossy, progress=False)
+    client.load_image(small_image, tag=2)
+    client.reset()
+    t0 = time.monotonic()
+    chunks = list(client.stream(1, 500))
+    rate = 500 / (time.monotonic() - t0)
+    counts = []
+    for data in lossy.sent:
+        for st, payload in FrameDecoder().feed(data):
+            op, _, body = parse_request(payload)
+            if op == Cmd.STREAM:
+                counts.append(STREAM_BODY.unpack_from(body).count)
+    assert counts == [len(c.tokens) for c in chunks]
+    assert counts[0] == FIRST_CHUNK and sum(counts) == 500 and max(counts) > FIRST_CHUNK
+    assert all(b <= 8 * a for a, b in zip(counts, counts[1:])), counts
+    assert max(counts) < rate, f"a request of {max(counts)} timesteps at {rate:.0f}/s"
+
+
+def test_stream_is_not_repeated_after_a_timeout(small_board, small_image):
+    client = Client(small_board, progress=False)
+    client.load_image(small_image, tag=1)
+    lossy = LossyTransport(small_board, lose_writes={1})         # after the IDENTIFY
+    with pytest.raises(NoResponse, match="no answer to STREAM"):
+        list(Client(lossy).stream(1, 3))
+    assert lossy.writes == 2
+
+
+def test_stream_refused_is_one_line(small_board, small_image):
+    client = Client(small_board, progress=False)
+    client.load_image(small_image, tag=1)
+    with pytest.raises(CommandFailed, match=r"refused STREAM: BAD_TOKEN .* after 0 "
+                                            r"timesteps") as info:
+        list(client.stream(small_image.net.vocab_size, 5))
+    assert info.value.status == LinkStatus.BAD_TOKEN and "\n" not in str(info.value)
+    assert client.identify().tag == 1
+
+
+def test_a_stream_interrupted_leaves_the_link_clean(small_board, small_image, monkeypatch):
+    """Ctrl-C while a STREAM's token bytes arrive: the client lets the board finish the
+    chunk (its bytes pass the frame decoder as junk) and the link is answerable at once."""
+    client = Client(small_board, progress=False)
+    client.load_image(small_image, tag=1)
+    list(client.stream(1, 8))                  # measured: the next chunk is larger
+    read = small_board.read
+    calls = []
+
+    def interrupted(size=4096, timeout=None):
+        calls.append(size)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return read(size, timeout)
+    monkeypatch.setattr(small_board, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        list(client.stream(1, 10_000))
+    monkeypatch.setattr(small_board, "read", read)
+    steps = small_board.board.steps
+    assert client.status().steps == steps       # the chunk had ended
+    assert client.identify().tag == 1
+
+
+class StreamBoard(Transport):
+    """A board that answers IDENTIFY as a core of ``config`` and every STREAM with the bytes
+    ``answer(seq, first, count)`` makes, handed out ``piece`` bytes per read."""
+
+    name = "scripted"
+    description = "scripted board"
+    response_timeout = 0.3
+
+    def __init__(self, config, answer, piece=4096):
+        self.config, self.answer, self.piece = config, answer, piece
+        self.out = b""
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def write(self, data):
+        for st, payload in FrameDecoder().feed(data):
+            op, seq, body = parse_request(payload)
+            if op == Cmd.IDENTIFY:
+                self.out += frame(response(op, seq, 0, identity_of(self.config, 1, 1)))
+            elif op == Cmd.STREAM:
+                self.out += self.answer(seq, *STREAM_BODY.unpack_from(body))
+
+    def read(self, size=4096, timeout=None):
+        data, self.out = self.out[:min(size, self.piece)], self.out[min(size, self.piece):]
+        return data
+
+
+def _token(i):
+    """Tokens that hold every byte SLIP would escape."""
+    return (END, 0xDB, 0xDC, 0xDD, 0, 17)[i % 6]
+
+
+def _answer(seq, first, count, *, raw=None, start=None, steps=None, crc=None, status=0,
+            end=None, tail=b""):
+    good = bytes(_token(i) for i in range(count))
+    raw = good if raw is None else raw(good)
+    start = STREAM_START_BODY.pack(count=count, token_bytes=1) if start is None else start
+    end = STREAM_END_BODY.pack(steps=count if steps is None else steps, cycles=700 * count,
+                               spikes=40 * count, crc=crc16(good) if crc is None else crc) \
+        if end is None else end
+    return (frame(response(Cmd.STREAM_START, seq, 0, start)) + raw +
+            frame(response(Cmd.STREAM, seq, status, end)) + tail)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_stream_bytes_are_taken_raw(small_config, piece):
+    """Token bytes that SLIP would escape (END, ESC) are raw in a STREAM: every one arrives
+    as sent, whatever pieces the transport hands them out in."""
+    config = small_config.replace(max_vocab=256)
+    client = Client(StreamBoard(config, _answer, piece), progress=False)
+    chunks = list(client.stream(1, FIRST_CHUNK + 5))
+    assert [t for c in chunks for t in c.tokens] == [_token(i) for i in range(FIRST_CHUNK)] + \
+        [_token(i) for i in range(5)]
+    assert [(c.index, c.cycles, c.spikes) for c in chunks] == \
+        [(0, 700 * FIRST_CHUNK, 40 * FIRST_CHUNK), (FIRST_CHUNK, 3500, 200)]
+
+
+def _drop(k):
+    return lambda raw: raw[:k] + raw[k + 1:]
+
+
+DAMAGED = [
+    # A byte lost: the final frame's leading END is read as the last token byte, the frame
+    # still decodes, and its CRC tells.
+    ("lost byte", dict(raw=_drop(3)), TransportError, r"CRC of its 8 token bytes"),
+    ("lost last byte", dict(raw=_drop(7)), TransportError, r"CRC of its 8 token bytes"),
+    ("two lost", dict(raw=lambda r: r[2:]), TransportError, r"arrived corrupted: a damaged"),
+    # A byte added: a stray byte before the final frame's END, a damaged frame.
+    ("added byte", dict(raw=lambda r: r + b"\x05"), TransportError,
+     r"a damaged frame \(TOO_SHORT\)"),
+    ("added byte inside", dict(raw=lambda r: r[:4] + b"\x05" + r[4:]), TransportError,
+     r"arrived corrupted"),
+    ("added END", dict(raw=lambda r: r[:1] + bytes([END]) + r[1:]), TransportError,
+     r"CRC of its 8 token bytes"),
+    ("flipped byte", dict(raw=lambda r: r[:5] + bytes([r[5] ^ 0x10]) + r[6:]), TransportError,
+     r"CRC of its 8 token bytes"),
+    ("wrong crc", dict(crc=0x1234), TransportError, r"the board's 0x1234"),
+    ("truncated", dict(raw=lambda r: r[:5], end=b"", status=None), NoResponse,
+     r"5 of its 8 token bytes came"),
+    ("no final frame", dict(end=b"", status=None), NoResponse, r"no final frame within"),
+    ("count", dict(start=STREAM_START_BODY.pack(count=9, token_bytes=1)), BoardMismatch,
+     r"announced 9 tokens of 1 bytes for a STREAM of 8 tokens of 1"),
+    ("width", dict(start=STREAM_START_BODY.pack(count=8, token_bytes=2)), BoardMismatch,
+     r"announced 8 tokens of 2 bytes"),
+    ("short start", dict(start=b"\x08"), BoardMismatch, r"STREAM_START frame of 1 bytes"),
+    ("steps", dict(steps=7), BoardMismatch, r"ended STREAM \(OK\) after 7 timesteps"),
+    ("final body", dict(end=bytes(STREAM_END_BODY.size + 1)), BoardMismatch,
+     r"ended STREAM with a 23-byte body, not 22"),
+    ("final status", dict(status=LinkStatus.BAD_TOKEN), BoardMismatch,
+     r"ended STREAM with BAD_TOKEN after sending its 8 tokens"),
+]
+
+
+@pytest.mark.parametrize("case, damage, error, message", DAMAGED, ids=[d[0] for d in DAMAGED])
+@pytest.mark.parametrize("piece", [1, 4096])
+def test_a_damaged_stream_is_one_error_line(small_config, case, damage, error, message, piece):
+    config = small_config.replace(max_vocab=256)
+
+    def answer(seq, first, count):
+        wire = _answer(seq, first, count, **{k: v for k, v in damage.items()
+                                             if k != "status" or v is not None})
+        if damage.get("status", 0) is None:          # the final frame never comes
+            wire = wire[:wire.rindex(bytes([END]), 0, len(wire) - 1)]
+        return wire
+
+    client = Client(StreamBoard(config, answer, piece), progress=False)
+    with pytest.raises(error, match=message) as info:
+        list(client.stream(1, FIRST_CHUNK))
+    assert "\n" not in str(info.value)
+    assert client._inflight is None
+
+
+def test_a_token_outside_the_vocabulary_in_a_stream(small_config):
+    """Bytes that arrive as sent (the CRC agrees) but name a token the network lacks."""
+    client = Client(StreamBoard(small_config.replace(max_vocab=256), _answer), progress=False)
+    client.identify()
+    client.vocab_size = 100
+    with pytest.raises(BoardMismatch, match="sampled token 221, outside the vocabulary of 100"):
+        list(client.stream(1, FIRST_CHUNK))
+
+
+def test_a_stream_answered_without_its_tokens(small_config):
+    def answer(seq, first, count):
+        return frame(response(Cmd.STREAM, seq, 0, STREAM_END_BODY.pack(
+            steps=count, cycles=1, spikes=1, crc=0xFFFF)))
+    client = Client(StreamBoard(small_config, answer), progress=False)
+    with pytest.raises(BoardMismatch, match=r"ended STREAM \(OK\) without sending its 8 tokens"):
+        list(client.stream(1, FIRST_CHUNK))
 
 
 def test_stopping_a_stream_early_leaves_the_link_clean(small_board, small_image):

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes, settings_writes
-from spikestream.protocol import (IDENTIFY_BODY, DONE_FORMAT, END, ESC, GENERATE_FORMAT, IDENTIFY_FORMAT, MAGIC,
+from spikestream.protocol import (IDENTIFY_BODY, DONE_FORMAT, END, ESC, GENERATE_FORMAT, MAGIC,
                          MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
-                         READ_HEADER, STATUS_FORMAT, TOKEN_FORMAT, WRITE_HEADER, Cmd,
-                         FrameDecoder, LinkStatus, crc16, frame, pack_words, parse_response,
-                         request, slip_encode, unpack_words, word_bytes)
+                         READ_HEADER, STATUS_FORMAT, STREAM_BODY, STREAM_END_BODY,
+                         STREAM_START_BODY, TOKEN_FORMAT, WRITE_HEADER, Cmd, FrameDecoder,
+                         LinkStatus, crc16, frame, pack_stream, pack_words, parse_response,
+                         request, response, slip_encode, stream_token_bytes, unpack_words,
+                         word_bytes)
 from spikestream.timing import core_timing
 from models.golden import GoldenCore
 from spikestream.sampler import seed_state
-from sw.golden_board import GoldenBoard, GoldenBoardError
+from sw.golden_board import GoldenBoard, GoldenBoardError, Raw
 
 S = LinkStatus
 
@@ -114,6 +116,10 @@ def test_error_statuses_change_nothing(small_config, small_image):
         (Cmd.RUN, bytes(2 * (MAX_RUN + 1)), S.BAD_LENGTH),
         (Cmd.GENERATE, b"\x01\x00", S.BAD_LENGTH),
         (Cmd.GENERATE, struct.pack(GENERATE_FORMAT, 1, 0), S.OUT_OF_RANGE),
+        (Cmd.STREAM, struct.pack(GENERATE_FORMAT, 1, 3), S.BAD_LENGTH),
+        (Cmd.STREAM, STREAM_BODY.pack(first=1, count=3) + b"\0", S.BAD_LENGTH),
+        (Cmd.STREAM, STREAM_BODY.pack(first=1, count=0), S.OUT_OF_RANGE),
+        (Cmd.STREAM_START, b"", S.BAD_OPCODE),
         (Cmd.STATUS, b"\0", S.BAD_LENGTH),
         (Cmd.TAG, b"\0\0", S.BAD_LENGTH),
     ]
@@ -133,6 +139,10 @@ def test_bad_token_stops_before_it(small_config, small_image):
     assert out[-1][2:] == (S.BAD_TOKEN, struct.pack(DONE_FORMAT, 1))
     out = ask(board, Cmd.GENERATE, 9, struct.pack(GENERATE_FORMAT, vocab, 3))
     assert out == [(Cmd.GENERATE, 9, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))]
+    # STREAM: the final frame alone, no STREAM_START and no token bytes.
+    wire = board.respond(frame(request(Cmd.STREAM, 9, STREAM_BODY.pack(first=vocab, count=3))))
+    assert wire == frame(response(Cmd.STREAM, 9, S.BAD_TOKEN, _end(0, 0, 0, 0xFFFF)))
+    assert status(board)[2] == 3 and status(board)[4] == 1
     # An empty board has no vocabulary: every token is refused.
     out = ask(make_board(small_config), Cmd.RUN, 1, struct.pack("<H", 0))
     assert out[-1][2] == S.BAD_TOKEN
@@ -171,6 +181,14 @@ def test_tag_cleared_by_network_writes_only(small_config, small_image):
         assert status(board)[6] == 0, mem
 
 
+def _end(steps, cycles, spikes, crc):
+    return STREAM_END_BODY.pack(steps=steps, cycles=cycles, spikes=spikes, crc=crc)
+
+
+def _stream(first, count, seq=3):
+    return frame(request(Cmd.STREAM, seq, STREAM_BODY.pack(first=first, count=count)))
+
+
 def _token_frames(out):
     return [struct.unpack(TOKEN_FORMAT, body) for op, _, st, body in out if op == Cmd.TOKEN]
 
@@ -204,6 +222,51 @@ def test_steps_equal_the_golden_model(small_config, small_image, temperature, se
             assert (fields["v"], fields["a"]) == (int(golden.v[i][0, n]), int(golden.a[i][0, n]))
     st = status(board)
     assert st[4] == 24 and st[5] == sum(e[2] for e in expected)
+
+
+@pytest.mark.parametrize("temperature, seed", [(0, 0), (40, 11)])
+def test_stream_answers_what_generate_answers_word_for_word(small_config, small_image,
+                                                            temperature, seed):
+    """The same timesteps as GENERATE (and the golden model), sent as STREAM_START, one raw
+    byte per token and the final frame with the sums and the CRC of those bytes."""
+    c = small_config
+    boards = [make_board(c, small_image), make_board(c, small_image)]
+    for board in boards:
+        for w in settings_writes(temperature, seed):
+            ask(board, Cmd.WRITE, 1, write_body(w.mem, w.lane, w.addr, [w.data], c))
+        ask(board, Cmd.RESET)
+    steps = _token_frames(ask(boards[0], Cmd.GENERATE, 3, struct.pack("<HH", 1, 40)))
+    tokens = [t for _, t, _, _ in steps]
+    golden = GoldenCore(small_image.net, c.lanes, core_timing(c.stages))
+    assert tokens == golden.generate([1], 40, temperature_word=temperature, seed=seed)
+    assert stream_token_bytes(c) == 1
+    raw = pack_stream(tokens, 1)
+    assert raw == bytes(tokens)
+    wire = boards[1].respond(_stream(1, 40))
+    assert wire == (
+        frame(response(Cmd.STREAM_START, 3, S.OK, STREAM_START_BODY.pack(count=40,
+                                                                         token_bytes=1)))
+        + raw + frame(response(Cmd.STREAM, 3, S.OK, _end(
+            40, sum(s[2] for s in steps), sum(s[3] for s in steps), crc16(raw)))))
+    # Counters and state alike afterwards.
+    assert status(boards[0]) == status(boards[1])
+    assert [read(b, c, Mem.STATE, 1, 0, c.neurons_per_lane) for b in boards] == \
+        [read(boards[0], c, Mem.STATE, 1, 0, c.neurons_per_lane)] * 2
+
+
+def test_a_stream_is_made_a_timestep_at_a_time(small_config, small_image):
+    """A STREAM of 2**32 - 1 tokens: nothing is made for the count up front; each token's
+    byte comes as its timestep ends (here the request is dropped after three)."""
+    board = make_board(small_config, small_image)
+    items = board.answer(S.OK, request(Cmd.STREAM, 4, STREAM_BODY.pack(first=1,
+                                                                       count=(1 << 32) - 1)))
+    start = parse_response(next(items))
+    assert start == (Cmd.STREAM_START, 4, S.OK,
+                     STREAM_START_BODY.pack(count=(1 << 32) - 1, token_bytes=1))
+    raw = [next(items) for _ in range(3)]
+    assert all(isinstance(r, Raw) and len(r) == 1 for r in raw)
+    items.close()
+    assert board.steps == 3
 
 
 def test_state_writes_act_on_the_next_step(small_config, small_image):
@@ -260,15 +323,19 @@ def test_half_loaded_memories_are_refused_not_guessed(small_config, small_image)
     assert "golden model" in board.fault and "\n" not in board.fault
     (op, seq, st, body), = ask(board, Cmd.GENERATE, 5, struct.pack(GENERATE_FORMAT, 1, 3))
     assert (op, seq, st, body) == (Cmd.GENERATE, 5, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))
-    assert board.faults == 2
+    # STREAM: refused before STREAM_START, by its final frame alone.
+    assert board.respond(_stream(1, 3, seq=6)) == \
+        frame(response(Cmd.STREAM, 6, S.BAD_TOKEN, _end(0, 0, 0, 0xFFFF)))
+    assert board.faults == 3
     (op, _, st, _), = ask(board, Cmd.IDENTIFY, 6)
     assert (op, st) == (Cmd.IDENTIFY, S.OK)
-    assert status(board)[2] == 2        # the two refusals are counted as rejected
+    assert status(board)[2] == 3        # the three refusals are counted as rejected
 
 
 def test_an_unexpected_failure_is_answered_and_the_board_serves_on(small_config, small_image,
                                                                    monkeypatch):
     board = make_board(small_config, small_image)
+    step = board._step
 
     def broken_step(token):
         raise RuntimeError("a bug\nwith two lines")
@@ -276,9 +343,22 @@ def test_an_unexpected_failure_is_answered_and_the_board_serves_on(small_config,
     (op, seq, st, body), = ask(board, Cmd.GENERATE, 8, struct.pack(GENERATE_FORMAT, 1, 3))
     assert (op, seq, st, body) == (Cmd.GENERATE, 8, S.BAD_TOKEN, struct.pack(DONE_FORMAT, 0))
     assert board.fault == "RuntimeError: a bug"
+    # A STREAM that fails after two timesteps: the final frame follows the two bytes sent.
+    good = make_board(small_config, small_image)
+    steps = _token_frames(ask(good, Cmd.GENERATE, 1, struct.pack(GENERATE_FORMAT, 1, 2)))
+    calls = iter(range(3))
+    monkeypatch.setattr(board, "_step", lambda token: (step(token) if next(calls) < 2 else
+                                                       broken_step(token)))
+    raw = bytes(t for _, t, _, _ in steps)
+    assert board.respond(_stream(1, 5, seq=7)) == (
+        frame(response(Cmd.STREAM_START, 7, S.OK, STREAM_START_BODY.pack(count=5,
+                                                                         token_bytes=1)))
+        + raw + frame(response(Cmd.STREAM, 7, S.BAD_TOKEN, _end(
+            2, sum(s[2] for s in steps), sum(s[3] for s in steps), crc16(raw)))))
+    assert board.fault == "RuntimeError: a bug" and board.faults == 2
     monkeypatch.setattr(board, "_status", lambda seq, body: 1 / 0)
     (op, seq, st, body), = ask(board, Cmd.STATUS, 9)
     assert (op, seq, st, body) == (Cmd.STATUS, 9, S.OUT_OF_RANGE, b"")
-    assert board.fault.startswith("ZeroDivisionError") and board.faults == 2
+    assert board.fault.startswith("ZeroDivisionError") and board.faults == 3
     (op, _, st, _), = ask(board, Cmd.IDENTIFY, 10)
     assert (op, st) == (Cmd.IDENTIFY, S.OK)

@@ -27,7 +27,7 @@ from sw import generate as cli
 from spikestream.board import SHIPPED_IMAGE
 from sw.board import board_config
 from sw.client import FIRST_CHUNK, Client, check_timeout, image_tag
-from sw.errors import BoardMismatch, CommandFailed, NoResponse
+from sw.errors import BoardMismatch, CommandFailed, NoResponse, TransportError
 from sw.fake_board import MODES, FakePtyBoard, FakeTransport
 from sw.pty_board import PtyBoard
 from sw.transport import GoldenTransport, SerialTransport, SimTransport
@@ -230,6 +230,7 @@ def _load_and_generate(client):
     client.reset()
     list(client.run([1, 2, 3]))
     list(client.generate(1, 20))
+    assert [t for c in client.stream(1, 20) for t in c.tokens] == [0] * 20
 
 
 BROKEN = [
@@ -247,6 +248,15 @@ BROKEN = [
     ("short-done", BoardMismatch, r"ended RUN \(OK\) after 2 timesteps, having sent 2 TOKEN "
                                   "frames of the 3 asked for"),
     ("stall", NoResponse, "stopped answering during RUN"),
+    ("stream-drop", TransportError, r"STREAM from fake board \(stream-drop\) arrived "
+                                    r"corrupted: the CRC of its \d+ token bytes"),
+    ("stream-add", TransportError, r"arrived corrupted: a damaged frame \(TOO_SHORT\)"),
+    ("stream-flip", TransportError, r"arrived corrupted: the CRC of its \d+ token bytes"),
+    ("stream-crc", TransportError, r"arrived corrupted: the CRC of its \d+ token bytes"),
+    ("stream-stall", NoResponse, r"stopped answering during STREAM: \d+ of its \d+ token "
+                                 r"bytes came"),
+    ("stream-start", BoardMismatch, r"announced \d+ tokens of 1 bytes for a STREAM of \d+ "
+                                    r"tokens"),
 ]
 
 
@@ -275,6 +285,29 @@ def test_every_mode_is_tested():
     assert {b[0] for b in BROKEN} | {"short-read", "short-status"} == set(MODES)
 
 
+STREAM_BROKEN = [
+    ("flood", NoResponse, "no final frame within 0.5 s after its 8 token bytes"),
+    ("bad-token", BoardMismatch, "sampled token 255, outside the vocabulary of 65 tokens"),
+    ("bad-done", BoardMismatch, "ended STREAM with a 23-byte body, not 22"),
+    ("short-done", BoardMismatch, r"ended STREAM \(OK\) after 7 timesteps"),
+    ("stall", NoResponse, "stopped answering during STREAM: 1 of its 8 token bytes"),
+]
+
+
+@pytest.mark.parametrize("mode, error, message", STREAM_BROKEN, ids=[b[0] for b in STREAM_BROKEN])
+def test_a_broken_stream_is_one_line(mode, error, message):
+    """The modes that break RUN and GENERATE break a STREAM's answer too."""
+    fake = FakeTransport(mode)
+    fake.open()
+    client = Client(fake, progress=False)
+    client.load_image(SHIPPED_IMAGE)            # the vocabulary: 65 tokens
+    t0 = time.monotonic()
+    with pytest.raises(error, match=message) as info:
+        list(client.stream(1, 20))
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - t0 < 2 * fake.response_timeout + 2
+
+
 def test_a_token_past_the_loaded_vocabulary(small_board, small_image, monkeypatch):
     """The client checks tokens against the loaded network's vocabulary, not only the core's
     (a token of 6 fits the core's 8 but names no character of the 6-token network)."""
@@ -290,7 +323,9 @@ def test_a_token_past_the_loaded_vocabulary(small_board, small_image, monkeypatc
 
 
 # These run `python -m sw.generate --port` as a user would; each starts the interpreter.
-CLI_MODES = ["silent", "garbage", "flood", "impossible", "short-token", "bad-token"]
+CLI_MODES = ["silent", "garbage", "flood", "impossible", "short-token", "bad-token",
+             "stream-drop", "stream-add", "stream-flip", "stream-crc", "stream-stall",
+             "stream-start"]
 
 
 @pytest.mark.parametrize("mode", CLI_MODES)
@@ -350,6 +385,27 @@ def test_run_on_an_empty_golden_board_then_identify(small_config):
         assert client.identify().lanes == small_config.lanes
         assert client.status().frames_rejected == 3
     assert notes == []
+
+
+def test_a_golden_stream_that_fails_midway_is_one_line(small_board, small_image, monkeypatch):
+    """A STREAM whose third timestep fails on the golden board (a bug there): its final frame
+    comes after two token bytes, where the host reads six more; the host reports a broken
+    stream, and the board serves on."""
+    client = Client(small_board, progress=False)
+    client.load_image(small_image, tag=1)
+    step, calls = small_board.board._step, []
+
+    def failing(token):
+        calls.append(token)
+        if len(calls) == 3:
+            raise RuntimeError("a bug")
+        return step(token)
+    monkeypatch.setattr(small_board.board, "_step", failing)
+    with pytest.raises(TransportError, match="arrived corrupted: a damaged frame") as info:
+        list(client.stream(1, FIRST_CHUNK))
+    assert "\n" not in str(info.value)
+    assert small_board.board.fault == "RuntimeError: a bug"
+    assert client.identify().tag == 1
 
 
 def test_the_golden_serving_thread_survives_a_failure(small_config, monkeypatch):

@@ -3,8 +3,9 @@
 The host reaches the simulation exactly as it reaches a board: pyserial on a serial device
 (the slave side of a pseudo-terminal that sim/tb_bridge.py bridges to the SoC's UART pins).
 The same bytes go to the golden board and to the simulated SoC, and every frame that comes
-back must be the same, byte for byte: errors, NACKs, reads of every memory, and the TOKEN
-frames (sampled token, cycles, spikes) of a long temperature-sampled generation.
+back must be the same, byte for byte: errors, NACKs, reads of every memory, the TOKEN
+frames (sampled token, cycles, spikes) of a long temperature-sampled generation, and a
+STREAM's token bytes and final frame.
 
 Builds are cached in sim_build/: the first run compiles (about a minute for the small core
 here, several minutes for the default 16-lane core, which only the opt-in
@@ -20,9 +21,11 @@ import time
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes
-from spikestream.protocol import (IDENTIFY_BODY, GENERATE_FORMAT, MAX_PAYLOAD, MAX_READ, READ_HEADER, WRITE_HEADER,
-                         Cmd, END, ESC, FrameDecoder, LinkStatus, crc16, frame, pack_words,
-                         parse_response, request, slip_encode, word_bytes)
+from spikestream.protocol import (IDENTIFY_BODY, GENERATE_FORMAT, MAX_PAYLOAD, MAX_READ,
+                         READ_HEADER, STREAM_BODY, STREAM_END_BODY, WRITE_HEADER, Cmd, END,
+                         ESC, LinkStatus, crc16, frame, pack_words, request, slip_encode,
+                         word_bytes)
+from sim.link_host import RAW, ResponseReader, is_final
 from sim.runner import available_simulators
 from sim.uart_echo import UARTEcho
 from sw.client import Client
@@ -71,17 +74,18 @@ def boards(small_image, small_config):
 
 
 def _exchange(link, wire, timeout):
-    """Send ``wire`` and return every frame up to the final response (all bytes)."""
+    """Send ``wire`` and return every response ``(op, seq, status, body)`` up to the final
+    one, a STREAM's token bytes as one ``sim.link_host.RAW`` response."""
     link.write(wire)
-    decoder, frames = FrameDecoder(min_length=3), []
+    reader, got = ResponseReader(), []
     while True:
         data = link.read(4096, timeout=timeout)
-        assert data, f"no answer from {link.description} (after {len(frames)} frames)"
-        for st, payload in decoder.feed(data):
+        assert data, f"no answer from {link.description} (after {len(got)} responses)"
+        for st, response in reader.feed(data):
             assert st == LinkStatus.OK, f"a damaged frame from {link.description}"
-            frames.append(payload)
-            if payload[0] != Cmd.TOKEN or payload[2] != LinkStatus.OK:
-                return frames      # (a request with op TOKEN is answered BAD_OPCODE)
+            got.append(response)
+            if is_final(response):
+                return got      # (a request with op TOKEN is answered BAD_OPCODE)
 
 
 def _same(boards, wire, timeout=120):
@@ -89,9 +93,8 @@ def _same(boards, wire, timeout=120):
     expected = _exchange(golden, wire, 10)
     got = _exchange(sim, wire, timeout)
     assert got == expected, (f"request {wire[:24].hex()}...: the simulated SoC answered "
-                             f"{[parse_response(f) for f in got][:4]}, the golden board "
-                             f"{[parse_response(f) for f in expected][:4]}")
-    return [parse_response(f) for f in got]
+                             f"{got[:4]}, the golden board {expected[:4]}")
+    return got
 
 
 def _write(config, mem, lane, addr, words):
@@ -134,6 +137,11 @@ def test_requests_answer_exactly_as_the_golden_board(boards, small_config):
         frame(request(Cmd.GENERATE, 5, struct.pack(GENERATE_FORMAT, 1, 0))),
         frame(request(Cmd.RUN, 6, struct.pack("<3H", 2, 3, c.max_vocab - 1))),   # BAD_TOKEN
         frame(request(Cmd.GENERATE, 6, struct.pack(GENERATE_FORMAT, 200, 2))),
+        frame(request(Cmd.STREAM, 6, struct.pack(GENERATE_FORMAT, 1, 2))),     # BAD_LENGTH
+        frame(request(Cmd.STREAM, 6, STREAM_BODY.pack(first=1, count=0))),     # OUT_OF_RANGE
+        frame(request(Cmd.STREAM, 6, STREAM_BODY.pack(first=200, count=2))),   # BAD_TOKEN
+        frame(request(Cmd.STREAM_START, 6)),                                   # BAD_OPCODE
+        frame(request(Cmd.STREAM, 6, STREAM_BODY.pack(first=1, count=3))),
         # reads of every memory, writes that keep the tag or clear it
         *[frame(request(Cmd.READ, 7, struct.pack(READ_HEADER, mem, lane, 0,
                                                  min(c.depth(mem), MAX_READ))))
@@ -171,6 +179,12 @@ def test_long_generation_equals_the_golden_board(boards, small_config, small_ima
     spikes = [struct.unpack("<HHII", body)[3] for op, _, _, body in gen if op == Cmd.TOKEN]
     assert len(tokens) == 150 and len(set(tokens)) >= 4 and len(set(spikes)) >= 4, \
         "the run should exercise the sampler and the spiking layers"
+    # The same again as a STREAM: STREAM_START, 150 raw bytes, the final frame's sums and CRC.
+    start, raw, end = _same(boards, frame(request(Cmd.STREAM, 8, STREAM_BODY.pack(
+        first=tokens[-1], count=150))))
+    assert (start[0], raw[0], end[:3]) == (Cmd.STREAM_START, RAW, (Cmd.STREAM, 8, 0))
+    assert len(raw[3]) == 150 and len(set(raw[3])) >= 4
+    assert STREAM_END_BODY.unpack_from(end[3]).crc == crc16(raw[3])
     for lane in range(small_config.lanes):
         _same(boards, frame(request(Cmd.READ, 6, struct.pack(
             READ_HEADER, Mem.STATE, lane, 0, small_config.neurons_per_lane))))
@@ -200,9 +214,11 @@ def test_cli_sim_backend_prints_the_golden_text(golden_text, capsys):
 
 
 @needs_soc
-def test_ctrl_c_stops_the_simulated_soc_within_a_second(boards, small_image):
-    """Ctrl-C in a long generation: the client waits for the short request in flight
-    (sw.client sizes them to a fraction of a second), and the SoC answers at once after."""
+@pytest.mark.parametrize("how", ["generate", "stream"])
+def test_ctrl_c_stops_the_simulated_soc_within_a_second(boards, small_image, how):
+    """Ctrl-C in a long generation (GENERATE, or STREAM): the client waits for the short
+    request in flight (sw.client sizes them to a fraction of a second), and the SoC answers
+    at once after."""
     sim, _ = boards
     client = Client(sim, timeout=10, progress=False)
     assert client.load_image(small_image, tag=TAG) is False
@@ -217,7 +233,8 @@ def test_ctrl_c_stops_the_simulated_soc_within_a_second(boards, small_image):
     # that a lost interrupt fails the test in a minute or two rather than hanging it.
     with pytest.raises(KeyboardInterrupt):
         try:
-            for r in client.generate(1, 3000):
+            for r in (client.generate(1, 3000) if how == "generate" else
+                      client.stream(1, 3000)):
                 if r.index == 0:
                     timer.start()
         except KeyboardInterrupt:
