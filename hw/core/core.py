@@ -226,10 +226,23 @@ class Core(wiring.Component):
                  for s in range(S)]
         cur_q = [Signal(cfg.qbase_bits, name=f"cur_q{s}", init=src_init[s].base)
                  for s in range(S)]
-        wraps = [cur_t[s] == src[s].last for s in range(S)]
-        nxt_t = [Mux(wraps[s], src[s].first, cur_t[s] + 1)[:cfg.region_bits] for s in range(S)]
-        nxt_q = [Mux(wraps[s], src[s].base, cur_q[s] + src[s].stride)[:cfg.qbase_bits]
-                 for s in range(S)]
+        # Where each source moves on to at the next STEP: registers, recomputed every cycle
+        # from the source's word and position (which change only at a STEP or a SRC write,
+        # and the ports wait two cycles after either, see `w_hold`), so that no comparison
+        # or adder stands between them and the writes and reads that use them.
+        def moved(word, t, q):
+            wrap = t == word.last
+            return (Mux(wrap, word.first, t + 1)[:cfg.region_bits],
+                    Mux(wrap, word.base, q + word.stride)[:cfg.qbase_bits])
+        nxt_t, nxt_q = [], []
+        for s in range(S):
+            w0 = src_init[s]
+            t0 = w0.first if w0.first == w0.last else (w0.first + 1) % (1 << cfg.region_bits)
+            q0 = w0.base if w0.first == w0.last else (w0.base + w0.stride) % (1 << cfg.qbase_bits)
+            nxt_t.append(Signal(cfg.region_bits, name=f"nxt_t{s}", init=t0))
+            nxt_q.append(Signal(cfg.qbase_bits, name=f"nxt_q{s}", init=q0))
+            t, q = moved(src[s], cur_t[s], cur_q[s])
+            m.d.sync += [nxt_t[s].eq(t), nxt_q[s].eq(q)]
         # Each projection's read entry, moved on with its source (a token projection's is
         # unused: it reads the ring d places behind its newest token).
         proj_words = init.words(Mem.PROJ)
@@ -383,17 +396,21 @@ class Core(wiring.Component):
         ]
         # A spike input's words are checked against its source word too, and land in the
         # region and entry that the next STEP moves it to.
+        # The input's source word, next entry and next base are looked up as the write is
+        # accepted (registers, like the verdicts above).
         w_k = Signal(addr_bits(cfg.max_inputs), name="wq_input")
         w_i = Signal(cfg.input_bits, name="wq_position")
-        m.d.comb += [w_k.eq(Mux(w_is[Mem.INPUT], w.addr[cfg.input_bits:], w.addr)),
+        wp_k = Signal(addr_bits(cfg.max_inputs), name="wp_input")
+        m.d.comb += [wp_k.eq(Mux(wp.mem == Mem.INPUT, wp.addr[cfg.input_bits:], wp.addr)),
                      w_i.eq(w.addr[:cfg.input_bits])]
         w_in_src = Signal(SRC, name="wq_input_src")
         w_in_t = Signal(cfg.region_bits, name="wq_input_entry")
         w_in_q = Signal(cfg.qbase_bits, name="wq_input_base")
-        with m.Switch(w_k):
+        m.d.sync += w_k.eq(wp_k)
+        with m.Switch(wp_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
-                    m.d.comb += [w_in_src.eq(src[P0 + k]), w_in_t.eq(nxt_t[P0 + k]),
+                    m.d.sync += [w_in_src.eq(src[P0 + k]), w_in_t.eq(nxt_t[P0 + k]),
                                  w_in_q.eq(nxt_q[P0 + k])]
         in_word = Signal(cfg.layout(Mem.INPUT).bits, name="wq_id")
         in_count = Signal(cfg.layout(Mem.INCOUNT).bits, name="wq_count")
@@ -422,7 +439,7 @@ class Core(wiring.Component):
         m.d.comb += [
             pop_wr.addr.eq(w.addr), pop_wr.data.eq(w.data),
             proj_wr.addr.eq(w.addr), proj_wr.data.eq(w.data),
-            pop_rd.addr.eq(pop_addr), proj_rd.addr.eq(j),
+            pop_rd.addr.eq(pop_addr), proj_rd.addr.eq(j_next),
             pop_host.addr.eq(r.addr), proj_host.addr.eq(r.addr),
             sampler.seed.payload.eq(w.data),
         ]
@@ -438,7 +455,12 @@ class Core(wiring.Component):
         # (j_next), so no table lookup stands in front of the read (the table is written at
         # most up to the cycle before D1, and the read sees that). Host reads of the table
         # (SPIKES, INCOUNT) use the same port while the core is idle.
+        # The projection table is read a cycle ahead too (at j_next) into a register, so that
+        # D1 decides from flip-flops (the table is written only in IDLE, cycles before D1).
         next_proj = Signal(PROJ, name="next_proj")
+        from_input = Signal(name="from_input")       # a spike input's projection
+        m.d.sync += [next_proj.eq(proj_rd.data),
+                     from_input.eq(~proj_rd.data.token & (proj_rd.data.src >= P0))]
         route_entry = Signal(SPK, name="route_entry")
         route_spikes = Signal(cfg.size_bits, name="route_spikes")
         rd_ahead = Signal(cfg.slot_bits, name="rd_ahead")
@@ -449,10 +471,7 @@ class Core(wiring.Component):
         host_entry = Signal(cfg.region_bits, name="host_entry")
         host_table = Signal(name="host_table")       # the host reads the spike table now
         m.d.comb += spk_t.raddr.eq(Mux(host_table, host_entry, rd_ahead))
-        m.d.comb += [
-            next_proj.eq(proj_rd.data),
-            route_entry.eq(spk_t.rdata),
-        ]
+        m.d.comb += route_entry.eq(spk_t.rdata)
         # The token of this projection's delay, and whether that timestep was after a RESET.
         route_token = Signal(cfg.token_bits, name="route_token")
         back = Mux(tok_cur >= next_proj.delay, tok_cur - next_proj.delay,
@@ -462,8 +481,6 @@ class Core(wiring.Component):
             m.d.comb += route_spikes.eq(next_proj.delay < tok_n)
         with m.Else():
             m.d.comb += route_spikes.eq(route_entry.bounds[L])
-        from_input = Signal(name="from_input")       # a spike input's projection
-        m.d.comb += from_input.eq(~next_proj.token & (next_proj.src >= P0))
         rt_spikes = Signal(cfg.size_bits, name="rt_spikes")
         rt_bounds = Signal(SPK.members["bounds"], name="rt_bounds")
         rt_qbase = Signal(SPK.members["qbase"], name="rt_qbase")
@@ -542,6 +559,10 @@ class Core(wiring.Component):
         # After a reset the ports wait until the lanes have left theirs (reset_settle).
         settle = Signal(range(reset_settle(T) + 1), init=reset_settle(T), name="settle")
         settled = Signal(name="settled")
+        # A write changes what later requests look up (source words and their next entries,
+        # registered from them a cycle later): the ports wait until that has settled.
+        w_hold = Signal(name="wq_hold")
+        m.d.sync += w_hold.eq(w_valid)
         with m.If(settle != 0):
             m.d.sync += settle.eq(settle - 1)
         m.d.sync += settled.eq(settle <= 1)
@@ -585,13 +606,13 @@ class Core(wiring.Component):
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
-                # A registered write is still to be done while w_valid: commands and reads,
-                # which use the lane bus too, wait for it.
+                # A registered write is still to be done while w_valid, and its effects
+                # settle while w_hold: commands, reads and the next write wait for both.
                 m.d.comb += [
-                    self.cmd.ready.eq(settled & ~w_valid),
-                    self.write.ready.eq(settled & ~self.cmd.valid),
+                    self.cmd.ready.eq(settled & ~w_valid & ~w_hold),
+                    self.write.ready.eq(settled & ~self.cmd.valid & ~w_valid & ~w_hold),
                     self.read.ready.eq(settled & ~self.cmd.valid & ~self.write.valid &
-                                       ~w_valid),
+                                       ~w_valid & ~w_hold),
                 ]
                 # Only on a handshake: a command offered while a write is still registered
                 # must wait (taking it on valid alone ran it twice, once unacknowledged).
