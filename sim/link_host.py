@@ -28,7 +28,7 @@ from spikestream.sampler import seed_state
 
 from .netgen import random_network
 
-__all__ = ["LinkModel", "RAW", "ResponseReader", "is_final", "refused_core_write",
+__all__ = ["LinkModel", "RAW", "ResponseReader", "golden_stream", "is_final", "refused_core_write",
            "parse_responses", "write_requests", "random_image"]
 
 RAW = "raw"
@@ -422,3 +422,18 @@ def random_image(seed, config, kinds=("ALIF", "LIF")):
         if config.fits(image):
             return s, image
     raise ValueError(f"no random network from seed {seed} fits {config}")
+
+
+def golden_stream(golden, first, count):
+    """What a GENERATE or STREAM of ``count`` tokens from ``first`` runs on ``golden`` (a
+    :class:`models.golden.GoldenCore`, stepped on): the sampled tokens, and each step's
+    cycles and spikes (three lists)."""
+    tokens, cycles, spikes = [], [], []
+    token = first
+    for _ in range(count):
+        ref = golden.step([token])
+        token = int(ref.token[0])
+        tokens.append(token)
+        cycles.append(int(ref.cycles[0]))
+        spikes.append(sum(int(s.sum()) for s in ref.spikes))
+    return tokens, cycles, spikes

@@ -37,7 +37,8 @@ from spikestream.memory_map import (LANE_MEMS, CoreConfig, CoreReg, Mem, Write, 
 from hw.uart import FRAME_BITS
 from models.golden import GoldenCore
 from spikestream.network import lane_layout
-from sim.link_host import RAW, LinkModel, ResponseReader, is_final, random_image, write_requests
+from sim.link_host import (RAW, LinkModel, ResponseReader, golden_stream, is_final, random_image,
+                           write_requests)
 from sim.runner import load_config
 
 S = P.LinkStatus
@@ -434,14 +435,7 @@ def check_stream(answer, golden, first, count, token_bytes):
     assert start == (P.Cmd.STREAM_START, seq, S.OK,
                      P.STREAM_START_BODY.pack(count=count, token_bytes=token_bytes)), start
     assert (raw_op, raw_seq) == (RAW, seq)
-    tokens, cycles, spikes = [], [], []
-    token = first
-    for _ in range(count):
-        ref = golden.step([token])
-        token = int(ref.token[0])
-        tokens.append(token)
-        cycles.append(int(ref.cycles[0]))
-        spikes.append(sum(int(s.sum()) for s in ref.spikes))
+    tokens, cycles, spikes = golden_stream(golden, first, count)
     got = P.unpack_stream(raw, token_bytes)
     bad = next((i for i, (g, w) in enumerate(zip(got, tokens)) if g != w), None)
     assert bad is None and len(got) == count, \

@@ -21,7 +21,7 @@ from spikestream.formats import NeuronKind
 from models.golden import GoldenCore
 from spikestream.image import Image
 from spikestream.network import lane_layout
-from sim.link_host import RAW, LinkModel, parse_responses, write_requests
+from sim.link_host import RAW, LinkModel, golden_stream, parse_responses, write_requests
 
 from .test_core_golden import random_network
 
@@ -822,20 +822,6 @@ def test_run_and_generate_match_golden():
     assert len(check_tokens(results[-2][0], first, True)) == count
     counters = P.LinkCounters(struct.unpack(P.STATUS_FORMAT, results[-1][0][0][3]))
     assert (counters.steps, counters.cycles, counters.frames_rejected) == (steps, cycles, 0)
-
-
-def golden_stream(golden, first, count):
-    """The golden model's generation from ``first``: its tokens, and each step's cycles and
-    spikes (three lists)."""
-    tokens, cycles, spikes = [], [], []
-    token = first
-    for _ in range(count):
-        ref = golden.step([token])
-        token = int(ref.token[0])
-        tokens.append(token)
-        cycles.append(int(ref.cycles[0]))
-        spikes.append(sum(int(s.sum()) for s in ref.spikes))
-    return tokens, cycles, spikes
 
 
 def stream_answer(seq, tokens, cycles, spikes, token_bytes):
