@@ -254,16 +254,21 @@ class Core(wiring.Component):
                     for j in range(cfg.max_projs)]
         rd_last = [Signal(cfg.slot_bits, name=f"rd_last{j}", init=proj_init[j].last)
                    for j in range(cfg.max_projs)]
+        cq = Signal(Command, name="cq")
+        cq_token_ok = Signal(name="cq_token_ok")       # checked as the command is taken
         # The token input's last R tokens: ring[tok_cur] is this timestep's; tok_n counts
         # the timesteps since the RESET (up to R), so a token of d timesteps ago exists
         # if d < tok_n.
         ring = Array(Signal(cfg.token_bits, name=f"ring{k}") for k in range(R))
         tok_cur = Signal(range(R), name="tok_cur")
         tok_n = Signal(range(R + 1), name="tok_n")
-        stepping = Signal(name="stepping")           # a STEP is taken this cycle
+        # A STEP that runs moves every source, projection and the token ring on by one
+        # timestep in its COMMAND cycle (decided from the registered command: this enable
+        # reaches hundreds of flip-flops); its first lookups, in D1, read them moved.
+        stepping = Signal(name="stepping")
         with m.If(stepping):
             tok_next = Mux(tok_cur == R - 1, 0, tok_cur + 1)
-            m.d.sync += [tok_cur.eq(tok_next), ring[tok_next].eq(self.cmd.payload.token),
+            m.d.sync += [tok_cur.eq(tok_next), ring[tok_next].eq(cq.token),
                          tok_n.eq(Mux(tok_n == R, R, tok_n + 1))]
             m.d.sync += [c.eq(n) for c, n in zip(cur_t, nxt_t)]
             m.d.sync += [c.eq(n) for c, n in zip(cur_q, nxt_q)]
@@ -276,6 +281,8 @@ class Core(wiring.Component):
         # p and j as they will be next cycle (the states below set these).
         p_next = Signal.like(p, name="p_next")
         j_next = Signal.like(j, name="j_next")
+        ahead_first = Signal(name="ahead_first")    # j_next is 0
+        ahead_next = Signal(name="ahead_next")      # j_next is j + 1
         m.d.comb += [p_next.eq(p), j_next.eq(j)]
         m.d.sync += [p.eq(p_next), j.eq(j_next)]
         # Dispatch's comparisons and the population table's address, registered from those:
@@ -309,8 +316,6 @@ class Core(wiring.Component):
         inj_on = Signal(name="inj_on")
         inj_ptr = Signal(cfg.ptr_bits, name="inj_ptr")
         res = Signal(Result, name="res")
-        cq = Signal(Command, name="cq")
-        cq_token_ok = Signal(name="cq_token_ok")       # checked as the command is taken
         rdata = Signal(read_response_layout(cfg), name="rdata")
         err = self.status
 
@@ -463,11 +468,21 @@ class Core(wiring.Component):
                      from_input.eq(~proj_rd.data.token & (proj_rd.data.src >= P0))]
         route_entry = Signal(SPK, name="route_entry")
         route_spikes = Signal(cfg.size_bits, name="route_spikes")
+        # rd[j_next] without a lookup behind j_next's decision: j_next is 0 (COMMAND: rd[0],
+        # or where a STEP moves it), j + 1 (D2, a route: rd[j + 1] registered from j, which
+        # has held since the cycle before) or j (rd[j], the address register's own value).
         rd_ahead = Signal(cfg.slot_bits, name="rd_ahead")
-        with m.Switch(j_next):
+        rd_cur = Signal(cfg.slot_bits, name="rd_cur")
+        rd_j1 = Signal(cfg.slot_bits, name="rd_j1")
+        rd0_moved = Signal(cfg.slot_bits, name="rd0_moved")
+        m.d.sync += [rd_cur.eq(rd_ahead),
+                     rd0_moved.eq(Mux(rd[0] == rd_last[0], rd_first[0], rd[0] + 1))]
+        with m.Switch(j + 1):
             for k in range(cfg.max_projs):
                 with m.Case(k):
-                    m.d.comb += rd_ahead.eq(rd[k])
+                    m.d.sync += rd_j1.eq(rd[k])
+        m.d.comb += rd_ahead.eq(Mux(ahead_first, Mux(stepping, rd0_moved, rd[0]),
+                                    Mux(ahead_next, rd_j1, rd_cur)))
         host_entry = Signal(cfg.region_bits, name="host_entry")
         host_table = Signal(name="host_table")       # the host reads the spike table now
         m.d.comb += spk_t.raddr.eq(Mux(host_table, host_entry, rd_ahead))
@@ -620,9 +635,6 @@ class Core(wiring.Component):
                     # No network (POPS 0) runs nothing: refused as a bad token is.
                     token_ok = (n_pops != 0) & (~tokens_on | (self.cmd.payload.token < vocab))
                     m.d.sync += [cq.eq(self.cmd.payload), cq_token_ok.eq(token_ok)]
-                    # A STEP that runs moves every source, projection and the token ring
-                    # on by one timestep, now (its first lookups read them next cycle).
-                    m.d.comb += stepping.eq((self.cmd.payload.op == Op.STEP) & token_ok)
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):
                     m.next = "READ"
@@ -632,8 +644,10 @@ class Core(wiring.Component):
                 m.d.sync += [res.eq(0), res.op.eq(cq.op)]
                 # A step starts at population 0, projection 0. They are reset for every
                 # command (only a step uses them), which keeps the decoded command off the
-                # projection table's look-ahead read address.
-                m.d.comb += [p_next.eq(0), j_next.eq(0)]
+                # projection table's look-ahead read address. A STEP that runs moves the
+                # sources, projections and token ring on now (`stepping`).
+                m.d.comb += [p_next.eq(0), j_next.eq(0), ahead_first.eq(1),
+                             stepping.eq((cq.op == Op.STEP) & cq_token_ok)]
                 with m.Switch(cq.op):
                     with m.Case(Op.RESET):
                         m.d.sync += [
@@ -786,7 +800,7 @@ class Core(wiring.Component):
                     in_going.eq(0),
                 ]
                 with m.If(ph_route):
-                    m.d.comb += j_next.eq(j + 1)
+                    m.d.comb += [j_next.eq(j + 1), ahead_next.eq(1)]
                     with m.If(rt_spikes == 0):
                         m.next = "D1"
                     with m.Else():
