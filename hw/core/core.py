@@ -400,32 +400,34 @@ class Core(wiring.Component):
             w_proj_at.eq(Cat(wp.addr == k for k in range(cfg.max_projs))),
         ]
         # A spike input's words are checked against its source word too, and land in the
-        # region and entry that the next STEP moves it to.
-        # The input's source word, next entry and next base are looked up as the write is
-        # accepted (registers, like the verdicts above).
+        # region and entry that the next STEP moves it to. The source word, next entry and
+        # next base, and the checks against them, are decided as the write is accepted
+        # (registers, like the verdicts above: sources and counts change only by writes,
+        # which settle before the next is taken).
         w_k = Signal(addr_bits(cfg.max_inputs), name="wq_input")
         w_i = Signal(cfg.input_bits, name="wq_position")
         wp_k = Signal(addr_bits(cfg.max_inputs), name="wp_input")
+        wp_src = Signal(SRC, name="wp_input_src")
         m.d.comb += [wp_k.eq(Mux(wp.mem == Mem.INPUT, wp.addr[cfg.input_bits:], wp.addr)),
                      w_i.eq(w.addr[:cfg.input_bits])]
-        w_in_src = Signal(SRC, name="wq_input_src")
         w_in_t = Signal(cfg.region_bits, name="wq_input_entry")
         w_in_q = Signal(cfg.qbase_bits, name="wq_input_base")
         m.d.sync += w_k.eq(wp_k)
         with m.Switch(wp_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
-                    m.d.sync += [w_in_src.eq(src[P0 + k]), w_in_t.eq(nxt_t[P0 + k]),
-                                 w_in_q.eq(nxt_q[P0 + k])]
+                    m.d.comb += wp_src.eq(src[P0 + k])
+                    m.d.sync += [w_in_t.eq(nxt_t[P0 + k]), w_in_q.eq(nxt_q[P0 + k])]
         in_word = Signal(cfg.layout(Mem.INPUT).bits, name="wq_id")
         in_count = Signal(cfg.layout(Mem.INCOUNT).bits, name="wq_count")
         m.d.comb += [in_word.eq(w.data), in_count.eq(w.data)]
-        input_ok = (w_k < n_inputs) & w_in_src.keep
+        input_ok = (wp_k < n_inputs) & wp_src.keep
         dyn_ok = Signal(name="wq_dynamic_ok")
         # (The whole data word is checked: an id or count beyond its field is refused.)
-        m.d.comb += dyn_ok.eq(Mux(w_is[Mem.INPUT],
-                                  input_ok & (w_i < w_in_src.stride) & (w.data < w_in_src.size),
-                                  input_ok & (w.data <= w_in_src.stride)))
+        m.d.sync += dyn_ok.eq(Mux(wp.mem == Mem.INPUT,
+                                  input_ok & (wp.addr[:cfg.input_bits] < wp_src.stride) &
+                                  (wp.data < wp_src.size),
+                                  input_ok & (wp.data <= wp_src.stride)))
 
         # The CORE registers a read can name, and which one it names, decoded as it is
         # accepted (one-hot): the register read is then an AND-OR of flip-flops.
