@@ -19,7 +19,8 @@ Measured in one run (nothing is rebuilt; the bench takes minutes):
   own speed (``sw.client.REQUEST_SECONDS`` of tokens per request).
 * ``fmax_mhz``: recorded from the last default build, ``bench/results/build-85f.json``
   (``python -m hw.build --json`` writes it as ``result.json``; the file says which commit and
-  seed, and whether timing was met).
+  seed, and whether timing was met; ``stage`` says when the number is nextpnr's estimate
+  after placement, for a build whose routing did not finish).
 * ``cpu_float_tokens_per_second``: the same checkpoint in PyTorch on this CPU, batch 1
   (``bench.generate.float_rate``, the faster of 1 and 2 threads).
 
@@ -215,7 +216,7 @@ def main(argv=None):
     tries = [float_rate(args.tokens, n) for n in (1, 2)]
     cpu = max(r["tokens_per_second"] for r in tries)
     result = derive(rows, line, float(build["fmax_mhz"]), cpu, config)
-    result.update({"build": {k: build.get(k) for k in ("commit", "seed", "timing_met",
+    result.update({"build": {k: build.get(k) for k in ("commit", "seed", "stage", "timing_met",
                                                          "fmax_mhz", "target_mhz", "lut4", "ff",
                                                          "dp16kd", "note")},
                    "line": line, "lanes_rows": rows})
@@ -226,7 +227,7 @@ def main(argv=None):
         f"| cycles per token ({r['lanes']} lanes) | {r['cycles_per_token']:.1f} | "
         "measured (cycle model = RTL) |",
         f"| synaptic events per token | {r['synaptic_events_per_token']:.0f} | measured |",
-        f"| Fmax | {r['fmax_mhz']:.2f} MHz | build result "
+        f"| Fmax | {r['fmax_mhz']:.2f} MHz | build result, {build.get('stage', 'after routing')} "
         f"({'timing met' if build.get('timing_met') else 'timing NOT met'}) |",
         f"| compute: Fmax / cycles per token | {r['compute_tokens_per_second']:,.0f} tokens/s "
         "| projected |",
