@@ -46,7 +46,7 @@ from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
 from spikestream.capacity import bram_blocks, lane_memories, lutram_memories
 from spikestream.image import Image, image_tag, load_image
 from spikestream.memory_map import image_writes
-from spikestream.protocol import stream_token_bytes
+from spikestream.protocol import TOKEN_BODY, Cmd, frame, response, stream_token_bytes
 from sw.client import REQUEST_SECONDS, Client
 from sw.transport import GoldenTransport, Transport
 
@@ -59,6 +59,9 @@ BUILD_RESULT = Path(__file__).parent / "results" / "build-85f.json"
 
 BITS_PER_BYTE = 10
 """A UART byte on the line: start bit, 8 data bits, stop bit."""
+
+FIGURE = Path(__file__).parent.parent / "docs" / "img" / "throughput.png"
+"""The chart ``--write`` draws."""
 
 
 class CountingTransport(Transport):
@@ -181,6 +184,48 @@ def derive(rows, line, fmax_mhz, cpu_rate, config, baud=DEFAULT_BAUD):
     }
 
 
+def token_frame_bytes(cycles):
+    """Line bytes of one GENERATE TOKEN frame of a timestep of ``cycles`` (the way generation
+    went before STREAM; its spike count taken as 0, and no field byte needing an escape)."""
+    body = TOKEN_BODY.pack(index=1, token=1, cycles=int(cycles), spikes=0)
+    return len(frame(response(Cmd.TOKEN, 1, 0, body)))
+
+
+def plot(result, path):
+    """A bar chart of the rates in ``result`` (tokens per second, log scale) to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    r = result
+    bars = [
+        ("CPU float (PyTorch, batch 1)", r["cpu_float_tokens_per_second"], "measured"),
+        ("board, GENERATE: a TOKEN frame per token", r["generate_tokens_per_second"],
+         "projected"),
+        (f"board, STREAM: compute at {r['fmax_mhz']:.1f} MHz", r["board_tokens_per_second"],
+         "projected"),
+        ("board, STREAM: compute at 100 MHz", 100e6 / r["cycles_per_token"], "target"),
+        ("link cap, STREAM at 3 Mbaud", r["link_tokens_per_second"], "limit"),
+    ]
+    colours = {"measured": "tab:blue", "projected": "tab:orange", "target": "tab:gray",
+               "limit": "tab:green"}
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ys = range(len(bars))
+    ax.barh(list(ys), [b[1] for b in bars], color=[colours[b[2]] for b in bars])
+    for y, (_, rate, kind) in zip(ys, bars):
+        ax.text(rate * 1.05, y, f"{rate:,.0f} ({kind})", va="center", fontsize=8)
+    ax.set_yticks(list(ys), [b[0] for b in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(100, 3e6)
+    ax.set_xlabel("tokens per second (log)")
+    ax.set_title("Shipped character LM, default ULX3S-85F core (16 lanes): tokens per second",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.throughput",
                                  description=__doc__.split("\n")[0])
@@ -216,6 +261,10 @@ def main(argv=None):
     tries = [float_rate(args.tokens, n) for n in (1, 2)]
     cpu = max(r["tokens_per_second"] for r in tries)
     result = derive(rows, line, float(build["fmax_mhz"]), cpu, config)
+    result["token_frame_bytes"] = token_frame_bytes(result["cycles_per_token"])
+    result["generate_tokens_per_second"] = min(
+        result["compute_tokens_per_second"],
+        DEFAULT_BAUD / BITS_PER_BYTE / result["token_frame_bytes"])
     result.update({"build": {k: build.get(k) for k in ("commit", "seed", "stage", "timing_met",
                                                          "fmax_mhz", "target_mhz", "lut4", "ff",
                                                          "dp16kd", "note")},
@@ -244,6 +293,8 @@ def main(argv=None):
         f"| CPU float (PyTorch, batch 1, this machine) | {r['cpu_float_tokens_per_second']:,.0f} "
         f"tokens/s | measured |",
         f"| board / CPU float | {r['speedup_vs_cpu']:.1f}x | projected |",
+        f"| before STREAM: GENERATE, {r['token_frame_bytes']} line bytes per token | "
+        f"{r['generate_tokens_per_second']:,.0f} tokens/s | projected |",
     ])
     print(md)
     print(table(rows))
@@ -258,9 +309,11 @@ def main(argv=None):
                  f"count. Line bytes: {args.stream_tokens} tokens streamed from the golden board. "
                  "No board attached: board rates are projections from measured cycles, bytes "
                  "and Fmax.")
+        FIGURE.parent.mkdir(parents=True, exist_ok=True)
+        plot(result, FIGURE)
         update_section("Throughput: the board end to end (bench.throughput)", cmd,
-                       intro + "\n\n" + md + "\n\nCycles per token and routing efficiency by "
-                       "lane count:\n\n" + table(rows) + "\n\nDoes the default 85F core at "
+                       intro + "\n\n![tokens per second](docs/img/throughput.png)\n\n" + md
+                       + "\n\nCycles per token and routing efficiency by lane count:\n\n" + table(rows) + "\n\nDoes the default 85F core at "
                        "that many lanes fit and hold the shipped model? "
                        + "; ".join(f"{r['lanes']} lanes: {r['fits_85f']}" for r in rows) + ".")
     if args.json:
