@@ -161,7 +161,7 @@ def derive(rows, line, fmax_mhz, cpu_rate, config, baud=DEFAULT_BAUD):
     # the final frame and the next request (the core idles).
     busy = max(chunk / compute, chunk * line["token_bytes"] * byte_s)
     idle = (per_request + up_per_request) * byte_s
-    board = chunk / (busy + idle)
+    board = min(chunk / (busy + idle), link, compute)
     syn_blocks = synapse_blocks(config)
     return {
         "lanes": config.lanes,
@@ -174,12 +174,12 @@ def derive(rows, line, fmax_mhz, cpu_rate, config, baud=DEFAULT_BAUD):
         "request_overhead_bytes": per_request,
         "tokens_per_request": chunk,
         "link_tokens_per_second": link,
-        "board_tokens_per_second": min(board, link, compute),
-        "gsops": events * min(board, link, compute) / 1e9,
+        "board_tokens_per_second": board,
+        "gsops": events * board / 1e9,
         "synapse_dp16kd": syn_blocks,
         "bram_bound_gsops": 2 * syn_blocks * fmax_mhz * 1e6 / 1e9,
         "cpu_float_tokens_per_second": cpu_rate,
-        "speedup_vs_cpu": min(board, link, compute) / cpu_rate,
+        "speedup_vs_cpu": board / cpu_rate,
         "baud": baud,
     }
 

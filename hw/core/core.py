@@ -256,6 +256,10 @@ class Core(wiring.Component):
                    for j in range(cfg.max_projs)]
         cq = Signal(Command, name="cq")
         cq_token_ok = Signal(name="cq_token_ok")       # checked as the command is taken
+        def moved_slot(k):
+            # projection k's read entry one timestep on
+            return Mux(rd[k] == rd_last[k], rd_first[k], rd[k] + 1)[:cfg.slot_bits]
+
         # The token input's last R tokens: ring[tok_cur] is this timestep's; tok_n counts
         # the timesteps since the RESET (up to R), so a token of d timesteps ago exists
         # if d < tok_n.
@@ -272,8 +276,7 @@ class Core(wiring.Component):
                          tok_n.eq(Mux(tok_n == R, R, tok_n + 1))]
             m.d.sync += [c.eq(n) for c, n in zip(cur_t, nxt_t)]
             m.d.sync += [c.eq(n) for c, n in zip(cur_q, nxt_q)]
-            m.d.sync += [r.eq(Mux(r == last, first, r + 1))
-                         for r, first, last in zip(rd, rd_first, rd_last)]
+            m.d.sync += [r.eq(moved_slot(k)) for k, r in enumerate(rd)]
 
         # Scheduler state -----------------------------------------------------------------------
         p = Signal(range(cfg.max_pops + 1), name="p")
@@ -478,7 +481,7 @@ class Core(wiring.Component):
         rd_j1 = Signal(cfg.slot_bits, name="rd_j1")
         rd0_moved = Signal(cfg.slot_bits, name="rd0_moved")
         m.d.sync += [rd_cur.eq(rd_ahead),
-                     rd0_moved.eq(Mux(rd[0] == rd_last[0], rd_first[0], rd[0] + 1))]
+                     rd0_moved.eq(moved_slot(0))]
         with m.Switch(j + 1):
             for k in range(cfg.max_projs):
                 with m.Case(k):
