@@ -30,7 +30,7 @@ from spikestream.ecp5 import ULX3S_DEVICES, ulx3s_device
 from spikestream.memory_map import CoreConfig
 
 __all__ = ["DEVICES", "DEFAULT_DEVICE", "device", "OSC_MHZ", "PROGRAMMER", "PLLConfig",
-           "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL",
+           "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL", "NEURON_STEP",
            "lane_budget", "core_config"]
 
 DEVICES = ULX3S_DEVICES
@@ -240,9 +240,16 @@ LUT_FILL = 0.75
 """Largest share of a size's LUT4 sites a default configuration may be estimated to use:
 fuller designs route slowly and miss timing."""
 
-_NEURONS = {"12f": 256, "25f": 256, "45f": 1024, "85f": 2048}
-"""Neurons of each size's default build (all lanes together): 2048 on the 85F, twice the
-shipped model's hidden layer, so that its 1089 neurons fit at 16 lanes."""
+_NEURONS = {"12f": 256, "25f": 256, "45f": 1024, "85f": 1280}
+"""Neurons of each size's default build (all lanes together): 1280 on the 85F (80 a lane at 16
+lanes), so that the shipped model's 1089 (69 a lane) fit. Each neuron costs LUT RAM in
+every lane (parameters, accumulator, spike queue: about 100 LUT4 a 16-neuron step at 16
+lanes), so the default holds no more than the shipped model needs with a little room: with
+2048 (128 a lane) the 85F build filled 81% of its LUTs and did not finish routing."""
+
+NEURON_STEP = 16
+"""Neurons per lane come in multiples of this: the words of one LUT RAM cell
+(TRELLIS_DPR16X4), so that no cell is paid for and left empty."""
 
 
 _EBR_ROWS = {"85f": ((22, 46, 70, 82), (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114))}
@@ -287,8 +294,8 @@ def lane_budget(device, lanes):
 def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrides):
     """The default :class:`~spikestream.memory_map.CoreConfig` of a ULX3S size.
 
-    Neurons per lane are the size's neuron budget over ``lanes`` (a power of two, at least
-    16); row pointers 2048 and spike buffers 1024 (a source population of up to 1024
+    Neurons per lane are the size's neuron budget over ``lanes`` (rounded up to a multiple
+    of :data:`NEURON_STEP`); row pointers 2048 and spike buffers 1024 (a source population of up to 1024
     neurons, as the shipped model's hidden layer); a spike queue of as many words as
     neurons per lane (in LUT RAM: one timestep of every population, or several timesteps
     of the populations that delayed projections read); the other limits of general
@@ -307,7 +314,7 @@ def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrid
     lanes = DEFAULT_LANES[key] if lanes is None else lanes
     if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-    npl = max(16, 1 << max(0, -(-_NEURONS[key] // lanes) - 1).bit_length())
+    npl = NEURON_STEP * max(1, -(-_NEURONS[key] // (lanes * NEURON_STEP)))
     stages = max(2, -(-(lanes - 1).bit_length() // 2))
     kw = dict(lanes=lanes, neurons_per_lane=npl, ptr_depth=2048, spike_depth=1024,
               syn_depth=1024, stages=stages, queue_depth=npl)

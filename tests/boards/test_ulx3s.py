@@ -150,8 +150,8 @@ def test_default_configs_fit_with_headroom(device):
     bigger = core_plan(config.replace(syn_depth=config.syn_depth + 1024), budget)
     assert (bigger.blocks > dev.dp16kd - ulx3s.HEADROOM_BRAM
             or bigger.lut4 > ulx3s.LUT_FILL * dev.lut4)
-    for depth in (config.neurons_per_lane, config.syn_depth, config.ptr_depth,
-                  config.spike_depth):
+    assert config.neurons_per_lane % ulx3s.NEURON_STEP == 0
+    for depth in (config.syn_depth, config.ptr_depth, config.spike_depth):
         assert depth & (depth - 1) == 0 or depth % 1024 == 0
 
 
@@ -166,10 +166,15 @@ def test_85f_default_holds_the_shipped_model_at_16_lanes():
 def test_lanes_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match=r"64 lanes do not fit the LFE5U-85F: .*259 DP16KD"):
         ulx3s.core_config("85f", 64)
+    # 32 lanes: the logic is refused (the LUT4 estimate passes LUT_FILL; with no LUT limit,
+    # the flip-flops still pass what the device has), not the block RAM.
     with pytest.raises(ValueError, match=r"32 lanes do not fit the LFE5U-85F: an estimated "
                                          r"\d+ LUT4"):
         ulx3s.core_config("85f", 32)
-    assert ulx3s.core_config("85f", 32, lut_fill=1.0).lanes == 32
+    with pytest.raises(ValueError, match=r"32 lanes do not fit the LFE5U-85F: an estimated "
+                                         r"\d+ flip-flops"):
+        ulx3s.core_config("85f", 32, lut_fill=1.0)
+    assert ulx3s.core_config("85f", 16, lut_fill=1.0).lanes == 16
     with pytest.raises(ValueError, match="lanes must be a positive integer"):
         ulx3s.core_config("85f", 0)
 
