@@ -832,6 +832,7 @@ class RequestEngine(wiring.Component):
         token_in = Signal(8 * token_bytes, name="token_in")
         done = Signal(steps_bits, name="done")
         left = Signal(steps_bits, name="left")
+        last_step = Signal(name="last_step")   # left == 1 (registered with it)
         have = Signal(name="have_token")       # a completed step's answer is due
         inflight = Signal(name="inflight")     # a STEP has been issued, its result not taken
         # The last completed step, as its TOKEN frame reports it.
@@ -968,17 +969,20 @@ class RequestEngine(wiring.Component):
                             fetch(_HEADER_BYTES, wb)
                             m.next = "W_FETCH"
                     with m.Elif(op_is.run):
-                        m.d.sync += [done.eq(0), left.eq(body_len[token_shift:]), have.eq(0),
+                        m.d.sync += [done.eq(0), left.eq(body_len[token_shift:]),
+                                     last_step.eq(body_len[token_shift:] == 1), have.eq(0),
                                      inflight.eq(0), cmd_op.eq(Op.STEP)]
                         fetch(P.REQUEST_HEAD.size, token_bytes)
                         m.next = "RUN_FETCH"
                     with m.Elif(op_is.generate):
-                        m.d.sync += [done.eq(0), left.eq(generate.count), have.eq(0),
+                        m.d.sync += [done.eq(0), left.eq(generate.count),
+                                     last_step.eq(generate.count == 1), have.eq(0),
                                      inflight.eq(0), token_in.eq(generate.first),
                                      cmd_op.eq(Op.STEP)]
                         m.next = "ISSUE"
                     with m.Elif(op_is.stream):
-                        m.d.sync += [done.eq(0), left.eq(stream_body.count), have.eq(0),
+                        m.d.sync += [done.eq(0), left.eq(stream_body.count),
+                                     last_step.eq(stream_body.count == 1), have.eq(0),
                                      inflight.eq(0), token_in.eq(stream_body.first),
                                      cmd_op.eq(Op.STEP), started.eq(0), sum_cycles.eq(0),
                                      sum_spikes.eq(0)]
@@ -1118,11 +1122,12 @@ class RequestEngine(wiring.Component):
                         m.d.sync += [
                             res.index.eq(done), res.token.eq(r.token),
                             res.cycles.eq(r.cycles), res.spikes.eq(r.spikes),
-                            done.eq(done + 1), left.eq(left - 1), have.eq(1),
+                            done.eq(done + 1), left.eq(left - 1), last_step.eq(left == 2),
+                            have.eq(1),
                             steps.eq(steps + 1), cycles.eq(cycles + r.cycles),
                             token_in.eq(r.token), add_sums.eq(1),
                         ]
-                        with m.If(left == 1):
+                        with m.If(last_step):
                             answer_step()
                         with m.Elif(op == P.Cmd.RUN):
                             fetch(None, token_bytes)

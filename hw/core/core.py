@@ -366,18 +366,36 @@ class Core(wiring.Component):
                         m.d.comb += ok.eq(lane_cond & (req.addr < cfg.depth(mem)))
             return ok
 
-        # Requests are checked as they are accepted and registered with their verdicts, so
-        # that the writes they enable start from flip-flops.
+        # A write is checked in two register stages, so that neither the checks nor the
+        # writes they enable start far away in the link's logic or run through many levels:
+        # as it is taken (wa), its address and value against their limits and its spike
+        # input's source word looked up; a cycle later (wq) the verdicts combined and the
+        # spike input's checks against that source word. (The wa registers load every
+        # cycle: they are only looked at while wa_valid says they hold a taken write.)
         core_limit = {reg: cfg.register_limit(reg) for reg in CoreReg
                       if cfg.register_limit(reg) is not None}
-        wp = self.write.payload
+        tp = self.write.payload
         value_ok = Signal(name="value_ok")
         m.d.comb += value_ok.eq(1)
-        with m.If(wp.mem == Mem.CORE):
-            with m.Switch(wp.addr):
+        with m.If(tp.mem == Mem.CORE):
+            with m.Switch(tp.addr):
                 for reg, limit in core_limit.items():
                     with m.Case(reg):
-                        m.d.comb += value_ok.eq(wp.data <= limit)
+                        m.d.comb += value_ok.eq(tp.data <= limit)
+        wa = Signal(write_request_layout(cfg), name="wa")
+        wa_valid = Signal(name="wa_valid")
+        wa_ok = Signal(name="wa_ok")
+        tp_k = Signal(addr_bits(cfg.max_inputs), name="tp_input")
+        wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input")
+        wa_src = Signal(SRC, name="wa_input_src")
+        m.d.comb += tp_k.eq(Mux(tp.mem == Mem.INPUT, tp.addr[cfg.input_bits:], tp.addr))
+        m.d.sync += [wa_valid.eq(self.write.valid & self.write.ready), wa.eq(tp),
+                     wa_ok.eq(in_range(tp, True) & value_ok), wa_k.eq(tp_k)]
+        with m.Switch(tp_k):
+            for k in range(cfg.max_inputs):
+                with m.Case(k):
+                    m.d.sync += wa_src.eq(src[P0 + k])
+        wp = wa
         w = Signal(write_request_layout(cfg), name="wq")
         w_valid = Signal(name="wq_valid")
         w_ok = Signal(name="wq_ok")
@@ -394,8 +412,8 @@ class Core(wiring.Component):
         w_src = Signal(S, name="wq_src")                 # one-hot: the SRC word
         w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")     # one-hot: the PROJ word
         m.d.sync += [
-            w_valid.eq(self.write.valid & self.write.ready),
-            w.eq(wp), w_ok.eq(in_range(wp, True) & value_ok),
+            w_valid.eq(wa_valid),
+            w.eq(wp), w_ok.eq(wa_ok),
             w_lane.eq(Cat(wp.mem == mem for mem in LANE_MEMS).any()),
             *(flag.eq(wp.mem == mem) for mem, flag in w_is.items()),
             w_reg.eq(Cat((wp.mem == Mem.CORE) & (wp.addr == reg) for reg in CoreReg)),
@@ -404,33 +422,28 @@ class Core(wiring.Component):
         ]
         # A spike input's words are checked against its source word too, and land in the
         # region and entry that the next STEP moves it to. The source word, next entry and
-        # next base, and the checks against them, are decided as the write is accepted
-        # (registers, like the verdicts above: sources and counts change only by writes,
-        # which settle before the next is taken).
+        # next base, and the checks against them, are registered (like the verdicts above:
+        # sources and counts change only by writes, which settle before the next is taken).
         w_k = Signal(addr_bits(cfg.max_inputs), name="wq_input")
         w_i = Signal(cfg.input_bits, name="wq_position")
-        wp_k = Signal(addr_bits(cfg.max_inputs), name="wp_input")
-        wp_src = Signal(SRC, name="wp_input_src")
-        m.d.comb += [wp_k.eq(Mux(wp.mem == Mem.INPUT, wp.addr[cfg.input_bits:], wp.addr)),
-                     w_i.eq(w.addr[:cfg.input_bits])]
+        m.d.comb += w_i.eq(w.addr[:cfg.input_bits])
         w_in_t = Signal(cfg.region_bits, name="wq_input_entry")
         w_in_q = Signal(cfg.qbase_bits, name="wq_input_base")
-        m.d.sync += w_k.eq(wp_k)
-        with m.Switch(wp_k):
+        m.d.sync += w_k.eq(wa_k)
+        with m.Switch(wa_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
-                    m.d.comb += wp_src.eq(src[P0 + k])
                     m.d.sync += [w_in_t.eq(nxt_t[P0 + k]), w_in_q.eq(nxt_q[P0 + k])]
         in_word = Signal(cfg.layout(Mem.INPUT).bits, name="wq_id")
         in_count = Signal(cfg.layout(Mem.INCOUNT).bits, name="wq_count")
         m.d.comb += [in_word.eq(w.data), in_count.eq(w.data)]
-        input_ok = (wp_k < n_inputs) & wp_src.keep
+        input_ok = (wa_k < n_inputs) & wa_src.keep
         dyn_ok = Signal(name="wq_dynamic_ok")
         # (The whole data word is checked: an id or count beyond its field is refused.)
         m.d.sync += dyn_ok.eq(Mux(wp.mem == Mem.INPUT,
-                                  input_ok & (wp.addr[:cfg.input_bits] < wp_src.stride) &
-                                  (wp.data < wp_src.size),
-                                  input_ok & (wp.data <= wp_src.stride)))
+                                  input_ok & (wp.addr[:cfg.input_bits] < wa_src.stride) &
+                                  (wp.data < wa_src.size),
+                                  input_ok & (wp.data <= wa_src.stride)))
 
         # The CORE registers a read can name, and which one it names, decoded as it is
         # accepted (one-hot): the register read is then an AND-OR of flip-flops.
@@ -530,7 +543,7 @@ class Core(wiring.Component):
             self.read_data.payload.data.eq(Mux(from_lane, lane_word, rdata.data)),
         ]
 
-        # The registered write, the cycle after its handshake (always in IDLE).
+        # The registered write, two cycles after its handshake (always in IDLE).
         with m.If(w_valid):
             # The lane bus's address and data fields are free while the core is idle.
             m.d.sync += [cbus.lane.eq(w.lane), cbus.mem.eq(w.mem), cbus.addr.eq(w.addr),
@@ -626,13 +639,13 @@ class Core(wiring.Component):
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
-                # A registered write is still to be done while w_valid, and its effects
-                # settle while w_hold: commands, reads and the next write wait for both.
+                # A taken write is checked while wa_valid and done while w_valid, and its
+                # effects settle while w_hold: commands, reads and the next write wait.
+                busy = wa_valid | w_valid | w_hold
                 m.d.comb += [
-                    self.cmd.ready.eq(settled & ~w_valid & ~w_hold),
-                    self.write.ready.eq(settled & ~self.cmd.valid & ~w_valid & ~w_hold),
-                    self.read.ready.eq(settled & ~self.cmd.valid & ~self.write.valid &
-                                       ~w_valid & ~w_hold),
+                    self.cmd.ready.eq(settled & ~busy),
+                    self.write.ready.eq(settled & ~self.cmd.valid & ~busy),
+                    self.read.ready.eq(settled & ~self.cmd.valid & ~self.write.valid & ~busy),
                 ]
                 # Only on a handshake: a command offered while a write is still registered
                 # must wait (taking it on valid alone ran it twice, once unacknowledged).
