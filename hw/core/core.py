@@ -495,10 +495,10 @@ class Core(wiring.Component):
         rd0_moved = Signal(cfg.slot_bits, name="rd0_moved")
         m.d.sync += [rd_cur.eq(rd_ahead),
                      rd0_moved.eq(moved_slot(0))]
-        with m.Switch(j + 1):
-            for k in range(cfg.max_projs):
+        with m.Switch(j):        # (rd[j + 1], without an adder in front of the look-up)
+            for k in range(cfg.max_projs - 1):
                 with m.Case(k):
-                    m.d.sync += rd_j1.eq(rd[k])
+                    m.d.sync += rd_j1.eq(rd[k + 1])
         m.d.comb += rd_ahead.eq(Mux(ahead_first, Mux(stepping, rd0_moved, rd[0]),
                                     Mux(ahead_next, rd_j1, rd_cur)))
         host_entry = Signal(cfg.region_bits, name="host_entry")
