@@ -590,9 +590,13 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
                            + ", ".join(f"{cell} {used}/{avail}" for cell, used, avail in over)
                            + f" (nextpnr log: {build_dir / 'nextpnr.log'})") from None
         raise
-    stages["pack"] = run_tool("ecppack", [
-        env_tool("ECPPACK"), "--compress", "--input", "top.config", "--bit", "top.bit"],
-        build_dir, build_dir / "ecppack.log", progress)
+    # With --no-route nextpnr stops after placement: its Fmax is an estimate and there is no
+    # bitstream to pack (one packed from an unrouted design would be wrong).
+    routed = "--no-route" not in nextpnr_options
+    if routed:
+        stages["pack"] = run_tool("ecppack", [
+            env_tool("ECPPACK"), "--compress", "--input", "top.config", "--bit", "top.bit"],
+            build_dir, build_dir / "ecppack.log", progress)
     raw_report = json.loads((build_dir / "top.report.json").read_text())
     report = parse_report(raw_report)
     log = (build_dir / "top.tim").read_text(errors="replace")
@@ -611,7 +615,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "requested_mhz": clock_mhz, "target_mhz": round(float(pll.f_out), 4),
         "fmax_mhz": round(achieved, 2) if achieved is not None else None,
         "timing_met": achieved is not None and achieved >= float(pll.f_out),
-        "clock_net": clock_net,
+        "routed": routed, "clock_net": clock_net,
         "lut4": report["lut4"][0], "lut4_available": report["lut4"][1],
         "ff": report["ff"][0], "ff_available": report["ff"][1],
         "dp16kd": report["dp16kd"][0], "dp16kd_available": report["dp16kd"][1],
@@ -621,7 +625,8 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         **capacity(config),
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "design": top, "baked_image": bool(bake), "image_tag": tag,
-        "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size if bit.exists() else 0,
+        "bitstream": str(bit) if routed else None,
+        "bitstream_bytes": bit.stat().st_size if routed and bit.exists() else 0,
         "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
         "baud": baud, "seed": seed, "router": router,
         "nextpnr_options": nextpnr_options,
@@ -706,6 +711,11 @@ def program_board(bitstream, progress):
                          f"plugged in and its port readable?", EXIT_PROGRAM)
 
 
+def _stage(result):
+    """How a result's Fmax was found: after routing, or estimated after placement."""
+    return "after routing" if result.get("routed", True) else "estimated after placement"
+
+
 def summary(result):
     """The human-readable summary of a :func:`build` result."""
     r = result
@@ -714,13 +724,14 @@ def summary(result):
     lines = [
         f"{r['board']} {r['device']}, {r['lanes']} lanes ({r['design']}): "
         f"{r['neurons']} neurons, {r['synapses']} synapse words",
-        f"  Fmax after routing: {r['fmax_mhz']} MHz, target {r['target_mhz']} MHz: "
+        f"  Fmax {_stage(r)}: {r['fmax_mhz']} MHz, target {r['target_mhz']} MHz: "
         f"timing {verdict}",
         f"  LUT4 {pct(r['lut4'], r['lut4_available'])}, FF {pct(r['ff'], r['ff_available'])}, "
         f"DP16KD {pct(r['dp16kd'], r['dp16kd_available'])} (estimated "
         f"{r['dp16kd_estimated']}), MULT18X18D {pct(r['mult18'], r['mult18_available'])}",
-        f"  bitstream: {r['bitstream']} ({r['bitstream_bytes']} bytes), built in "
-        f"{_clock(r['build_seconds'])} ("
+        (f"  bitstream: {r['bitstream']} ({r['bitstream_bytes']} bytes), built in "
+         if r.get("routed", True) else "  no bitstream (not routed), placed in ")
+        + f"{_clock(r['build_seconds'])} ("
         + ", ".join(f"{k} {_clock(v)}" for k, v in r["stage_seconds"].items()) + ")",
     ]
     cp = r.get("critical_path")
@@ -809,6 +820,8 @@ def main(argv=None, prog="python -m hw.build"):
         fail(f"--clock: {e}", EXIT_USAGE)
     if args.image and args.no_image:
         fail("--image and --no-image exclude each other", EXIT_USAGE)
+    if args.program and "--no-route" in args.nextpnr_option:
+        fail("--program needs a routed build: drop --nextpnr-option=--no-route", EXIT_USAGE)
 
     image = data = None
     if not args.no_image:
@@ -847,7 +860,7 @@ def main(argv=None, prog="python -m hw.build"):
     print(summary(result))
     status = 0
     if not result["timing_met"]:
-        print(f"error: timing failed: {result['fmax_mhz']} MHz after routing, "
+        print(f"error: timing failed: {result['fmax_mhz']} MHz {_stage(result)}, "
               f"{result['target_mhz']} MHz needed (try --clock {int(result['fmax_mhz'] or 0)})",
               file=sys.stderr)
         status = EXIT_TIMING

@@ -282,6 +282,17 @@ def test_summary_and_json_fields():
     assert "LUT4 4519/83640 (5%)" in text and "DP16KD 3/208 (1%)" in text
     assert "critical path: core.lanes.o[0].op_FF -> lane0.param_raw_FF" in text
     assert "hw/core/broadcast.py:44" in text
+    # A placement-only build (--nextpnr-option=--no-route) says its Fmax is an estimate and
+    # that it has no bitstream.
+    placed = dict(result, routed=False, bitstream=None, bitstream_bytes=0, critical_path=None)
+    text = hwb.summary(placed)
+    assert "Fmax estimated after placement: 97.9 MHz" in text
+    assert "no bitstream (not routed), placed in 1:06" in text and "top.bit" not in text
+
+
+def test_program_needs_a_routed_build(capsys):
+    status, _, err = run(capsys, "--program", "--nextpnr-option=--no-route")
+    assert status == hwb.EXIT_USAGE and "--program needs a routed build" in err
 
 
 def test_program_without_openfpgaloader_is_a_clear_error(monkeypatch, tmp_path):
