@@ -30,8 +30,8 @@ from spikestream.ecp5 import ULX3S_DEVICES, ulx3s_device
 from spikestream.memory_map import CoreConfig
 
 __all__ = ["DEVICES", "DEFAULT_DEVICE", "device", "OSC_MHZ", "PROGRAMMER", "PLLConfig",
-           "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL", "NEURON_STEP",
-           "lane_budget", "core_config"]
+           "pll_config", "PLL", "Top", "platform", "DEFAULT_LANES", "HEADROOM_BRAM", "LUT_FILL",
+           "NEURON_STEP", "lane_budget", "core_config"]
 
 DEVICES = ULX3S_DEVICES
 DEFAULT_DEVICE = DEFAULT_FPGA
@@ -295,8 +295,8 @@ def core_config(device=DEFAULT_FPGA, lanes=None, *, lut_fill=LUT_FILL, **overrid
     """The default :class:`~spikestream.memory_map.CoreConfig` of a ULX3S size.
 
     Neurons per lane are the size's neuron budget over ``lanes`` (rounded up to a multiple
-    of :data:`NEURON_STEP`); row pointers 2048 and spike buffers 1024 (a source population of up to 1024
-    neurons, as the shipped model's hidden layer); a spike queue of as many words as
+    of :data:`NEURON_STEP`); row pointers 2048 and spike buffers 1024 (a source population of
+    up to 1024 neurons, as the shipped model's hidden layer); a spike queue of as many words as
     neurons per lane (in LUT RAM: one timestep of every population, or several timesteps
     of the populations that delayed projections read); the other limits of general
     networks (delays up to 15, 32 kept timesteps of all sources, 4 spike inputs of up to

@@ -592,7 +592,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         raise
     # With --no-route nextpnr stops after placement: its Fmax is an estimate and there is no
     # bitstream to pack (one packed from an unrouted design would be wrong).
-    routed = "--no-route" not in nextpnr_options
+    routed = routes(nextpnr_options)
     if routed:
         stages["pack"] = run_tool("ecppack", [
             env_tool("ECPPACK"), "--compress", "--input", "top.config", "--bit", "top.bit"],
@@ -711,6 +711,11 @@ def program_board(bitstream, progress):
                          f"plugged in and its port readable?", EXIT_PROGRAM)
 
 
+def routes(nextpnr_options):
+    """Whether nextpnr routes with these options (``--no-route`` stops it after placement)."""
+    return "--no-route" not in nextpnr_options
+
+
 def _stage(result):
     """How a result's Fmax was found: after routing, or estimated after placement."""
     return "after routing" if result.get("routed", True) else "estimated after placement"
@@ -820,7 +825,7 @@ def main(argv=None, prog="python -m hw.build"):
         fail(f"--clock: {e}", EXIT_USAGE)
     if args.image and args.no_image:
         fail("--image and --no-image exclude each other", EXIT_USAGE)
-    if args.program and "--no-route" in args.nextpnr_option:
+    if args.program and not routes(args.nextpnr_option):
         fail("--program needs a routed build: drop --nextpnr-option=--no-route", EXIT_USAGE)
 
     image = data = None

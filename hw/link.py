@@ -835,6 +835,12 @@ class RequestEngine(wiring.Component):
         last_step = Signal(name="last_step")   # left == 1 (registered with it)
         have = Signal(name="have_token")       # a completed step's answer is due
         inflight = Signal(name="inflight")     # a STEP has been issued, its result not taken
+
+        def start_steps(count):
+            """A RUN, GENERATE or STREAM of ``count`` steps begins."""
+            return [done.eq(0), left.eq(count), last_step.eq(count == 1), have.eq(0),
+                    inflight.eq(0), cmd_op.eq(Op.STEP)]
+
         # The last completed step, as its TOKEN frame reports it.
         res = Signal(struct_layout(P.TOKEN_BODY), name="res")
 
@@ -969,23 +975,17 @@ class RequestEngine(wiring.Component):
                             fetch(_HEADER_BYTES, wb)
                             m.next = "W_FETCH"
                     with m.Elif(op_is.run):
-                        m.d.sync += [done.eq(0), left.eq(body_len[token_shift:]),
-                                     last_step.eq(body_len[token_shift:] == 1), have.eq(0),
-                                     inflight.eq(0), cmd_op.eq(Op.STEP)]
+                        m.d.sync += start_steps(body_len[token_shift:])
                         fetch(P.REQUEST_HEAD.size, token_bytes)
                         m.next = "RUN_FETCH"
                     with m.Elif(op_is.generate):
-                        m.d.sync += [done.eq(0), left.eq(generate.count),
-                                     last_step.eq(generate.count == 1), have.eq(0),
-                                     inflight.eq(0), token_in.eq(generate.first),
-                                     cmd_op.eq(Op.STEP)]
+                        m.d.sync += [*start_steps(generate.count),
+                                     token_in.eq(generate.first)]
                         m.next = "ISSUE"
                     with m.Elif(op_is.stream):
-                        m.d.sync += [done.eq(0), left.eq(stream_body.count),
-                                     last_step.eq(stream_body.count == 1), have.eq(0),
-                                     inflight.eq(0), token_in.eq(stream_body.first),
-                                     cmd_op.eq(Op.STEP), started.eq(0), sum_cycles.eq(0),
-                                     sum_spikes.eq(0)]
+                        m.d.sync += [*start_steps(stream_body.count),
+                                     token_in.eq(stream_body.first), started.eq(0),
+                                     sum_cycles.eq(0), sum_spikes.eq(0)]
                         m.d.comb += raw_crc.clear.eq(1)
                         m.next = "ISSUE"
 

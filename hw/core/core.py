@@ -256,8 +256,9 @@ class Core(wiring.Component):
                    for j in range(cfg.max_projs)]
         cq = Signal(Command, name="cq")
         cq_token_ok = Signal(name="cq_token_ok")       # checked as the command is taken
+
         def moved_slot(k):
-            # projection k's read entry one timestep on
+            """Projection ``k``'s read entry one timestep on."""
             return Mux(rd[k] == rd_last[k], rd_first[k], rd[k] + 1)[:cfg.slot_bits]
 
         # The token input's last R tokens: ring[tok_cur] is this timestep's; tok_n counts
@@ -395,7 +396,6 @@ class Core(wiring.Component):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
                     m.d.sync += wa_src.eq(src[P0 + k])
-        wp = wa
         w = Signal(write_request_layout(cfg), name="wq")
         w_valid = Signal(name="wq_valid")
         w_ok = Signal(name="wq_ok")
@@ -413,12 +413,12 @@ class Core(wiring.Component):
         w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")     # one-hot: the PROJ word
         m.d.sync += [
             w_valid.eq(wa_valid),
-            w.eq(wp), w_ok.eq(wa_ok),
-            w_lane.eq(Cat(wp.mem == mem for mem in LANE_MEMS).any()),
-            *(flag.eq(wp.mem == mem) for mem, flag in w_is.items()),
-            w_reg.eq(Cat((wp.mem == Mem.CORE) & (wp.addr == reg) for reg in CoreReg)),
-            w_src.eq(Cat(wp.addr == s for s in range(S))),
-            w_proj_at.eq(Cat(wp.addr == k for k in range(cfg.max_projs))),
+            w.eq(wa), w_ok.eq(wa_ok),
+            w_lane.eq(Cat(wa.mem == mem for mem in LANE_MEMS).any()),
+            *(flag.eq(wa.mem == mem) for mem, flag in w_is.items()),
+            w_reg.eq(Cat((wa.mem == Mem.CORE) & (wa.addr == reg) for reg in CoreReg)),
+            w_src.eq(Cat(wa.addr == s for s in range(S))),
+            w_proj_at.eq(Cat(wa.addr == k for k in range(cfg.max_projs))),
         ]
         # A spike input's words are checked against its source word too, and land in the
         # region and entry that the next STEP moves it to. The source word, next entry and
@@ -440,10 +440,10 @@ class Core(wiring.Component):
         input_ok = (wa_k < n_inputs) & wa_src.keep
         dyn_ok = Signal(name="wq_dynamic_ok")
         # (The whole data word is checked: an id or count beyond its field is refused.)
-        m.d.sync += dyn_ok.eq(Mux(wp.mem == Mem.INPUT,
-                                  input_ok & (wp.addr[:cfg.input_bits] < wa_src.stride) &
-                                  (wp.data < wa_src.size),
-                                  input_ok & (wp.data <= wa_src.stride)))
+        m.d.sync += dyn_ok.eq(Mux(wa.mem == Mem.INPUT,
+                                  input_ok & (wa.addr[:cfg.input_bits] < wa_src.stride) &
+                                  (wa.data < wa_src.size),
+                                  input_ok & (wa.data <= wa_src.stride)))
 
         # The CORE registers a read can name, and which one it names, decoded as it is
         # accepted (one-hot): the register read is then an AND-OR of flip-flops.
