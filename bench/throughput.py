@@ -50,7 +50,7 @@ from spikestream.protocol import TOKEN_BODY, Cmd, frame, response, stream_token_
 from sw.client import REQUEST_SECONDS, Client
 from sw.transport import GoldenTransport, Transport
 
-from ._report import update_section
+from ._report import BENCHMARKS, update_section
 from .core import measure, table
 from .generate import float_rate
 
@@ -60,7 +60,7 @@ BUILD_RESULT = Path(__file__).parent / "results" / "build-85f.json"
 BITS_PER_BYTE = 10
 """A UART byte on the line: start bit, 8 data bits, stop bit."""
 
-FIGURE = Path(__file__).parent.parent / "docs" / "img" / "throughput.png"
+FIGURE = BENCHMARKS.parent / "docs" / "img" / "throughput.png"
 """The chart ``--write`` draws."""
 
 
@@ -309,11 +309,13 @@ def main(argv=None):
                  f"count. Line bytes: {args.stream_tokens} tokens streamed from the golden board. "
                  "No board attached: board rates are projections from measured cycles, bytes "
                  "and Fmax.")
+        figure_link = FIGURE.relative_to(BENCHMARKS.parent).as_posix()
         FIGURE.parent.mkdir(parents=True, exist_ok=True)
         plot(result, FIGURE)
         update_section("Throughput: the board end to end (bench.throughput)", cmd,
-                       intro + "\n\n![tokens per second](docs/img/throughput.png)\n\n" + md
-                       + "\n\nCycles per token and routing efficiency by lane count:\n\n" + table(rows) + "\n\nDoes the default 85F core at "
+                       intro + f"\n\n![tokens per second]({figure_link})\n\n" + md
+                       + "\n\nCycles per token and routing efficiency by lane count:\n\n"
+                       + table(rows) + "\n\nDoes the default 85F core at "
                        "that many lanes fit and hold the shipped model? "
                        + "; ".join(f"{r['lanes']} lanes: {r['fits_85f']}" for r in rows) + ".")
     if args.json:
