@@ -5,11 +5,12 @@
 * :class:`LaneArray` — ``lanes`` :class:`Lane` s behind three pipelined trees
   (:class:`Broadcast` out, :class:`Reduce` OR and AND back), ``stages`` registers deep.
 * :class:`Lane` — one lane's block RAMs (parameters, state, accumulator, row pointers,
-  synapses, spike queue, spike buffer) and its three engines: the neuron pipeline
+  synapses, spike queue, spike buffer) and its engines: the neuron pipeline
   (:class:`NeuronUnit`, ``models.neurons.int_update`` one neuron per cycle, in its
-  population's kind, reset mode and spike levels), the synapse walker (row pointer, then
-  one synapse per cycle into the accumulator, its weight times the spike's value,
-  forwarding the two writes in flight) and the readout streamer.
+  population's kind, reset mode and spike levels); after the row-pointer read the
+  :class:`SegmentQueue`, the :class:`Walker` (one synapse per cycle) and the
+  :class:`Accumulator` (each synapse's weight times its spike's value, forwarding the two
+  writes in flight); and the readout streamer.
 * :class:`Sampler` — xorshift32, the Gumbel table and the running first maximum.
 
 How a timestep runs (every phase begins with ``DISPATCH_CYCLES`` of table lookups):
@@ -53,10 +54,11 @@ drives a core's ports from amaranth.sim testbenches.
 from spikestream.timing import core_timing
 from .broadcast import Broadcast, Reduce
 from .neuron import NeuronUnit
+from .walker import Accumulator, SegmentQueue, Walker
 from .sampler import Sampler
 from .lane import Lane
 from .fabric import LaneArray
 from .core import Core
 
-__all__ = ["core_timing", "Broadcast", "Reduce", "NeuronUnit", "Sampler", "Lane", "LaneArray",
-           "Core"]
+__all__ = ["core_timing", "Broadcast", "Reduce", "NeuronUnit", "SegmentQueue", "Walker",
+           "Accumulator", "Sampler", "Lane", "LaneArray", "Core"]

@@ -4,16 +4,16 @@ from types import SimpleNamespace
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikestream.formats import ACC_BITS, STATE_BITS, WEIGHT_BITS
+from spikestream.formats import ACC_BITS
 from spikestream.memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
                       word_layout)
 from spikestream.capacity import lutram_memories
 from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
+from .walker import Accumulator, SegmentQueue, Walker
 from spikestream.timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
 ROW_WORDS = 32
@@ -48,12 +48,14 @@ class Lane(wiring.Component):
       ``q``) into the gather tree at the matching cycles (so all lanes together emit them
       one per cycle, lane-major), and walk every spike that then arrives on ``bus.spike``:
       read its row pointer and spend ``max(1, length)`` cycles adding the segment's weights
-      times ``q`` into the accumulator (read-modify-write with forwarding). ``done`` rises
-      when all ``count`` spikes have been walked.
-    * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline (in the
-      population's ``mode``); write the state back, clear the accumulator, and (if
-      ``push``) queue each spiking neuron's row (``n // lanes``) and value from ``qbase``;
-      ``spikes`` counts them.
+      times ``q`` into the accumulator (:class:`~hw.core.walker.SegmentQueue`,
+      :class:`~hw.core.walker.Walker`, :class:`~hw.core.walker.Accumulator`: a
+      read-modify-write with forwarding). ``done`` rises when all ``count`` spikes have been
+      walked.
+    * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline
+      (:class:`~hw.core.neuron.NeuronUnit`, in the population's ``mode``); write the state
+      back, clear the accumulator, and (if ``push``) queue each spiking neuron's row
+      (``n // lanes``) and value from ``qbase``; ``spikes`` counts them.
     * ``SAMPLE``: stream the readout membranes of this lane's tokens ``index, index +
       lanes, ...`` below ``count`` to the gather tree, one per ``lanes`` cycles in turn.
     * ``CLEAR``: zero every ``v``, ``a`` and accumulator; ``WRITE``/``READ``: host access.
@@ -194,13 +196,11 @@ class Lane(wiring.Component):
                                               row_words=ROW_WORDS)
         QUEUE = word_layout(cfg, Mem.QUEUE)
         SPIKE = data.StructLayout({"ptr": unsigned(cfg.ptr_bits), "q": unsigned(cfg.q_bits)})
-        SEG = data.StructLayout({"seg": PTR, "q": unsigned(cfg.q_bits)})
         m.submodules.queue = queue = PipelinedRAM(QUEUE.size, cfg.queue_depth, attrs=bram,
                                                   name="queue", lutram="queue" in self._lutram,
                                                   row_words=ROW_WORDS)
         m.submodules.sbuf = sbuf = BlockRAM(SPIKE.size, cfg.spike_depth, attrs=bram,
                                             name="sbuf", lutram="sbuf" in self._lutram)
-        m.submodules.skid = skid = Memory(shape=SEG, depth=SKID_DEPTH, init=[])
 
         param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
         state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
@@ -223,7 +223,6 @@ class Lane(wiring.Component):
         m.d.sync += [snd_base.eq(bus.ptr_base + self._index),
                      queue_ptr.eq(queue_raw.row * L + snd_base), queue_q.eq(queue_raw.q),
                      queue_host.eq(queue.rdata)]
-        skid_r, skid_w = skid.read_port(domain="comb"), skid.write_port()
         assert READ_LATENCY == 2 and BANKED_READ_LATENCY == 3
 
         # Mode flags: set by their op, cleared by any other op.
@@ -257,25 +256,29 @@ class Lane(wiring.Component):
               for mem, r in host_rd_mem.items()),
         ]
         # A host read's word: each memory's output is gated by its own registered select
-        # (next to that memory), then the gated words are ORed (two register stages; the
-        # memories of a lane are block RAMs spread over the die).
+        # (next to that memory); the gated words of the memories read in READ_LATENCY cycles
+        # are ORed into one register while the synapse banks' word is gated a cycle later,
+        # and the two are ORed (the memories of a lane are block RAMs spread over the die).
         host_word = data_reg(cfg.data_bits, "host_word")
         host_q = Signal(name="host_q")
-        gated = []
-        for mem, q, latency in ((Mem.PARAM, param_q, READ_LATENCY),
-                                (Mem.STATE, state_q, READ_LATENCY),
-                                (Mem.ACC, acc_q, READ_LATENCY), (Mem.PTR, ptr_q, READ_LATENCY),
-                                (Mem.SYN, syn_q, BANKED_READ_LATENCY),
-                                (Mem.QUEUE, queue_host, READ_LATENCY)):
+
+        def gate(mem, q, latency):
             name = f"host_{mem.name.lower()}"
-            sel = delay(host_rd_mem[mem], latency, name)
             g = data_reg(cfg.data_bits, f"{name}_word")
-            m.d.sync += g.eq(Mux(sel, Value.cast(q).as_unsigned(), 0))
-            gated.append(delay(g, BANKED_READ_LATENCY - latency, f"{name}_word", True))
+            m.d.sync += g.eq(Mux(delay(host_rd_mem[mem], latency, name),
+                                 Value.cast(q).as_unsigned(), 0))
+            return g
+
+        fast = [gate(mem, q, READ_LATENCY)
+                for mem, q in ((Mem.PARAM, param_q), (Mem.STATE, state_q), (Mem.ACC, acc_q),
+                               (Mem.PTR, ptr_q), (Mem.QUEUE, queue_host))]
+        fast_word = data_reg(cfg.data_bits, "host_fast_word")
         m.d.sync += [
+            fast_word.eq(fast[0] | fast[1] | fast[2] | fast[3] | fast[4]),
             host_q.eq(delay(host_rd, BANKED_READ_LATENCY + 1, "host_rd")),
-            host_word.eq(gated[0] | gated[1] | gated[2] | gated[3] | gated[4] | gated[5]),
+            host_word.eq(fast_word | gate(Mem.SYN, syn_q, BANKED_READ_LATENCY)),
         ]
+        assert BANKED_READ_LATENCY == READ_LATENCY + 1
 
         m.d.comb += [
             param_w.en.eq(host_wr[Mem.PARAM]),
@@ -305,7 +308,6 @@ class Lane(wiring.Component):
         upd_addr = data_reg(cfg.local_bits, "upd_addr")
         upd_addr_next = Signal(cfg.local_bits, name="upd_addr_next")
         upd_n = data_reg(bits_for(cfg.max_source + L), "upd_n")
-        upd_row = data_reg(cfg.local_bits, "upd_row")     # n // lanes
         m.d.comb += upd_addr_next.eq(Mux(op == LaneOp.UPDATE, bus.addr,
                                          Mux(upd_run, upd_addr + 1, upd_addr)))
         m.d.sync += upd_addr.eq(upd_addr_next)
@@ -314,43 +316,44 @@ class Lane(wiring.Component):
                 upd_run.eq(bus.count != 0),
                 upd_left.eq(bus.count),
                 upd_n.eq(self._index),
-                upd_row.eq(0),
             ]
         with m.Elif(upd_run):
-            m.d.sync += [upd_n.eq(upd_n + L), upd_row.eq(upd_row + 1),
+            m.d.sync += [upd_n.eq(upd_n + L),
                          upd_left.eq(upd_left - 1)]
             with m.If(upd_left == 1):
                 m.d.sync += upd_run.eq(0)
 
-        tag = data.StructLayout({"addr": unsigned(cfg.local_bits),
-                                 "row": unsigned(cfg.local_bits), "neuron": 1})
-        upd_tag = Signal(tag, name="upd_tag")
-        m.d.comb += [
-            upd_tag.addr.eq(upd_addr),
-            upd_tag.row.eq(upd_row),
-            upd_tag.neuron.eq(upd_n < bus.size),
-        ]
-        m.submodules.neuron = neuron = NeuronUnit(cfg, tag)
+        # Only whether a row holds a neuron travels with it through the pipeline: its rows
+        # leave one a cycle in the order they went in, and the phase (bus.addr) is held until
+        # the last has left (spikestream.timing: update_latency), so the write-back's address
+        # and row are counters stepped by the pipeline's output.
+        m.submodules.neuron = neuron = NeuronUnit(cfg)
         m.d.comb += [
             neuron.i.valid.eq(delay(upd_run, READ_LATENCY, "upd_run")),
             neuron.i.payload.pop.eq(bus.mode),
             neuron.i.payload.params.eq(param_q),
             neuron.i.payload.state.eq(state_q),
             neuron.i.payload.acc.eq(acc_q),
-            neuron.i.payload.tag.eq(delay(upd_tag, READ_LATENCY, "upd_tag", True)),
+            neuron.i.payload.tag.eq(delay(upd_n < bus.size, READ_LATENCY, "upd_neuron", True)),
         ]
+        wb_addr = data_reg(cfg.local_bits, "wb_addr")
+        wb_row = data_reg(cfg.local_bits, "wb_row")
+        with m.If(op == LaneOp.UPDATE):
+            m.d.sync += [wb_addr.eq(bus.addr), wb_row.eq(0)]
+        with m.Elif(neuron.o.valid):
+            m.d.sync += [wb_addr.eq(wb_addr + 1), wb_row.eq(wb_row + 1)]
         out = neuron.o.payload
         write_back = Signal(name="write_back")
         push = Signal(name="push")
         m.d.comb += [
-            write_back.eq(neuron.o.valid & out.tag.neuron),
+            write_back.eq(neuron.o.valid & out.tag),
             push.eq(write_back & (out.q != 0)),
         ]
         if self._trace:
             m.d.comb += [
                 self.trace.valid.eq(write_back),
                 self.trace.q.eq(out.q),
-                self.trace.addr.eq(out.tag.addr),
+                self.trace.addr.eq(wb_addr),
                 self.trace.v.eq(out.state.v),
                 self.trace.a.eq(out.state.a),
                 self.trace.s.eq(out.state.s),
@@ -363,7 +366,7 @@ class Lane(wiring.Component):
         m.d.comb += [
             queue_w.en.eq(push & bus.push),
             queue_w.addr.eq(bus.qbase + self.spikes),
-            queue_w.data.row.eq(out.tag.row),
+            queue_w.data.row.eq(wb_row),
             queue_w.data.q.eq(out.q),
         ]
 
@@ -478,115 +481,33 @@ class Lane(wiring.Component):
         push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
         seg_q = delay(issue_q, READ_LATENCY, "issue_q", True)     # the spike's value, with ptr_q
 
-        # The segment queue: a head register (what the walker looks at) in front of a small
-        # LUT RAM. A segment enters the head directly when it is free, so the queue adds no
-        # latency, and the walker decides from flip-flops only.
-        HEAD = data.StructLayout({"start": unsigned(cfg.syn_bits), "nonzero": 1, "single": 1,
-                                  "more": unsigned(cfg.rows_bits), "q": unsigned(cfg.q_bits)})
-
-        head = data_reg(HEAD, "head")
-        head_valid = Signal(name="head_valid")
-
-        def load_head(entry):
-            seg = entry.seg
-            return [head.start.eq(seg.start), head.nonzero.eq(seg.length != 0),
-                    head.single.eq(seg.length <= 1),
-                    head.more.eq(Mux(seg.length != 0, seg.length - 1, 0)), head.q.eq(entry.q),
-                    head_valid.eq(1)]
-
-        arriving = Signal(SEG, name="arriving")
-        m.d.comb += [arriving.seg.eq(ptr_q), arriving.q.eq(seg_q)]
-
-        skid_wp = Signal(range(SKID_DEPTH), name="skid_wp")
-        skid_rp = Signal(range(SKID_DEPTH), name="skid_rp")
-        stored = Signal(range(SKID_DEPTH + 1), name="stored")      # segments in the LUT RAM
-        head_free = Signal(name="head_free")
-        refill = Signal(name="refill")
-        to_ram = Signal(name="to_ram")
+        # The segment queue, the walker (one slot per cycle, max(1, length) slots per spike)
+        # and the accumulator (read-modify-write with forwarding) behind the synapse banks.
+        m.submodules.segments = segments = SegmentQueue(cfg)
+        m.submodules.walker = walker = Walker(cfg)
+        m.submodules.accumulate = accumulate = Accumulator(cfg)
+        wiring.connect(m, segments.o, walker.i)
         m.d.comb += [
-            head_free.eq(~head_valid | take),
-            refill.eq(head_free & (stored != 0)),
-            to_ram.eq(push_seg & ~(head_free & (stored == 0))),
-            skid_w.en.eq(to_ram),
-            skid_w.addr.eq(skid_wp),
-            skid_w.data.eq(arriving),
-            skid_r.addr.eq(skid_rp),
+            segments.i.valid.eq(push_seg),
+            segments.i.payload.seg.eq(ptr_q),
+            segments.i.payload.q.eq(seg_q),
+            segments.clear.eq(op == LaneOp.ROUTE),
+            walker.enable.eq(route_on),
+            walker.clear.eq(op == LaneOp.ROUTE),
+            take.eq(walker.i.valid & walker.i.ready),
+            syn_r.addr.eq(Mux(host_rd, host_addr, walker.o.payload.addr)),
+            self.done.eq(route_on & (walker.walked == bus.count) & walker.idle),
         ]
-        with m.If(op == LaneOp.ROUTE):
-            m.d.sync += [skid_wp.eq(0), skid_rp.eq(0), stored.eq(0), head_valid.eq(0)]
-        with m.Else():
-            with m.If(to_ram):
-                m.d.sync += skid_wp.eq(skid_wp + 1)
-            with m.If(refill):
-                m.d.sync += skid_rp.eq(skid_rp + 1)
-            m.d.sync += stored.eq(stored + to_ram - refill)
-            with m.If(refill):
-                m.d.sync += load_head(skid_r.data)
-            with m.Elif(head_free & push_seg):
-                m.d.sync += load_head(arriving)
-            with m.Elif(take):
-                m.d.sync += head_valid.eq(0)
-
-        # The walker: one slot per cycle, max(1, length) slots per spike.
-        rem = Signal(cfg.rows_bits, name="rem")           # slots of this segment still to go
-        rem_zero = Signal(init=1, name="rem_zero")
-        cur = data_reg(cfg.syn_bits, "cur")
-        cur_q = data_reg(cfg.q_bits, "cur_q")             # the value of the spike walked
-        walked = Signal(cfg.size_bits, name="walked")
-        syn_issue = Signal(name="syn_issue")
+        # The value of the spike each synapse read belongs to travels with the read.
+        v_r = delay(walker.o.valid & route_on, BANKED_READ_LATENCY, "syn_issue")
+        q_r = delay(walker.o.payload.q, BANKED_READ_LATENCY, "syn_q_value", True)
         m.d.comb += [
-            take.eq(route_on & rem_zero & head_valid),
-            syn_issue.eq((take & head.nonzero) | ~rem_zero),
-            syn_r.addr.eq(Mux(host_rd, host_addr, Mux(take, head.start, cur))),
+            accumulate.i.valid.eq(v_r),
+            accumulate.i.payload.addr.eq(syn_q.addr),
+            accumulate.i.payload.weight.eq(syn_q.weight),
+            accumulate.i.payload.q.eq(q_r),
+            accumulate.raw.eq(acc_raw),
         ]
-        with m.If(op == LaneOp.ROUTE):
-            m.d.sync += [walked.eq(0), rem.eq(0), rem_zero.eq(1)]
-        with m.Elif(take):
-            m.d.sync += [
-                walked.eq(walked + 1),
-                cur.eq(head.start + 1),
-                cur_q.eq(head.q),
-                rem.eq(head.more),
-                rem_zero.eq(head.single),
-            ]
-        with m.Elif(~rem_zero):
-            m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), rem_zero.eq(rem == 1)]
-        m.d.comb += self.done.eq(route_on & (walked == bus.count) & rem_zero)
-
-        # Accumulate: read (R), wait (M), add and write (W). The two writes still in flight
-        # when a read samples the memory are forwarded from registers: the older one is
-        # merged into the read word already in M (it is then in wr1), so that W has one
-        # multiplexer in front of its adder.
-        v_r = delay(syn_issue & route_on, BANKED_READ_LATENCY, "syn_issue")
-        # The value of the spike each synapse read belongs to, with the synapse word.
-        q_r = delay(Mux(take, head.q, cur_q), BANKED_READ_LATENCY, "syn_q_value", True)
-        v_m = Signal(name="v_m")
-        v_w = Signal(name="v_w")
-        a_m = data_reg(cfg.local_bits, "a_m")
-        a_w = data_reg(cfg.local_bits, "a_w")
-        WQ = WEIGHT_BITS + cfg.q_bits           # weight times spike value
-        w_m = data_reg(signed(WQ), "w_m")
-        w_w = data_reg(signed(WQ), "w_w")
-        wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
-                                        "value": signed(ACC_BITS)}), name="wr1")
-        hit1 = Signal(name="hit1")
-        base = data_reg(signed(ACC_BITS), "acc_base")    # the read word, two back merged
-        # weight * q by shifts and adds (q has at most MAX_LEVEL_BITS bits; binary spikes
-        # have q = 1): no multiplier block, a few adders on a register-to-register path.
-        scaled = sum(Mux(q_r[i], syn_q.weight.as_signed() << i, 0) for i in range(cfg.q_bits))
-        m.d.sync += [
-            v_m.eq(v_r), a_m.eq(syn_q.addr), w_m.eq(scaled),
-            v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),
-            hit1.eq(v_m & v_w & (a_m == a_w)),
-            base.eq(Mux(v_m & wr1.valid & (a_m == wr1.addr), wr1.value, acc_raw)),
-        ]
-        old = Signal(signed(ACC_BITS), name="old")
-        new = Signal(signed(ACC_BITS), name="new")
-        m.d.comb += [
-            old.eq(Mux(hit1, wr1.value, base)),
-            new.eq(old + w_w),
-        ]
-        m.d.sync += [wr1.valid.eq(v_w), wr1.addr.eq(a_w), wr1.value.eq(new)]
 
         # Memory port sharing. Host accesses only happen while the core is idle.
         m.d.comb += [
@@ -603,12 +524,14 @@ class Lane(wiring.Component):
         with m.Elif(clr_run):
             m.d.comb += [state_w.en.eq(1), state_w.addr.eq(clr_addr), state_w.data.eq(0)]
         with m.Else():
-            m.d.comb += [state_w.en.eq(write_back), state_w.addr.eq(out.tag.addr),
+            m.d.comb += [state_w.en.eq(write_back), state_w.addr.eq(wb_addr),
                          state_w.data.eq(out.state)]
         with m.If(clr_run):
             m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(clr_addr), acc_w.data.eq(0)]
         with m.Elif(neuron.o.valid):
-            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(out.tag.addr), acc_w.data.eq(0)]
+            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(wb_addr), acc_w.data.eq(0)]
         with m.Else():
-            m.d.comb += [acc_w.en.eq(v_w), acc_w.addr.eq(a_w), acc_w.data.eq(new)]
+            m.d.comb += [acc_w.en.eq(accumulate.o.valid),
+                         acc_w.addr.eq(accumulate.o.payload.addr),
+                         acc_w.data.eq(accumulate.o.payload.value)]
         return m
