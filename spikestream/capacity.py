@@ -175,8 +175,10 @@ MULT_SOC = 1
 # table is counted as LUT RAM cells of its own. Placed, the default 85F build of the general
 # core (6a2a70a: bench/results/build-85f.json) had 6,165 LUT4 and 10,882 flip-flops more than
 # this model said (68,575 and 50,318): nextpnr's packing of the new logic, not Yosys's cell
-# count. That is added per lane (+385 LUT4, +680 FF).
-LUT_PER_LANE = 1160 + 290 + 385
+# count. That is added per lane (+385 LUT4, +680 FF). The lane with its route engine in
+# named components (hw.core.walker) and its pipeline's tag cut to one bit placed (seed 1) at
+# 57,506 LUT4 and 45,490 flip-flops with 80 neurons a lane: +100 LUT4 and -300 FF a lane.
+LUT_PER_LANE = 1160 + 290 + 385 + 100
 """A lane's logic, LUT RAM aside."""
 LUT_PER_CELL = 10
 """Per LUT RAM cell: its four RAM LUTs and its share of the read multiplexers."""
@@ -188,7 +190,7 @@ LUT_PER_SOURCE = 45
 share of the multiplexers that read them."""
 LUT_PER_PROJ = 20
 """A projection's read entry, stepped every STEP, and its share of the dispatch's look-up."""
-FF_PER_LANE = 1600 + 680 + 680
+FF_PER_LANE = 1600 + 680 + 680 - 300
 FF_SOC = 2100
 FF_PER_SOURCE = 50
 FF_PER_PROJ = 16
