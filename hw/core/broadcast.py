@@ -9,7 +9,7 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["tree_arity", "Broadcast", "Reduce"]
+__all__ = ["tree_arity", "Broadcast", "Scatter", "Reduce"]
 
 
 def tree_arity(count, stages):
@@ -78,6 +78,56 @@ class Broadcast(wiring.Component):
             level = regs
         for k in range(self._count):
             m.d.comb += self.o[k].eq(level[k])
+        return m
+
+
+class Scatter(wiring.Component):
+    """Give output ``k`` the elements ``k .. k + window - 1`` of ``i`` through ``stages``
+    levels of registers (a :class:`Broadcast` tree's shape), each register holding only the
+    elements that the outputs below it use: a lane's window of a per-lane array reaches it
+    without every lane's copy of the whole array.
+
+    Attributes
+    ----------
+    i : In(ArrayLayout(shape, count + window - 1))
+    o : Out(ArrayLayout(ArrayLayout(shape, window), count))
+        ``o[k][w]`` is ``i[k + w]`` delayed by ``stages`` cycles.
+
+    The registers are reset-less.
+    """
+
+    def __init__(self, shape, count, stages, window=2):
+        if stages < 1:
+            raise ValueError("a scatter tree needs at least one stage")
+        self._shape, self._count, self._stages, self._window = shape, count, stages, window
+        super().__init__({
+            "i": In(data.ArrayLayout(shape, count + window - 1)),
+            "o": Out(data.ArrayLayout(data.ArrayLayout(shape, window), count)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n, W = self._count, self._window
+        f = tree_arity(n, self._stages)
+        # A node: the outputs [lo, hi) below it and its copies of elements lo .. hi+W-2.
+        level = [(0, n, {e: self.i[e] for e in range(n + W - 1)})]
+        for s in range(1, self._stages + 1):
+            span = f ** (self._stages - s)
+            nodes = []
+            for c in range(-(-n // span)):
+                lo, hi = c * span, min((c + 1) * span, n)
+                parent = next(elems for a, b, elems in level if a <= lo and hi <= b)
+                elems = {}
+                for e in range(lo, hi + W - 1):
+                    r = Signal(self._shape, name=f"level{s}_{c}_e{e}", reset_less=True)
+                    m.d.sync += r.eq(parent[e])
+                    elems[e] = r
+                nodes.append((lo, hi, elems))
+            level = nodes
+        for k in range(n):
+            elems = level[k][2]
+            for w in range(W):
+                m.d.comb += self.o[k][w].eq(elems[k + w])
         return m
 
 

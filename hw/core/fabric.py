@@ -4,7 +4,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .broadcast import Broadcast, Reduce
+from .broadcast import Broadcast, Reduce, Scatter
 from .lane import Lane
 from .layouts import gather_layout, lane_bus_layout, trace_signature
 from spikestream.timing import reset_settle
@@ -13,8 +13,9 @@ __all__ = ["LaneArray"]
 
 
 class LaneArray(wiring.Component):
-    """``config.lanes`` lanes behind a broadcast tree, a gather (OR) tree and a done (AND)
-    tree, each ``config.stages`` register levels deep.
+    """``config.lanes`` lanes behind a broadcast tree (and a scatter tree for the lanes'
+    windows of spike ranks), a gather (OR) tree and a done (AND) tree, each
+    ``config.stages`` register levels deep.
 
     Attributes
     ----------
@@ -62,8 +63,14 @@ class LaneArray(wiring.Component):
         # each lane's reset comes down a tree of the same depth (a registered copy per lane,
         # in its own clock domain, so that no reset net spans the die), so a lane leaves
         # reset as the bus words issued after the reset reach it.
-        m.submodules.broadcast = bcast = Broadcast(lane_bus_layout(cfg), L, T,
-                                                   control=lambda bus: ())
+        # Every lane gets every field but the windows of spike ranks, of which only its own
+        # (a Scatter tree beside the broadcast: each register holds what its lanes use).
+        BUS = lane_bus_layout(cfg)
+        common = [name for name in BUS.members if name != "bounds"]
+        m.submodules.broadcast = bcast = Broadcast(
+            data.StructLayout({name: BUS.members[name] for name in common}), L, T,
+            control=lambda bus: ())
+        m.submodules.bounds = windows = Scatter(unsigned(cfg.size_bits), L, T, window=2)
         # A reset, however short, holds the lanes' reset for reset_settle cycles more.
         m.submodules.reset_tree = reset_tree = Broadcast(1, L, T, control=lambda r: ())
         hold = Signal(range(reset_settle(T) + 1), name="lane_reset_hold", reset_less=True)
@@ -74,7 +81,8 @@ class LaneArray(wiring.Component):
         m.d.comb += reset_tree.i.eq(ResetSignal("sync") | (hold != 0))
         m.submodules.gather = gather = Reduce(gather_layout(cfg).size, L, T, "or")
         m.submodules.all_done = all_done = Reduce(1, L, T, "and")
-        m.d.comb += bcast.i.eq(self.bus)
+        m.d.comb += [*(getattr(bcast.i, name).eq(getattr(self.bus, name)) for name in common),
+                     windows.i.eq(self.bus.bounds)]
         for k in range(L):
             domain = ClockDomain(f"lane{k}", local=True)
             m.domains += domain
@@ -85,7 +93,8 @@ class LaneArray(wiring.Component):
             if self._trace:
                 m.d.comb += self.trace.lanes[k].eq(lane.trace)
             m.d.comb += [
-                lane.bus.eq(bcast.o[k]),
+                *(getattr(lane.bus, name).eq(getattr(bcast.o[k], name)) for name in common),
+                lane.bus.window.eq(windows.o[k]),
                 gather.i[k].eq(Cat(lane.gather.valid, lane.gather.payload)),
                 all_done.i[k].eq(lane.done),
                 self.counts[k].eq(lane.spikes),

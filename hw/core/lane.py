@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikestream.formats import ACC_BITS
 from spikestream.memory_map import Mem, addr_bits, bits_for
-from .layouts import (LaneOp, gather_layout, lane_bus_layout, segment_layout, trace_layout,
+from .layouts import (LaneOp, gather_layout, lane_port_layout, segment_layout, trace_layout,
                       word_layout)
 from spikestream.capacity import lutram_memories
 from .bram import BlockRAM, PipelinedRAM
@@ -42,7 +42,7 @@ class Lane(wiring.Component):
     projection being routed. It obeys the lane bus (one ``LaneOp`` pulse per phase or host
     access, phase fields held):
 
-    * ``ROUTE``: stream its queued spikes of ranks ``bounds[index] .. bounds[index+1]-1``
+    * ``ROUTE``: stream its queued spikes of ranks ``window[0] .. window[1]-1``
       from ``qbase`` (as row-pointer addresses: id (``row * lanes + index``) plus
       ``ptr_base``, with their values
       ``q``) into the gather tree at the matching cycles (so all lanes together emit them
@@ -62,8 +62,8 @@ class Lane(wiring.Component):
 
     Attributes
     ----------
-    bus : In(lane_bus_layout(config))
-        From the broadcast tree (registered there).
+    bus : In(lane_port_layout(config))
+        From the broadcast and scatter trees (registered there).
     gather : Out(stream.Signature(gather_layout(config).data, always_ready=True))
         Zero unless this lane is sending a spike id, a membrane or a host read word; the
         core ORs all lanes' together.
@@ -95,7 +95,7 @@ class Lane(wiring.Component):
         self._trace = bool(trace)
         self._lutram = frozenset(lutram_memories(config) if lutram is None else lutram)
         members = {
-            "bus": In(lane_bus_layout(config)),
+            "bus": In(lane_port_layout(config)),
             "gather": Out(stream.Signature(gather_layout(config).size - 1, always_ready=True)),
             "done": Out(1),
             "spikes": Out(config.rows_bits),
@@ -399,7 +399,7 @@ class Lane(wiring.Component):
         snd_read = Signal(name="snd_read")
         m.d.comb += snd_read.eq(route_on & (snd_wait == 0) & (snd_left != 0))
         with m.If(op == LaneOp.ROUTE):
-            lo, hi = bus.bounds[self._index], bus.bounds[self._index + 1]
+            lo, hi = bus.window[0], bus.window[1]
             m.d.sync += [snd_wait.eq(lo), snd_left.eq(hi - lo)]
         with m.Elif(route_on & (snd_wait != 0)):
             m.d.sync += snd_wait.eq(snd_wait - 1)

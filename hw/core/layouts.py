@@ -8,7 +8,8 @@ from spikestream.formats import MAX_LEVEL_BITS, STATE_BITS
 from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_BITS, MEM_BITS, OP_BITS, TOKEN_BITS,
                           Mem, Status, addr_bits)
 
-__all__ = ["word_layout", "mode_layout", "LaneOp", "lane_bus_layout", "gather_layout",
+__all__ = ["word_layout", "mode_layout", "LaneOp", "lane_bus_layout", "lane_port_layout",
+           "gather_layout",
            "segment_layout", "trace_layout", "trace_signature",
            "write_request_layout", "read_request_layout", "read_response_layout", "Command",
            "Result", "StatusWord"]
@@ -43,16 +44,8 @@ class LaneOp(enum.Enum, shape=3):
     READ = 6     # host read of mem[addr] in lane `lane` onto the gather tree
 
 
-def lane_bus_layout(config):
-    """What the broadcast tree carries from the scheduler to every lane, every cycle.
-
-    The phase fields (``addr``, ``count``, ``qbase``, ``ptr_base``, ``size``, ``mode``,
-    ``push``, ``bounds``) are held for the whole phase; ``op`` is a pulse; ``spike`` carries
-    one routed spike per cycle (its row-pointer address, source id plus the projection's
-    base, and its value ``q``). ``bounds[l] .. bounds[l+1]`` is lane ``l``'s window of spike
-    ranks.
-    """
-    return data.StructLayout({
+def _lane_fields(config):
+    return {
         "op": LaneOp,
         "lane": unsigned(config.lane_bits),
         "mem": unsigned(MEM_BITS),
@@ -64,10 +57,35 @@ def lane_bus_layout(config):
         "size": unsigned(config.size_bits),
         "mode": mode_layout(config),
         "push": 1,
-        "bounds": data.ArrayLayout(unsigned(config.size_bits), config.lanes + 1),
-        "spike": data.StructLayout({"valid": 1, "ptr": unsigned(config.ptr_bits),
-                                    "q": unsigned(config.q_bits)}),
-    })
+    }
+
+
+def _spike_layout(config):
+    return data.StructLayout({"valid": 1, "ptr": unsigned(config.ptr_bits),
+                              "q": unsigned(config.q_bits)})
+
+
+def lane_bus_layout(config):
+    """What the scheduler sends down the trees to the lanes, every cycle.
+
+    The phase fields (``addr``, ``count``, ``qbase``, ``ptr_base``, ``size``, ``mode``,
+    ``push``, ``bounds``) are held for the whole phase; ``op`` is a pulse; ``spike`` carries
+    one routed spike per cycle (its row-pointer address, source id plus the projection's
+    base, and its value ``q``). ``bounds[l] .. bounds[l+1]`` is lane ``l``'s window of spike
+    ranks.
+    """
+    return data.StructLayout({**_lane_fields(config),
+                              "bounds": data.ArrayLayout(unsigned(config.size_bits),
+                                                         config.lanes + 1),
+                              "spike": _spike_layout(config)})
+
+
+def lane_port_layout(config):
+    """What one lane receives (:func:`lane_bus_layout` as the trees deliver it): every field
+    but ``bounds``, of which only its own ``window`` (``bounds[l], bounds[l+1]``)."""
+    return data.StructLayout({**_lane_fields(config),
+                              "window": data.ArrayLayout(unsigned(config.size_bits), 2),
+                              "spike": _spike_layout(config)})
 
 
 def gather_layout(config):

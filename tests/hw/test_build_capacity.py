@@ -15,7 +15,7 @@ from amaranth.back import rtlil
 from boards import ulx3s
 from hw.build import TOOLS, yosys_memory_script
 from hw.core.lane import Lane
-from hw.core.layouts import lane_bus_layout
+from hw.core.layouts import lane_port_layout
 from spikestream.memory_map import CoreConfig, Mem
 from spikestream.capacity import core_plan, lutram_memories
 
@@ -29,7 +29,7 @@ class _LaneTop(Elaboratable):
     def __init__(self, config, lutram):
         self.config = config
         self.lutram = lutram
-        self.bus = Signal(lane_bus_layout(config), name="bus_in")
+        self.bus = Signal(lane_port_layout(config), name="bus_in")
         self.o = Signal(config.data_bits + 2 + config.rows_bits, name="o")
 
     def elaborate(self, platform):

@@ -2,17 +2,22 @@
 
 * Broadcast: every output is the input ``stages`` cycles later.
 * Reduce: OR / AND of all inputs ``stages`` cycles later.
+* Scatter: output ``k`` gets elements ``k, k + 1`` ``stages`` cycles later, from registers
+  that hold only what the outputs below them use.
 * LaneArray: after an UPDATE in which chosen neurons fire, a ROUTE with the prefix sums of
   the lanes' spike counts as windows makes the lanes emit the spiking neuron ids on the
   gather tree one per cycle, with no gap, in lane-major order (lane 0's by address, then
   lane 1's, ...), the first one ``stages + 1 + READ_LATENCY + stages`` cycles after the op.
 """
 
+import re
+
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
-from hw.core.broadcast import Broadcast, Reduce
+from hw.core.broadcast import Broadcast, Reduce, Scatter
 from hw.core.fabric import LaneArray
 from hw.core.layouts import LaneOp
 from spikestream.timing import NEURON_LATENCY, READ_LATENCY
@@ -126,3 +131,29 @@ def test_broadcaster_order(lanes, size, seed):
         assert all(x is None for x in trace[first + len(ids):])
 
     _run(dut, testbench)
+
+
+@pytest.mark.parametrize("count, stages", [(1, 1), (4, 1), (5, 2), (16, 2), (17, 3)])
+def test_scatter_gives_each_output_its_window(count, stages):
+    dut = Scatter(8, count, stages, window=2)
+    rng = np.random.default_rng(count)
+    arrays = rng.integers(0, 256, (12, count + 1))
+
+    async def testbench(ctx):
+        seen = []
+        for arr in list(arrays) + [np.zeros(count + 1, int)] * (stages + 1):
+            ctx.set(dut.i, [int(x) for x in arr])
+            await ctx.tick()
+            seen.append([[ctx.get(dut.o[k][w]) for w in range(2)] for k in range(count)])
+        want = [[[int(arr[k]), int(arr[k + 1])] for k in range(count)] for arr in arrays]
+        assert seen[stages - 1:stages - 1 + len(want)] == want
+
+    _run(dut, testbench)
+
+
+def test_scatter_registers_only_what_each_output_uses():
+    """16 outputs, 2 stages (arity 4): 4 nodes of 5 elements, then 16 of 2 (a Broadcast of
+    the whole array would hold 20 copies of 17)."""
+    text = rtlil.convert(Scatter(8, 16, 2, window=2), name="scatter")
+    widths = re.findall(r"cell \$dff .*?parameter \\WIDTH (\d+)", text, re.S)
+    assert sum(int(w) for w in widths) == (4 * 5 + 16 * 2) * 8

@@ -30,7 +30,7 @@ def _bus(**fields):
     bus = {"op": LaneOp.NOP, "lane": 0, "mem": 0, "addr": 0, "data": 0, "count": 0,
            "qbase": 0, "ptr_base": 0, "size": 0, "mode": {"kind": 0, "reset": 0,
                                                           "level_bits": 0}, "push": 0,
-           "bounds": [0] * (CONFIG.lanes + 1), "spike": {"valid": 0, "ptr": 0, "q": 0}}
+           "window": [0, 0], "spike": {"valid": 0, "ptr": 0, "q": 0}}
     bus.update(fields)
     return bus
 
