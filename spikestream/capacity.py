@@ -177,7 +177,9 @@ MULT_SOC = 1
 # this model said (68,575 and 50,318): nextpnr's packing of the new logic, not Yosys's cell
 # count. That is added per lane (+385 LUT4, +680 FF). The lane with its route engine in
 # named components (hw.core.walker) and its pipeline's tag cut to one bit placed (seed 1) at
-# 57,506 LUT4 and 45,490 flip-flops with 80 neurons a lane: +100 LUT4 and -300 FF a lane.
+# 57,506 LUT4 and 45,490 flip-flops with 80 neurons a lane: +100 LUT4 and -300 FF a lane;
+# with the lanes' windows on a scatter tree (a lane's leaf of the broadcast no longer keeps
+# every lane's bounds) at 42,322 flip-flops: -198 FF a lane more.
 LUT_PER_LANE = 1160 + 290 + 385 + 100
 """A lane's logic, LUT RAM aside."""
 LUT_PER_CELL = 10
@@ -190,7 +192,7 @@ LUT_PER_SOURCE = 45
 share of the multiplexers that read them."""
 LUT_PER_PROJ = 20
 """A projection's read entry, stepped every STEP, and its share of the dispatch's look-up."""
-FF_PER_LANE = 1600 + 680 + 680 - 300
+FF_PER_LANE = 1600 + 680 + 680 - 300 - 198
 FF_SOC = 2100
 FF_PER_SOURCE = 50
 FF_PER_PROJ = 16
