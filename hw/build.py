@@ -251,9 +251,9 @@ REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.bounds", "*.core.lanes.res
                 for name in ("param", "state", "acc", "ptr", "sbuf", "queue")))
 """Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
 reset's trees (:class:`hw.core.broadcast.Broadcast`, :class:`~hw.core.broadcast.Scatter`),
-one register per lane at their leaves, and the lane memories that may be LUT RAM (:class:`hw.core.bram.BlockRAM`,
-:class:`hw.core.bram.PipelinedRAM`, as the core's spike table), one read address register
-per column slice (and per row group of the spike queue)."""
+one register per lane at their leaves, and the lane memories that may be LUT RAM
+(:class:`hw.core.bram.BlockRAM`, :class:`hw.core.bram.PipelinedRAM`, as the core's spike
+table), one read address register per column slice (and per row group of the spike queue)."""
 
 
 def yosys_replica_script(modules=REPLICATED):

@@ -116,7 +116,7 @@ class Scatter(wiring.Component):
             nodes = []
             for c in range(-(-n // span)):
                 lo, hi = c * span, min((c + 1) * span, n)
-                parent = next(elems for a, b, elems in level if a <= lo and hi <= b)
+                parent = level[c // f][2] if len(level) > 1 else level[0][2]
                 elems = {}
                 for e in range(lo, hi + W - 1):
                     r = Signal(self._shape, name=f"level{s}_{c}_e{e}", reset_less=True)

@@ -326,7 +326,8 @@ class Lane(wiring.Component):
         # Only whether a row holds a neuron travels with it through the pipeline: its rows
         # leave one a cycle in the order they went in, and the phase (bus.addr) is held until
         # the last has left (spikestream.timing: update_latency), so the write-back's address
-        # and row are counters stepped by the pipeline's output.
+        # and row are counters stepped by the pipeline's output (two, though the address is
+        # bus.addr + row: no adder stands in front of the memories' write ports).
         m.submodules.neuron = neuron = NeuronUnit(cfg)
         m.d.comb += [
             neuron.i.valid.eq(delay(upd_run, READ_LATENCY, "upd_run")),
