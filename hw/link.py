@@ -29,6 +29,7 @@ from .core.layouts import (Command, Result, StatusWord, read_request_layout,
                            read_response_layout, write_request_layout)
 from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_MEMS, OP_BITS, READ_ONLY_MEMS,
                                     CoreReg, Mem, Op)
+from spikestream.timing import WRITE_LATENCY
 
 __all__ = ["struct_layout", "RequestHeader", "CRC_ALGORITHM", "CRC16", "DecodedByte",
            "SlipDecoder", "FrameInfo", "FrameReceiver", "SlipToken", "SlipEncoder", "PayloadByte",
@@ -819,7 +820,7 @@ class RequestEngine(wiring.Component):
 
         waddr = Signal(ADDR_BITS, name="waddr")
         wleft = Signal.like(count, name="wleft")
-        settle = Signal(2, name="settle")
+        settle = Signal(range(WRITE_LATENCY + 1), name="settle")
         rleft = Signal.like(count, name="rleft")
         word_last = Signal(name="word_last")   # the word being sent is the READ's last
         cmd_op = Signal(OP_BITS, name="cmd_op")
@@ -1013,14 +1014,14 @@ class RequestEngine(wiring.Component):
                 with m.If(self.write.ready):
                     m.d.sync += [waddr.eq(waddr + 1), wleft.eq(wleft - 1)]
                     with m.If(wleft == 1):
-                        m.d.sync += settle.eq(3)
+                        m.d.sync += settle.eq(WRITE_LATENCY)
                         m.next = "W_SETTLE"
                     with m.Else():
                         fetch(None, wb)
                         m.next = "W_FETCH"
 
             with m.State("W_SETTLE"):
-                # The core flags a refused write two cycles after its handshake.
+                # The core flags a refused write WRITE_LATENCY cycles after its handshake.
                 m.d.sync += settle.eq(settle - 1)
                 with m.If(settle == 0):
                     with m.If(self.core_status.write_error):

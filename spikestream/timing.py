@@ -91,6 +91,11 @@ COMMAND_LATENCY = 1
 """Cycles between a command's handshake and its first phase (the command is registered);
 not part of the cycle model."""
 
+WRITE_LATENCY = 3
+"""A write handshaken in cycle t shows its verdict (``status.write_error``) from cycle
+t + 1 + WRITE_LATENCY: it is registered as it comes, checked, then done (hw.core.Core); not
+part of the cycle model."""
+
 DISPATCH_CYCLES = 2
 """Scheduler cycles per phase: read the tables, then look up the spike count and decide."""
 

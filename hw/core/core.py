@@ -367,15 +367,19 @@ class Core(wiring.Component):
                         m.d.comb += ok.eq(lane_cond & (req.addr < cfg.depth(mem)))
             return ok
 
-        # A write is checked in two register stages, so that neither the checks nor the
-        # writes they enable start far away in the link's logic or run through many levels:
-        # as it is taken (wa), its address and value against their limits and its spike
-        # input's source word looked up; a cycle later (wq) the verdicts combined and the
-        # spike input's checks against that source word. (The wa registers load every
-        # cycle: they are only looked at while wa_valid says they hold a taken write.)
+        # A taken write is registered as it is (wi), then checked in two register stages,
+        # so that neither the checks nor the writes they enable start far away in the link's
+        # logic or run through many levels: first (wa) its address and value against their
+        # limits and its spike input's source word looked up; a cycle later (wq) the
+        # verdicts combined and the spike input's checks against that source word. (The wi
+        # and wa registers load every cycle: they are only looked at while wi_valid or
+        # wa_valid says they hold a taken write.)
         core_limit = {reg: cfg.register_limit(reg) for reg in CoreReg
                       if cfg.register_limit(reg) is not None}
-        tp = self.write.payload
+        tp = Signal(write_request_layout(cfg), name="wi")
+        wi_valid = Signal(name="wi_valid")
+        m.d.sync += [tp.eq(self.write.payload),
+                     wi_valid.eq(self.write.valid & self.write.ready)]
         value_ok = Signal(name="value_ok")
         m.d.comb += value_ok.eq(1)
         with m.If(tp.mem == Mem.CORE):
@@ -390,7 +394,7 @@ class Core(wiring.Component):
         wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input")
         wa_src = Signal(SRC, name="wa_input_src")
         m.d.comb += tp_k.eq(Mux(tp.mem == Mem.INPUT, tp.addr[cfg.input_bits:], tp.addr))
-        m.d.sync += [wa_valid.eq(self.write.valid & self.write.ready), wa.eq(tp),
+        m.d.sync += [wa_valid.eq(wi_valid), wa.eq(tp),
                      wa_ok.eq(in_range(tp, True) & value_ok), wa_k.eq(tp_k)]
         with m.Switch(tp_k):
             for k in range(cfg.max_inputs):
@@ -543,7 +547,7 @@ class Core(wiring.Component):
             self.read_data.payload.data.eq(Mux(from_lane, lane_word, rdata.data)),
         ]
 
-        # The registered write, two cycles after its handshake (always in IDLE).
+        # The registered write, three cycles after its handshake (always in IDLE).
         with m.If(w_valid):
             # The lane bus's address and data fields are free while the core is idle.
             m.d.sync += [cbus.lane.eq(w.lane), cbus.mem.eq(w.mem), cbus.addr.eq(w.addr),
@@ -639,9 +643,10 @@ class Core(wiring.Component):
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
-                # A taken write is checked while wa_valid and done while w_valid, and its
-                # effects settle while w_hold: commands, reads and the next write wait.
-                busy = wa_valid | w_valid | w_hold
+                # A taken write is registered while wi_valid, checked while wa_valid and done
+                # while w_valid, and its effects settle while w_hold: commands, reads and the
+                # next write wait.
+                busy = wi_valid | wa_valid | w_valid | w_hold
                 m.d.comb += [
                     self.cmd.ready.eq(settled & ~busy),
                     self.write.ready.eq(settled & ~self.cmd.valid & ~busy),

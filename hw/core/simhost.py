@@ -6,6 +6,7 @@ use generator testbenches.
 """
 
 from spikestream.memory_map import Mem, Op, Write, output_reads
+from spikestream.timing import WRITE_LATENCY
 
 __all__ = ["write_words", "read_word", "read_state", "read_outputs", "command", "StepOutcome"]
 
@@ -24,7 +25,7 @@ async def write_words(ctx, core, writes):
                                "data": wr.data})
         await ctx.tick().until(port.ready)
     ctx.set(port.valid, 0)
-    await ctx.tick().repeat(2)
+    await ctx.tick().repeat(WRITE_LATENCY)
 
 
 async def read_word(ctx, core, mem, lane, addr):
