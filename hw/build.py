@@ -61,8 +61,8 @@ from spikestream.image import image_tag as tag_of
 from spikestream.memory_map import CoreConfig, CoreFitError, Mem, image_writes
 
 __all__ = ["EXIT_TIMING", "EXIT_USAGE", "EXIT_FIT", "EXIT_TOOL", "EXIT_PROGRAM", "TOOLS",
-           "BuildError", "FitError", "check_fit", "capacity", "core_probe",
-           "make_design", "image_tag", "yosys_memory_script", "run_tool", "parse_report",
+           "NEXTPNR_OPTIONS", "RIPUP_MINUTES", "BuildError", "ToolTimeout", "FitError",
+           "check_fit", "capacity", "core_probe", "make_design", "image_tag", "yosys_memory_script", "run_tool", "parse_report",
            "parse_log", "critical_path", "overused", "pin_clock_constraint", "build",
            "program_board", "summary", "main"]
 
@@ -77,9 +77,21 @@ DEFAULT_ROUTER = "router2"
 """nextpnr's router. router1 (nextpnr's default) took 45 minutes to route a 2-lane SoC and
 made little headway on 16 lanes in 40 minutes on this kind of machine."""
 NEXTPNR_OPTIONS = ("--tmg-ripup",)
-"""Options every build passes to nextpnr-ecp5: router2's timing-driven rip-up (re-routes the
-nets of failing paths). Measured on the default 16-lane 85F build (same placement, seed 1):
-86.9 MHz without it, 100.2 MHz with it (BENCHMARKS.md, "FPGA builds")."""
+"""Options a routed build passes to nextpnr-ecp5 first: router2's timing-driven rip-up
+(re-routes the nets of failing paths). Measured on the default 16-lane 85F build of ac446df
+(same placement, seed 1): 86.9 MHz without it, 100.2 MHz with it (BENCHMARKS.md, "FPGA
+builds"). But when timing cannot be met, router2 can go on re-routing failing paths without
+end (62b3752: no overused wire from iteration ~560, still routing after 41 minutes; the same
+placement routed without it in 79 iterations): see :data:`RIPUP_MINUTES`."""
+
+RIPUP_MINUTES = 20.0
+"""Minutes that routing with :data:`NEXTPNR_OPTIONS` may take (counted from the start of
+routing). A build whose routing has not finished by then is placed and routed again without
+them: the same placement (the placer does not read them, and its seed is the same), routed
+until the router is done, so a build always ends."""
+
+_ROUTING_STARTS = re.compile(r"^Info: (Running router2|Routing\.\.)")
+"""The nextpnr log line that starts the routing clock of :data:`RIPUP_MINUTES`."""
 
 LOGIC_MARGIN = 1.1
 """A configuration whose estimated LUT4 or FF count passes the device's by more than this
@@ -92,6 +104,14 @@ class BuildError(RuntimeError):
     def __init__(self, message, status=EXIT_TOOL):
         super().__init__(message)
         self.status = status
+
+
+class ToolTimeout(BuildError):
+    """A tool ran past its time limit and was stopped; ``elapsed`` is how long it ran."""
+
+    def __init__(self, message, elapsed):
+        super().__init__(message)
+        self.elapsed = elapsed
 
 
 class FitError(BuildError):
@@ -395,12 +415,16 @@ def _killed_on_exit(proc):
         raise
 
 
-def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
+def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0, limit=None):
     """Run ``argv`` in ``cwd``, its output to ``log_path``; show milestones and, every
     ``heartbeat`` seconds of silence, that it is still running. Raise :class:`BuildError`
-    with the tool's last error lines if it fails."""
+    with the tool's last error lines if it fails. ``limit``, a pair ``(pattern, seconds)``:
+    once a line of the output matches ``pattern``, the tool has ``seconds`` more, then it
+    is stopped and :class:`ToolTimeout` raised."""
     progress.say(f"{stage}: {' '.join([Path(argv[0]).name, *argv[1:]])}")
     pattern = _MILESTONES.get(stage)
+    limit_pattern, limit_seconds = limit or (None, None)
+    deadline = None
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
@@ -414,6 +438,16 @@ def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
     tail, last_shown = collections.deque(maxlen=40), time.monotonic()
     with open(log_path, "w", buffering=1) as log, _killed_on_exit(proc):
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                while lines.get() is not None:      # the reader sees the pipe's end
+                    pass
+                proc.stdout.close()
+                elapsed = time.monotonic() - t0
+                raise ToolTimeout(f"{stage}: stopped after {_clock(elapsed)} ("
+                                  f"{_clock(limit_seconds)} after {limit_pattern.pattern!r}); "
+                                  f"log: {log_path}", elapsed)
             try:
                 line = lines.get(timeout=1.0)
             except queue.Empty:
@@ -428,6 +462,8 @@ def run_tool(stage, argv, cwd, log_path, progress, *, heartbeat=30.0):
             log.write(line)
             line = line.rstrip("\n")
             tail.append(line)
+            if deadline is None and limit_pattern is not None and limit_pattern.search(line):
+                deadline = time.monotonic() + limit_seconds
             if pattern is not None and pattern.search(line):
                 progress.say(f"{stage}: {line.strip()[:100]}")
                 last_shown = time.monotonic()
@@ -515,17 +551,20 @@ def critical_path(report, clock=None):
 
 def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=None,
           image_data=None, bake=False, top="soc", build_dir=None, seed=1, baud=None,
-          quiet=False, program=False, config=None, router=None, nextpnr_options=()):
+          quiet=False, program=False, config=None, router=None, nextpnr_options=(),
+          ripup_minutes=RIPUP_MINUTES):
     """Build a bitstream; returns a dict of results (see the module docstring).
 
     ``image`` (a :class:`spikestream.image.Image`) is checked for fit; ``bake`` also loads it
     into the bitstream, tagged as its file's bytes ``image_data`` (see :func:`image_tag`).
     ``config`` overrides the board's default core configuration; ``nextpnr_options`` are
-    passed on to nextpnr-ecp5 as they are, after :data:`NEXTPNR_OPTIONS`. Raises
+    passed on to nextpnr-ecp5 as they are, after :data:`NEXTPNR_OPTIONS` for the first
+    ``ripup_minutes`` of routing (see :data:`RIPUP_MINUTES`; 0: never). Raises
     :class:`BuildError` (or :class:`FitError`) with a message for the user.
     """
     router = router or DEFAULT_ROUTER
-    nextpnr_options = [*NEXTPNR_OPTIONS, *nextpnr_options]
+    if not math.isfinite(ripup_minutes) or ripup_minutes < 0:
+        raise BuildError(f"ripup minutes must be 0 or more, not {ripup_minutes}", EXIT_USAGE)
     progress = _Progress(quiet)
     t_start = time.monotonic()
     brd = boards.board(board)
@@ -582,9 +621,10 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
     stages["synth"] += time.monotonic() - t0
     progress.say(f"constraint: core clock net {clock_net!r} at {float(pll.f_out):.3f} MHz")
     try:
-        stages["pnr"] = _run_nextpnr(env_tool, dev, platform, seed, router, build_dir,
-                                     progress, nextpnr_options)
-    except BuildError as e:
+        stages["pnr"], nextpnr_options, ripup = _place_and_route(
+            env_tool, dev, platform, seed, router, build_dir, progress, nextpnr_options,
+            ripup_minutes)
+    except BuildError:
         over = overused(build_dir / "nextpnr.log")
         if over:
             raise FitError(f"the design does not fit the {dev.part}: "
@@ -630,7 +670,7 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "bitstream_bytes": bit.stat().st_size if routed and bit.exists() else 0,
         "pll": [pll.clki_div, pll.clkfb_div, pll.clkop_div],
         "baud": baud, "seed": seed, "router": router,
-        "nextpnr_options": nextpnr_options,
+        "nextpnr_options": nextpnr_options, "timing_ripup": ripup,
         "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "build_seconds": round(time.monotonic() - t_start, 1),
         "build_dir": str(build_dir),
@@ -646,14 +686,35 @@ NEXTPNR_PACKAGES = {"BG256": "CABGA256", "MG285": "CSFBGA285", "BG381": "CABGA38
 privately)."""
 
 
-def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress, options=()):
+def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress, options=(),
+                 route_seconds=None):
+    limit = (_ROUTING_STARTS, route_seconds) if route_seconds is not None else None
     return run_tool("nextpnr", [
         env_tool("NEXTPNR_ECP5"), "--log", "top.tim", dev.nextpnr,
         "--package", NEXTPNR_PACKAGES[platform.package],
         "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf",
         "--textcfg", "top.config", "--report", "top.report.json",
         "--timing-allow-fail", "--seed", str(seed), "--router", router, *options],
-        build_dir, build_dir / "nextpnr.log", progress)
+        build_dir, build_dir / "nextpnr.log", progress, limit=limit)
+
+
+def _place_and_route(env_tool, dev, platform, seed, router, build_dir, progress, options,
+                     ripup_minutes):
+    """nextpnr with :data:`NEXTPNR_OPTIONS` first when it routes and ``ripup_minutes`` > 0,
+    for at most that long after routing starts, then (or at once) without them. Returns
+    ``(seconds, the options given last, whether they held NEXTPNR_OPTIONS)``."""
+    run = lambda opts, limit=None: _run_nextpnr(env_tool, dev, platform, seed, router,
+                                                build_dir, progress, opts, limit)
+    if not routes(options) or ripup_minutes <= 0:
+        return run(list(options)), list(options), False
+    first = [*NEXTPNR_OPTIONS, *options]
+    try:
+        return run(first, 60 * ripup_minutes), first, True
+    except ToolTimeout as e:
+        progress.say(f"nextpnr: routing with {' '.join(NEXTPNR_OPTIONS)} did not finish in "
+                     f"{ripup_minutes:g} min; placing and routing again without it (the same "
+                     f"placement: the same seed)")
+        return e.elapsed + run(list(options)), list(options), False
 
 
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
@@ -739,6 +800,7 @@ def summary(result):
          if r.get("routed", True) else "  no bitstream (not routed), placed in ")
         + f"{_clock(r['build_seconds'])} ("
         + ", ".join(f"{k} {_clock(v)}" for k, v in r["stage_seconds"].items()) + ")",
+        f"  nextpnr: {' '.join([r.get('router', DEFAULT_ROUTER), *r.get('nextpnr_options', [])])}",
     ]
     cp = r.get("critical_path")
     if cp and not r["timing_met"]:
@@ -785,9 +847,12 @@ def argument_parser(prog="python -m hw.build"):
     ap.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                     help="nextpnr's router")
     ap.add_argument("--nextpnr-option", action="append", default=[], metavar="OPTION",
-                    help="pass OPTION on to nextpnr-ecp5 as well as "
-                         f"{' '.join(NEXTPNR_OPTIONS)} (repeatable; write it with =, e.g. "
+                    help="pass OPTION on to nextpnr-ecp5 (repeatable; write it with =, e.g. "
                          "--nextpnr-option=--placer-heap-timingweight=20)")
+    ap.add_argument("--ripup-minutes", type=float, default=RIPUP_MINUTES, metavar="M",
+                    help=f"route with {' '.join(NEXTPNR_OPTIONS)} (timing-driven rip-up) for "
+                         "at most M minutes; if routing has not finished, place and route "
+                         "again without it (0: without it at once)")
     ap.add_argument("--program", action="store_true",
                     help="load the bitstream into the board with openFPGALoader")
     ap.add_argument("--json", action="store_true",
@@ -824,6 +889,8 @@ def main(argv=None, prog="python -m hw.build"):
         brd.pll_config(args.clock)
     except ValueError as e:
         fail(f"--clock: {e}", EXIT_USAGE)
+    if not math.isfinite(args.ripup_minutes) or args.ripup_minutes < 0:
+        fail(f"--ripup-minutes must be 0 or more, not {args.ripup_minutes}", EXIT_USAGE)
     if args.image and args.no_image:
         fail("--image and --no-image exclude each other", EXIT_USAGE)
     if args.program and not routes(args.nextpnr_option):
@@ -858,7 +925,8 @@ def main(argv=None, prog="python -m hw.build"):
                        image_data=data, bake=bake, top=args.top, build_dir=args.build_dir,
                        seed=args.pnr_seed, router=args.router, quiet=args.quiet,
                        program=args.program, config=config,
-                       nextpnr_options=args.nextpnr_option)
+                       nextpnr_options=args.nextpnr_option,
+                       ripup_minutes=args.ripup_minutes)
     except BuildError as e:
         fail(e, e.status)
     except OSError as e:

@@ -276,8 +276,10 @@ def test_summary_and_json_fields():
         "bitstream_bytes": 360052, "build_seconds": 66.0,
         "stage_seconds": {"synth": 9.0, "pnr": 54.0}, "build_dir": "build/x",
         "critical_path": hwb.critical_path(REPORT, "$glbnet$design.clk"),
+        "router": "router2", "nextpnr_options": ["--tmg-ripup"],
     }
     text = hwb.summary(result)
+    assert "nextpnr: router2 --tmg-ripup" in text
     assert "Fmax after routing: 97.9 MHz, target 100.0 MHz: timing FAILED" in text
     assert "LUT4 4519/83640 (5%)" in text and "DP16KD 3/208 (1%)" in text
     assert "critical path: core.lanes.o[0].op_FF -> lane0.param_raw_FF" in text
@@ -383,6 +385,55 @@ def test_nextpnr_options_are_passed_on(monkeypatch, tmp_path):
     args = hwb.argument_parser().parse_args(
         ["--nextpnr-option=--tmg-ripup", "--nextpnr-option=--placer-heap-timingweight=20"])
     assert args.nextpnr_option == ["--tmg-ripup", "--placer-heap-timingweight=20"]
+
+
+def test_a_tool_past_its_limit_is_stopped(tmp_path):
+    # The limit counts from the first line that matches, not from the start.
+    argv = [sys.executable, "-u", "-c",
+            "import time; print('placing'); time.sleep(2); print('Info: Running router2...');"
+            " time.sleep(60)"]
+    t0 = time.monotonic()
+    with pytest.raises(hwb.ToolTimeout, match="stopped after") as exc:
+        hwb.run_tool("nextpnr", argv, tmp_path, tmp_path / "log", hwb._Progress(quiet=True),
+                     limit=(hwb._ROUTING_STARTS, 1.0))
+    assert 3.0 <= exc.value.elapsed < 20 and time.monotonic() - t0 < 20
+    assert "Running router2" in (tmp_path / "log").read_text()
+    # Without a matching line there is no limit.
+    argv = [sys.executable, "-c", "import time; print('placing'); time.sleep(2)"]
+    assert hwb.run_tool("nextpnr", argv, tmp_path, tmp_path / "log",
+                        hwb._Progress(quiet=True), limit=(hwb._ROUTING_STARTS, 0.5)) >= 2
+
+
+def test_routing_that_does_not_finish_with_ripup_is_redone_without(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(env_tool, dev, platform, seed, router, build_dir, progress, options, limit=None):
+        calls.append((list(options), limit))
+        if "--tmg-ripup" in options:
+            raise hwb.ToolTimeout("stopped", 1200.0)
+        return 400.0
+
+    monkeypatch.setattr(hwb, "_run_nextpnr", fake)
+    args = (None, None, None, 1, "router2", tmp_path, hwb._Progress(quiet=True))
+    seconds, options, ripup = hwb._place_and_route(*args, ["--placer-heap-beta=0.8"], 20)
+    assert calls == [(["--tmg-ripup", "--placer-heap-beta=0.8"], 1200),
+                     (["--placer-heap-beta=0.8"], None)]
+    assert (seconds, options, ripup) == (1600.0, ["--placer-heap-beta=0.8"], False)
+    # 0 minutes: without it at once; placement only: never.
+    for opts, minutes in (([], 0), (["--no-route"], 20)):
+        calls.clear()
+        assert hwb._place_and_route(*args, opts, minutes) == (400.0, opts, False)
+        assert calls == [(opts, None)]
+    # It finishes in time: kept.
+    monkeypatch.setattr(hwb, "_run_nextpnr", lambda *a, **k: calls.append(a[7]) or 900.0)
+    assert hwb._place_and_route(*args, [], 20) == (900.0, ["--tmg-ripup"], True)
+
+
+def test_bad_ripup_minutes(capsys):
+    for value in ("-1", "nan"):
+        status, _, err = run(capsys, "--ripup-minutes", value, "--no-image")
+        assert status == hwb.EXIT_USAGE and "--ripup-minutes must be 0 or more" in err
+        assert err.count("\n") == 1
 
 
 def test_a_tool_that_dies_without_an_error_line_is_one_build_error(tmp_path):
