@@ -711,9 +711,13 @@ def _place_and_route(env_tool, dev, platform, seed, router, build_dir, progress,
     try:
         return run(first, 60 * ripup_minutes), first, True
     except ToolTimeout as e:
+        # Its log stays beside the next one's.
+        for log in ("nextpnr.log", "top.tim"):
+            if (build_dir / log).exists():
+                os.replace(build_dir / log, build_dir / f"ripup-{log}")
         progress.say(f"nextpnr: routing with {' '.join(NEXTPNR_OPTIONS)} did not finish in "
-                     f"{ripup_minutes:g} min; placing and routing again without it (the same "
-                     f"placement: the same seed)")
+                     f"{ripup_minutes:g} min (log: {build_dir / 'ripup-nextpnr.log'}); placing "
+                     f"and routing again without it (the same placement: the same seed)")
         return e.elapsed + run(list(options)), list(options), False
 
 

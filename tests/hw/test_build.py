@@ -409,6 +409,7 @@ def test_routing_that_does_not_finish_with_ripup_is_redone_without(monkeypatch, 
 
     def fake(env_tool, dev, platform, seed, router, build_dir, progress, options, limit=None):
         calls.append((list(options), limit))
+        (build_dir / "nextpnr.log").write_text(" ".join(options))
         if "--tmg-ripup" in options:
             raise hwb.ToolTimeout("stopped", 1200.0)
         return 400.0
@@ -419,6 +420,9 @@ def test_routing_that_does_not_finish_with_ripup_is_redone_without(monkeypatch, 
     assert calls == [(["--tmg-ripup", "--placer-heap-beta=0.8"], 1200),
                      (["--placer-heap-beta=0.8"], None)]
     assert (seconds, options, ripup) == (1600.0, ["--placer-heap-beta=0.8"], False)
+    # The stopped run's log is kept beside the second's.
+    assert (tmp_path / "ripup-nextpnr.log").read_text().startswith("--tmg-ripup")
+    assert (tmp_path / "nextpnr.log").read_text() == "--placer-heap-beta=0.8"
     # 0 minutes: without it at once; placement only: never.
     for opts, minutes in (([], 0), (["--no-route"], 20)):
         calls.clear()
