@@ -629,17 +629,22 @@ class Core(wiring.Component):
             for k in range(cfg.max_pops):
                 with m.Case(k):
                     m.d.comb += r_pop_t.eq(cur_t[k])
+        # A host read of the spike table or the input memory is a chain of registers: READ
+        # looks up the entry, address and field (one-hot) from the request, READ_TABLE0
+        # gives the addresses to the memories, READ_TABLE1 picks the field from the table's
+        # word with the one-hot select. (The request's look-ups, the table's address
+        # multiplexer and its field multiplexer were one path across the die.)
         host_input = Signal(name="host_input_read")      # the host reads the input memory
-        m.d.comb += in_mem.raddr.eq(Mux(host_input, r_in_q + r.addr[:cfg.input_bits], in_addr))
+        host_entry_q = Signal(cfg.region_bits, name="host_entry_q")
+        host_in_addr = Signal.like(in_mem.raddr, name="host_input_addr")
+        host_field = Signal(L + 2, name="host_field")    # one-hot: bounds[0..L], qbase
+        m.d.comb += in_mem.raddr.eq(Mux(host_input, host_in_addr, in_addr))
         spk_word = Signal(SPK, name="host_spike_entry")
         spk_field = Signal(cfg.layout(Mem.SPIKES).bits, name="host_spike_field")
         m.d.comb += spk_word.eq(spk_t.rdata)
-        with m.Switch(r_f):
-            for k in range(L + 1):
-                with m.Case(k):
-                    m.d.comb += spk_field.eq(spk_word.bounds[k])
-            with m.Case(L + 1):
-                m.d.comb += spk_field.eq(spk_word.qbase)
+        fields = [*(spk_word.bounds[k] for k in range(L + 1)), spk_word.qbase]
+        m.d.comb += spk_field.eq(reduce(operator.or_, (Mux(host_field[k], f, 0)
+                                                       for k, f in enumerate(fields))))
 
         with m.FSM(name="scheduler") as fsm:
             with m.State("IDLE"):
@@ -707,15 +712,22 @@ class Core(wiring.Component):
                                  cbus.mem.eq(r.mem), cbus.addr.eq(r.addr)]
                     m.next = "READ_WAIT"
                 with m.Else():
-                    m.d.comb += [host_table.eq(1), host_input.eq(1),
-                                 host_entry.eq(Mux(r.mem == Mem.SPIKES, r_pop_t, r_in_t))]
+                    spikes_read = r.mem == Mem.SPIKES
                     m.d.sync += [table_q[0].eq(pop_host.data), table_q[1].eq(proj_host.data),
-                                 table_q[2].eq(core_word), table_q[3].eq(r_src_word)]
-                    m.next = "READ_TABLE1"
+                                 table_q[2].eq(core_word), table_q[3].eq(r_src_word),
+                                 host_entry_q.eq(Mux(spikes_read, r_pop_t, r_in_t)),
+                                 host_in_addr.eq(r_in_q + r.addr[:cfg.input_bits]),
+                                 host_field.eq(Mux(spikes_read,
+                                                   Cat(r_f == k for k in range(L + 2)),
+                                                   1 << L))]     # INCOUNT: bounds[L]
+                    m.next = "READ_TABLE0"
+
+            with m.State("READ_TABLE0"):
+                m.d.comb += [host_table.eq(1), host_input.eq(1), host_entry.eq(host_entry_q)]
+                m.next = "READ_TABLE1"
 
             with m.State("READ_TABLE1"):
-                m.d.sync += [table_q[4].eq(Mux(r.mem == Mem.SPIKES, spk_field,
-                                               spk_word.bounds[L]))]
+                m.d.sync += table_q[4].eq(spk_field)
                 m.next = "READ_TABLE2"
 
             with m.State("READ_TABLE2"):
