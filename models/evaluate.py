@@ -19,6 +19,8 @@ from spikestream.board import SHIPPED_IMAGE
 from spikestream.formats import NeuronKind
 from spikestream.timing import DEFAULT_TIMING
 from .golden import GoldenCore
+from .mr import MRDataError, load_mr
+from .textcnn import TASK as TEXT_TASK, TextMetaError, evaluate_image
 from spikestream.image import ImageError, load_image
 
 __all__ = ["float_loss", "golden_loss", "argument_parser", "main"]
@@ -126,6 +128,9 @@ def argument_parser(prog="python -m models.evaluate"):
     ap.add_argument("--data", metavar="PATH",
                     help="text file (default: the shipped tiny-shakespeare); the last 10%% is "
                          "the validation split")
+    ap.add_argument("--mr", nargs=2, metavar=("POS", "NEG"),
+                    help="a sentence classifier image (models.textcnn): MR-style files to "
+                         "take its test fold from (default: the shipped MR)")
     ap.add_argument("--chars", type=int, metavar="N",
                     help="evaluate only the first N validation characters (default: all)")
     ap.add_argument("--streams", type=int, default=64, metavar="N",
@@ -141,6 +146,13 @@ def main(argv=None, prog="python -m models.evaluate"):
     """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
     and errors (``spikestream evaluate`` when run from the console script)."""
     args = argument_parser(prog).parse_args(argv)
+    if args.image is not None:
+        try:
+            img = load_image(args.image)
+        except ImageError as e:
+            raise SystemExit(f"error: {e}") from None
+        if img.net.meta.get("task") == TEXT_TASK:
+            return _evaluate_classifier(args, img)
     if args.chars is not None and args.chars < 2:
         raise SystemExit(f"error: --chars must be at least 2 (one character predicts the "
                          f"next), not {args.chars}")
@@ -215,6 +227,27 @@ def main(argv=None, prog="python -m models.evaluate"):
     print(f"synaptic events/token: {g['events_per_token']:.1f}; cycles/token: "
           f"{g['cycles_per_token']:.1f} (routing {g['route_cycles_per_token']:.1f}, ideal "
           f"{g['ideal_route_cycles_per_token']:.1f}) at {lanes} lanes")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+def _evaluate_classifier(args, img):
+    """Accuracy, events and cycles per sentence of a sentence classifier image."""
+    try:
+        data = load_mr(*args.mr) if args.mr else None
+        result = evaluate_image(img, data)
+    except (MRDataError, TextMetaError) as e:
+        raise SystemExit(f"error: {e}") from None
+    result["path"] = str(args.image)
+    show = lambda x: "n/a" if x is None else f"{x:.4f}"
+    print(f"{result['task']} ({result['conversion']}), fold {result['fold']}, "
+          f"{result['sentences']} sentences: float {show(result['accuracy_float'])}, "
+          f"quantised {show(result['accuracy_quantised'])} (recorded when the image was "
+          f"made), golden {show(result['accuracy_golden'])}")
+    print(f"per sentence: {result['timesteps_per_example']:.1f} timesteps, "
+          f"{result['synaptic_events_per_example']:.0f} synaptic events, "
+          f"{result['cycles_per_example']:.0f} cycles at {result['lanes']} lanes")
     if args.json:
         print(json.dumps(result))
     return result

@@ -46,6 +46,8 @@ COMMANDS = {
                                          "(and draw a spike raster)"),
     "run": Command("sw.run", "run any image on input spikes or tokens; every timestep's "
                              "outputs to a .npz"),
+    "classify": Command("sw.classify", "classify sentences (MR polarity) with a TextCNN image "
+                                       "on any backend"),
     "nir": Command("models.nirio", "import a NIR graph (snnTorch, Norse, ...) into an image, "
                                    "or export an image to NIR"),
     "build": Command("hw.build", "build (and program) a bitstream of the SoC for a board"),

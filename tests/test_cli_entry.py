@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The python -m program of each subcommand, as the README names it.
 PYTHON_M = {"train": "models.train", "compile": "models.compile",
             "evaluate": "models.evaluate", "generate": "sw.generate",
-            "golden": "models.generate", "run": "sw.run", "nir": "models.nirio",
+            "golden": "models.generate", "run": "sw.run", "classify": "sw.classify",
+            "nir": "models.nirio",
             "build": "hw.build"}
 
 
@@ -133,7 +134,7 @@ def test_seed_is_only_the_samplers():
     assert "seed=" in _options("train")["--set"].help        # training's seed is a setting
 
 
-POSITIONAL = {"run": ["image"], "nir": ["action", "source"]}
+POSITIONAL = {"run": ["image"], "classify": ["image"], "nir": ["action", "source"]}
 
 
 def test_images_and_checkpoints_are_named_the_same_way():

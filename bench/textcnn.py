@@ -1,0 +1,188 @@
+"""MR sentence polarity with the spiking TextCNN: cross-validated accuracy of the float,
+quantised and spiking models, events, cycles and sentences per second.
+
+``python -m bench.textcnn [--folds 0 1 ...] [--json]`` trains on nine folds and tests on
+the tenth, for each fold asked (default all ten), exactly as ``python -m models.textcnn
+train`` does (one torch thread): the float TextCNN, its quantised copies at K = 2, 3, 4
+(LAS; the golden model must give the quantised ANN's class on every test sentence, and the
+count of differences is reported), and the Lv et al. IF conversion of the K = 4 model at
+``--lv-substeps`` sub-steps per word. Each fold's numbers are kept in
+``bench/results/textcnn.json`` as they are measured (a later run skips the folds already
+there unless ``--fresh``), so a long run can be stopped and resumed; the report covers the
+folds measured and says how many.
+
+Sentences per second on the board are **projected**: the default 16-lane 85F build's Fmax
+recorded in ``bench/results/build-85f.json`` over the golden cycle model's cycles per
+sentence (compute only; no board has run). The float model's rate is measured on this CPU,
+one sentence at a time (batch 1, one thread).
+"""
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.mr import FOLDS, load_mr
+from models.textcnn import SHIPPED, TextCNNConfig, convert, summary, train_fold
+from spikestream.cli import CommandParser
+from spikestream.cmdline import run
+from spikestream.files import atomic_write_bytes
+from spikestream.image import save_image
+
+from ._report import update_section
+
+RESULTS = Path(__file__).parent / "results" / "textcnn.json"
+BUILD_RESULT = Path(__file__).parent / "results" / "build-85f.json"
+LAS_BITS = (2, 3, 4)
+TITLE = "MR sentence classification (spiking TextCNN, LAS and Lv et al.)"
+
+
+@torch.no_grad()
+def cpu_rate(model, ids, n=300):
+    """Sentences per second of the float ``model`` on this CPU, one at a time."""
+    model.eval()
+    xs = [(torch.tensor([s or [0]]), torch.tensor([len(s)])) for s in ids[:n]]
+    t0 = time.perf_counter()
+    for x, ln in xs:
+        model(x, ln)
+    return len(xs) / (time.perf_counter() - t0)
+
+
+def measure_fold(data, fold, lv_substeps, log, images=None):
+    """Every configuration's numbers on one fold (a JSON-able dict). With ``images`` (a
+    folder), the images of :data:`models.textcnn.SHIPPED` made on this fold are written
+    there too (what ``python -m models.textcnn train --fold F --out-dir DIR`` writes)."""
+    t0 = time.time()
+    fd = train_fold(TextCNNConfig(), data, fold, LAS_BITS, log)
+    out = {"fold": fold, "train_seconds": time.time() - t0,
+           "float_cpu_sentences_per_s": cpu_rate(fd.float_model, fd.test_ids), "configs": {}}
+    made = {}
+    for K in LAS_BITS:
+        made[("las", K, 1)], res = convert(fd, K, "las")
+        out["configs"][f"las-k{K}"] = summary(res)
+        log(f"fold {fold} las K={K}: {out['configs'][f'las-k{K}']}")
+    for T in lv_substeps:
+        made[("lv", 4, T)], res = convert(fd, 4, "lv", T)
+        out["configs"][f"lv-t{T}"] = summary(res)
+        log(f"fold {fold} lv T={T}: {out['configs'][f'lv-t{T}']}")
+    if images is not None:
+        for name, key in SHIPPED.items():
+            if key in made and not out["configs"].get(f"las-k{key[1]}", {}).get("mismatches"):
+                save_image(made[key].net, made[key].lanes, Path(images) / name)
+    return out
+
+
+def aggregate(folds, fmax_mhz):
+    """Mean (and spread) over the measured folds, per configuration."""
+    names = list(folds[0]["configs"])
+    rows = {}
+    for name in names:
+        got = [f["configs"][name] for f in folds if name in f["configs"]]
+        mean = lambda k: float(np.mean([g[k] for g in got]))
+        std = lambda k: float(np.std([g[k] for g in got]))
+        rows[name] = {
+            "folds": len(got),
+            "accuracy_float": mean("accuracy_float"), "accuracy_float_std": std("accuracy_float"),
+            "accuracy_quantised": mean("accuracy_quantised"),
+            "accuracy_quantised_std": std("accuracy_quantised"),
+            "accuracy_golden": mean("accuracy_golden"),
+            "accuracy_golden_std": std("accuracy_golden"),
+            "mismatches": (sum(g["mismatches"] for g in got)
+                           if got[0]["mismatches"] is not None else None),
+            "sentences": sum(g["sentences"] for g in got),
+            "timesteps_per_example": mean("timesteps_per_example"),
+            "synaptic_events_per_example": mean("synaptic_events_per_example"),
+            "cycles_per_example": mean("cycles_per_example"),
+            "projected_sentences_per_s": fmax_mhz * 1e6 / mean("cycles_per_example"),
+        }
+    return rows
+
+
+def report(folds, rows, fmax, cpu):
+    """The BENCHMARKS.md section body."""
+    n = len(folds)
+    pct = lambda r, k: f"{100 * r[k]:.1f} ± {100 * r[k + '_std']:.1f}"
+    lines = [f"{n} of {FOLDS} folds of MR measured (folds {', '.join(str(f['fold']) for f in folds)}; "
+             "train on nine, test on the tenth; seeded split, models/mr.py). Accuracy in %, "
+             "mean ± standard deviation over the folds; per sentence: timesteps, synaptic "
+             "events and cycles of the golden model (16 lanes). Float and quantised: the "
+             "ANNs (mean pooling over the sentence, as the SNN's integrating readout); "
+             "golden: the spiking network on the golden model (bit-exact with the core). "
+             "`mismatches`: test sentences whose SNN class differs from the quantised ANN's "
+             "(LAS is loss-less when this is 0). Reference: Kim's CNN-rand 76.1% (10-fold, "
+             "300-d embedding, 100 filters per width, max pooling).", "",
+             "| configuration | float | quantised | SNN golden | mismatches | timesteps | "
+             "events | cycles | sentences/s (projected) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        mm = "—" if r["mismatches"] is None else f"{r['mismatches']} / {r['sentences']}"
+        lines.append(f"| {name} | {pct(r, 'accuracy_float')} | {pct(r, 'accuracy_quantised')} "
+                     f"| {pct(r, 'accuracy_golden')} | {mm} | {r['timesteps_per_example']:.1f} "
+                     f"| {r['synaptic_events_per_example']:,.0f} | "
+                     f"{r['cycles_per_example']:,.0f} | {r['projected_sentences_per_s']:,.0f} |")
+    lines += ["", f"Projected sentences/s: {fmax:.1f} MHz (the default 16-lane 85F build "
+              "recorded in `bench/results/build-85f.json`) over the cycles per sentence; "
+              "compute only, no board has run this. Float TextCNN on this CPU "
+              f"({platform.processor() or platform.machine()}, one thread, batch 1): "
+              f"{cpu:,.0f} sentences/s (measured). `las-kK`: LAS/OAT conversion with K-bit "
+              "activations (one graded spike per word); `lv-tT`: Lv et al. IF conversion "
+              "(binary spikes, reset by subtraction, deterministic rate code) with T "
+              "sub-steps per word, no surrogate-gradient fine-tuning."]
+    return "\n".join(lines)
+
+
+def argument_parser(prog="python -m bench.textcnn"):
+    ap = CommandParser(prog=prog, description="Cross-validated MR accuracy, events, cycles "
+                                              "and sentences/s of the spiking TextCNN.")
+    ap.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)),
+                    help="the folds to measure")
+    ap.add_argument("--lv-substeps", type=int, nargs="+", default=[1, 2, 3], metavar="T",
+                    help="sub-steps per word of the Lv conversions")
+    ap.add_argument("--fresh", action="store_true",
+                    help="measure again the folds already in bench/results/textcnn.json")
+    ap.add_argument("--images", metavar="DIR",
+                    help="also write the shipped images made on fold 0 into DIR")
+    ap.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--json", action="store_true", help="end with one line of JSON")
+    return ap
+
+
+def main(argv=None, prog="python -m bench.textcnn"):
+    args = argument_parser(prog).parse_args(argv)
+    if any(not 0 <= f < FOLDS for f in args.folds):
+        raise SystemExit(f"error: folds are 0..{FOLDS - 1}")
+    torch.set_num_threads(1)
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    done = {}
+    if RESULTS.exists() and not args.fresh:
+        done = {f["fold"]: f for f in json.loads(RESULTS.read_text())["folds"]}
+    data = load_mr()
+    for fold in args.folds:
+        if fold in done:
+            continue
+        done[fold] = measure_fold(data, fold, args.lv_substeps, log,
+                                  args.images if fold == 0 else None)
+        atomic_write_bytes(RESULTS, json.dumps({"folds": [done[k] for k in sorted(done)]},
+                                               indent=1).encode())
+    folds = [done[k] for k in sorted(done) if k in args.folds]
+    fmax = json.loads(BUILD_RESULT.read_text())["fmax_mhz"]
+    rows = aggregate(folds, fmax)
+    cpu = float(np.mean([f["float_cpu_sentences_per_s"] for f in folds]))
+    body = report(folds, rows, fmax, cpu)
+    print(body)
+    if not args.no_report:
+        cmd = "python -m bench.textcnn" + (
+            "" if sorted(args.folds) == list(range(FOLDS))
+            else " --folds " + " ".join(map(str, sorted(args.folds))))
+        update_section(TITLE, cmd, body)
+    if args.json:
+        print(json.dumps({"folds": len(folds), "configs": rows,
+                          "float_cpu_sentences_per_s": cpu, "fmax_mhz": fmax}))
+
+
+if __name__ == "__main__":
+    run(main)
