@@ -10,7 +10,6 @@ board), as for ``spikestream run``; every backend gives the same class and reado
 """
 
 import json
-import sys
 
 import numpy as np
 
@@ -18,14 +17,12 @@ from models.mr import MRDataError, read_sentences, tokenize
 from models.textcnn import TextMetaError, encode_sentence, golden_run, read_text_meta
 from spikestream.cli import CommandParser
 from spikestream.cmdline import run
-from spikestream.image import Image, ImageError, image_tag, load_image, read_image_bytes
-from spikestream.memory_map import CoreFitError, image_writes
+from spikestream.image import ImageError, load_image
+from spikestream.memory_map import CoreFitError
 
-from .board import board_config
 from .client import Client
-from .errors import HostError, ImageDoesNotFit
-from .run import RunError, read_spikes, run_board
-from .transport import SerialTransport, SimTransport, find_board_ports
+from .errors import HostError
+from .run import RunError, board_transport, read_spikes, run_board
 
 __all__ = ["MAX_TEXT_CHARS", "classify_golden", "classify_board", "argument_parser", "main"]
 
@@ -90,21 +87,7 @@ def argument_parser(prog="python -m sw.classify"):
 
 
 def _on_board(args, image, tm, sentences):
-    if args.backend == "serial":
-        ports = [args.port] if args.port else find_board_ports()
-        if not ports:
-            raise RunError("no ULX3S found; name the port with --port")
-        transport = SerialTransport(ports[0])
-    else:
-        config = board_config()
-        laid = Image(net=image.net, lanes=config.lanes)
-        try:
-            init = image_writes(laid, config)
-        except CoreFitError as e:
-            raise ImageDoesNotFit(str(e)) from None
-        transport = SimTransport(config, init=init, tag=image_tag(read_image_bytes(args.image)),
-                                 progress=lambda line: print(line, file=sys.stderr))
-    with transport:
+    with board_transport(args.backend, args.port, image, args.image) as transport:
         client = Client(transport)
         client.identify()
         return classify_board(client, image, tm, sentences)

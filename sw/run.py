@@ -44,7 +44,7 @@ from .errors import HostError, ImageDoesNotFit
 from .transport import SerialTransport, SimTransport, find_board_ports
 
 __all__ = ["MAX_STEPS", "MAX_INPUT_BYTES", "RunError", "read_spikes", "read_tokens",
-           "run_golden", "run_board", "output_arrays", "save_outputs", "argument_parser", "main"]
+           "run_golden", "run_board", "board_transport", "output_arrays", "save_outputs", "argument_parser", "main"]
 
 MAX_STEPS = 1 << 20
 """Most timesteps one run takes (a million)."""
@@ -325,23 +325,27 @@ def _run(args):
         print(json.dumps(summary))
 
 
-def _on_board(args, image, tokens, spikes):
-    tag = image_tag(read_image_bytes(args.image))
-    if args.backend == "serial":
-        ports = [args.port] if args.port else find_board_ports()
+def board_transport(backend, port, image, image_path):
+    """The transport of ``backend`` (``"serial"``: the board on ``port``, or the one found;
+    ``"sim"``: the simulated SoC with ``image`` (read from ``image_path``) already loaded,
+    laid out for the board's lanes)."""
+    if backend == "serial":
+        ports = [port] if port else find_board_ports()
         if not ports:
             raise RunError("no ULX3S found; name the port with --port")
-        transport = SerialTransport(ports[0])
-    else:
-        config = board_config()
-        laid = Image(net=image.net, lanes=config.lanes)
-        try:
-            init = image_writes(laid, config)
-        except CoreFitError as e:
-            raise ImageDoesNotFit(str(e)) from None
-        transport = SimTransport(config, init=init, tag=tag,
-                                 progress=lambda line: print(line, file=sys.stderr))
-    with transport:
+        return SerialTransport(ports[0])
+    config = board_config()
+    laid = Image(net=image.net, lanes=config.lanes)
+    try:
+        init = image_writes(laid, config)
+    except CoreFitError as e:
+        raise ImageDoesNotFit(str(e)) from None
+    return SimTransport(config, init=init, tag=image_tag(read_image_bytes(image_path)),
+                        progress=lambda line: print(line, file=sys.stderr))
+
+
+def _on_board(args, image, tokens, spikes):
+    with board_transport(args.backend, args.port, image, args.image) as transport:
         client = Client(transport)
         client.identify()
         return run_board(client, image, tokens, spikes, steps=args.steps,
