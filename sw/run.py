@@ -44,7 +44,8 @@ from .errors import HostError, ImageDoesNotFit
 from .transport import SerialTransport, SimTransport, find_board_ports
 
 __all__ = ["MAX_STEPS", "MAX_INPUT_BYTES", "RunError", "read_spikes", "read_tokens",
-           "run_golden", "run_board", "board_transport", "output_arrays", "save_outputs", "argument_parser", "main"]
+           "run_golden", "run_board", "board_transport", "output_arrays", "save_outputs",
+           "argument_parser", "main"]
 
 MAX_STEPS = 1 << 20
 """Most timesteps one run takes (a million)."""
