@@ -21,7 +21,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["FileProblem", "read_regular", "atomic_write", "atomic_write_bytes",
+__all__ = ["FileProblem", "read_regular", "FILE_MODE", "atomic_write", "atomic_write_bytes",
            "check_output", "same_file"]
 
 
@@ -85,14 +85,29 @@ def read_regular(path, limit, what="file"):
     return data
 
 
+def _file_mode():
+    """The permissions ``open()`` gives a new file here (``0o666`` less the umask), read
+    once at import: reading the umask means setting it, which must not race other
+    threads later."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Context manager yielding a file object open on a temporary file beside ``path``;
     on success it is flushed, synced and renamed over ``path``; on any exception (Ctrl-C
-    included) the temporary file is removed and ``path`` is left as it was."""
+    included) the temporary file is removed and ``path`` is left as it was. The file gets
+    the permissions a plain ``open()`` would give it (:data:`FILE_MODE`; ``mkstemp``
+    makes it private)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
