@@ -28,7 +28,9 @@ How the core runs it (one image):
 * **Lv et al.** (``conversion = "lv"``): binary ``IF`` neurons with reset by subtraction,
   the embedding rate-coded over ``T`` sub-steps per word (a deterministic code:
   ``round(c T / L)`` evenly spaced spikes), threshold balanced by the learned clip
-  ``lambda``; delays ``d T`` for tap ``d``.
+  ``lambda``; delays ``d T`` for tap ``d``; then fine-tuned with surrogate gradients
+  (:func:`finetune_lv`) as :class:`LvSNN`, the same network in PyTorch, exact in the
+  core's integers (its readout is the golden model's, sentence by sentence).
 * ``readout`` (``READOUT``, ``alpha = 1``: an integrator) adds ``W q_t + b`` every step, so
   after the sentence it holds the sum-pooled logits; the class is its argmax, on chip.
 
@@ -67,6 +69,7 @@ from spikestream.network import InputSpec, Network, Projection, make_population,
 from spikestream.timing import DEFAULT_TIMING
 
 from .golden import GoldenCore
+from .neurons import spike_fn
 from .mr import (FOLDS, SPLIT_SEED, UNK, MRDataError, WordVocab, build_vocab, fold_indices,
                  load_mr)
 
@@ -74,8 +77,8 @@ __all__ = ["TASK", "LABELS", "TextCNNConfig", "TextCNN", "fake_quant", "IntTextC
            "integer_model", "quantised_decisions", "las_network", "lv_network", "TextMeta",
            "text_meta", "TextMetaError", "read_text_meta", "encode_sentence", "golden_run",
            "train_model", "float_accuracy", "Fold", "train_fold", "convert", "summary",
-           "evaluate_image",
-           "SHIPPED", "argument_parser", "main"]
+           "evaluate_image", "LvParams", "lv_params", "LvSNN", "lv_decisions", "finetune_lv",
+           "LV_FINETUNE_EPOCHS", "SHIPPED", "argument_parser", "main"]
 
 TASK = "mr-sentiment"
 """The ``task`` an image of this module names in its metadata."""
@@ -474,10 +477,25 @@ def lv_substeps_max(m):
     return CoreConfig.max_delay // (max(m.widths) - 1)
 
 
-def lv_network(m, substeps):
-    """The Lv et al. network of ``m``: the embedding rate-coded over ``substeps`` steps per
-    word straight into binary ``IF`` neurons (reset by subtraction) through delays ``d T``,
-    their spikes into the integrating readout (module docstring)."""
+@dataclass
+class LvParams:
+    """The integer parameters of an Lv et al. network (what :func:`lv_network` lays out):
+    ``taps`` ``[D, E + 1, N]`` (tap ``d`` reads the input ``d T`` sub-steps back; zero
+    where a filter is narrower than ``d + 1``), ``theta``, ``bias`` ``[N]`` of the ``IF``
+    neurons, the readout's ``ro_w`` ``[2, N]`` and ``ro_b`` ``[2]`` per sub-step, and its
+    ``scale`` (readout integers per float logit and word)."""
+    substeps: int
+    taps: np.ndarray
+    theta: np.ndarray
+    bias: np.ndarray
+    ro_w: np.ndarray
+    ro_b: np.ndarray
+    scale: float
+
+
+def lv_params(m, substeps):
+    """The Lv et al. conversion of the integer model ``m`` at ``substeps`` sub-steps per
+    word (module docstring), before any fine-tuning."""
     T = int(substeps)
     if not 1 <= T <= lv_substeps_max(m) or (max(m.widths) - 1) * T > MAX_DELAY:
         raise ValueError(f"substeps must be 1..{lv_substeps_max(m)}, not {substeps}")
@@ -488,19 +506,152 @@ def lv_network(m, substeps):
     th = np.maximum(1, np.rint(theta * La / Le)).astype(np.int64)
     bias_real = np.concatenate(m.bias) - theta // 2       # without the rounding offset
     bias = np.rint(bias_real * th / theta / T).astype(np.int64)
-    conv = make_population("conv", NeuronKind.IF, len(theta), alpha=DECAY_ONE, theta=th,
-                           bias=np.clip(bias, STATE_MIN, STATE_MAX), reset=ResetMode.SUBTRACT)
     # Readout per sub-step: a spike stands for La / T codes, the bias for 1 / T of a step;
     # the running sums are the LAS readout's, so its scale keeps the same headroom.
     Wf = m.fc_w * La / T
     bf = m.fc_b / T
     scale = min(WEIGHT_MAX / np.abs(Wf).max(), m.ro_scale)
-    ro_w, ro_b = np.rint(Wf * scale).astype(np.int64), np.rint(bf * scale).astype(np.int64)
-    projs = [Projection(spike_input(0), 0, d * T, W) for d, W in enumerate(_conv_taps(m))]
-    projs.append(Projection(0, 1, 0, ro_w.T.copy()))
-    return Network(vocab=list(LABELS), populations=[conv, _readout(ro_b, scale)],
+    return LvParams(substeps=T, taps=np.stack(_conv_taps(m)), theta=th,
+                    bias=np.clip(bias, STATE_MIN, STATE_MAX),
+                    ro_w=np.rint(Wf * scale).astype(np.int64),
+                    ro_b=np.rint(bf * scale).astype(np.int64), scale=float(scale))
+
+
+def lv_network(m, substeps, params=None):
+    """The Lv et al. network of ``m``: the embedding rate-coded over ``substeps`` steps per
+    word straight into binary ``IF`` neurons (reset by subtraction) through delays ``d T``,
+    their spikes into the integrating readout (module docstring). ``params``: its
+    :class:`LvParams` (fine-tuned, :func:`finetune_lv`); default :func:`lv_params`."""
+    p = lv_params(m, substeps) if params is None else params
+    T = p.substeps
+    if T != int(substeps):
+        raise ValueError(f"the parameters are for {T} sub-steps, not {substeps}")
+    conv = make_population("conv", NeuronKind.IF, len(p.theta), alpha=DECAY_ONE,
+                           theta=p.theta, bias=p.bias, reset=ResetMode.SUBTRACT)
+    projs = [Projection(spike_input(0), 0, d * T, W.copy()) for d, W in enumerate(p.taps)]
+    projs.append(Projection(0, 1, 0, p.ro_w.T.copy()))
+    return Network(vocab=list(LABELS), populations=[conv, _readout(p.ro_b, p.scale)],
                    projections=projs, readout=1,
                    inputs=[InputSpec("rate", m.emb_dim + 1)]).check()
+
+
+# ------------------------------------------- Lv et al.: surrogate-gradient fine-tuning
+
+def _ste_round(x):
+    """``round(x)`` forward, identity backward (straight-through)."""
+    return x + (torch.round(x) - x).detach()
+
+
+class LvSNN(nn.Module):
+    """The Lv et al. network of :class:`LvParams` in PyTorch, for surrogate-gradient
+    fine-tuning: the parameters are kept as floats in the core's integer units and
+    rounded (straight through) on the way in, and every sum is an integer held exactly in
+    float32, so its forward pass computes what the golden model computes, saturation
+    included: its decisions equal the core's, sentence by sentence (tested). The spike's
+    backward is the arctan surrogate of :func:`models.neurons.spike_fn` on
+    ``(v - theta) / theta``."""
+
+    def __init__(self, m, p, surrogate_width=2.0):
+        super().__init__()
+        f32 = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)
+        self.T, self.pad_steps, self.width = p.substeps, m.pad_steps, surrogate_width
+        self.emb_levels = m.emb_levels
+        nF = m.w[0].shape[0]
+        mask = np.zeros(p.taps.shape, np.float32)        # a filter's missing taps stay 0
+        for i, k in enumerate(m.widths):
+            mask[:k, :, i * nF:(i + 1) * nF] = 1
+        self.scale = p.scale
+        self.taps = nn.Parameter(f32(p.taps))
+        self.bias = nn.Parameter(f32(p.bias))
+        self.ro_w = nn.Parameter(f32(p.ro_w))
+        self.ro_b = nn.Parameter(f32(p.ro_b))
+        self.register_buffer("theta", f32(p.theta))
+        self.register_buffer("mask", torch.from_numpy(mask))
+        self.register_buffer("codes", torch.from_numpy(m.codes.astype(np.int64)))
+
+    def params(self):
+        """The current :class:`LvParams` (integers, as the forward pass uses them)."""
+        with torch.no_grad():
+            q = lambda x, lo, hi: torch.round(x.clamp(lo, hi)).long().numpy()
+            return LvParams(substeps=self.T,
+                            taps=q(self.taps, -WEIGHT_MAX, WEIGHT_MAX) * self.mask.long().numpy(),
+                            theta=self.theta.long().numpy(),
+                            bias=q(self.bias, STATE_MIN, STATE_MAX),
+                            ro_w=q(self.ro_w, -WEIGHT_MAX, WEIGHT_MAX),
+                            ro_b=q(self.ro_b, STATE_MIN, STATE_MAX), scale=self.scale)
+
+    def spikes_in(self, ids, lengths):
+        """The rate-coded input spikes ``[B, E + 1, steps]`` (float 0/1) of a padded batch
+        of word ids, as :func:`encode_sentence` makes them; and each sentence's steps."""
+        B, N = ids.shape
+        Le, T = self.emb_levels, self.T
+        mask = torch.arange(N)[None, :] < lengths[:, None]
+        c = torch.cat([self.codes[ids], torch.full((B, N, 1), Le)], -1) * mask[..., None]
+        c = F.pad(c, (0, 0, 0, self.pad_steps))                   # [B, words, E + 1]
+        s = torch.from_numpy(_rate_code(c.numpy(), Le, T))          # [T, B, words, E + 1]
+        s = s.permute(1, 2, 0, 3).reshape(B, -1, c.shape[-1])
+        return s.transpose(1, 2).float(), (lengths + self.pad_steps) * T
+
+    def forward(self, ids, lengths):
+        """The readout's membrane after each sentence's last step ``[B, 2]`` (float,
+        integer-valued)."""
+        x, steps = self.spikes_in(ids, lengths)
+        D, T = self.taps.shape[0], self.T
+        w = _ste_round(self.taps.clamp(-WEIGHT_MAX, WEIGHT_MAX)) * self.mask
+        current = F.conv1d(F.pad(x, ((D - 1) * T, 0)), w.flip(0).permute(2, 1, 0),
+                           dilation=T)                               # [B, N, steps]
+        bias = _ste_round(self.bias.clamp(STATE_MIN, STATE_MAX))
+        ro_w = _ste_round(self.ro_w.clamp(-WEIGHT_MAX, WEIGHT_MAX))
+        ro_b = _ste_round(self.ro_b.clamp(STATE_MIN, STATE_MAX))
+        B, N, S = current.shape
+        v = torch.zeros(B, N)
+        r = torch.zeros(B, 2)
+        sat = lambda z: z.clamp(STATE_MIN, STATE_MAX)
+        for t in range(S):
+            v = sat(v + sat(current[:, :, t] + bias))
+            s = spike_fn((v - self.theta) / self.theta, self.width)
+            v = v - self.theta * s
+            live = (t < steps)[:, None]
+            r = torch.where(live, sat(r + sat(s @ ro_w.T + ro_b)), r)
+        return r
+
+    def logits(self, ids, lengths):
+        """The readout as float logits of the mean-pooled ANN (for the loss)."""
+        return self(ids, lengths) / (self.scale * (lengths + self.pad_steps))[:, None]
+
+
+@torch.no_grad()
+def lv_decisions(snn, ids, batch_size=200):
+    """The class (the core's rule: positive only if its readout is larger) and final
+    readout ``[S, 2]`` of :class:`LvSNN` ``snn`` for each id list of ``ids``."""
+    out = [snn(x, n) for x, n, _ in _batches(ids, np.zeros(len(ids), np.int64), batch_size)]
+    r = torch.cat(out).long()
+    return (r[:, 1] > r[:, 0]).long().numpy(), r.numpy()
+
+
+def finetune_lv(m, substeps, train_ids, train_y, epochs=2, lr=0.25, seed=0, log=print):
+    """Lv et al.'s last step: fine-tune the converted network with surrogate gradients
+    (:class:`LvSNN`, straight-through rounding to the core's integers) on the training
+    folds, starting from :func:`lv_params`. Adam with step ``lr`` in integer units; the
+    thresholds stay as balanced. Returns the fine-tuned :class:`LvParams`."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    snn = LvSNN(m, lv_params(m, substeps))
+    opt = torch.optim.Adam([snn.taps, snn.bias, snn.ro_w, snn.ro_b], lr=lr)
+    for ep in range(epochs):
+        t0, total, right, count = time.time(), 0.0, 0, 0
+        for x, n, y in _batches(train_ids, train_y, 50, rng):
+            logits = snn.logits(x, n)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            right += int(((logits[:, 1] > logits[:, 0]).long() == y).sum())
+            count += len(y)
+        log(f"  Lv T={substeps} fine-tuning epoch {ep + 1}/{epochs}: loss {total / count:.4f}, "
+            f"train accuracy {right / count:.4f} ({time.time() - t0:.1f} s)")
+    return snn.params()
 
 
 # ------------------------------------------------------- what the host needs: metadata
@@ -681,31 +832,39 @@ def train_fold(cfg, data, fold, act_bits=(2, 3, 4), log=print):
                 ints)
 
 
-def convert(fd, act_bits, conversion="las", substeps=1, lanes=16):
-    """Convert fold ``fd``'s ``act_bits`` model (LAS, or Lv with ``substeps``), run the
+def convert(fd, act_bits, conversion="las", substeps=1, lanes=16, finetune=0, log=print):
+    """Convert fold ``fd``'s ``act_bits`` model (LAS, or Lv with ``substeps`` and
+    ``finetune`` epochs of surrogate-gradient fine-tuning, :func:`finetune_lv`), run the
     golden model on the test fold. Returns ``(image, results)``: the image carries its
     metadata (:func:`text_meta`); ``results`` holds the accuracies (float, quantised,
-    golden), the golden's per-sentence arrays and, for LAS, ``mismatches``: the sentences
-    whose SNN class differs from the quantised ANN's."""
+    golden), the golden's per-sentence arrays and ``mismatches``: for LAS the sentences
+    whose SNN class differs from the quantised ANN's, for Lv those whose golden class
+    differs from the PyTorch SNN's (:class:`LvSNN`, what was fine-tuned)."""
     m = fd.integer[act_bits]
     acc_float = float_accuracy(fd.float_model, fd.test_ids, fd.test_y)
     q_dec, _ = quantised_decisions(m, fd.test_ids)
     acc_q = float(np.mean(q_dec == fd.test_y))
-    net = las_network(m) if conversion == "las" else lv_network(m, substeps)
     info = {"fold": fd.fold, "folds": FOLDS, "split_seed": SPLIT_SEED, "act_bits": act_bits,
             "config": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in asdict(fd.cfg).items()},
             "accuracy_float": acc_float, "accuracy_quantised": acc_q,
             "test_sentences": len(fd.test_ids)}
+    if conversion == "las":
+        net, reference = las_network(m), q_dec
+    else:
+        params = (finetune_lv(m, substeps, fd.train_ids, fd.train_y, finetune, log=log)
+                  if finetune else lv_params(m, substeps))
+        net = lv_network(m, substeps, params)
+        reference, _ = lv_decisions(LvSNN(m, params), fd.test_ids)
+        info["finetune_epochs"] = int(finetune)
     net.meta = text_meta(m, fd.vocab, conversion, substeps if conversion == "lv" else 1, info)
     image = Image(net=net, lanes=lanes)
     g = golden_run(image, read_text_meta(net), fd.test_ids)
     acc_g = float(np.mean(g["decision"] == fd.test_y))
     net.meta["textcnn"]["accuracy_golden"] = acc_g
     res = {"accuracy_float": acc_float, "accuracy_quantised": acc_q, "accuracy_golden": acc_g,
-           "golden": g, "quantised_decision": q_dec}
-    if conversion == "las":
-        res["mismatches"] = int(np.sum(g["decision"] != q_dec))
+           "golden": g, "quantised_decision": q_dec,
+           "mismatches": int(np.sum(g["decision"] != reference))}
     return image, res
 
 
@@ -713,7 +872,7 @@ def summary(res):
     """The per-sentence means of a :func:`convert` result (JSON-able)."""
     g = res["golden"]
     out = {k: res[k] for k in ("accuracy_float", "accuracy_quantised", "accuracy_golden")}
-    out.update(mismatches=res.get("mismatches"), sentences=len(g["decision"]),
+    out.update(mismatches=res["mismatches"], sentences=len(g["decision"]),
                timesteps_per_example=float(g["steps"].mean()),
                synaptic_events_per_example=float(g["events"].mean()),
                cycles_per_example=float(g["cycles"].mean()))
@@ -737,6 +896,7 @@ def evaluate_image(image, data=None):
     recorded = lambda k: (tm.info.get(k) if isinstance(tm.info.get(k), (int, float)) else None)
     return {"task": TASK, "conversion": tm.conversion, "fold": fold, "sentences": len(te),
             "act_bits": recorded("act_bits"), "substeps": tm.substeps,
+            "finetune_epochs": recorded("finetune_epochs"),
             "accuracy_float": recorded("accuracy_float"),
             "accuracy_quantised": recorded("accuracy_quantised"),
             "accuracy_golden": float(np.mean(g["decision"] == y)),
@@ -748,9 +908,12 @@ def evaluate_image(image, data=None):
             "neurons": sum(p.size for p in image.net.populations)}
 
 
-SHIPPED = {"mr-las-k2.img": ("las", 2, 1), "mr-las-k3.img": ("las", 3, 1),
-           "mr-las-k4.img": ("las", 4, 1), "mr-lv.img": ("lv", 4, 3)}
-"""The images ``train --out-dir`` writes: name -> (conversion, K, sub-steps)."""
+LV_FINETUNE_EPOCHS = 2
+"""Epochs of surrogate-gradient fine-tuning of the shipped Lv image (:func:`finetune_lv`)."""
+SHIPPED = {"mr-las-k2.img": ("las", 2, 1, 0), "mr-las-k3.img": ("las", 3, 1, 0),
+           "mr-las-k4.img": ("las", 4, 1, 0), "mr-lv.img": ("lv", 4, 3, LV_FINETUNE_EPOCHS)}
+"""The images ``train --out-dir`` writes: name -> (conversion, K, sub-steps, fine-tuning
+epochs)."""
 
 
 def argument_parser(prog="python -m models.textcnn"):
@@ -792,11 +955,12 @@ def main(argv=None, prog="python -m models.textcnn"):
     except MRDataError as e:
         raise SystemExit(f"error: {e}") from None
     results = {}
-    for name, (conversion, K, T) in SHIPPED.items():
-        image, res = convert(fd, K, conversion, T)
-        if res.get("mismatches"):
-            raise SystemExit(f"error: {name}: the SNN differs from the quantised ANN on "
-                             f"{res['mismatches']} sentences; no image written")
+    for name, (conversion, K, T, epochs) in SHIPPED.items():
+        image, res = convert(fd, K, conversion, T, finetune=epochs, log=log)
+        if res["mismatches"]:
+            other = "quantised ANN" if conversion == "las" else "PyTorch SNN"
+            raise SystemExit(f"error: {name}: the SNN on the golden model differs from the "
+                             f"{other} on {res['mismatches']} sentences; no image written")
         save_image(image.net, image.lanes, out / name)
         results[name] = summary(res)
         print(f"{out / name}: float {res['accuracy_float']:.4f}, quantised "

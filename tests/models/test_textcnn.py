@@ -123,6 +123,30 @@ def test_lv_network_and_its_sub_steps():
     assert np.array_equal(g["steps"], [2 * (len(s) + m.pad_steps) for s in ids[:20]])
 
 
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_the_pytorch_lv_snn_is_the_core(T):
+    """LvSNN (what fine-tuning trains) gives the golden model's final readout, every
+    membrane, on every sentence: as converted and after fine-tuning; and fine-tuning
+    learns (labels that contradict every decision of the converted network are mostly
+    met after a few epochs, through the surrogate gradient and the rounding)."""
+    model, ids = small_model(4, seed=3)
+    m = tc.integer_model(model, ids)
+    net = meta_net(m, "lv", T)
+    d0, r0 = tc.lv_decisions(tc.LvSNN(m, tc.lv_params(m, T)), ids)
+    g = tc.golden_run(Image(net, 4), tc.read_text_meta(net), ids, batch=41)
+    assert np.array_equal(g["readout"], r0) and np.array_equal(g["decision"], d0)
+    y = 1 - d0
+    p = tc.finetune_lv(m, T, ids, y, epochs=4, lr=1.0, log=lambda line: None)
+    assert p.theta.tolist() == tc.lv_params(m, T).theta.tolist()     # thresholds kept
+    assert np.abs(p.taps).max() <= 127 and not p.taps[3:, :, :m.w[0].shape[0]].any()
+    d1, r1 = tc.lv_decisions(tc.LvSNN(m, p), ids)
+    assert np.mean(d1 == y) >= 0.6, np.mean(d1 == y)
+    net = tc.lv_network(m, T, p)
+    net.meta = meta_net(m, "lv", T).meta
+    g = tc.golden_run(Image(net, 4), tc.read_text_meta(net), ids, batch=41)
+    assert np.array_equal(g["readout"], r1)
+
+
 def test_encoding_bit_planes_and_rate_code():
     model, ids = small_model(4)
     m = tc.integer_model(model, ids)
