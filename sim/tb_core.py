@@ -40,6 +40,11 @@ Run through :func:`sim.runner.build_and_run`; its ``config`` says what to run:
     ``rng_seed`` and ``reset_at`` (steps before which a RESET is sent). The general
     recipes' inputs are :func:`sim.netgen.stimulus` (spike inputs written before every
     STEP, but for some silent steps: nothing written), the others' random tokens.
+``classify`` (list of dict)
+    :func:`test_classifiers`: each an ``image`` (path of a TextCNN sentence classifier,
+    :mod:`models.textcnn`) and its ``sentences`` (text), each run from a RESET, one word per
+    timestep as the host encodes it (:func:`models.textcnn.encode_sentence`); the class
+    the core reports after each sentence's last step is written to ``classify.json``.
 ``corrupt`` (dict)
     :func:`test_corrupted_weight`: the network (``recipe``, ``seed``), ``tokens``, and the
     synapse word to overwrite after loading (``lane``, ``addr``, ``data``).
@@ -66,6 +71,8 @@ from spikestream.memory_map import (CoreConfig, CoreReg, Mem, Op, Write, image_w
                                     input_writes, output_reads, settings_writes)
 from models.data import Vocab
 from models.golden import GoldenCore
+from models.mr import tokenize
+from models.textcnn import encode_sentence, read_text_meta
 from spikestream.image import Image, load_image
 from sim.core_check import (NeuronMap, Observed, WriteBack, compare_step,
                             format_mismatches)
@@ -505,6 +512,38 @@ async def test_random_nets(dut):
                       sum(len(o.writebacks) for o in board.observed))
     Path("random_nets.json").write_text(json.dumps(totals, indent=1))
     assert not failed, "\n".join(failed)
+
+
+@cocotb.test()
+async def test_classifiers(dut):
+    """TextCNN sentence classifier images (MR) loaded through the write port, real
+    sentences run as the host runs them: every neuron, every step, and the class."""
+    config, core, tb = _setup(dut)
+    await tb.start()
+    report = []
+    for spec in config["classify"]:
+        net = load_image(spec["image"]).net
+        tm = read_text_meta(net)
+        image = Image(net=net, lanes=core.lanes)
+        core.check_image(image)
+        # The class is the argmax: temperature 0, as spikestream classify sets it.
+        writes = await tb.load(net, temperature_word=0, seed=0)
+        board = Scoreboard(net, core.lanes, tb.timing, Path(spec["image"]).name)
+        classes = []
+        for text in spec["sentences"]:
+            x = encode_sentence(tm, tm.vocab.encode(tokenize(text))).astype(np.int64)
+            await tb.reset()
+            board.golden.reset()
+            await run_steps(tb, board, [0] * len(x), spikes=[[row] for row in x],
+                            image=image)
+            classes.append(board.observed[-1].token)
+        report.append({"image": spec["image"], "writes": writes, "steps": board.steps,
+                       "cycles": board.cycles, "classes": classes,
+                       "writebacks": sum(len(o.writebacks) for o in board.observed)})
+        dut._log.info("%s: %d writes, %d sentences, %d steps, %d core cycles, classes %s",
+                      Path(spec["image"]).name, writes, len(classes), board.steps,
+                      board.cycles, classes)
+    Path("classify.json").write_text(json.dumps(report, indent=1))
 
 
 @cocotb.test()

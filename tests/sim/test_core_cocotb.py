@@ -5,6 +5,9 @@ One build per lane count, each running many networks:
 
 * 8 lanes: the shipped language model built in through ``init`` (real text, argmax, its
   own samples fed back), then random networks loaded through the write port;
+* 16 lanes, the same build: the shipped MR sentence classifiers (LAS at K = 4 and Lv et
+  al.; K = 2 and 3 too with ``SPIKESTREAM_SLOW_SIM=1``) loaded through the write port and real MR sentences of their test fold run as
+  the host runs them (issue 19);
 * 1, 3, 4 and 16 lanes (trees of 1, 3, 1 and 2 register levels, so three different
   timings): a random network built in through ``init`` (a general one at 3 and 16 lanes),
   checked from power-up and again after loading the same writes through the write port,
@@ -38,6 +41,8 @@ from spikestream.memory_map import CoreConfig, Mem, image_writes, settings_write
 from models.data import DEFAULT_TEXT, split
 from spikestream.board import SHIPPED_IMAGE
 from models.golden import GoldenCore
+from models.mr import fold_indices, load_mr, tokenize
+from models.textcnn import golden_run, read_text_meta
 from spikestream.image import Image, load_image
 from spikestream.network import Projection, Network, lane_layout
 from spikestream.sampler import temperature_word
@@ -128,13 +133,23 @@ INIT_RECIPES = {1: "deep", 3: "delays", 4: "mixed", 16: "general"}
 """The network each random build has built in (``init``)."""
 
 
+MR_IMAGES = [SHIPPED_IMAGE.parent / name for name in
+             (("mr-las-k2.img", "mr-las-k3.img") if SLOW else ()) + ("mr-las-k4.img", "mr-lv.img")]
+"""The sentence classifiers run on the 16-lane build (:func:`test_mr_classifiers`): both
+conversions (all three LAS images with ``SPIKESTREAM_SLOW_SIM=1``)."""
+MR_SENTENCES = 8 if SLOW else 3
+"""MR sentences per classifier: a seeded sample of its test fold, its longest included."""
+MR_LANES = 16
+
+
 def _random_build(lanes):
     stages = RANDOM_BUILDS[lanes]
     init = {"recipe": INIT_RECIPES[lanes], "seed": 100 + lanes,
             "temperature_word": 200 + lanes, "seed_word": 31 * lanes}
     nets = _nets(lanes, 10 * lanes)
+    extra = [load_image(path).net for path in MR_IMAGES] if lanes == MR_LANES else []
     config = _config(lanes, stages, [recipe_network(n["recipe"], lanes, n["seed"])
-                                     for n in nets + [init]])
+                                     for n in nets + [init]] + extra)
     core = Core(config, init=init_writes(init, config), trace=True)
     tb_config = {"core": vars(config), "init": init, "init_steps": 12, "nets": nets}
     return core, config, tb_config
@@ -154,6 +169,41 @@ def test_random_networks(lanes, sim):
           f"{sum(n['steps'] for n in general)} of their timesteps), {totals['steps']} "
           f"timesteps, {totals['writebacks']} write-backs and {totals['outputs']} output "
           "reads checked, 0 mismatches")
+
+
+# The MR sentence classifiers ---------------------------------------------------------------
+
+def _mr_sample():
+    """A seeded sample of the shipped images' test fold (fold 0): their texts and labels,
+    the longest sentence of the fold among them."""
+    data = load_mr()
+    _, test = fold_indices(len(data), 0)
+    rng = np.random.default_rng(19)
+    pick = list(rng.choice(test, MR_SENTENCES - 1, replace=False))
+    pick.append(max(test, key=lambda i: len(data.sentences[i])))
+    return [" ".join(data.sentences[i]) for i in pick], data.labels[pick]
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_mr_classifiers(sim):
+    """The shipped LAS and Lv images on the RTL equal the golden model on real MR
+    sentences: every neuron every timestep, the cycle counts, and the class."""
+    core, _, tb_config = _random_build(MR_LANES)      # the 16-lane random networks' build
+    texts, labels = _mr_sample()
+    specs = [{"image": str(path), "sentences": texts} for path in MR_IMAGES]
+    results = _run(core, {**tb_config, "classify": specs}, "test_classifiers", sim)
+    report = json.loads((results.parent / "classify.json").read_text())
+    assert [r["image"] for r in report] == [str(p) for p in MR_IMAGES]
+    for path, r in zip(MR_IMAGES, report):
+        image = load_image(path)
+        tm = read_text_meta(image.net)
+        g = golden_run(Image(net=image.net, lanes=MR_LANES), tm,
+                       [tm.vocab.encode(tokenize(t)) for t in texts])
+        assert r["classes"] == g["decision"].tolist()
+        assert r["steps"] == int(g["steps"].sum()) and r["cycles"] == int(g["cycles"].sum())
+        print(f"\n{path.name}: {len(texts)} MR sentences, {r['steps']} timesteps, "
+              f"{r['cycles']} core cycles, {r['writebacks']} write-backs checked, 0 "
+              f"mismatches; classes {r['classes']} (labels {labels.tolist()})")
 
 
 # The shipped model --------------------------------------------------------------------------

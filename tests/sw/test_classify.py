@@ -1,16 +1,23 @@
 """sw.classify: ``spikestream classify`` on the shipped TextCNN images — the golden backend
 against ``spikestream run``'s own path and against the host procedure on the golden board;
-hostile inputs."""
+the simulated SoC (a tiny trained classifier on a small core; the shipped images on the
+default 16-lane SoC with ``SPIKESTREAM_SLOW_SIM=1``); hostile inputs."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from models.mr import tokenize
+from models import textcnn as tc
+from models.mr import build_vocab, fold_indices, load_mr, tokenize
 from models.textcnn import encode_sentence, read_text_meta
+from sim.runner import available_simulators
 from spikestream import cli
-from spikestream.image import load_image
+from spikestream.image import Image, load_image, save_image
+from spikestream.memory_map import CoreConfig
 from sw import classify
 from sw import run as sw_run
 from sw.client import Client
@@ -108,3 +115,55 @@ def test_binary_file_and_wrong_image_get_one_line(tmp_path):
         classify.main([f"{PRETRAINED}/shakespeare.img", "--text", "good"])
     with pytest.raises(SystemExit, match="error: "):
         classify.main([str(f), "--text", "good"])
+
+
+# The simulated SoC (RTL in Verilator behind the pseudo-terminal) ----------------------------
+
+@pytest.fixture(scope="module")
+def tiny_las(tmp_path_factory):
+    """A tiny MR classifier really trained (600 sentences of fold 0's training folds, 4
+    filters per width, LAS at K = 2), its image written as ``spikestream classify`` reads
+    it, and the core config of 2 lanes that holds it (a SoC that compiles in a minute)."""
+    data = load_mr()
+    train, _ = fold_indices(len(data), 0)
+    idx = train[:600]
+    cfg = tc.TextCNNConfig(emb_dim=6, filters=4, float_epochs=2, qat_epochs=1)
+    vocab = build_vocab([data.sentences[i] for i in idx], cfg.min_count, 300)
+    ids = [vocab.encode(data.sentences[i]) for i in idx]
+    torch.set_num_threads(1)
+    _, quant = tc.train_model(cfg, ids, data.labels[idx], (2,), log=lambda line: None)
+    m = tc.integer_model(quant[2], ids)
+    net = tc.las_network(m)
+    net.meta = tc.text_meta(m, vocab, "las", 1, {"fold": 0})
+    path = tmp_path_factory.mktemp("tiny") / "tiny-las.img"
+    save_image(net, 2, path)
+    return str(path), CoreConfig.for_image(Image(net=net, lanes=2))
+
+
+@pytest.mark.skipif(not available_simulators(), reason="no simulator (Verilator or Icarus)")
+def test_classify_on_the_simulated_soc_equals_golden(tiny_las, monkeypatch, capsys):
+    """``spikestream classify --backend sim``: the SoC built with the image loaded (here a
+    small core: sw.run.board_config stands in for the default board's), the sentences
+    streamed as spike inputs over the link word by word, the class and the readout read
+    back; all equal to ``--backend golden``."""
+    path, config = tiny_las
+    monkeypatch.setattr("sw.run.board_config", lambda fpga="85f": config)
+    texts = SENTENCES + ["an intelligent , funny and touching film about love and loss"]
+    f = Path(path).parent / "s.txt"
+    f.write_text("\n".join(texts) + "\n", encoding="latin-1")
+    want = classify.main([path, "--data", str(f), "--json"])
+    got = classify.main([path, "--data", str(f), "--backend", "sim", "--json"])
+    assert got == want
+    # a real computation: every sentence leaves its own readout
+    assert len({tuple(r["readout"].values()) for r in want}) == len(texts)
+    out = capsys.readouterr().out
+    assert f"{len(texts)} sentences on sim" in out
+
+
+@pytest.mark.skipif(os.environ.get("SPIKESTREAM_SLOW_SIM") != "1",
+                    reason="builds the default 16-lane SoC with the image (minutes): "
+                           "SPIKESTREAM_SLOW_SIM=1")
+@pytest.mark.parametrize("path", [LAS, LV])
+def test_shipped_images_on_the_default_simulated_soc(path):
+    want = classify.main([path, "--text", SENTENCES[0]])
+    assert classify.main([path, "--text", SENTENCES[0], "--backend", "sim"]) == want
