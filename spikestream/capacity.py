@@ -70,10 +70,19 @@ class LaneMemory:
     words: int
     bits: int
     lutram: bool = False     # the build puts it into LUT RAM
+    bank_words: int = 0      # built as banks of this many words each (0: as one memory)
+
+    @property
+    def block_ram(self):
+        """DP16KD blocks it takes in block RAM (each bank shaped on its own)."""
+        if not self.bank_words:
+            return bram_blocks(self.words, self.bits)
+        return sum(bram_blocks(min(self.bank_words, self.words - w), self.bits)
+                   for w in range(0, self.words, self.bank_words))
 
     @property
     def blocks(self):
-        return 0 if self.lutram else bram_blocks(self.words, self.bits)
+        return 0 if self.lutram else self.block_ram
 
     @property
     def cells(self):
@@ -89,7 +98,8 @@ def lane_memories(config):
         LaneMemory("state", npl, config.layout(Mem.STATE).bits),
         LaneMemory("acc", npl, ACC_BITS),
         LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits),
-        LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits),
+        LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits,
+                   bank_words=config.syn_bank_words),
         LaneMemory("queue", config.queue_depth, config.layout(Mem.QUEUE).bits),
         LaneMemory("sbuf", config.spike_depth, config.ptr_bits + config.q_bits),
     )
@@ -118,12 +128,11 @@ def lutram_memories(config, blocks_per_lane=None):
     candidates = [m for m in mems if m.words * m.bits <= LUTRAM_MAX_BITS]
     if blocks_per_lane is None:
         return tuple(m.name for m in candidates)
-    fixed = sum(bram_blocks(m.words, m.bits) for m in mems if m not in candidates)
+    fixed = sum(m.block_ram for m in mems if m not in candidates)
     best = None
     for mask in range(1 << len(candidates)):
         chosen = [m for k, m in enumerate(candidates) if mask >> k & 1]
-        blocks = fixed + sum(bram_blocks(m.words, m.bits) for m in candidates
-                             if m not in chosen)
+        blocks = fixed + sum(m.block_ram for m in candidates if m not in chosen)
         cells = sum(dpr16x4_cells(m.words, m.bits) for m in chosen)
         if blocks <= blocks_per_lane and (best is None or (cells, len(chosen)) < best[0]):
             best = ((cells, len(chosen)), chosen)

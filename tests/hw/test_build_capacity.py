@@ -64,7 +64,11 @@ def mapped_cells(config, budget, tmp_path):
     (ulx3s.core_config("45f", 4), ulx3s.lane_budget("45f", 4)),  # parameters in block RAM
     (CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=1024, ptr_depth=1024,
                 spike_depth=256), None),                        # the CI build's lane
-], ids=["85f-16", "85f-16-all", "45f-4", "ci"])
+    # 8,192 synapse words of 13 bits: 7 DP16KD as one memory (2 x 8192 shape) but 8 as the
+    # lane's eight banks of 1,024 words (each its own block), which is how it is built.
+    (ulx3s.core_config("85f").replace(neurons_per_lane=32, syn_depth=8192),
+     ulx3s.lane_budget("85f", 16)),
+], ids=["85f-16", "85f-16-all", "45f-4", "ci", "85f-banks"])
 def test_lane_block_rams_match_yosys(config, budget, tmp_path):
     plan = core_plan(config, budget)
     dp16kd, dpr = mapped_cells(config, budget, tmp_path)
