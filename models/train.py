@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
@@ -114,10 +115,12 @@ def _sparsity_at(tc, step):
 
 
 def plot_history(history, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # matplotlib is imported with the module, not here: the first plot comes right after the
+    # first checkpoint, and a Ctrl-C landing in matplotlib's first import (its C extensions'
+    # initialisation) surfaced as "ImportError: initialization failed" with a traceback.
+    # A Figure of its own (no pyplot): no backend or global state is touched.
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     tr = [h for h in history if "train" in h]
     va = [h for h in history if "val" in h]
     if tr:
@@ -132,7 +135,6 @@ def plot_history(history, path, title):
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
 
 
 def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=None):
