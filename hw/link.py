@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from spikestream import protocol as P
 from .core.layouts import (Command, Result, StatusWord, read_request_layout,
                            read_response_layout, write_request_layout)
+from .streams import StreamRegister
 from spikestream.memory_map import (ADDR_BITS, COUNTER_BITS, LANE_MEMS, OP_BITS, READ_ONLY_MEMS,
                                     CoreReg, Mem, Op)
 from spikestream.timing import WRITE_LATENCY
@@ -1021,8 +1022,10 @@ class RequestEngine(wiring.Component):
                         m.next = "W_FETCH"
 
             with m.State("W_SETTLE"):
-                # The core flags a refused write WRITE_LATENCY cycles after its handshake.
-                m.d.sync += settle.eq(settle - 1)
+                # The core flags a refused write WRITE_LATENCY cycles after its handshake,
+                # which is the cycle before the port register is empty again (write.ready).
+                with m.If(self.write.ready):
+                    m.d.sync += settle.eq(settle - 1)
                 with m.If(settle == 0):
                     with m.If(self.core_status.write_error):
                         m.d.sync += [status.eq(S.OUT_OF_RANGE), cmd_op.eq(Op.CLEAR)]
@@ -1227,7 +1230,8 @@ class Link(wiring.Component):
 
     Blocks, stream to stream: :class:`SlipDecoder` -> :class:`FrameReceiver` ->
     :class:`RequestEngine` <-> :class:`RequestChecker`; :class:`RequestEngine` ->
-    :class:`ResponseEmitter` -> ``tx``.
+    :class:`ResponseEmitter` -> ``tx``; the engine's five core ports each through a
+    :class:`~hw.streams.StreamRegister`, so the core meets flip-flops only.
 
     Parameters
     ----------
@@ -1304,10 +1308,18 @@ class Link(wiring.Component):
         m.d.comb += engine.sending.eq(emitter.busy)
         wiring.connect(m, emitter.o, wiring.flipped(self.tx))
 
+        # The core's ports through a register each (LINK_PORT_LATENCY): no handshake runs
+        # combinationally between the engine's state machine and the core's scheduler.
         for name in ("write", "read", "cmd"):
-            wiring.connect(m, getattr(engine, name), wiring.flipped(getattr(self, name)))
+            port = getattr(engine, name)
+            m.submodules[f"{name}_reg"] = reg = StreamRegister(port.payload.shape())
+            wiring.connect(m, port, reg.i)
+            wiring.connect(m, reg.o, wiring.flipped(getattr(self, name)))
         for name in ("read_data", "result"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(engine, name))
+            port = getattr(engine, name)
+            m.submodules[f"{name}_reg"] = reg = StreamRegister(port.payload.shape())
+            wiring.connect(m, wiring.flipped(getattr(self, name)), reg.i)
+            wiring.connect(m, reg.o, port)
         m.d.comb += [engine.core_status.eq(self.core_status), self.busy.eq(engine.busy),
                      self.tag.eq(engine.tag), self.answered.eq(engine.answered),
                      self.rejected.eq(engine.rejected)]

@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from .core import Core
 from .link import Link
-from .uart import ByteBuffer, UARTRx, UARTTx, check_parameters
+from .streams import StreamRegister
+from .uart import UARTRx, UARTTx, check_parameters
 
 __all__ = ["SoC", "LED"]
 
@@ -84,7 +85,7 @@ class SoC(wiring.Component):
         m = Module()
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
-        m.submodules.tx_buffer = tx_buffer = ByteBuffer()
+        m.submodules.tx_buffer = tx_buffer = StreamRegister(8)
         m.submodules.link = link = Link(self._config, clock_hz=self._clock_hz,
                                         baud=self._baud, tag=self._tag)
         m.submodules.core = core = Core(self._config, init=self._init, lutram=self._lutram)

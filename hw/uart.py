@@ -12,7 +12,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["FRAME_BITS", "check_parameters", "UARTRxError", "UARTTx", "UARTRx", "ByteBuffer"]
+__all__ = ["FRAME_BITS", "check_parameters", "UARTRxError", "UARTTx", "UARTRx"]
 
 
 #: Bits on the line per frame: start, 8 data bits (LSB first), stop.
@@ -127,34 +127,6 @@ class UARTTx(wiring.Component):
                 # The stop bit has now lasted a whole bit time.
                 m.d.sync += busy.eq(0)
 
-        return m
-
-
-class ByteBuffer(wiring.Component):
-    """A one-byte stream register: ``i.ready`` and ``o.valid`` are flip-flops.
-
-    Between a transmitter and whatever feeds it, so that neither's handshake logic runs
-    through the other's: the transmitter's ``ready`` (a decision on its own counters)
-    then meets only this register. It passes a byte at most every other cycle, many times
-    what any UART can carry.
-
-    Attributes
-    ----------
-    i : In(stream.Signature(8))
-        Ready while the buffer is empty.
-    o : Out(stream.Signature(8))
-        The buffered byte.
-    """
-    i: In(stream.Signature(8))
-    o: Out(stream.Signature(8))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self.i.ready.eq(~self.o.valid)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
         return m
 
 

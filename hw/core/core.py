@@ -526,14 +526,21 @@ class Core(wiring.Component):
         upd_qbase = Signal(SPK.members["qbase"], name="upd_qbase")
         upd_entry = Signal(cfg.region_bits, name="upd_entry")
         upd_keep = Signal(name="upd_keep")
-        upd_q_now = Signal(cfg.qbase_bits, name="upd_q_now")
-        upd_t_now = Signal(cfg.region_bits, name="upd_t_now")
-        upd_keep_now = Signal(name="upd_keep_now")
+        # upd_* hold population p's source (where its spikes go, whether it keeps them):
+        # source 0's as a command starts (where a STEP moves it), and when an update finishes
+        # and p moves on, the next source's from `nx_*`, which are looked up from p every
+        # cycle (p stands still for many cycles before that), so no multiplexer over the
+        # sources stands between p and the registers the phases read.
+        nx_q = Signal(cfg.qbase_bits, name="upd_nx_q")
+        nx_t = Signal(cfg.region_bits, name="upd_nx_t")
+        nx_keep = Signal(name="upd_nx_keep")
         with m.Switch(p):
-            for k in range(cfg.max_pops):
+            for k in range(cfg.max_pops - 1):
                 with m.Case(k):
-                    m.d.comb += [upd_q_now.eq(cur_q[k]), upd_t_now.eq(cur_t[k]),
-                                 upd_keep_now.eq(src[k].keep)]
+                    m.d.sync += [nx_q.eq(cur_q[k + 1]), nx_t.eq(cur_t[k + 1]),
+                                 nx_keep.eq(src[k + 1].keep)]
+            with m.Default():
+                m.d.sync += [nx_q.eq(0), nx_t.eq(0), nx_keep.eq(0)]
 
         # A word read from a lane is caught whenever the gather tree shows one (its enable is
         # the tree's own register, not a decision of the scheduler).
@@ -676,6 +683,8 @@ class Core(wiring.Component):
                 # sources, projections and token ring on now (`stepping`).
                 m.d.comb += [p_next.eq(0), j_next.eq(0), ahead_first.eq(1),
                              stepping.eq((cq.op == Op.STEP) & cq_token_ok)]
+                m.d.sync += [upd_qbase.eq(nxt_q[0]), upd_entry.eq(nxt_t[0]),
+                             upd_keep.eq(src[0].keep)]
                 with m.Switch(cq.op):
                     with m.Case(Op.RESET):
                         m.d.sync += [
@@ -805,8 +814,6 @@ class Core(wiring.Component):
                     rt_bounds.eq(Mux(next_proj.token | from_input, 0, route_entry.bounds)),
                     rt_qbase.eq(route_entry.qbase),
                     rt_token.eq(route_token), rt_input.eq(from_input),
-                    upd_qbase.eq(upd_q_now), upd_entry.eq(upd_t_now),
-                    upd_keep.eq(upd_keep_now),
                 ]
                 m.next = "D2"
 
@@ -882,7 +889,8 @@ class Core(wiring.Component):
                         spk_data.bounds.eq(bounds),
                         spk_data.qbase.eq(upd_qbase),
                     ]
-                    m.d.sync += spikes.eq(spikes + incl[-1])
+                    m.d.sync += [spikes.eq(spikes + incl[-1]),
+                                 upd_qbase.eq(nx_q), upd_entry.eq(nx_t), upd_keep.eq(nx_keep)]
                     m.d.comb += p_next.eq(p + 1)
                     with m.If(ph_last & ~sampling):
                         # No readout: the timestep ends with its last update.

@@ -15,7 +15,7 @@ import pytest
 from amaranth import Elaboratable, Module
 from amaranth.sim import Simulator
 
-from hw.uart import FRAME_BITS, ByteBuffer, UARTRx, UARTTx, check_parameters
+from hw.uart import FRAME_BITS, UARTRx, UARTTx, check_parameters
 
 
 def frame_bits(byte, *, stop=1):
@@ -142,39 +142,6 @@ def test_tx_ready_cadence():
     handshakes = [n for n, (v, r) in enumerate(zip(traces["i.valid"], traces["i.ready"]))
                   if v and r]
     assert [b - a for a, b in zip(handshakes, handshakes[1:])] == [FRAME_BITS * 16] * 2
-
-
-def test_byte_buffer_passes_every_byte_once_in_order():
-    # Random valid on its input and random ready on its output: the bytes out are the bytes
-    # in, and its input's ready is the inverse of its output's valid (both flip-flops).
-    rng = random.Random(7)
-    data = [rng.randrange(256) for _ in range(60)]
-    dut = ByteBuffer()
-
-    async def source(ctx):
-        for byte in data:
-            while rng.random() < 0.4:
-                await ctx.tick()
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload, byte)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-        await ctx.tick().repeat(10)
-
-    async def sink(ctx):
-        while True:
-            ctx.set(dut.o.ready, rng.random() < 0.5)
-            await ctx.tick()
-
-    probes = {"i.valid": dut.i.valid, "i.ready": dut.i.ready, "i.payload": dut.i.payload,
-              "o.valid": dut.o.valid, "o.ready": dut.o.ready, "o.payload": dut.o.payload}
-    traces = _simulate(dut, probes, source, sink)
-    assert _transfers(traces, "i") == data
-    assert _transfers(traces, "o") == data
-    assert [1 - v for v in traces["o.valid"]] == traces["i.ready"]
-
-
-# Receiver ------------------------------------------------------------------------------------
 
 
 def _rx_case(divisor, runs, *, ready_at=0):

@@ -1,0 +1,46 @@
+"""Stream plumbing shared by the SoC's blocks."""
+
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["StreamRegister"]
+
+
+class StreamRegister(wiring.Component):
+    """A one-word stream register: ``i.ready`` and ``o.valid`` (and ``o.payload``) are
+    flip-flops.
+
+    Placed between two blocks so that neither's handshake logic runs through the other's:
+    each side's ``ready`` or ``valid`` then meets only this register (a combinational
+    handshake across blocks is a path that placement can stretch across the die). A word
+    taken in cycle ``t`` is offered from ``t + 1``; the register passes a word at most
+    every other cycle.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(shape))
+        Ready while the register is empty.
+    o : Out(stream.Signature(shape))
+        The registered word.
+    """
+
+    LATENCY = 1
+    """Cycles from a word's handshake at ``i`` to its first cycle of ``o.valid``."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
