@@ -51,6 +51,7 @@ from boards.ulx3s import PROGRAMMER
 from hw.core import Core
 from hw.core.bram import mode
 from hw.soc import SoC
+from hw.timing_paths import failing_endpoints, format_endpoints
 from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
 from spikestream.capacity import core_plan, lane_memories, lutram_memories
 from spikestream.cli import CommandParser
@@ -83,6 +84,9 @@ NEXTPNR_OPTIONS = ("--tmg-ripup",)
 builds"). But when timing cannot be met, router2 can go on re-routing failing paths without
 end (62b3752: no overused wire from iteration ~560, still routing after 41 minutes; the same
 placement routed without it in 79 iterations): see :data:`RIPUP_MINUTES`."""
+
+FAILING_SHOWN = 25
+"""Registers missing the clock a build's result lists (``failing_registers``), worst first."""
 
 RIPUP_MINUTES = 20.0
 """Minutes that routing with :data:`NEXTPNR_OPTIONS` may take (counted from the start of
@@ -676,6 +680,11 @@ def build(*, board="ulx3s", device="85f", lanes=None, clock_mhz=100.0, image=Non
         "build_dir": str(build_dir),
     }
     result["critical_path"] = critical_path(raw_report, timed)
+    # Every register that misses the clock, not only the worst path's (hw.timing_paths).
+    result["failing_registers"] = []
+    if routed and not result["timing_met"] and "detailed_net_timings" in raw_report:
+        result["failing_registers"] = failing_endpoints(raw_report, 1e3 / float(pll.f_out),
+                                                        limit=FAILING_SHOWN)
     atomic_write_bytes(build_dir / "result.json", (json.dumps(result, indent=1) + "\n").encode())
     return result
 
@@ -693,7 +702,7 @@ def _run_nextpnr(env_tool, dev, platform, seed, router, build_dir, progress, opt
         env_tool("NEXTPNR_ECP5"), "--log", "top.tim", dev.nextpnr,
         "--package", NEXTPNR_PACKAGES[platform.package],
         "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf",
-        "--textcfg", "top.config", "--report", "top.report.json",
+        "--textcfg", "top.config", "--report", "top.report.json", "--detailed-timing-report",
         "--timing-allow-fail", "--seed", str(seed), "--router", router, *options],
         build_dir, build_dir / "nextpnr.log", progress, limit=limit)
 
@@ -812,6 +821,11 @@ def summary(result):
         lines.append(f"  critical path: {cp['from']} -> {cp['to']}: {cp['logic_levels']} logic "
                      f"levels, {cp['logic_ns']:.2f} ns logic + {cp['routing_ns']:.2f} ns routing")
         lines += [f"    through {src}" for src in cp["sources"][:8]]
+        failing = r.get("failing_registers") or []
+        if failing:
+            lines.append(f"  worst registers (python -m hw.timing_paths "
+                         f"{r['build_dir']}/top.report.json lists them all):")
+            lines += ["  " + line for line in format_endpoints(failing[:10])]
         lines.append(f"  (full report: {r['build_dir']}/top.tim)")
     return "\n".join(lines)
 

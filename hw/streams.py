@@ -39,8 +39,13 @@ class StreamRegister(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.d.comb += self.i.ready.eq(~self.o.valid)
+        # While empty the payload register follows its input whether or not it is valid:
+        # its enable is then this register's own flip-flop, not the sender's valid (the
+        # decode of a state machine that would fan out to every bit).
+        with m.If(~self.o.valid):
+            m.d.sync += self.o.payload.eq(self.i.payload)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
+            m.d.sync += self.o.valid.eq(1)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m

@@ -624,20 +624,21 @@ class Core(wiring.Component):
         r_in_t = Signal(cfg.region_bits, name="rq_input_entry")
         r_in_q = Signal(cfg.qbase_bits, name="rq_input_base")
         r_pop_t = Signal(cfg.region_bits, name="rq_pop_entry")
+        # (registered: READ_LOOK waits for them)
         with m.Switch(r_s):
             for s in range(S):
                 with m.Case(s):
-                    m.d.comb += r_src_word.eq(src[s])
+                    m.d.sync += r_src_word.eq(src[s])
         with m.Switch(r_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
-                    m.d.comb += [r_in_t.eq(nxt_t[P0 + k]), r_in_q.eq(nxt_q[P0 + k])]
+                    m.d.sync += [r_in_t.eq(nxt_t[P0 + k]), r_in_q.eq(nxt_q[P0 + k])]
         with m.Switch(r_p):
             for k in range(cfg.max_pops):
                 with m.Case(k):
-                    m.d.comb += r_pop_t.eq(cur_t[k])
+                    m.d.sync += r_pop_t.eq(cur_t[k])
         # A host read of the spike table or the input memory is a chain of registers: READ
-        # looks up the entry, address and field (one-hot) from the request, READ_TABLE0
+        # takes the entry, address and field (one-hot) from the request, READ_TABLE0
         # gives the addresses to the memories, READ_TABLE1 picks the field from the table's
         # word with the one-hot select. (The request's look-ups, the table's address
         # multiplexer and its field multiplexer were one path across the die.)
@@ -672,7 +673,11 @@ class Core(wiring.Component):
                     m.d.sync += [cq.eq(self.cmd.payload), cq_token_ok.eq(token_ok)]
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):
-                    m.next = "READ"
+                    m.next = "READ_LOOK"
+
+            # The request is registered; its look-ups into the sources are registered next.
+            with m.State("READ_LOOK"):
+                m.next = "READ"
 
             # The command registered in IDLE (COMMAND_LATENCY cycle).
             with m.State("COMMAND"):
