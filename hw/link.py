@@ -470,7 +470,10 @@ class ResponseEmitter(wiring.Component):
         m.d.comb += [self.i.ready.eq(~full & ~stage_go),
                      self.busy.eq(full | stage_go | enc.busy | (queue.r_level != 0))]
         m.d.sync += stage_go.eq(self.i.valid & self.i.ready)
-        with m.If(self.i.valid & self.i.ready):
+        # Loaded whenever a chunk could be taken, valid or not (stage_go says whether one
+        # was): its enable is then a function of this block's flip-flops, not of the
+        # sender's state.
+        with m.If(self.i.ready):
             m.d.sync += [stage.eq(self.i.payload.data), stage_len.eq(self.i.payload.length),
                          stage_last.eq(self.i.payload.last), stage_raw.eq(self.i.payload.raw)]
 

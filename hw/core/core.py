@@ -244,7 +244,7 @@ class Core(wiring.Component):
             t, q = moved(src[s], cur_t[s], cur_q[s])
             m.d.sync += [nxt_t[s].eq(t), nxt_q[s].eq(q)]
         # Each projection's read entry, moved on with its source (a token projection's is
-        # unused: it reads the ring d places behind its newest token).
+        # unused: it reads the token ring at its delay).
         proj_words = init.words(Mem.PROJ)
         proj_init = [PROJ.from_bits(proj_words[j] if j < len(proj_words) else 0)
                      for j in range(cfg.max_projs)]
@@ -261,19 +261,19 @@ class Core(wiring.Component):
             """Projection ``k``'s read entry one timestep on."""
             return Mux(rd[k] == rd_last[k], rd_first[k], rd[k] + 1)[:cfg.slot_bits]
 
-        # The token input's last R tokens: ring[tok_cur] is this timestep's; tok_n counts
-        # the timesteps since the RESET (up to R), so a token of d timesteps ago exists
-        # if d < tok_n.
+        # The token input's last R tokens: ring[d] is the token of d timesteps ago (a shift
+        # register, so a projection of delay d reads ring[d] without a subtraction in front
+        # of the look-up); tok_n counts the timesteps since the RESET (up to R), so a token
+        # of d timesteps ago exists if d < tok_n (a delay of R or more routes nothing).
         ring = Array(Signal(cfg.token_bits, name=f"ring{k}") for k in range(R))
-        tok_cur = Signal(range(R), name="tok_cur")
         tok_n = Signal(range(R + 1), name="tok_n")
         # A STEP that runs moves every source, projection and the token ring on by one
-        # timestep in its COMMAND cycle (decided from the registered command: this enable
-        # reaches hundreds of flip-flops); its first lookups, in D1, read them moved.
+        # timestep in its COMMAND cycle (a flip-flop set as the command is taken: this
+        # enable reaches hundreds of flip-flops); its first lookups, in D1, read them moved.
         stepping = Signal(name="stepping")
+        m.d.sync += stepping.eq(0)
         with m.If(stepping):
-            tok_next = Mux(tok_cur == R - 1, 0, tok_cur + 1)
-            m.d.sync += [tok_cur.eq(tok_next), ring[tok_next].eq(cq.token),
+            m.d.sync += [ring[0].eq(cq.token), *(ring[k].eq(ring[k - 1]) for k in range(1, R)),
                          tok_n.eq(Mux(tok_n == R, R, tok_n + 1))]
             m.d.sync += [c.eq(n) for c, n in zip(cur_t, nxt_t)]
             m.d.sync += [c.eq(n) for c, n in zip(cur_q, nxt_q)]
@@ -413,16 +413,19 @@ class Core(wiring.Component):
         w_is = {mem: Signal(name=f"wq_{mem.name.lower()}")
                 for mem in (Mem.POP, Mem.PROJ, Mem.SRC, Mem.INPUT, Mem.INCOUNT)}
         w_reg = Signal(len(CoreReg), name="wq_reg")      # one-hot: the CORE register
-        w_src = Signal(S, name="wq_src")                 # one-hot: the SRC word
-        w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")     # one-hot: the PROJ word
+        # One-hot: the SRC or PROJ word an accepted write changes (its enable, one flip-flop).
+        w_src = Signal(S, name="wq_src")
+        w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")
+        wa_go = wa_valid & wa_ok
         m.d.sync += [
             w_valid.eq(wa_valid),
             w.eq(wa), w_ok.eq(wa_ok),
             w_lane.eq(Cat(wa.mem == mem for mem in LANE_MEMS).any()),
             *(flag.eq(wa.mem == mem) for mem, flag in w_is.items()),
             w_reg.eq(Cat((wa.mem == Mem.CORE) & (wa.addr == reg) for reg in CoreReg)),
-            w_src.eq(Cat(wa.addr == s for s in range(S))),
-            w_proj_at.eq(Cat(wa.addr == k for k in range(cfg.max_projs))),
+            w_src.eq(Cat(wa_go & (wa.mem == Mem.SRC) & (wa.addr == s) for s in range(S))),
+            w_proj_at.eq(Cat(wa_go & (wa.mem == Mem.PROJ) & (wa.addr == k)
+                             for k in range(cfg.max_projs))),
         ]
         # A spike input's words are checked against its source word too, and land in the
         # region and entry that the next STEP moves it to. The source word, next entry and
@@ -511,9 +514,7 @@ class Core(wiring.Component):
         m.d.comb += route_entry.eq(spk_t.rdata)
         # The token of this projection's delay, and whether that timestep was after a RESET.
         route_token = Signal(cfg.token_bits, name="route_token")
-        back = Mux(tok_cur >= next_proj.delay, tok_cur - next_proj.delay,
-                   tok_cur + R - next_proj.delay)          # (tok_cur - delay) mod R
-        m.d.comb += route_token.eq(ring[back[:addr_bits(R)]])
+        m.d.comb += route_token.eq(ring[next_proj.delay])
         with m.If(next_proj.token):
             m.d.comb += route_spikes.eq(next_proj.delay < tok_n)
         with m.Else():
@@ -578,12 +579,12 @@ class Core(wiring.Component):
                 m.d.sync += target.eq(w.data)
         w_src_word = SRC(w.data[:SRC.size])
         for s in range(S):
-            with m.If(w_go & w_is[Mem.SRC] & w_src[s]):
+            with m.If(w_src[s]):
                 m.d.sync += [src[s].eq(w_src_word), cur_t[s].eq(w_src_word.first),
                              cur_q[s].eq(w_src_word.base)]
         w_proj_word = PROJ(w.data[:PROJ.size])
         for k in range(cfg.max_projs):
-            with m.If(w_go & w_is[Mem.PROJ] & w_proj_at[k]):
+            with m.If(w_proj_at[k]):
                 m.d.sync += [rd[k].eq(w_proj_word.slot), rd_first[k].eq(w_proj_word.first),
                              rd_last[k].eq(w_proj_word.last)]
         # A spike input's id goes straight into its next region; its count into the spike
@@ -670,7 +671,8 @@ class Core(wiring.Component):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     # No network (POPS 0) runs nothing: refused as a bad token is.
                     token_ok = (n_pops != 0) & (~tokens_on | (self.cmd.payload.token < vocab))
-                    m.d.sync += [cq.eq(self.cmd.payload), cq_token_ok.eq(token_ok)]
+                    m.d.sync += [cq.eq(self.cmd.payload), cq_token_ok.eq(token_ok),
+                                 stepping.eq((self.cmd.payload.op == Op.STEP) & token_ok)]
                     m.next = "COMMAND"
                 with m.Elif(self.read.valid & self.read.ready):
                     m.next = "READ_LOOK"
@@ -686,8 +688,7 @@ class Core(wiring.Component):
                 # command (only a step uses them), which keeps the decoded command off the
                 # projection table's look-ahead read address. A STEP that runs moves the
                 # sources, projections and token ring on now (`stepping`).
-                m.d.comb += [p_next.eq(0), j_next.eq(0), ahead_first.eq(1),
-                             stepping.eq((cq.op == Op.STEP) & cq_token_ok)]
+                m.d.comb += [p_next.eq(0), j_next.eq(0), ahead_first.eq(1)]
                 m.d.sync += [upd_qbase.eq(nxt_q[0]), upd_entry.eq(nxt_t[0]),
                              upd_keep.eq(src[0].keep)]
                 with m.Switch(cq.op):
