@@ -38,7 +38,7 @@ def failing_endpoints(report, period_ns, *, limit=None):
     ``net`` (the worst bit's input and the net into it), ``sources`` (that net's Python
     lines). Raises ``ValueError`` if the report has no detailed net timings.
     """
-    nets = report.get("detailed_net_timings")
+    nets = report.get("detailed_net_timings") if isinstance(report, dict) else None
     if not nets:
         raise ValueError("the report has no detailed net timings (nextpnr "
                          "--detailed-timing-report)")
