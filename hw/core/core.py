@@ -287,7 +287,10 @@ class Core(wiring.Component):
         j_next = Signal.like(j, name="j_next")
         ahead_first = Signal(name="ahead_first")    # j_next is 0
         ahead_next = Signal(name="ahead_next")      # j_next is j + 1
-        m.d.comb += [p_next.eq(p), j_next.eq(j)]
+        # p moves to 0 (p_zero) or on by one (p_inc) or stays: the states set the flags.
+        p_zero = Signal(name="p_zero")
+        p_inc = Signal(name="p_inc")
+        m.d.comb += [p_next.eq(Mux(p_zero, 0, Mux(p_inc, p + 1, p))), j_next.eq(j)]
         m.d.sync += [p.eq(p_next), j.eq(j_next)]
         # Dispatch's comparisons and the population table's address, registered from those:
         # p_live = p < n_pops, j_live = j < n_projs, and the population to look up (p, or
@@ -296,10 +299,12 @@ class Core(wiring.Component):
         j_live = Signal(name="j_live")
         p_last = Signal(name="p_last")      # p is the last population
         pop_addr = Signal.like(pop_rd.addr, name="pop_addr", reset_less=True)
-        p_next_live = p_next < n_pops
-        m.d.sync += [p_live.eq(p_next_live), j_live.eq(j_next < n_projs),
-                     p_last.eq(p_next + 1 == n_pops),
-                     pop_addr.eq(Mux(p_next_live, p_next, readout))]
+        # (For each of p_next's three values from registers, the flags' choice last.)
+        def by_p_next(f):
+            return Mux(p_zero, f(C(0, len(p))), Mux(p_inc, f(p + 1), f(p)))
+        m.d.sync += [p_live.eq(by_p_next(lambda q: q < n_pops)), j_live.eq(j_next < n_projs),
+                     p_last.eq(by_p_next(lambda q: q + 1 == n_pops)),
+                     pop_addr.eq(by_p_next(lambda q: Mux(q < n_pops, q, readout)))]
         cycles = Signal(COUNTER_BITS, name="cycles")
         spikes = Signal(COUNTER_BITS, name="spikes")
         ph_pop = Signal(POP, name="ph_pop")
@@ -313,6 +318,15 @@ class Core(wiring.Component):
                                            timing.update_latency + 16) + 1),
                            name="countdown")
         finished = countdown[-1]
+        # The spike table's write enable (and address) a cycle ahead of the states that
+        # write it, from flip-flops: CLEAR's (countdown > 0 and within the table: the entry
+        # countdown - 1), UPDATE's (countdown 0, which its first cycle never is: the count
+        # starts at update_latency - 2 or more), RETIRE's (one-hot: the input it empties).
+        clear_en = Signal(name="clear_we")
+        clear_addr = Signal.like(spk_t.waddr, name="clear_waddr")
+        update_we = Signal(name="update_we")
+        retire_at = Signal(cfg.max_inputs, name="retire_at")
+        assert timing.update_latency - 2 >= 1
         # CLEAR zeroes the spike table at the addresses below max_regions that the countdown
         # passes (the table's write enable and address are decided a cycle ahead).
         clear_from = max(NPL + T + 1, cfg.max_regions) - 1        # CLEAR's first countdown
@@ -389,13 +403,14 @@ class Core(wiring.Component):
                         m.d.comb += value_ok.eq(tp.data <= limit)
         wa = Signal(write_request_layout(cfg), name="wa")
         wa_valid = Signal(name="wa_valid")
-        wa_ok = Signal(name="wa_ok")
+        wa_ok = Signal(name="wa_ok")                 # the address is in range ...
+        wa_value_ok = Signal(name="wa_value_ok")     # ... and a CORE value within its limit
         tp_k = Signal(addr_bits(cfg.max_inputs), name="tp_input")
         wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input")
         wa_src = Signal(SRC, name="wa_input_src")
         m.d.comb += tp_k.eq(Mux(tp.mem == Mem.INPUT, tp.addr[cfg.input_bits:], tp.addr))
         m.d.sync += [wa_valid.eq(wi_valid), wa.eq(tp),
-                     wa_ok.eq(in_range(tp, True) & value_ok), wa_k.eq(tp_k)]
+                     wa_ok.eq(in_range(tp, True)), wa_value_ok.eq(value_ok), wa_k.eq(tp_k)]
         with m.Switch(tp_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
@@ -416,10 +431,10 @@ class Core(wiring.Component):
         # One-hot: the SRC or PROJ word an accepted write changes (its enable, one flip-flop).
         w_src = Signal(S, name="wq_src")
         w_proj_at = Signal(cfg.max_projs, name="wq_proj_at")
-        wa_go = wa_valid & wa_ok
+        wa_go = wa_valid & wa_ok & wa_value_ok
         m.d.sync += [
             w_valid.eq(wa_valid),
-            w.eq(wa), w_ok.eq(wa_ok),
+            w.eq(wa), w_ok.eq(wa_ok & wa_value_ok),
             w_lane.eq(Cat(wa.mem == mem for mem in LANE_MEMS).any()),
             *(flag.eq(wa.mem == mem) for mem, flag in w_is.items()),
             w_reg.eq(Cat((wa.mem == Mem.CORE) & (wa.addr == reg) for reg in CoreReg)),
@@ -625,11 +640,12 @@ class Core(wiring.Component):
         r_in_t = Signal(cfg.region_bits, name="rq_input_entry")
         r_in_q = Signal(cfg.qbase_bits, name="rq_input_base")
         r_pop_t = Signal(cfg.region_bits, name="rq_pop_entry")
-        # (registered: READ_LOOK waits for them)
-        with m.Switch(r_s):
-            for s in range(S):
-                with m.Case(s):
-                    m.d.sync += r_src_word.eq(src[s])
+        # (registered: READ_LOOK waits for them; the source word in two steps, a register
+        # per four sources, then the group's in READ)
+        r_src_group = [Signal(SRC, name=f"rq_src_group{g}") for g in range((S + 3) // 4)]
+        for g, reg in enumerate(r_src_group):
+            m.d.sync += reg.eq(Array(src[4 * g:4 * g + 4])[r_s[:2]])
+        m.d.comb += r_src_word.eq(Array(r_src_group)[r_s[2:]])
         with m.Switch(r_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
@@ -640,9 +656,10 @@ class Core(wiring.Component):
                     m.d.sync += r_pop_t.eq(cur_t[k])
         # A host read of the spike table or the input memory is a chain of registers: READ
         # takes the entry, address and field (one-hot) from the request, READ_TABLE0
-        # gives the addresses to the memories, READ_TABLE1 picks the field from the table's
-        # word with the one-hot select. (The request's look-ups, the table's address
-        # multiplexer and its field multiplexer were one path across the die.)
+        # gives the addresses to the memories, READ_TABLE1 registers the table's word and
+        # READ_TABLE2 picks the field from it with the one-hot select. (The request's
+        # look-ups, the table's address multiplexer and its field multiplexer were one path
+        # across the die.)
         host_input = Signal(name="host_input_read")      # the host reads the input memory
         host_entry_q = Signal(cfg.region_bits, name="host_entry_q")
         host_in_addr = Signal.like(in_mem.raddr, name="host_input_addr")
@@ -650,7 +667,7 @@ class Core(wiring.Component):
         m.d.comb += in_mem.raddr.eq(Mux(host_input, host_in_addr, in_addr))
         spk_word = Signal(SPK, name="host_spike_entry")
         spk_field = Signal(cfg.layout(Mem.SPIKES).bits, name="host_spike_field")
-        m.d.comb += spk_word.eq(spk_t.rdata)
+        m.d.sync += spk_word.eq(spk_t.rdata)
         fields = [*(spk_word.bounds[k] for k in range(L + 1)), spk_word.qbase]
         m.d.comb += spk_field.eq(reduce(operator.or_, (Mux(host_field[k], f, 0)
                                                        for k, f in enumerate(fields))))
@@ -688,7 +705,7 @@ class Core(wiring.Component):
                 # command (only a step uses them), which keeps the decoded command off the
                 # projection table's look-ahead read address. A STEP that runs moves the
                 # sources, projections and token ring on now (`stepping`).
-                m.d.comb += [p_next.eq(0), j_next.eq(0), ahead_first.eq(1)]
+                m.d.comb += [p_zero.eq(1), j_next.eq(0), ahead_first.eq(1)]
                 m.d.sync += [upd_qbase.eq(nxt_q[0]), upd_entry.eq(nxt_t[0]),
                              upd_keep.eq(src[0].keep)]
                 with m.Switch(cq.op):
@@ -697,6 +714,8 @@ class Core(wiring.Component):
                             cbus.op.eq(LaneOp.CLEAR),
                             tok_n.eq(0),
                             countdown.eq(clear_from),
+                            clear_en.eq(int(0 < clear_from <= cfg.max_regions)),
+                            clear_addr.eq(clear_from - 1),
                         ]
                         # CLEAR's first cycle zeroes address clear_from if there is one.
                         m.d.comb += [spk_ahead.en.eq(clear_from < cfg.max_regions),
@@ -742,10 +761,10 @@ class Core(wiring.Component):
                 m.next = "READ_TABLE1"
 
             with m.State("READ_TABLE1"):
-                m.d.sync += table_q[4].eq(spk_field)
                 m.next = "READ_TABLE2"
 
             with m.State("READ_TABLE2"):
+                m.d.sync += table_q[4].eq(spk_field)
                 m.d.sync += table_q[5].eq(in_mem.rdata)
                 m.next = "READ_TABLE"
 
@@ -780,10 +799,10 @@ class Core(wiring.Component):
                 # Meanwhile the lanes zero their state; here the spike table is zeroed.
                 # Next cycle's countdown is countdown - 1: zero that address if it is one
                 # (and if the next cycle is still CLEAR's). The data is 0 by default.
-                m.d.sync += countdown.eq(countdown - 1)
-                m.d.comb += [spk_ahead.en.eq((countdown > 0) &
-                                             (countdown <= cfg.max_regions)),
-                             spk_ahead.addr.eq(countdown - 1)]
+                m.d.sync += [countdown.eq(countdown - 1),
+                             clear_en.eq((countdown > 1) & (countdown <= cfg.max_regions + 1)),
+                             clear_addr.eq(countdown - 2)]
+                m.d.comb += [spk_ahead.en.eq(clear_en), spk_ahead.addr.eq(clear_addr)]
                 with m.If(finished):
                     m.next = "RESULT"
 
@@ -791,7 +810,7 @@ class Core(wiring.Component):
                 m.d.comb += self.result.valid.eq(1)
                 with m.If(self.result.ready):
                     with m.If((cq.op == Op.STEP) & cq_token_ok):
-                        m.d.sync += countdown.eq(cfg.max_inputs - 1)
+                        m.d.sync += [countdown.eq(cfg.max_inputs - 1), retire_at.eq(1)]
                         m.next = "RETIRE"
                     with m.Else():
                         m.next = "IDLE"
@@ -799,13 +818,11 @@ class Core(wiring.Component):
             # After a STEP: empty every spike input's next entry, which the host fills (or
             # not) before the next STEP. Not part of the timestep's cycles.
             with m.State("RETIRE"):
-                k_now = cfg.max_inputs - 1 - countdown
-                with m.Switch(k_now):
-                    for k in range(cfg.max_inputs):
-                        with m.Case(k):
-                            m.d.comb += [spk_ahead.en.eq((k < n_inputs) & src[P0 + k].keep),
-                                         spk_ahead.addr.eq(nxt_t[P0 + k])]
-                m.d.sync += countdown.eq(countdown - 1)
+                for k in range(cfg.max_inputs):
+                    with m.If(retire_at[k]):
+                        m.d.comb += [spk_ahead.en.eq((k < n_inputs) & src[P0 + k].keep),
+                                     spk_ahead.addr.eq(nxt_t[P0 + k])]
+                m.d.sync += [countdown.eq(countdown - 1), retire_at.eq(retire_at << 1)]
                 with m.If(countdown == 0):
                     m.next = "IDLE"
 
@@ -825,7 +842,7 @@ class Core(wiring.Component):
 
             # Dispatch, second cycle: start it (or skip a route with nothing to send).
             with m.State("D2"):
-                m.d.sync += [cycles.eq(cycles + 1), body.eq(0)]
+                m.d.sync += [cycles.eq(cycles + 1), body.eq(0), update_we.eq(0)]
                 # Every phase field is loaded whatever comes next (they are free until the op
                 # pulse), which keeps the decision off their enables.
                 m.d.sync += [
@@ -886,8 +903,9 @@ class Core(wiring.Component):
                 # The body ends the cycle after countdown 0 (it starts at 0 or more), writing
                 # the population's spike counts (if it keeps them): enable and address
                 # decided here.
-                with m.If(countdown == 0):
-                    m.d.comb += [spk_ahead.en.eq(upd_keep), spk_ahead.addr.eq(upd_entry)]
+                m.d.sync += update_we.eq((countdown == 1) & upd_keep)
+                with m.If(update_we):
+                    m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(upd_entry)]
                 with m.If(finished):
                     bounds = Signal(SPK.members["bounds"], name="bounds")
                     m.d.comb += bounds.eq(Cat(C(0, cfg.size_bits), *incl))
@@ -897,7 +915,7 @@ class Core(wiring.Component):
                     ]
                     m.d.sync += [spikes.eq(spikes + incl[-1]),
                                  upd_qbase.eq(nx_q), upd_entry.eq(nx_t), upd_keep.eq(nx_keep)]
-                    m.d.comb += p_next.eq(p + 1)
+                    m.d.comb += p_inc.eq(1)
                     with m.If(ph_last & ~sampling):
                         # No readout: the timestep ends with its last update.
                         m.d.sync += [res.cycles.eq(cycles + 1),
