@@ -768,18 +768,22 @@ class RequestEngine(wiring.Component):
         fetch_p = Signal(2, name="fetch_pipe")
         fetched = Signal(8 * fetch_bytes, name="fetched")
         fetch_done = Signal(name="fetch_done")
+        # fetch_left == 0, kept as a flip-flop beside it (the state machine decides on it)
+        fetch_idle = Signal(init=1, name="fetch_idle")
         m.d.comb += [self.rd_addr.eq(rptr),
-                     fetch_done.eq((fetch_left == 0) & (fetch_p == 0))]
-        m.d.sync += fetch_p.eq(Cat(fetch_left != 0, fetch_p[0]))
-        with m.If(fetch_left != 0):
-            m.d.sync += [rptr.eq(rptr + 1), fetch_left.eq(fetch_left - 1)]
+                     fetch_done.eq(fetch_idle & (fetch_p == 0))]
+        m.d.sync += fetch_p.eq(Cat(~fetch_idle, fetch_p[0]))
+        with m.If(~fetch_idle):
+            m.d.sync += [rptr.eq(rptr + 1), fetch_left.eq(fetch_left - 1),
+                         fetch_idle.eq(fetch_left == 1)]
         with m.If(fetch_p[1]):
             m.d.sync += fetched.eq(Cat(fetched[8:], self.rd_data))
 
         def fetch(start, n):
             if start is not None:
                 m.d.sync += rptr.eq(start)
-            m.d.sync += fetch_left.eq(n)
+            m.d.sync += [fetch_left.eq(n),
+                         fetch_idle.eq(n == 0 if isinstance(n, Value) else int(n == 0))]
 
         # The request header (fields past a short body are stale, and only looked at once the
         # length is known to cover them).
