@@ -782,8 +782,7 @@ class RequestEngine(wiring.Component):
         def fetch(start, n):
             if start is not None:
                 m.d.sync += rptr.eq(start)
-            m.d.sync += [fetch_left.eq(n),
-                         fetch_idle.eq(n == 0 if isinstance(n, Value) else int(n == 0))]
+            m.d.sync += [fetch_left.eq(n), fetch_idle.eq(Value.cast(n) == 0)]
 
         # The request header (fields past a short body are stale, and only looked at once the
         # length is known to cover them).
@@ -1315,18 +1314,14 @@ class Link(wiring.Component):
         m.d.comb += engine.sending.eq(emitter.busy)
         wiring.connect(m, emitter.o, wiring.flipped(self.tx))
 
-        # The core's ports through a register each (LINK_PORT_LATENCY): no handshake runs
-        # combinationally between the engine's state machine and the core's scheduler.
-        for name in ("write", "read", "cmd"):
-            port = getattr(engine, name)
+        # The core's ports through a register each (StreamRegister.LATENCY): no handshake
+        # runs combinationally between the engine's state machine and the core's scheduler.
+        for name in ("write", "read", "cmd", "read_data", "result"):
+            port, outer = getattr(engine, name), wiring.flipped(getattr(self, name))
             m.submodules[f"{name}_reg"] = reg = StreamRegister(port.payload.shape())
-            wiring.connect(m, port, reg.i)
-            wiring.connect(m, reg.o, wiring.flipped(getattr(self, name)))
-        for name in ("read_data", "result"):
-            port = getattr(engine, name)
-            m.submodules[f"{name}_reg"] = reg = StreamRegister(port.payload.shape())
-            wiring.connect(m, wiring.flipped(getattr(self, name)), reg.i)
-            wiring.connect(m, reg.o, port)
+            source, sink = (port, outer) if name in ("write", "read", "cmd") else (outer, port)
+            wiring.connect(m, source, reg.i)
+            wiring.connect(m, reg.o, sink)
         m.d.comb += [engine.core_status.eq(self.core_status), self.busy.eq(engine.busy),
                      self.tag.eq(engine.tag), self.answered.eq(engine.answered),
                      self.rejected.eq(engine.rejected)]
