@@ -269,12 +269,13 @@ def yosys_fsm_script():
     return "setattr -set fsm_encoding \"one-hot\" " + " ".join(f"*/w:{n}" for n in FSM_STATES)
 
 
-REPLICATED = ("*.core.lanes.broadcast", "*.core.lanes.bounds", "*.core.lanes.reset_tree",
+REPLICATED = ("*.design.reset_tree", "*.core.lanes.broadcast", "*.core.lanes.bounds",
+              "*.core.lanes.reset_tree",
               "*.core.spike_table",
               *(f"*.core.lanes.lane*.{name}"
                 for name in ("param", "state", "acc", "ptr", "sbuf", "queue")))
-"""Modules whose registers are copies of each other on purpose: the lane bus's and the lanes'
-reset's trees (:class:`hw.core.broadcast.Broadcast`, :class:`~hw.core.broadcast.Scatter`),
+"""Modules whose registers are copies of each other on purpose: the SoC's reset copies for
+the link and the core (:class:`hw.soc.SoC`), the lane bus's and the lanes' reset's trees (:class:`hw.core.broadcast.Broadcast`, :class:`~hw.core.broadcast.Scatter`),
 one register per lane at their leaves, and the lane memories that may be LUT RAM
 (:class:`hw.core.bram.BlockRAM`, :class:`hw.core.bram.PipelinedRAM`, as the core's spike
 table), one read address register per column slice (and per row group of the spike queue)."""

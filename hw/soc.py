@@ -8,7 +8,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .core import Core
+from .core import Broadcast, Core
 from .link import Link
 from .streams import StreamRegister
 from .uart import UARTRx, UARTTx, check_parameters
@@ -86,9 +86,20 @@ class SoC(wiring.Component):
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
         m.submodules.tx_buffer = tx_buffer = StreamRegister(8)
-        m.submodules.link = link = Link(self._config, clock_hz=self._clock_hz,
-                                        baud=self._baud, tag=self._tag)
-        m.submodules.core = core = Core(self._config, init=self._init, lutram=self._lutram)
+        link = Link(self._config, clock_hz=self._clock_hz, baud=self._baud, tag=self._tag)
+        core = Core(self._config, init=self._init, lutram=self._lutram)
+        # The link and the core each take the reset from a register of their own, a cycle
+        # after the rest of the SoC, in a clock domain of their own on the same clock: one
+        # reset net across the die, in the logic of both state machines, was the 85F build's
+        # critical path. (hw.build keeps the two registers apart; the UART sends the link
+        # nothing until a byte has arrived, long after both have left the reset.)
+        m.submodules.reset_tree = resets = Broadcast(1, 2, 1, control=lambda r: ())
+        m.d.comb += resets.i.eq(ResetSignal("sync"))
+        for k, (name, block) in enumerate((("link", link), ("core", core))):
+            domain = ClockDomain(name, local=True)
+            m.domains += domain
+            m.d.comb += [domain.clk.eq(ClockSignal("sync")), domain.rst.eq(resets.o[k])]
+            m.submodules[name] = DomainRenamer(name)(block)
 
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                      link.rx_error.eq(uart_rx.err.frame | uart_rx.err.overflow),

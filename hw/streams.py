@@ -34,6 +34,7 @@ class StreamRegister(wiring.Component):
     """Cycles from a word's handshake at ``i`` to its first cycle of ``o.valid``."""
 
     def __init__(self, shape):
+        self._shape = shape
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
@@ -41,9 +42,12 @@ class StreamRegister(wiring.Component):
         m.d.comb += self.i.ready.eq(~self.o.valid)
         # While empty the payload register follows its input whether or not it is valid:
         # its enable is then this register's own flip-flop, not the sender's valid (the
-        # decode of a state machine that would fan out to every bit).
+        # decode of a state machine that would fan out to every bit). Only ``o.valid``
+        # takes the reset: the payload means nothing until it is valid.
+        payload = Signal(self._shape, name="payload", reset_less=True)
+        m.d.comb += self.o.payload.eq(payload)
         with m.If(~self.o.valid):
-            m.d.sync += self.o.payload.eq(self.i.payload)
+            m.d.sync += payload.eq(self.i.payload)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += self.o.valid.eq(1)
         with m.If(self.o.valid & self.o.ready):

@@ -390,24 +390,29 @@ class Core(wiring.Component):
         # wa_valid says they hold a taken write.)
         core_limit = {reg: cfg.register_limit(reg) for reg in CoreReg
                       if cfg.register_limit(reg) is not None}
-        tp = Signal(write_request_layout(cfg), name="wi")
+        # (Only the valid flags take the reset: the rest means nothing while they are low.)
+        tp = Signal(write_request_layout(cfg), name="wi", reset_less=True)
         wi_valid = Signal(name="wi_valid")
         m.d.sync += [tp.eq(self.write.payload),
                      wi_valid.eq(self.write.valid & self.write.ready)]
+        # Each limited CORE register's address and limit are compared as the write is
+        # registered, side by side; the verdict is then one reduction of those flags.
+        taken = self.write.payload
+        wi_names = Signal(len(core_limit), name="wi_names", reset_less=True)
+        wi_within = Signal(len(core_limit), name="wi_within", reset_less=True)
+        m.d.sync += [
+            wi_names.eq(Cat((taken.mem == Mem.CORE) & (taken.addr == reg) for reg in core_limit)),
+            wi_within.eq(Cat(taken.data <= limit for limit in core_limit.values())),
+        ]
         value_ok = Signal(name="value_ok")
-        m.d.comb += value_ok.eq(1)
-        with m.If(tp.mem == Mem.CORE):
-            with m.Switch(tp.addr):
-                for reg, limit in core_limit.items():
-                    with m.Case(reg):
-                        m.d.comb += value_ok.eq(tp.data <= limit)
-        wa = Signal(write_request_layout(cfg), name="wa")
+        m.d.comb += value_ok.eq(~(wi_names & ~wi_within).any())
+        wa = Signal(write_request_layout(cfg), name="wa", reset_less=True)
         wa_valid = Signal(name="wa_valid")
-        wa_ok = Signal(name="wa_ok")                 # the address is in range ...
-        wa_value_ok = Signal(name="wa_value_ok")     # ... and a CORE value within its limit
+        wa_ok = Signal(name="wa_ok", reset_less=True)              # the address is in range ...
+        wa_value_ok = Signal(name="wa_value_ok", reset_less=True)  # ... a CORE value in its limit
         tp_k = Signal(addr_bits(cfg.max_inputs), name="tp_input")
-        wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input")
-        wa_src = Signal(SRC, name="wa_input_src")
+        wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input", reset_less=True)
+        wa_src = Signal(SRC, name="wa_input_src", reset_less=True)
         m.d.comb += tp_k.eq(Mux(tp.mem == Mem.INPUT, tp.addr[cfg.input_bits:], tp.addr))
         m.d.sync += [wa_valid.eq(wi_valid), wa.eq(tp),
                      wa_ok.eq(in_range(tp, True)), wa_value_ok.eq(value_ok), wa_k.eq(tp_k)]
