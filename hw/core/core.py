@@ -290,7 +290,8 @@ class Core(wiring.Component):
         # p moves to 0 (p_zero) or on by one (p_inc) or stays: the states set the flags.
         p_zero = Signal(name="p_zero")
         p_inc = Signal(name="p_inc")
-        m.d.comb += [p_next.eq(Mux(p_zero, 0, Mux(p_inc, p + 1, p))), j_next.eq(j)]
+        m.d.comb += [p_next.eq(Mux(p_zero, 0, Mux(p_inc, p + 1, p))),
+                     j_next.eq(Mux(ahead_first, 0, Mux(ahead_next, j + 1, j)))]
         m.d.sync += [p.eq(p_next), j.eq(j_next)]
         # Dispatch's comparisons and the population table's address, registered from those:
         # p_live = p < n_pops, j_live = j < n_projs, and the population to look up (p, or
@@ -299,10 +300,15 @@ class Core(wiring.Component):
         j_live = Signal(name="j_live")
         p_last = Signal(name="p_last")      # p is the last population
         pop_addr = Signal.like(pop_rd.addr, name="pop_addr", reset_less=True)
-        # (For each of p_next's three values from registers, the flags' choice last.)
+        # (For each of p_next's and j_next's three values from registers, the flags' choice
+        # last.)
         def by_p_next(f):
             return Mux(p_zero, f(C(0, len(p))), Mux(p_inc, f(p + 1), f(p)))
-        m.d.sync += [p_live.eq(by_p_next(lambda q: q < n_pops)), j_live.eq(j_next < n_projs),
+
+        def by_j_next(f):
+            return Mux(ahead_first, f(C(0, len(j))), Mux(ahead_next, f(j + 1), f(j)))
+        m.d.sync += [p_live.eq(by_p_next(lambda q: q < n_pops)),
+                     j_live.eq(by_j_next(lambda q: q < n_projs)),
                      p_last.eq(by_p_next(lambda q: q + 1 == n_pops)),
                      pop_addr.eq(by_p_next(lambda q: Mux(q < n_pops, q, readout)))]
         cycles = Signal(COUNTER_BITS, name="cycles")
@@ -710,7 +716,7 @@ class Core(wiring.Component):
                 # command (only a step uses them), which keeps the decoded command off the
                 # projection table's look-ahead read address. A STEP that runs moves the
                 # sources, projections and token ring on now (`stepping`).
-                m.d.comb += [p_zero.eq(1), j_next.eq(0), ahead_first.eq(1)]
+                m.d.comb += [p_zero.eq(1), ahead_first.eq(1)]
                 m.d.sync += [upd_qbase.eq(nxt_q[0]), upd_entry.eq(nxt_t[0]),
                              upd_keep.eq(src[0].keep)]
                 with m.Switch(cq.op):
@@ -870,7 +876,7 @@ class Core(wiring.Component):
                     in_going.eq(0),
                 ]
                 with m.If(ph_route):
-                    m.d.comb += [j_next.eq(j + 1), ahead_next.eq(1)]
+                    m.d.comb += ahead_next.eq(1)
                     with m.If(rt_spikes == 0):
                         m.next = "D1"
                     with m.Else():

@@ -308,9 +308,10 @@ class Lane(wiring.Component):
         upd_addr = data_reg(cfg.local_bits, "upd_addr")
         upd_addr_next = Signal(cfg.local_bits, name="upd_addr_next")
         upd_n = data_reg(bits_for(cfg.max_source + L), "upd_n")
+        upd_addr1 = data_reg(cfg.local_bits, "upd_addr1")      # upd_addr + 1, registered
         m.d.comb += upd_addr_next.eq(Mux(op == LaneOp.UPDATE, bus.addr,
-                                         Mux(upd_run, upd_addr + 1, upd_addr)))
-        m.d.sync += upd_addr.eq(upd_addr_next)
+                                         Mux(upd_run, upd_addr1, upd_addr)))
+        m.d.sync += [upd_addr.eq(upd_addr_next), upd_addr1.eq(upd_addr_next + 1)]
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += [
                 upd_run.eq(bus.count != 0),
@@ -394,24 +395,30 @@ class Lane(wiring.Component):
         smp_q = delay(smp_read, READ_LATENCY, "smp_read")
 
         # ROUTE, send side: this lane's queued spikes, in its window of ranks ------------------
+        # (The counters' zero tests and snd_addr + 1 are flip-flops kept beside them, so
+        # that the queue's address registers are a multiplexer away from flip-flops.)
         snd_wait = Signal(cfg.size_bits, name="snd_wait")
+        snd_waited = Signal(name="snd_waited", init=1)      # snd_wait == 0
         snd_left = Signal(cfg.size_bits, name="snd_left")
+        snd_more = Signal(name="snd_more")                  # snd_left != 0
         snd_addr = data_reg(addr_bits(cfg.queue_depth), "snd_addr")
+        snd_addr1 = data_reg(addr_bits(cfg.queue_depth), "snd_addr1")    # snd_addr + 1
         snd_read = Signal(name="snd_read")
-        m.d.comb += snd_read.eq(route_on & (snd_wait == 0) & (snd_left != 0))
+        m.d.comb += snd_read.eq(route_on & snd_waited & snd_more)
         with m.If(op == LaneOp.ROUTE):
             lo, hi = bus.window[0], bus.window[1]
-            m.d.sync += [snd_wait.eq(lo), snd_left.eq(hi - lo)]
-        with m.Elif(route_on & (snd_wait != 0)):
-            m.d.sync += snd_wait.eq(snd_wait - 1)
+            m.d.sync += [snd_wait.eq(lo), snd_waited.eq(lo == 0),
+                         snd_left.eq(hi - lo), snd_more.eq(hi != lo)]
+        with m.Elif(route_on & ~snd_waited):
+            m.d.sync += [snd_wait.eq(snd_wait - 1), snd_waited.eq(snd_wait == 1)]
         with m.Elif(snd_read):
-            m.d.sync += snd_left.eq(snd_left - 1)
+            m.d.sync += [snd_left.eq(snd_left - 1), snd_more.eq(snd_left != 1)]
         # The queue's own address registers are loaded with snd_addr's next value.
         snd_addr_next = Signal.like(snd_addr, name="snd_addr_next")
         m.d.comb += [snd_addr_next.eq(Mux(op == LaneOp.ROUTE, bus.qbase,
-                                          Mux(snd_read, snd_addr + 1, snd_addr))),
+                                          Mux(snd_read, snd_addr1, snd_addr))),
                      queue.raddr.eq(Mux(host_rd_next, bus.addr, snd_addr_next))]
-        m.d.sync += snd_addr.eq(snd_addr_next)
+        m.d.sync += [snd_addr.eq(snd_addr_next), snd_addr1.eq(snd_addr_next + 1)]
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
         # The gather output: at most one of these is active in any lane at any time.

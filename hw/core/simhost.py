@@ -5,7 +5,7 @@ and returns its outcome; they keep ``valid`` high across back-to-back transfers 
 use generator testbenches.
 """
 
-from spikestream.memory_map import Mem, Op, Write, output_reads
+from spikestream.memory_map import Mem, Op, output_reads
 from spikestream.timing import WRITE_LATENCY
 
 __all__ = ["write_words", "read_word", "read_state", "read_outputs", "command", "StepOutcome"]

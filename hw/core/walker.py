@@ -223,14 +223,18 @@ class Accumulator(wiring.Component):
         w_w = Signal(signed(WQ), name="w_w", reset_less=True)
         wr1 = Signal(data.StructLayout({"valid": 1, "addr": unsigned(cfg.local_bits),
                                         "value": signed(ACC_BITS)}), name="wr1")
-        hit1 = Signal(name="hit1")
+        hit1 = Signal(name="hit1")      # the synapse in W targets the word wr1 wrote
+        hit2 = Signal(name="hit2")      # the synapse in M targets the word wr1 holds
         base = Signal(signed(ACC_BITS), name="acc_base", reset_less=True)   # two back merged
         scaled = sum(Mux(syn.q[i], syn.weight.as_signed() << i, 0) for i in range(cfg.q_bits))
+        # Both hits are compared a cycle ahead, from what v_m, a_m, v_w and a_w (and wr1,
+        # loaded from W) are about to hold: the merge is then a multiplexer on a flip-flop.
         m.d.sync += [
             v_m.eq(self.i.valid), a_m.eq(syn.addr), w_m.eq(scaled),
             v_w.eq(v_m), a_w.eq(a_m), w_w.eq(w_m),
             hit1.eq(v_m & v_w & (a_m == a_w)),
-            base.eq(Mux(v_m & wr1.valid & (a_m == wr1.addr), wr1.value, self.raw)),
+            hit2.eq(self.i.valid & v_w & (syn.addr == a_w)),
+            base.eq(Mux(hit2, wr1.value, self.raw)),
         ]
         old = Signal(signed(ACC_BITS), name="old")
         new = Signal(signed(ACC_BITS), name="new")
