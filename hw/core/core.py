@@ -285,8 +285,11 @@ class Core(wiring.Component):
         # p and j as they will be next cycle (the states below set these).
         p_next = Signal.like(p, name="p_next")
         j_next = Signal.like(j, name="j_next")
-        ahead_first = Signal(name="ahead_first")    # j_next is 0
-        ahead_next = Signal(name="ahead_next")      # j_next is j + 1
+        ahead_first = Signal(name="ahead_first")    # j_next is 0 (COMMAND)
+        # j_next is j + 1: D2 of a route, a flip-flop set in D1 (which always goes to D2)
+        # with the route's own decision.
+        ahead_next = Signal(name="ahead_next")
+        m.d.sync += ahead_next.eq(0)
         # p moves to 0 (p_zero) or on by one (p_inc) or stays: the states set the flags.
         p_zero = Signal(name="p_zero")
         p_inc = Signal(name="p_inc")
@@ -486,10 +489,14 @@ class Core(wiring.Component):
                     (CoreReg.SAMPLE, sampling), (CoreReg.TOKENS, tokens_on),
                     (CoreReg.INPUTS, n_inputs))
         r_reg = Signal(len(readable), name="rq_reg")
+        r_k = Signal(addr_bits(cfg.max_inputs), name="rq_input")     # the input it names
+        asked = self.read.payload
         with m.If(self.read.valid & self.read.ready):
-            m.d.sync += [r.eq(self.read.payload), r_ok.eq(in_range(self.read.payload, False)),
-                         r_lane.eq(Cat(self.read.payload.mem == mem for mem in LANE_MEMS).any()),
-                         r_reg.eq(Cat(self.read.payload.addr == reg for reg, _ in readable))]
+            m.d.sync += [r.eq(asked), r_ok.eq(in_range(asked, False)),
+                         r_lane.eq(Cat(asked.mem == mem for mem in LANE_MEMS).any()),
+                         r_reg.eq(Cat(asked.addr == reg for reg, _ in readable)),
+                         r_k.eq(Mux(asked.mem == Mem.INPUT, asked.addr[cfg.input_bits:],
+                                    asked.addr))]
 
         # Defaults of the table ports.
         m.d.comb += [
@@ -575,8 +582,14 @@ class Core(wiring.Component):
         from_lane = Signal(name="from_lane")
         with m.If(root.valid):
             m.d.sync += lane_word.eq(root.payload)
+        # The result's counts are the counters themselves: every state that ends in RESULT
+        # counts its own cycle, RESULT counts nothing, and COMMAND zeroes both (a result
+        # that ran no timestep counts none). No enable decided by the states stands in
+        # front of the result's 64 count bits.
         m.d.comb += [
             self.result.payload.eq(res),
+            self.result.payload.cycles.eq(cycles),
+            self.result.payload.spikes.eq(spikes),
             self.read_data.payload.error.eq(rdata.error),
             self.read_data.payload.data.eq(Mux(from_lane, lane_word, rdata.data)),
         ]
@@ -641,11 +654,9 @@ class Core(wiring.Component):
         # Host reads of the global memories: the word of each, caught a cycle or two after
         # READ (the spike table's read is a cycle, the input memory's two).
         r_s = Signal(addr_bits(S), name="rq_src")
-        r_k = Signal(addr_bits(cfg.max_inputs), name="rq_input")
         r_p = Signal(cfg.pop_bits, name="rq_pop")
         r_f = Signal(cfg.spike_bits, name="rq_field")
-        m.d.comb += [r_s.eq(r.addr), r_k.eq(Mux(r.mem == Mem.INPUT, r.addr[cfg.input_bits:],
-                                               r.addr)),
+        m.d.comb += [r_s.eq(r.addr),
                      r_p.eq(r.addr[cfg.spike_bits:]), r_f.eq(r.addr[:cfg.spike_bits])]
         r_src_word = Signal(SRC, name="rq_src_word")
         r_in_t = Signal(cfg.region_bits, name="rq_input_entry")
@@ -711,7 +722,7 @@ class Core(wiring.Component):
 
             # The command registered in IDLE (COMMAND_LATENCY cycle).
             with m.State("COMMAND"):
-                m.d.sync += [res.eq(0), res.op.eq(cq.op)]
+                m.d.sync += [res.eq(0), res.op.eq(cq.op), cycles.eq(0), spikes.eq(0)]
                 # A step starts at population 0, projection 0. They are reset for every
                 # command (only a step uses them), which keeps the decoded command off the
                 # projection table's look-ahead read address. A STEP that runs moves the
@@ -734,7 +745,6 @@ class Core(wiring.Component):
                         m.next = "CLEAR"
                     with m.Case(Op.STEP):
                         with m.If(cq_token_ok):
-                            m.d.sync += [cycles.eq(0), spikes.eq(0)]
                             m.next = "D1"
                         with m.Else():
                             m.d.sync += [res.error.eq(1), err.cmd_error.eq(1)]
@@ -843,6 +853,7 @@ class Core(wiring.Component):
                 m.d.sync += [
                     ph_pop.eq(pop_rd.data), ph_proj.eq(next_proj),
                     ph_route.eq(j_live & p_live & (next_proj.dst == p)),
+                    ahead_next.eq(j_live & p_live & (next_proj.dst == p)),
                     ph_update.eq(p_live), ph_last.eq(p_last),
                     rt_spikes.eq(route_spikes),
                     rt_bounds.eq(Mux(next_proj.token | from_input, 0, route_entry.bounds)),
@@ -875,8 +886,7 @@ class Core(wiring.Component):
                     in_addr.eq(rt_qbase),
                     in_going.eq(0),
                 ]
-                with m.If(ph_route):
-                    m.d.comb += ahead_next.eq(1)
+                with m.If(ph_route):       # (ahead_next: j moves on)
                     with m.If(rt_spikes == 0):
                         m.next = "D1"
                     with m.Else():
@@ -891,7 +901,6 @@ class Core(wiring.Component):
                     m.next = "SAMPLE"
                 with m.Else():
                     # No population (nothing loaded) and no readout: nothing to run.
-                    m.d.sync += [res.cycles.eq(cycles + 1), res.spikes.eq(spikes)]
                     m.next = "RESULT"
 
             with m.State("ROUTE"):
@@ -929,8 +938,6 @@ class Core(wiring.Component):
                     m.d.comb += p_inc.eq(1)
                     with m.If(ph_last & ~sampling):
                         # No readout: the timestep ends with its last update.
-                        m.d.sync += [res.cycles.eq(cycles + 1),
-                                     res.spikes.eq(spikes + incl[-1])]
                         m.next = "RESULT"
                     with m.Else():
                         m.next = "D1"
@@ -942,11 +949,7 @@ class Core(wiring.Component):
                     sampler.i.payload.eq(root.payload[:STATE_BITS]),
                 ]
                 with m.If(finished):
-                    m.d.sync += [
-                        res.token.eq(sampler.token),
-                        res.cycles.eq(cycles + 1),
-                        res.spikes.eq(spikes),
-                    ]
+                    m.d.sync += res.token.eq(sampler.token)
                     m.next = "RESULT"
 
         m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))

@@ -522,10 +522,12 @@ class Lane(wiring.Component):
             param_r.addr.eq(Mux(host_rd, host_addr, upd_addr)),
             state_r.addr.eq(Mux(host_rd, host_addr, Mux(smp_run, smp_addr, upd_addr))),
             # The accumulator's address register is loaded with what its address would be
-            # next cycle: the host's, the synapse's in the synapse register, or the
-            # update's (each from the values its own register is about to take).
-            acc.raddr.eq(Mux(host_rd_next, bus.addr,
-                             Mux(route_on_next, syn_next.addr, upd_addr_next))),
+            # next cycle: the synapse's in the synapse register, the host's or the update's
+            # (each from the values its own register is about to take). The synapse banks'
+            # word comes last, through the last multiplexer only (a host read is never in
+            # ROUTE: its op ends the mode).
+            acc.raddr.eq(Mux(route_on_next, syn_next.addr,
+                             Mux(host_rd_next, bus.addr, upd_addr_next))),
         ]
         with m.If(host_wr[Mem.STATE]):
             m.d.comb += [state_w.en.eq(1), state_w.addr.eq(host_addr), state_w.data.eq(host_data)]

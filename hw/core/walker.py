@@ -226,7 +226,11 @@ class Accumulator(wiring.Component):
         hit1 = Signal(name="hit1")      # the synapse in W targets the word wr1 wrote
         hit2 = Signal(name="hit2")      # the synapse in M targets the word wr1 holds
         base = Signal(signed(ACC_BITS), name="acc_base", reset_less=True)   # two back merged
-        scaled = sum(Mux(syn.q[i], syn.weight.as_signed() << i, 0) for i in range(cfg.q_bits))
+        # weight * q as the shifted weights of q's bits, added in a balanced tree
+        terms = [Mux(syn.q[i], syn.weight.as_signed() << i, 0) for i in range(cfg.q_bits)]
+        while len(terms) > 1:
+            terms = [a + b for a, b in zip(terms[::2], terms[1::2])] + terms[len(terms) & ~1:]
+        scaled = terms[0]
         # Both hits are compared a cycle ahead, from what v_m, a_m, v_w and a_w (and wr1,
         # loaded from W) are about to hold: the merge is then a multiplexer on a flip-flop.
         m.d.sync += [
