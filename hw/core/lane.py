@@ -311,7 +311,9 @@ class Lane(wiring.Component):
         upd_addr1 = data_reg(cfg.local_bits, "upd_addr1")      # upd_addr + 1, registered
         m.d.comb += upd_addr_next.eq(Mux(op == LaneOp.UPDATE, bus.addr,
                                          Mux(upd_run, upd_addr1, upd_addr)))
-        m.d.sync += [upd_addr.eq(upd_addr_next), upd_addr1.eq(upd_addr_next + 1)]
+        m.d.sync += [upd_addr.eq(upd_addr_next),
+                     upd_addr1.eq(Mux(op == LaneOp.UPDATE, bus.addr + 1,
+                                      Mux(upd_run, upd_addr1 + 1, upd_addr1)))]
         with m.If(op == LaneOp.UPDATE):
             m.d.sync += [
                 upd_run.eq(bus.count != 0),
@@ -418,7 +420,10 @@ class Lane(wiring.Component):
         m.d.comb += [snd_addr_next.eq(Mux(op == LaneOp.ROUTE, bus.qbase,
                                           Mux(snd_read, snd_addr1, snd_addr))),
                      queue.raddr.eq(Mux(host_rd_next, bus.addr, snd_addr_next))]
-        m.d.sync += [snd_addr.eq(snd_addr_next), snd_addr1.eq(snd_addr_next + 1)]
+        # (snd_addr_next + 1 from each of its values, the multiplexer last)
+        m.d.sync += [snd_addr.eq(snd_addr_next),
+                     snd_addr1.eq(Mux(op == LaneOp.ROUTE, bus.qbase + 1,
+                                      Mux(snd_read, snd_addr1 + 1, snd_addr1)))]
         snd_q = delay(snd_read, READ_LATENCY, "snd_read")
 
         # The gather output: at most one of these is active in any lane at any time.
