@@ -275,8 +275,9 @@ REPLICATED = ("*.design.reset_tree", "*.core.lanes.broadcast", "*.core.lanes.bou
               *(f"*.core.lanes.lane*.{name}"
                 for name in ("param", "state", "acc", "ptr", "sbuf", "queue")))
 """Modules whose registers are copies of each other on purpose: the SoC's reset copies for
-the link and the core (:class:`hw.soc.SoC`), the lane bus's and the lanes' reset's trees (:class:`hw.core.broadcast.Broadcast`, :class:`~hw.core.broadcast.Scatter`),
-one register per lane at their leaves, and the lane memories that may be LUT RAM
+the link and the core (:class:`hw.soc.SoC`), the lane bus's and the lanes' reset's trees
+(:class:`hw.core.broadcast.Broadcast`, :class:`~hw.core.broadcast.Scatter`), one register per
+lane at their leaves, and the lane memories that may be LUT RAM
 (:class:`hw.core.bram.BlockRAM`, :class:`hw.core.bram.PipelinedRAM`, as the core's spike
 table), one read address register per column slice (and per row group of the spike queue)."""
 

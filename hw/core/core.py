@@ -850,10 +850,10 @@ class Core(wiring.Component):
             # Dispatch, first cycle: which phase is next?
             with m.State("D1"):
                 m.d.sync += cycles.eq(cycles + 1)
+                route = j_live & p_live & (next_proj.dst == p)
                 m.d.sync += [
                     ph_pop.eq(pop_rd.data), ph_proj.eq(next_proj),
-                    ph_route.eq(j_live & p_live & (next_proj.dst == p)),
-                    ahead_next.eq(j_live & p_live & (next_proj.dst == p)),
+                    ph_route.eq(route), ahead_next.eq(route),
                     ph_update.eq(p_live), ph_last.eq(p_last),
                     rt_spikes.eq(route_spikes),
                     rt_bounds.eq(Mux(next_proj.token | from_input, 0, route_entry.bounds)),
