@@ -480,6 +480,11 @@ class Core(wiring.Component):
                                   input_ok & (wa.addr[:cfg.input_bits] < wa_src.stride) &
                                   (wa.data < wa_src.size),
                                   input_ok & (wa.data <= wa_src.stride)))
+        # An accepted spike-input count (in_go & w_is[INCOUNT] below), one flip-flop: it
+        # enables the spike table's write.
+        count_go = Signal(name="wq_count_go")
+        m.d.sync += count_go.eq(wa_valid & wa_ok & wa_value_ok & (wa.mem == Mem.INCOUNT) &
+                                input_ok & (wa.data <= wa_src.stride))
 
         # The CORE registers a read can name, and which one it names, decoded as it is
         # accepted (one-hot): the register read is then an AND-OR of flip-flops.
@@ -632,11 +637,10 @@ class Core(wiring.Component):
                      in_mem.waddr.eq(w_in_q + w_i), in_mem.wdata.eq(in_word)]
         count_pending = Signal(name="count_pending")
         count_word = Signal(SPK, name="count_word")
-        m.d.sync += [count_pending.eq(in_go & w_is[Mem.INCOUNT]),
+        m.d.sync += [count_pending.eq(count_go),
                      count_word.eq(0), count_word.bounds[L].eq(in_count),
                      count_word.qbase.eq(w_in_q)]
-        with m.If(in_go & w_is[Mem.INCOUNT]):
-            m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(w_in_t)]
+        # (The count's enable and address are given after the scheduler's, below.)
         with m.If(count_pending):
             m.d.comb += spk_data.eq(count_word)
 
@@ -953,6 +957,13 @@ class Core(wiring.Component):
                     m.next = "RESULT"
 
         m.d.comb += err.busy.eq(~fsm.ongoing("IDLE"))
+        # A spike input's count goes into the spike table (enable and address a cycle
+        # ahead). Written after the scheduler's states, so that its enable, a flip-flop,
+        # is the last multiplexer in front of the table's write port, not the first: a
+        # write is only ever registered in IDLE (commands wait for it), where no state
+        # writes the table.
+        with m.If(count_go):
+            m.d.comb += [spk_ahead.en.eq(1), spk_ahead.addr.eq(w_in_t)]
         assert DISPATCH_CYCLES == 2 and COMMAND_LATENCY == 1
         assert timing.update_latency >= 2        # an UPDATE body never ends in its first cycle
         return m
