@@ -423,8 +423,14 @@ class Core(wiring.Component):
         wa_k = Signal(addr_bits(cfg.max_inputs), name="wa_input", reset_less=True)
         wa_src = Signal(SRC, name="wa_input_src", reset_less=True)
         m.d.comb += tp_k.eq(Mux(tp.mem == Mem.INPUT, tp.addr[cfg.input_bits:], tp.addr))
+        # One-hot: the SRC or PROJ word the write names (qualified by its verdicts next).
+        wa_src_at = Signal(S, name="wa_src_at", reset_less=True)
+        wa_proj_at = Signal(cfg.max_projs, name="wa_proj_at", reset_less=True)
         m.d.sync += [wa_valid.eq(wi_valid), wa.eq(tp),
-                     wa_ok.eq(in_range(tp, True)), wa_value_ok.eq(value_ok), wa_k.eq(tp_k)]
+                     wa_ok.eq(in_range(tp, True)), wa_value_ok.eq(value_ok), wa_k.eq(tp_k),
+                     wa_src_at.eq(Cat((tp.mem == Mem.SRC) & (tp.addr == s) for s in range(S))),
+                     wa_proj_at.eq(Cat((tp.mem == Mem.PROJ) & (tp.addr == k)
+                                       for k in range(cfg.max_projs)))]
         with m.Switch(tp_k):
             for k in range(cfg.max_inputs):
                 with m.Case(k):
@@ -452,9 +458,8 @@ class Core(wiring.Component):
             w_lane.eq(Cat(wa.mem == mem for mem in LANE_MEMS).any()),
             *(flag.eq(wa.mem == mem) for mem, flag in w_is.items()),
             w_reg.eq(Cat((wa.mem == Mem.CORE) & (wa.addr == reg) for reg in CoreReg)),
-            w_src.eq(Cat(wa_go & (wa.mem == Mem.SRC) & (wa.addr == s) for s in range(S))),
-            w_proj_at.eq(Cat(wa_go & (wa.mem == Mem.PROJ) & (wa.addr == k)
-                             for k in range(cfg.max_projs))),
+            w_src.eq(wa_src_at & wa_go.replicate(S)),
+            w_proj_at.eq(wa_proj_at & wa_go.replicate(cfg.max_projs)),
         ]
         # A spike input's words are checked against its source word too, and land in the
         # region and entry that the next STEP moves it to. The source word, next entry and

@@ -173,12 +173,13 @@ class NeuronUnit(wiring.Component):
             spiking=s0.spiking, zero=s0.zero, sub=s0.sub, owe=s0.owe, en=s0.en, tag=s0.tag)
 
         # Stage 2: round half up and drop the fraction; the synaptic current and the
-        # jumped adaptation each in the same adder as the rounding.
+        # jumped adaptation each in the same adder as the rounding. (The adaptation's two
+        # sums are saturated in stage 3, where they only meet a multiplexer: the product
+        # comes from a DSP block, the sum and its saturation would be one path.)
         s2 = stage(
             2, tv=(rs_plus(s1.pv), signed(W + DECAY_BITS - F + 1)),
             syn=saturate(m, rs_plus(s1.pa, s1.acc), W, "syn_cur"), acc=s1.acc,
-            aj=saturate(m, rs_plus(s1.pa, s1.jump), W, "a_jump"),
-            a0=saturate(m, rs_plus(s1.pa), W, "a_decay"),
+            aj=rs_plus(s1.pa, s1.jump), a0=rs_plus(s1.pa),
             owed=(Mux(s1.owe, s1.thr, 0), signed(W)),
             thr=s1.thr, bias=s1.bias, a=s1.a, cuba=s1.cuba, spiking=s1.spiking,
             zero=s1.zero, sub=s1.sub, en=s1.en, tag=s1.tag)
@@ -187,8 +188,9 @@ class NeuronUnit(wiring.Component):
         s3 = stage(
             3, cur=saturate(m, Mux(s2.cuba, s2.syn, s2.acc) + s2.bias, W, "cur"),
             tv=(s2.tv - s2.owed, signed(W + 2)),
-            a_fired=(Mux(s2.cuba, s2.syn, s2.aj), signed(W)),
-            a_quiet=(Mux(s2.cuba, s2.syn, Mux(s2.spiking, s2.a0, s2.a)), signed(W)),
+            a_fired=(Mux(s2.cuba, s2.syn, saturate(m, s2.aj, W, "a_jump")), signed(W)),
+            a_quiet=(Mux(s2.cuba, s2.syn,
+                         Mux(s2.spiking, saturate(m, s2.a0, W, "a_decay"), s2.a)), signed(W)),
             thr=s2.thr, zero=s2.zero, sub=s2.sub, en=s2.en, tag=s2.tag)
 
         # Stage 4: integrate.
