@@ -48,6 +48,20 @@ def test_derive_core_bound_and_link_bound():
     assert fast["board_tokens_per_second"] < fast["compute_tokens_per_second"]
 
 
+def test_the_board_runs_at_the_target_when_timing_was_met_else_at_fmax():
+    assert T.board_clock_mhz({"fmax_mhz": 100.68, "target_mhz": 100.0, "timing_met": True}) \
+        == 100.0
+    assert T.board_clock_mhz({"fmax_mhz": 96.86, "target_mhz": 100.0, "timing_met": False}) \
+        == 96.86
+    config = core_config("85f")
+    line = {"tokens": 1000, "requests": 10, "down_bytes": 1410, "up_bytes": 120,
+            "token_bytes": 1}
+    r = T.derive([_row(config.lanes)], line, 100.68, 1000.0, config, clock_mhz=100.0)
+    assert r["fmax_mhz"] == 100.68 and r["clock_mhz"] == 100.0
+    assert r["compute_tokens_per_second"] == 100e6 / 800
+    assert r["bram_bound_gsops"] == 2 * r["synapse_dp16kd"] * 100e6 / 1e9
+
+
 def test_committed_build_result_is_readable():
     result = T.build_result()
     assert 10 < float(result["fmax_mhz"]) < 500
