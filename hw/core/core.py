@@ -500,11 +500,20 @@ class Core(wiring.Component):
                     (CoreReg.INPUTS, n_inputs))
         r_reg = Signal(len(readable), name="rq_reg")
         r_k = Signal(addr_bits(cfg.max_inputs), name="rq_input")     # the input it names
+        # One-hot: which of the registered table words (table_q below) answers a read that
+        # is neither a lane's nor out of range; the last, CORE, when none of the others.
+        table_mems = ((Mem.POP,), (Mem.PROJ,), (Mem.SRC,), (Mem.SPIKES, Mem.INCOUNT),
+                      (Mem.INPUT,))
+        r_table = Signal(len(table_mems) + 1, name="rq_table")
         asked = self.read.payload
         with m.If(self.read.valid & self.read.ready):
             m.d.sync += [r.eq(asked), r_ok.eq(in_range(asked, False)),
                          r_lane.eq(Cat(asked.mem == mem for mem in LANE_MEMS).any()),
                          r_reg.eq(Cat(asked.addr == reg for reg, _ in readable)),
+                         r_table.eq(Cat(*(Cat(asked.mem == mem for mem in mems).any()
+                                          for mems in table_mems),
+                                        ~Cat(asked.mem == mem for mems in table_mems
+                                             for mem in mems).any())),
                          r_k.eq(Mux(asked.mem == Mem.INPUT, asked.addr[cfg.input_bits:],
                                     asked.addr))]
 
@@ -518,6 +527,8 @@ class Core(wiring.Component):
         ]
 
         core_word = Signal(cfg.data_bits, name="core_word")
+        # The words a table read may answer, in r_table's order: POP, PROJ, SRC, a spike
+        # table field (SPIKES, INCOUNT), INPUT, CORE.
         table_q = [Signal(cfg.data_bits, name=f"table_q{k}") for k in range(6)]
         m.d.comb += core_word.eq(reduce(operator.or_, (Mux(r_reg[k], sig, 0)
                                                        for k, (_, sig) in enumerate(readable))))
@@ -778,7 +789,7 @@ class Core(wiring.Component):
                 with m.Else():
                     spikes_read = r.mem == Mem.SPIKES
                     m.d.sync += [table_q[0].eq(pop_host.data), table_q[1].eq(proj_host.data),
-                                 table_q[2].eq(core_word), table_q[3].eq(r_src_word),
+                                 table_q[5].eq(core_word), table_q[2].eq(r_src_word),
                                  host_entry_q.eq(Mux(spikes_read, r_pop_t, r_in_t)),
                                  host_in_addr.eq(r_in_q + r.addr[:cfg.input_bits]),
                                  host_field.eq(Mux(spikes_read,
@@ -794,24 +805,14 @@ class Core(wiring.Component):
                 m.next = "READ_TABLE2"
 
             with m.State("READ_TABLE2"):
-                m.d.sync += table_q[4].eq(spk_field)
-                m.d.sync += table_q[5].eq(in_mem.rdata)
+                m.d.sync += table_q[3].eq(spk_field)
+                m.d.sync += table_q[4].eq(in_mem.rdata)
                 m.next = "READ_TABLE"
 
             with m.State("READ_TABLE"):
-                with m.Switch(r.mem):
-                    with m.Case(Mem.POP):
-                        m.d.sync += rdata.data.eq(table_q[0])
-                    with m.Case(Mem.PROJ):
-                        m.d.sync += rdata.data.eq(table_q[1])
-                    with m.Case(Mem.SRC):
-                        m.d.sync += rdata.data.eq(table_q[3])
-                    with m.Case(Mem.SPIKES, Mem.INCOUNT):
-                        m.d.sync += rdata.data.eq(table_q[4])
-                    with m.Case(Mem.INPUT):
-                        m.d.sync += rdata.data.eq(table_q[5])
-                    with m.Default():
-                        m.d.sync += rdata.data.eq(table_q[2])
+                # (An AND-OR of flip-flops: the read's one-hot choice and the words.)
+                m.d.sync += rdata.data.eq(reduce(operator.or_, (Mux(r_table[k], q, 0)
+                                                                for k, q in enumerate(table_q))))
                 m.next = "READ_DATA"
 
             with m.State("READ_WAIT"):
