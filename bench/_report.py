@@ -27,8 +27,9 @@ def board_clock_mhz(result):
     """The clock a board runs the recorded build at: the build's target where timing was met
     (the PLL makes that clock, whatever headroom Fmax shows), otherwise its Fmax (the same
     build again with ``--clock`` at that Fmax)."""
-    fmax, target = float(result["fmax_mhz"]), result.get("target_mhz")
-    return min(fmax, float(target)) if result.get("timing_met") and target else fmax
+    if result.get("timing_met") and result.get("target_mhz"):
+        return float(result["target_mhz"])
+    return float(result["fmax_mhz"])
 
 
 def update_section(title, command, body):

@@ -174,8 +174,8 @@ class NeuronUnit(wiring.Component):
 
         # Stage 2: round half up and drop the fraction; the synaptic current and the
         # jumped adaptation each in the same adder as the rounding. (The adaptation's two
-        # sums are saturated in stage 3, where they only meet a multiplexer: the product
-        # comes from a DSP block, the sum and its saturation would be one path.)
+        # sums are saturated in stage 3, in front of the multiplexer that picks one: here,
+        # behind the DSP block's product and the adder, the saturation made the path long.)
         s2 = stage(
             2, tv=(rs_plus(s1.pv), signed(W + DECAY_BITS - F + 1)),
             syn=saturate(m, rs_plus(s1.pa, s1.acc), W, "syn_cur"), acc=s1.acc,
