@@ -53,7 +53,7 @@ from hw.core.bram import mode
 from hw.soc import SoC
 from hw.timing_paths import failing_endpoints, format_endpoints
 from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
-from spikestream.capacity import core_plan, lane_memories, lutram_memories
+from spikestream.capacity import core_plan, lane_memories, lutram_memories, ptr_bank_words
 from spikestream.cli import CommandParser
 from spikestream.cmdline import run
 from spikestream.files import atomic_write_bytes
@@ -297,7 +297,8 @@ def yosys_memory_script(config, blocks_per_lane=None):
     into LUT RAM: exactly :func:`spikestream.capacity.lutram_memories`, and keep the others in
     block RAM (Yosys would otherwise choose by its own cost)."""
     lut = lutram_memories(config, blocks_per_lane)
-    # The synapse memory is built as banks named syn_b0, syn_b1, ... (hw.core.lane).
+    # The synapses and the row pointers are built as banks named syn_b0, syn_b1, ...
+    # and ptr_b0, ptr_b1 (hw.core.lane).
     return "\n".join(
         f'setattr -set ram_style "{"distributed" if m.name in lut else "block"}" '
         f'*/m:{m.name} */m:{m.name}_b* */m:{m.name}_s*'
@@ -309,8 +310,10 @@ def lane_blocks(config, lutram):
     accumulator and the spike queue, which Yosys maps), as instance paths below the lane, in
     the order the lane's data flows through them: spike buffer, row pointers, synapse banks,
     then the neuron memories."""
+    even = ptr_bank_words(config)
     shapes = [("sbuf", config.ptr_bits, config.spike_depth),
-              ("ptr", config.layout(Mem.PTR).bits, config.ptr_depth)]
+              ("ptr_b0", config.layout(Mem.PTR).bits, even),
+              ("ptr_b1", config.layout(Mem.PTR).bits, max(1, config.ptr_depth - even))]
     shapes += [(f"syn_b{k}", config.layout(Mem.SYN).bits,
                 min(config.syn_bank_words, config.syn_depth - k * config.syn_bank_words))
                for k in range(config.syn_banks)]
@@ -318,7 +321,7 @@ def lane_blocks(config, lutram):
                ("param", config.layout(Mem.PARAM).bits, config.neurons_per_lane)]
     names = []
     for name, width, depth in shapes:
-        memory = "syn" if name.startswith("syn_b") else name
+        memory = name.partition("_b")[0]        # a bank's memory: syn_b3 is syn's
         shape = mode(width, depth)
         if memory in lutram or shape is None:
             continue

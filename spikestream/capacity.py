@@ -33,7 +33,8 @@ from .formats import ACC_BITS, DECAY_BITS, STATE_BITS
 from .memory_map import CoreConfig, Mem
 
 __all__ = ["DP16KD_SHAPES", "DP16KD_BITS", "LUTRAM_MAX_BITS", "SOC_BRAM", "bram_blocks",
-           "dpr16x4_cells", "LaneMemory", "lane_memories", "lutram_memories", "lane_block_budget",
+           "dpr16x4_cells", "LaneMemory", "ptr_bank_words", "lane_memories", "lutram_memories",
+           "lane_block_budget",
            "CORE_BRAM", "core_blocks", "spike_table_bits",
            "LUT_PER_LANE", "LUT_PER_CELL", "LUT_SOC", "LUT_PER_SOURCE", "LUT_PER_PROJ",
            "FF_PER_LANE", "FF_SOC", "FF_PER_SOURCE", "FF_PER_PROJ", "SKID_WORDS",
@@ -90,6 +91,11 @@ class LaneMemory:
         return dpr16x4_cells(self.words, self.bits) if self.lutram else 0
 
 
+def ptr_bank_words(config):
+    """Words of a lane's even row-pointer bank (the odd one has as many or one fewer)."""
+    return -(-config.ptr_depth // 2)
+
+
 def lane_memories(config):
     """The memories of one lane of a core built for ``config`` (a :class:`CoreConfig`)."""
     npl = config.neurons_per_lane
@@ -97,7 +103,10 @@ def lane_memories(config):
         LaneMemory("param", npl, config.layout(Mem.PARAM).bits),
         LaneMemory("state", npl, config.layout(Mem.STATE).bits),
         LaneMemory("acc", npl, ACC_BITS),
-        LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits),
+        # Even and odd words in banks of their own: a row reads its start and its end
+        # (the next row's start) in one cycle (hw.core.lane).
+        LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits,
+                   bank_words=ptr_bank_words(config)),
         LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits,
                    bank_words=config.syn_bank_words),
         LaneMemory("queue", config.queue_depth, config.layout(Mem.QUEUE).bits),
@@ -217,7 +226,7 @@ def core_plan(config, blocks_per_lane=None):
     per_lane = sum(m.blocks for m in mems)
     dpr = sum(m.cells for m in mems)
     L = config.lanes
-    cells = dpr + dpr16x4_cells(SKID_WORDS, config.layout(Mem.PTR).bits + config.q_bits)
+    cells = dpr + dpr16x4_cells(SKID_WORDS, config.segment_layout().bits + config.q_bits)
     table = dpr16x4_cells(config.max_regions, spike_table_bits(config))
     return CorePlan(config=config, memories=mems, blocks_per_lane=per_lane,
                     blocks=per_lane * L + core_blocks(config) + SOC_BRAM,

@@ -19,7 +19,10 @@ Per lane (``lane`` in ``0 .. lanes-1``):
 ``PARAM``  neurons_per_lane   neuron parameters ``alpha, theta, rho, jump, bias``
 ``STATE``  neurons_per_lane   neuron state ``v, a, s`` (cleared by RESET)
 ``ACC``    neurons_per_lane   input accumulator (read only; cleared by RESET and UPDATE)
-``PTR``    ptr_depth          row pointers ``(start, length)``
+``PTR``    ptr_depth          row starts ``start``: a lane keeps its rows back to back, so
+                              row ``k`` is synapse words ``start[k] .. start[k+1]-1``
+                              (its length the difference, modulo ``2**rows_bits``) and
+                              the word after a lane's last row is that row's end
 ``SYN``    syn_depth          synapse words ``(target address, weight)``
 ``QUEUE``  queue_depth        spike queue ``(row, q)`` (read only): the lane's spikes, by
                               population and kept timestep (see History below); neuron
@@ -260,7 +263,8 @@ class CoreConfig:
     neurons_per_lane : int
         Neuron words (parameters, state, accumulator) per lane, all populations together.
     syn_depth, ptr_depth : int
-        Synapse words and row pointers per lane.
+        Synapse words and row-pointer words per lane (one more than the rows: the last
+        row's end).
     max_pops, max_projs, max_vocab : int
         Table sizes: populations, projections, tokens.
     spike_depth : int
@@ -451,8 +455,7 @@ class CoreConfig:
         if mem == Mem.ACC:
             return WordLayout(Field("acc", ACC_BITS, True))
         if mem == Mem.PTR:
-            return WordLayout(Field("start", bits_for(self.syn_depth)),
-                              Field("length", self.rows_bits))
+            return WordLayout(Field("start", bits_for(self.syn_depth)))
         if mem == Mem.SYN:
             return WordLayout(Field("addr", self.local_bits), Field("weight", WEIGHT_BITS, True))
         if mem == Mem.POP:
@@ -480,6 +483,12 @@ class CoreConfig:
         if mem == Mem.INCOUNT:
             return WordLayout(Field("count", bits_for(self.input_ids)))
         return WordLayout(Field("value", RNG_BITS))
+
+    def segment_layout(self):
+        """A row of a lane as its walker takes it: the first synapse word and the row's
+        length (two consecutive ``PTR`` words, their difference modulo ``2**rows_bits``)."""
+        return WordLayout(Field("start", bits_for(self.syn_depth)),
+                          Field("length", self.rows_bits))
 
     def depth(self, mem):
         """Words in memory ``mem`` (per lane for lane memories)."""
@@ -528,7 +537,7 @@ class CoreConfig:
             "lanes": image.lanes,
             "neurons_per_lane": lay.neurons_per_lane,
             "syn_depth": max(lay.synapses_per_lane(), default=0),
-            "ptr_depth": lay.ptr_entries,
+            "ptr_depth": lay.ptr_entries + 1,      # and the last row's end
             "max_pops": len(net.populations),
             "max_projs": len(net.projections),
             "max_vocab": net.vocab_size,
@@ -548,7 +557,7 @@ class CoreConfig:
         what = {
             "neurons_per_lane": "neurons per lane",
             "syn_depth": "synapse words per lane (the fullest lane)",
-            "ptr_depth": "row pointers per lane",
+            "ptr_depth": "row pointers per lane (one a row, and the last row's end)",
             "max_pops": "populations",
             "max_projs": "projections",
             "max_vocab": "vocabulary tokens",
@@ -700,8 +709,8 @@ def image_writes(image, config):
                                                            "bias")})))
     ptr, syn = config.layout(Mem.PTR), config.layout(Mem.SYN)
     for lane in range(L):
-        for k, (s, n) in enumerate(zip(lay.ptr_start[lane], lay.ptr_len[lane])):
-            out.append(Write(Mem.PTR, lane, k, ptr.pack(start=int(s), length=int(n))))
+        for k, s in enumerate(lay.row_starts(lane)):
+            out.append(Write(Mem.PTR, lane, k, ptr.pack(start=int(s))))
         for k, (a, w) in enumerate(zip(lay.syn_addr[lane], lay.syn_weight[lane])):
             out.append(Write(Mem.SYN, lane, k, syn.pack(addr=int(a), weight=int(w))))
     popl = config.layout(Mem.POP)

@@ -543,6 +543,11 @@ class LaneLayout:
     def ptr_entries(self):
         return self.ptr_base[-1] if self.ptr_base else 0
 
+    def row_starts(self, lane):
+        """Lane ``lane``'s ``PTR`` words: each row's start, then the last row's end (its
+        rows lie back to back: row ``k`` ends where row ``k + 1`` starts)."""
+        return np.append(self.ptr_start[lane], len(self.syn_addr[lane]))
+
     def synapses_per_lane(self):
         return [len(a) for a in self.syn_addr]
 

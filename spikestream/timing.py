@@ -84,8 +84,9 @@ SAMPLER_LATENCY = 6
 """Sampler: noise table read (2), operands, temperature multiply, score, compare
 (hw.core.sampler)."""
 
-WALK_LATENCY = 3
-"""Spike at a lane to its first synapse read: row pointer read (2) and the segment queue."""
+WALK_LATENCY = 4
+"""Spike at a lane to its first synapse read: row pointer read (2, both ends of the row at
+once), the row's length (its end minus its start, into a register) and the segment queue."""
 
 COMMAND_LATENCY = 1
 """Cycles between a command's handshake and its first phase (the command is registered);
@@ -101,7 +102,8 @@ DISPATCH_CYCLES = 2
 
 SKID_DEPTH = 16
 """Segment queue between a lane's row-pointer reads and its synapse walker. It must cover
-the refill latency (spike-buffer read, pointer read, queue write: 6 cycles) with margin so
+the refill latency (spike-buffer read, pointer read, the row's length, queue write: 7
+cycles) with margin so
 that a lane never starves while spikes wait."""
 
 

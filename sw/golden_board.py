@@ -493,7 +493,10 @@ class GoldenBoard:
                                        "one the golden model knows") from None
             where.append((lane_of, addr_of))
         proj_w = _fields(cfg.layout(Mem.PROJ), self._words[Mem.PROJ][0][:n_projs])
-        ptrs = [_fields(cfg.layout(Mem.PTR), w) for w in self._words[Mem.PTR]]
+        # A row ends where the next starts (the core reads both words): its length is
+        # their difference, modulo 2**rows_bits as the core's register holds it.
+        starts = [_fields(cfg.layout(Mem.PTR), w)["start"] for w in self._words[Mem.PTR]]
+        row_mask = (1 << cfg.rows_bits) - 1
         syns = [_fields(cfg.layout(Mem.SYN), w) for w in self._words[Mem.SYN]]
         projs = []
         for j in range(n_projs):
@@ -508,13 +511,13 @@ class GoldenBoard:
                                        "not a loaded population or input")
             n_src = vocab if src == INPUT else inputs[k][1] if k is not None else pops[src].size
             ptr_base = int(proj_w["ptr_base"][j])
-            if ptr_base + n_src > cfg.ptr_depth:
+            if ptr_base + n_src + 1 > cfg.ptr_depth:
                 raise GoldenBoardError(f"projection {j}: row pointers beyond the table")
             weights = np.zeros((n_src, pops[dst].size), dtype=np.int64)
             dst_base = int(pops_w["base"][dst])
             for lane in range(L):
-                start = ptrs[lane]["start"][ptr_base:ptr_base + n_src]
-                length = ptrs[lane]["length"][ptr_base:ptr_base + n_src]
+                start = starts[lane][ptr_base:ptr_base + n_src]
+                length = (starts[lane][ptr_base + 1:ptr_base + n_src + 1] - start) & row_mask
                 if np.any(start + length > cfg.syn_depth):
                     raise GoldenBoardError(f"projection {j}, lane {lane}: a row reaches past "
                                            "the synapse memory")

@@ -10,7 +10,7 @@ from spikestream.formats import ACC_BITS
 from spikestream.memory_map import Mem, addr_bits, bits_for
 from .layouts import (LaneOp, gather_layout, lane_port_layout, segment_layout, trace_layout,
                       word_layout)
-from spikestream.capacity import lutram_memories
+from spikestream.capacity import lutram_memories, ptr_bank_words
 from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
 from .walker import Accumulator, SegmentQueue, Walker
@@ -141,6 +141,40 @@ class Lane(wiring.Component):
         m.d.sync += q.eq(merged)
         return port, wr, q, layout(merged)
 
+    def _row_pointers(self, m, init, attrs):
+        """The row pointers as two :class:`BlockRAM` banks, ``ptr_b0`` of the even words and
+        ``ptr_b1`` of the odd ones, so that word ``k`` (row ``k``'s start) and word ``k + 1``
+        (its end: the next row's start) are read in the same cycle. Returns the read port
+        (``addr``: ``k``), the write port (``en``, ``addr``, ``data``: word ``addr``), word
+        ``k`` ``READ_LATENCY`` cycles after the address (chosen after the banks' registers:
+        a host read's answer), and row ``k`` as :func:`~hw.core.layouts.segment_layout`
+        (start, and end minus start modulo ``2**rows_bits``) in a register a cycle later."""
+        cfg = self._config
+        width = cfg.layout(Mem.PTR).bits
+        even = ptr_bank_words(cfg)
+        port = SimpleNamespace(addr=Signal(cfg.ptr_bits, name="ptr_addr"))
+        wr = SimpleNamespace(en=Signal(name="ptr_we"),
+                             addr=Signal(cfg.ptr_bits, name="ptr_waddr"),
+                             data=Signal(width, name="ptr_wdata"))
+        banks = []
+        for k, depth in enumerate((even, max(1, cfg.ptr_depth - even))):
+            bank = BlockRAM(width, depth, init[k::2], attrs, name=f"ptr_b{k}",
+                            lutram="ptr" in self._lutram)
+            m.submodules[f"ptr_b{k}"] = bank
+            m.d.comb += [bank.we.eq(wr.en & (wr.addr[0] == k)), bank.waddr.eq(wr.addr[1:]),
+                         bank.wdata.eq(wr.data)]
+            banks.append(bank)
+        # An even k reads both banks at k // 2; an odd one the even bank a word further.
+        odd = port.addr[0]
+        m.d.comb += [banks[0].raddr.eq(port.addr[1:] + odd), banks[1].raddr.eq(port.addr[1:])]
+        odd_q = _delay(m, odd, READ_LATENCY, "ptr_odd", reset_less=True)
+        start = Signal(width, name="ptr_start")
+        m.d.comb += start.eq(Mux(odd_q, banks[1].rdata, banks[0].rdata))
+        end = Mux(odd_q, banks[0].rdata, banks[1].rdata)
+        seg = Signal(segment_layout(cfg), name="ptr_seg", reset_less=True)
+        m.d.sync += [seg.start.eq(start), seg.length.eq(end - start)]
+        return port, wr, start, seg
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -150,7 +184,6 @@ class Lane(wiring.Component):
 
         PARAM = word_layout(cfg, Mem.PARAM)
         STATE = word_layout(cfg, Mem.STATE)
-        PTR = segment_layout(cfg)
         SYN = word_layout(cfg, Mem.SYN)
 
         # Block RAM reads are written as an asynchronous read port followed by a register,
@@ -208,7 +241,7 @@ class Lane(wiring.Component):
         acc_raw = acc.rdata.as_signed()         # the word at acc.raddr of two cycles before
         acc_q = data_reg(signed(ACC_BITS), "acc_q")
         m.d.sync += acc_q.eq(acc_raw)
-        ptr_r, ptr_w, ptr_q = block_ram("ptr", PTR, cfg.ptr_depth, initial(Mem.PTR))
+        ptr_r, ptr_w, ptr_q, ptr_seg = self._row_pointers(m, initial(Mem.PTR), bram)
         syn_r, syn_w, syn_q, syn_next = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
@@ -491,8 +524,9 @@ class Lane(wiring.Component):
             ptr_r.addr.eq(Mux(host_rd, host_addr, Mux(sb_ret, sb_data.ptr, bus.spike.ptr))),
             issue_q.eq(Mux(sb_ret, sb_data.q, bus.spike.q)),
         ]
-        push_seg = delay(ptr_issue, READ_LATENCY, "ptr_issue")
-        seg_q = delay(issue_q, READ_LATENCY, "issue_q", True)     # the spike's value, with ptr_q
+        # The spike's value travels with its row-pointer read, to the row's register.
+        push_seg = delay(ptr_issue, READ_LATENCY + 1, "ptr_issue")
+        seg_q = delay(issue_q, READ_LATENCY + 1, "issue_q", True)
 
         # The segment queue, the walker (one slot per cycle, max(1, length) slots per spike)
         # and the accumulator (read-modify-write with forwarding) behind the synapse banks.
@@ -502,7 +536,7 @@ class Lane(wiring.Component):
         wiring.connect(m, segments.o, walker.i)
         m.d.comb += [
             segments.i.valid.eq(push_seg),
-            segments.i.payload.seg.eq(ptr_q),
+            segments.i.payload.seg.eq(ptr_seg),
             segments.i.payload.q.eq(seg_q),
             segments.clear.eq(op == LaneOp.ROUTE),
             walker.enable.eq(route_on),

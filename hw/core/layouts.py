@@ -29,8 +29,9 @@ def mode_layout(config):
 
 
 def segment_layout(config):
-    """A row pointer without its memory: where a lane's segment starts and its length."""
-    return word_layout(config, Mem.PTR)
+    """A lane's row as its walker takes it: its first synapse word and its length
+    (``CoreConfig.segment_layout``, from two row-pointer words)."""
+    return data.StructLayout({f.name: unsigned(f.bits) for f in config.segment_layout()})
 
 
 class LaneOp(enum.Enum, shape=3):

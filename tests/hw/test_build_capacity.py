@@ -73,7 +73,6 @@ def test_lane_block_rams_match_yosys(config, budget, tmp_path):
     plan = core_plan(config, budget)
     dp16kd, dpr = mapped_cells(config, budget, tmp_path)
     assert dp16kd == plan.blocks_per_lane, plan.summary()
-    # The segment queue (16 x row pointer and spike value) is LUT RAM as well, outside the
-    # plan.
-    skid = -(-(config.layout(Mem.PTR).bits + config.q_bits) // 4)
+    # The segment queue (16 x row and spike value) is LUT RAM as well, outside the plan.
+    skid = -(-(config.segment_layout().bits + config.q_bits) // 4)
     assert dpr == plan.dpr16x4_per_lane + skid

@@ -58,7 +58,7 @@ async def _snapshot(ctx, core, net):
     extent = {Mem.PARAM: lambda lane: lay.neurons_per_lane,
               Mem.STATE: lambda lane: lay.neurons_per_lane,
               Mem.ACC: lambda lane: lay.neurons_per_lane,
-              Mem.PTR: lambda lane: lay.ptr_entries,
+              Mem.PTR: lambda lane: lay.ptr_entries + 1,
               Mem.SYN: lambda lane: len(lay.syn_addr[lane])}
     out = {}
     for mem in Mem:

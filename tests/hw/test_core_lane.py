@@ -47,10 +47,11 @@ def _route_case(segments, spikes, gaps=None):
     ptr_l, syn_l = CONFIG.layout(Mem.PTR), CONFIG.layout(Mem.SYN)
     writes, start = [], 0
     for k, seg in enumerate(segments):
-        writes.append((Mem.PTR, k, ptr_l.pack(start=start, length=len(seg))))
+        writes.append((Mem.PTR, k, ptr_l.pack(start=start)))
         for target, weight in seg:
             writes.append((Mem.SYN, start, syn_l.pack(addr=target, weight=weight)))
             start += 1
+    writes.append((Mem.PTR, len(segments), ptr_l.pack(start=start)))    # the last row's end
     assert len(spikes) <= CONFIG.max_source      # a phase delivers at most a population
     assert start <= CONFIG.syn_depth
     gaps = gaps or [0] * len(spikes)

@@ -58,7 +58,7 @@ def test_for_image_fits_and_loads_everything():
     writes = image_writes(image, config)
     by_mem = {m: [w for w in writes if w.mem == m] for m in Mem}
     assert len(by_mem[Mem.PARAM]) == sum(p.size for p in net.populations)
-    assert len(by_mem[Mem.PTR]) == 3 * lay.ptr_entries
+    assert len(by_mem[Mem.PTR]) == 3 * (lay.ptr_entries + 1)       # and each lane's end
     assert len(by_mem[Mem.SYN]) == sum(lay.synapses_per_lane())
     assert len(by_mem[Mem.POP]) == 2 and len(by_mem[Mem.PROJ]) == 3
     assert {w.addr: w.data for w in by_mem[Mem.CORE]} == {
