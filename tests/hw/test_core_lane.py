@@ -181,3 +181,41 @@ def test_graded_spikes(seed):
     spikes = [(int(p), int(q)) for p, q in zip(rng.integers(0, len(segs), 40),
                                                 rng.integers(1, 16, 40))]
     _check(segs, [(0, 15), (1, 15), (3, 15), (2, 7)] + spikes)
+
+
+def test_every_row_of_a_full_pointer_table():
+    # As many rows as the table holds (its last word is the last row's end), so the last
+    # row reads the odd bank's last word and the even bank's last word; rows at even and
+    # odd pointers alike, empty ones among them.
+    rng = np.random.default_rng(9)
+    rows = CONFIG.ptr_depth - 1
+    segs = [[(int(t), int(w)) for t, w in zip(rng.integers(0, 16, n), rng.integers(-128, 128, n))]
+            for n in rng.choice([0, 1, 2, 5], rows)]
+    _check(segs, [rows - 1, rows - 2, 0, 1] + [int(x) for x in rng.integers(0, rows, 30)])
+
+
+def test_pointer_words_read_back():
+    # The host reads the words it wrote, even and odd addresses from their two banks.
+    ptr_l = CONFIG.layout(Mem.PTR)
+    words = [int(x) for x in np.random.default_rng(4).integers(0, 1 << ptr_l.bits,
+                                                                CONFIG.ptr_depth)]
+    dut = Lane(CONFIG, 0)
+    got = []
+
+    async def testbench(ctx):
+        for addr, word in enumerate(words):
+            ctx.set(dut.bus, _bus(op=LaneOp.WRITE, mem=Mem.PTR, addr=addr, data=word))
+            await ctx.tick()
+        for addr in range(CONFIG.ptr_depth):
+            ctx.set(dut.bus, _bus(op=LaneOp.READ, mem=Mem.PTR, addr=addr))
+            await ctx.tick()
+            ctx.set(dut.bus, _bus())
+            await ctx.tick().repeat(HOST_READ_LATENCY - 1)
+            assert ctx.get(dut.gather.valid)
+            got.append(ctx.get(dut.gather.payload))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == words
