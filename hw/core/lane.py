@@ -384,7 +384,7 @@ class Lane(wiring.Component):
         push = Signal(name="push")
         m.d.comb += [
             write_back.eq(neuron.o.valid & out.tag),
-            push.eq(write_back & (out.q != 0)),
+            push.eq(write_back & out.state.s),         # s: q != 0, in a flip-flop
         ]
         if self._trace:
             m.d.comb += [
