@@ -88,7 +88,7 @@ def test_refuses_too_many_lanes_fast(capsys):
 
 
 def test_refuses_an_image_too_large_fast(capsys):
-    # The 45F's default core (8 lanes of 128 neurons and 6144 synapse words) is too small
+    # The 45F's default core (8 lanes of 128 neurons and 7168 synapse words) is too small
     # for the shipped model (re-laid out for 8 lanes: 137 neurons and up to 12839 synapses
     # in the fullest lane).
     t0 = time.monotonic()
@@ -96,7 +96,7 @@ def test_refuses_an_image_too_large_fast(capsys):
     assert time.monotonic() - t0 < 10
     assert status == hwb.EXIT_FIT
     assert "neurons per lane: needs 137, the core has 128 (9 too many)" in err
-    assert "synapse words per lane (the fullest lane): needs 12839, the core has 6144" in err
+    assert "synapse words per lane (the fullest lane): needs 12839, the core has 7168" in err
 
 
 def test_relayout_is_named(capsys):
@@ -124,7 +124,8 @@ def test_check_fit_names_every_shortfall():
         hwb.check_fit(config, ulx3s.device("85f"), load_image(SHIPPED))
     msg = str(e.value)
     for what in ("neurons per lane: needs 137, the core has 64 (73 too many)",
-                 "row pointers per lane: needs 1219", "spike buffer entries"):
+                 "row pointers per lane (one a row, and the last row's end): needs 1220",
+                 "spike buffer entries"):
         assert what in msg
 
 
@@ -160,8 +161,8 @@ def test_floorplan_pins_each_lanes_blocks_together():
     lut = lutram_memories(config, ulx3s.lane_budget("85f", 16))
     blocks = hwb.lane_blocks(config, lut)
     # The lane's primitives in data-flow order; its plan's 12 blocks.
-    assert blocks == ["sbuf.block0", "ptr.block0", "ptr.block1", "ptr.block2",
-                      *(f"syn_b{k}.block0" for k in range(7)), "state.block0"]
+    assert blocks == ["sbuf.block0", "ptr_b0.block0", "ptr_b1.block0",
+                      *(f"syn_b{k}.block0" for k in range(8)), "state.block0"]
     assert len(blocks) == core_plan(config, 12).blocks_per_lane
     pins = _pins(hwb.yosys_floorplan_script(config, "85f", lut))
     assert len(pins) == 16 * 12
