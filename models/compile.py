@@ -171,7 +171,7 @@ def quantise(model, vocab, lanes=1, rates=None, meta=None):
             scale = np.minimum(WEIGHT_MAX / wmax, _MAX_THRESHOLD / theta)
             p = perms[dst]
             pop = make_population(
-                f"h{dst}", NeuronKind[cfg.kind], cfg.hidden[dst],
+                f"h{dst}", model.kinds[dst], cfg.hidden[dst],
                 alpha=_round(alpha[p] * DECAY_ONE), theta=_round(theta[p] * scale[p]),
                 rho=_round(rho[p] * DECAY_ONE), jump=_round(jump[p] * scale[p]),
                 bias=_round(bias[p] * scale[p]), scale=scale[p], perm=p)

@@ -8,7 +8,10 @@ a delay of 0 or 1 timestep (see spikestream/network.py). One character is one ti
   fan-out of the token's one-hot spike.
 * ``h(l-1) -> h(l)`` (delay 0 and, with ``token_shift``, delay 1) for stacked layers.
 * ``h(l) -> h(l)`` (delay 1) with ``recurrent``: the SRNN's recurrent weights.
-* ``h(l) -> readout`` (delay 0) from every layer, and ``input -> readout`` (delay 0).
+* ``h(l) -> readout`` (delay 0) from every layer with ``readout`` (all by default), and
+  ``input -> readout`` (delay 0).
+
+``recurrent``, ``token_shift``, ``readout`` and ``kind`` may be set per layer.
 
 Training speed: every feed-forward product is computed for all timesteps at once; only
 the recurrent product and the neuron update run inside the time loop.
@@ -25,38 +28,68 @@ from spikestream.formats import NeuronKind
 from spikestream.network import INPUT
 from .neurons import float_step
 
-__all__ = ["MAX_LAYER", "LMConfig", "SpikingLM", "ProjSpec"]
+__all__ = ["MAX_LAYER", "PER_LAYER", "LMConfig", "SpikingLM", "ProjSpec", "projection_specs"]
 
 MAX_LAYER = 1 << 16
 """Most neurons (or tokens) in one layer of a model (a lane addresses 2**16 neurons)."""
 
 
+PER_LAYER = ("kind", "recurrent", "token_shift", "readout")
+"""The settings of :class:`LMConfig` that may differ by layer: one value for every layer, or
+a list with one per hidden layer."""
+
+KINDS = ("LIF", "ALIF", "IF")
+ADAPTATIONS = ("softplus", "relu")
+
+
 @dataclass
 class LMConfig:
-    """Hyper-parameters of a :class:`SpikingLM`; saved inside every checkpoint."""
+    """Hyper-parameters of a :class:`SpikingLM`; saved inside every checkpoint.
+
+    ``kind``, ``recurrent``, ``token_shift`` and ``readout`` are per layer (see
+    :data:`PER_LAYER`): ``readout=[false, true]`` reads only the second layer out (the last
+    layer is always read out: nothing else would hear it). ``adaptation`` maps an ALIF
+    neuron's trained parameter to its threshold jump: ``softplus`` (positive, with a
+    gradient everywhere, so no neuron's adaptation dies) or ``relu`` (models trained before
+    it: a jump trained to <= 0 stayed there). ``dense`` names projections that pruning keeps
+    dense (e.g. ``out_in``, the token -> readout table, small and all used).
+    """
     vocab_size: int = 65
     hidden: tuple = (512,)
     kind: str = "ALIF"              # neuron kind of the hidden layers: LIF, ALIF or IF
     recurrent: bool = True
     token_shift: bool = True
+    readout: bool = True
     tau_m: tuple = (2.0, 20.0)      # membrane time constants drawn log-uniformly at init
     tau_adp: tuple = (20.0, 200.0)  # adaptation time constants (ALIF)
     surrogate_width: float = 2.0
     embed_std: float = 1.0
+    adaptation: str = "softplus"
+    dense: tuple = ()
+
+    def layer(self, key, l):
+        """Setting ``key`` (one of :data:`PER_LAYER`) of hidden layer ``l``."""
+        v = getattr(self, key)
+        return v[l] if isinstance(v, tuple) else v
 
     def to_dict(self):
         d = asdict(self)
-        d["hidden"] = list(d["hidden"])
-        d["tau_m"], d["tau_adp"] = list(d["tau_m"]), list(d["tau_adp"])
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
         return d
 
     @classmethod
     def from_dict(cls, d):
         d = dict(d)
-        for k in ("hidden", "tau_m", "tau_adp"):
+        d.setdefault("adaptation", "relu")      # checkpoints from before the setting
+        for k in ("hidden", "tau_m", "tau_adp", "dense"):
             if k in d:
                 if not isinstance(d[k], (list, tuple)):
                     raise ValueError(f"{k} must be a list, not {d[k]!r:.40}")
+                d[k] = tuple(d[k])
+        for k in PER_LAYER:
+            if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -76,11 +109,21 @@ class LMConfig:
                 or not all(is_int(n) and 1 <= n <= MAX_LAYER for n in self.hidden)):
             raise ValueError(f"hidden must be a non-empty list of layer sizes in "
                              f"1..{MAX_LAYER}, not {list(self.hidden) if isinstance(self.hidden, tuple) else self.hidden!r}")
-        if self.kind not in ("LIF", "ALIF", "IF"):
-            raise ValueError(f"kind must be LIF, ALIF or IF, not {self.kind!r}")
-        for k in ("recurrent", "token_shift"):
-            if not isinstance(getattr(self, k), bool):
-                raise ValueError(f"{k} must be true or false, not {getattr(self, k)!r}")
+        L = len(self.hidden)
+        for k in PER_LAYER:
+            v = getattr(self, k)
+            ok = (lambda x: x in KINDS) if k == "kind" else (lambda x: isinstance(x, bool))
+            what = "LIF, ALIF or IF" if k == "kind" else "true or false"
+            if isinstance(v, tuple):
+                if len(v) != L or not all(ok(x) for x in v):
+                    raise ValueError(f"{k} must be {what}, or a list of {L} (one per hidden "
+                                     f"layer), not {list(v)}")
+            elif not ok(v):
+                raise ValueError(f"{k} must be {what}, or a list of {L} (one per hidden "
+                                 f"layer), not {v!r}")
+        if not self.layer("readout", L - 1):
+            raise ValueError("readout must include the last hidden layer (nothing else "
+                             "reads its spikes)")
         for k in ("tau_m", "tau_adp"):
             t = getattr(self, k)
             if (not isinstance(t, tuple) or len(t) != 2 or not all(is_num(x) for x in t)
@@ -92,6 +135,12 @@ class LMConfig:
                              f"{self.surrogate_width!r}")
         if not is_num(self.embed_std) or self.embed_std < 0:
             raise ValueError(f"embed_std must be a number >= 0, not {self.embed_std!r}")
+        if self.adaptation not in ADAPTATIONS:
+            raise ValueError(f"adaptation must be softplus or relu, not {self.adaptation!r}")
+        names = {sp.name for sp in projection_specs(self)}
+        if not isinstance(self.dense, tuple) or not all(x in names for x in self.dense):
+            raise ValueError(f"dense must list projections of this model "
+                             f"({', '.join(sorted(names))}), not {self.dense!r:.80}")
         return self
 
 
@@ -105,8 +154,27 @@ class ProjSpec:
     delay: int
 
 
-def _logit(p):
-    return math.log(p / (1 - p))
+def projection_specs(cfg):
+    """The projections of a model with settings ``cfg``, in the order the core routes them
+    (grouped by target)."""
+    L = len(cfg.hidden)
+    specs = []
+    for l in range(L):
+        src = INPUT if l == 0 else l - 1
+        specs.append(ProjSpec(f"ff{l}", src, l, 0))
+        if cfg.layer("token_shift", l):
+            specs.append(ProjSpec(f"shift{l}", src, l, 1))
+        if cfg.layer("recurrent", l):
+            specs.append(ProjSpec(f"rec{l}", l, l, 1))
+    for l in range(L):
+        if cfg.layer("readout", l):
+            specs.append(ProjSpec(f"out{l}", l, L, 0))
+    specs.append(ProjSpec("out_in", INPUT, L, 0))
+    return specs
+
+
+def _inv_softplus(y):
+    return math.log(math.expm1(y))
 
 
 class SpikingLM(nn.Module):
@@ -115,20 +183,9 @@ class SpikingLM(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.kind = NeuronKind[cfg.kind]
+        self.kinds = [NeuronKind[cfg.layer("kind", l)] for l in range(len(cfg.hidden))]
         H, V, L = cfg.hidden, cfg.vocab_size, len(cfg.hidden)
-        specs = []
-        for l in range(L):
-            src = INPUT if l == 0 else l - 1
-            specs.append(ProjSpec(f"ff{l}", src, l, 0))
-            if cfg.token_shift:
-                specs.append(ProjSpec(f"shift{l}", src, l, 1))
-            if cfg.recurrent:
-                specs.append(ProjSpec(f"rec{l}", l, l, 1))
-        for l in range(L):
-            specs.append(ProjSpec(f"out{l}", l, L, 0))
-        specs.append(ProjSpec("out_in", INPUT, L, 0))
-        self.specs = specs
+        self.specs = specs = projection_specs(cfg)
         size = lambda i: V if i == INPUT else (H[i] if i < L else V)
         self.weights = nn.ParameterDict()
         for sp in specs:
@@ -149,8 +206,9 @@ class SpikingLM(nn.Module):
             tau_a = torch.exp(torch.empty(n).uniform_(*map(math.log, cfg.tau_adp), generator=g))
             self.alpha_logit.append(nn.Parameter(torch.logit(torch.exp(-1 / tau_m))))
             self.rho_logit.append(nn.Parameter(torch.logit(torch.exp(-1 / tau_a))))
-            adaptive = self.kind == NeuronKind.ALIF
-            self.jump.append(nn.Parameter(torch.full((n,), 0.2 if adaptive else 0.0),
+            adaptive = self.kinds[len(self.jump)] == NeuronKind.ALIF
+            jump0 = _inv_softplus(0.2) if cfg.adaptation == "softplus" else 0.2
+            self.jump.append(nn.Parameter(torch.full((n,), jump0 if adaptive else 0.0),
                                           requires_grad=adaptive))
             self.bias.append(nn.Parameter(torch.zeros(n)))
         self.out_bias = nn.Parameter(torch.zeros(V))
@@ -165,10 +223,12 @@ class SpikingLM(nn.Module):
         """Float (alpha, theta, rho, jump, bias) of hidden layer ``l``."""
         n = self.cfg.hidden[l]
         alpha = torch.sigmoid(self.alpha_logit[l])
-        if self.kind == NeuronKind.IF:
+        kind = self.kinds[l]
+        if kind == NeuronKind.IF:
             alpha = torch.ones_like(alpha)
-        if self.kind == NeuronKind.ALIF:
-            rho, jump = torch.sigmoid(self.rho_logit[l]), F.relu(self.jump[l])
+        if kind == NeuronKind.ALIF:
+            positive = F.softplus if self.cfg.adaptation == "softplus" else F.relu
+            rho, jump = torch.sigmoid(self.rho_logit[l]), positive(self.jump[l])
         else:
             rho, jump = torch.zeros(n), torch.zeros(n)
         return alpha, self.theta.expand(n), rho, jump, self.bias[l]
@@ -199,18 +259,18 @@ class SpikingLM(nn.Module):
         for l in range(L):
             below = src if l == 0 else torch.cat([state[l - 1][2][:, None], layer_spikes[-1]], 1)
             drive = below[:, 1:] @ self.weight(f"ff{l}")
-            if cfg.token_shift:
+            if cfg.layer("token_shift", l):
                 drive = drive + below[:, :-1] @ self.weight(f"shift{l}")
             alpha, theta, rho, jump, bias = self.neuron_params(l)
             drive = drive + bias
             v, a, s = state[l]
-            w_rec = self.weight(f"rec{l}") if cfg.recurrent else None
+            w_rec = self.weight(f"rec{l}") if cfg.layer("recurrent", l) else None
             out = []
             for t in range(T):
                 cur = drive[:, t]
                 if w_rec is not None:
                     cur = cur + s @ w_rec
-                s, v, a = float_step(self.kind, v, a, cur, alpha, theta, rho, jump,
+                s, v, a = float_step(self.kinds[l], v, a, cur, alpha, theta, rho, jump,
                                      cfg.surrogate_width)
                 out.append(s)
             spikes = torch.stack(out, 1)
@@ -218,7 +278,8 @@ class SpikingLM(nn.Module):
             new_state.append((v, a, s))
         logits = onehot @ self.weight("out_in") + self.out_bias
         for l in range(L):
-            logits = logits + layer_spikes[l] @ self.weight(f"out{l}")
+            if cfg.layer("readout", l):
+                logits = logits + layer_spikes[l] @ self.weight(f"out{l}")
         new_state.append(onehot[:, -1])
         if return_spikes:
             return logits, new_state, layer_spikes
@@ -236,10 +297,12 @@ class SpikingLM(nn.Module):
     def prune_(self, sparsity):
         """Magnitude-prune every projection to ``sparsity`` (fraction of zeros), in place.
 
-        Each projection is pruned to the same fraction, so no layer is emptied; the masks
-        stay, so training keeps pruned weights at zero.
+        Each projection is pruned to the same fraction, so no layer is emptied, but those
+        the config names ``dense``; the masks stay, so training keeps pruned weights at zero.
         """
         for sp in self.specs:
+            if sp.name in self.cfg.dense:
+                continue
             w = self.weights[sp.name].detach().abs()
             k = int(round(sparsity * w.numel()))
             mask = torch.ones_like(w)

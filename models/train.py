@@ -24,7 +24,7 @@ from spikestream.cmdline import INTERRUPTED
 from .data import Vocab, load_text, random_windows, split
 from .evaluate import float_loss
 from spikestream.files import atomic_write
-from .lm import LMConfig, SpikingLM
+from .lm import PER_LAYER, LMConfig, SpikingLM
 from spikestream.network import NetworkError, check_vocab
 
 __all__ = ["TrainConfig", "CONFIGS", "train", "load_checkpoint", "apply_settings",
@@ -211,6 +211,7 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
                          "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
                          "rng": gen.get_state(), "history": history}, ck_path)
 
+    kinds = "/".join(cfg.layer("kind", l) for l in range(len(cfg.hidden)))
     t_start = time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                file=sys.stderr, mininterval=1.0)
@@ -248,7 +249,7 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
                 log(f"step {step}: train {running:.4f} val {val:.4f} nats/char, rate {rate:.3f}, "
                     f"sparsity {model.sparsity():.3f}")
                 save()
-                plot_history(history, out / "loss.png", f"{cfg.kind} {list(cfg.hidden)}")
+                plot_history(history, out / "loss.png", f"{kinds} {list(cfg.hidden)}")
             if max_minutes and (time.time() - t_start) / 60 > max_minutes:
                 save()
                 log(f"stopping after {max_minutes} minutes at step {step}; run again to resume")
@@ -268,6 +269,19 @@ def _field_value(field, value):
         v = json.loads(value)
     except json.JSONDecodeError:
         v = value
+    if field.name in PER_LAYER and isinstance(v, list):
+        # One value per hidden layer (LMConfig.check() checks them against the model).
+        item = str if kind is str else bool
+        if all(isinstance(x, item) for x in v):
+            return tuple(v)
+        raise ValueError(f"--set {field.name}={value}: expected a {item.__name__} or a list "
+                         f"of them, one per hidden layer")
+    if field.name == "dense":
+        names = v if isinstance(v, list) else [v] if value else []
+        if all(isinstance(x, str) for x in names):
+            return tuple(names)
+        raise ValueError(f"--set dense={value}: expected projection names, e.g. "
+                         "[\"out_in\"]")
     if kind is bool:
         if value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")

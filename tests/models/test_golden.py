@@ -34,7 +34,8 @@ def _exact_model(kind, seed=0):
     alpha = 1/2 would round in the integer form and differ from float. All sums are
     multiples of 1/64 far inside float32's exact range, so the float model is exact too.
     """
-    cfg = LMConfig(vocab_size=6, hidden=(8,), kind=kind, recurrent=True, token_shift=True)
+    cfg = LMConfig(vocab_size=6, hidden=(8,), kind=kind, recurrent=True, token_shift=True,
+                   adaptation="relu")          # a jump of k/64 exactly (softplus would round)
     torch.manual_seed(seed)
     model = SpikingLM(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -95,6 +96,68 @@ def test_golden_matches_float_model(kind):
         assert torch.equal(r.logits.double() / SCALE, logits[:, t][:, vperm].double()), f"step {t}"
     rate = spikes.mean().item()
     assert 0.1 < rate < 0.9
+
+
+def _exact_two_layer_model(seed=0):
+    """Like :func:`_exact_model`, with the per-layer settings of a stacked LM: layer 0 ALIF
+    with a token shift and no readout, layer 1 LIF and recurrent, read out."""
+    cfg = LMConfig(vocab_size=6, hidden=(8, 5), kind=("ALIF", "LIF"), recurrent=(False, True),
+                   token_shift=(True, False), readout=(False, True), adaptation="relu",
+                   dense=("out_in",)).check()
+    torch.manual_seed(seed)
+    model = SpikingLM(cfg)
+    assert [sp.name for sp in model.specs] == ["ff0", "shift0", "ff1", "rec1", "out1", "out_in"]
+    g = torch.Generator().manual_seed(seed)
+    k = lambda lo, hi, *shape: torch.randint(lo, hi + 1, shape, generator=g).float() / SCALE
+    one_zero = lambda n: torch.tensor([200.0 if i % 2 else -200.0 for i in range(n)])
+    with torch.no_grad():
+        ff = k(-40, 90, 6, 8)
+        ff[torch.arange(8) % 6, torch.arange(8)] = 127 / SCALE
+        model.weights["ff0"].copy_(ff)
+        model.weights["shift0"].copy_(k(-60, 40, 6, 8))
+        ff1 = k(-50, 60, 8, 5)
+        ff1[torch.arange(5) + 1, torch.arange(5)] = 127 / SCALE
+        model.weights["ff1"].copy_(ff1)
+        model.weights["rec1"].copy_(k(-48, 40, 5, 5))
+        out = k(-127, 127, 5, 6)
+        out[0, 0] = 127 / SCALE
+        model.weights["out1"].copy_(out)
+        model.weights["out_in"].copy_(k(-127, 127, 6, 6))
+        model.out_bias.copy_(k(-64, 64, 6))
+        for l, n in enumerate(cfg.hidden):
+            model.bias[l].copy_(k(-16, 16, n))
+            model.alpha_logit[l].copy_(one_zero(n))
+            model.rho_logit[l].copy_(one_zero(n).flip(0))
+        model.jump[0].copy_(k(0, 40, 8))
+    assert model.neuron_params(1)[3].tolist() == [0.0] * 5        # LIF: no adaptation
+    return model
+
+
+def test_golden_matches_a_two_layer_model_with_per_layer_settings():
+    model = _exact_two_layer_model()
+    vocab = Vocab("abcdef")
+    rates = [np.linspace(0.9, 0.1, 8), np.linspace(0.2, 0.8, 5)]
+    net = quantise(model, vocab, lanes=2, rates=rates)
+    assert [p.kind.name for p in net.populations] == ["ALIF", "LIF", "READOUT"]
+    assert [(pr.src, pr.dst, pr.delay) for pr in net.projections] == [
+        (INPUT, 0, 0), (INPUT, 0, 1), (0, 1, 0), (1, 1, 1), (1, 2, 0), (INPUT, 2, 0)]
+    for pop in net.populations:
+        assert pop.scale.tolist() == [SCALE] * pop.size
+    T, B = 40, 2
+    tokens = torch.randint(0, 6, (B, T), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, _, spikes = model(tokens, return_spikes=True)
+    vperm = torch.as_tensor(net.populations[2].perm)
+    core_id = torch.argsort(vperm)
+    core = GoldenCore(net, lanes=2, batch=B)
+    for t in range(T):
+        r = core.step(core_id[tokens[:, t]])
+        for l in range(2):
+            perm = net.populations[l].perm
+            assert torch.equal(r.spikes[l], spikes[l][:, t, perm].bool()), f"layer {l} step {t}"
+        assert torch.equal(r.logits.double() / SCALE, logits[:, t][:, vperm].double()), f"step {t}"
+    for l in range(2):
+        assert 0.05 < spikes[l].mean().item() < 0.95, l
 
 
 # -- (b) the sampler -------------------------------------------------------------------------

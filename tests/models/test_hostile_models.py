@@ -214,7 +214,12 @@ def test_evaluate_uses_a_checkpoint_beside_the_image(tmp_path, shipped):
     ("steps=abc", "expected int"), ("steps=ten", "expected int"),
     ("hidden=[0]", "hidden"), ("hidden=5", "list"), ("lr=nan", "expected float"),
     ("unknown=1", "unknown setting"), ("kind=XX", "kind"), ("sparsity=1.5", "sparsity"),
-    ("recurrent=maybe", "expected bool"), ("steps", "KEY=VALUE")])
+    ("recurrent=maybe", "expected bool"), ("steps", "KEY=VALUE"),
+    ("recurrent=[1,0]", "expected a bool or a list of them"),
+    ("readout=[false]", "readout must include the last hidden layer"),
+    ("token_shift=[true,true]", "token_shift must be true or false, or a list of 1"),
+    ("dense=[1]", "expected projection names"), ("dense=rec5", "dense must list projections"),
+    ("adaptation=tanh", "adaptation must be softplus or relu")])
 def test_train_settings_are_checked(tmp_path, setting, words):
     with pytest.raises(SystemExit) as e:
         train.main(["--config", "tiny", "--out", str(tmp_path / "r"), "--set", setting])
