@@ -6,7 +6,8 @@ a delay of 0 or 1 timestep (see spikestream/network.py). One character is one ti
 
 * ``input -> h0`` (delay 0 and, with ``token_shift``, delay 1): the token embedding is the
   fan-out of the token's one-hot spike.
-* ``h(l-1) -> h(l)`` (delay 0 and, with ``token_shift``, delay 1) for stacked layers.
+* ``h(l-1) -> h(l)`` (delay 0 and, with ``token_shift``, delay 1) for stacked layers; a layer
+  that is not ``stacked`` hears ``input`` the same way instead.
 * ``h(l) -> h(l)`` (delay 1) with ``recurrent``: the SRNN's recurrent weights.
 * ``h(l) -> readout`` (delay 0) from every layer with ``readout`` (all by default), and
   ``input -> readout`` (delay 0).
@@ -34,7 +35,7 @@ MAX_LAYER = 1 << 16
 """Most neurons (or tokens) in one layer of a model (a lane addresses 2**16 neurons)."""
 
 
-PER_LAYER = ("kind", "recurrent", "token_shift", "readout")
+PER_LAYER = ("kind", "recurrent", "token_shift", "readout", "stacked")
 """The settings of :class:`LMConfig` that may differ by layer: one value for every layer, or
 a list with one per hidden layer."""
 
@@ -46,9 +47,11 @@ ADAPTATIONS = ("softplus", "relu")
 class LMConfig:
     """Hyper-parameters of a :class:`SpikingLM`; saved inside every checkpoint.
 
-    ``kind``, ``recurrent``, ``token_shift`` and ``readout`` are per layer (see
+    ``kind``, ``recurrent``, ``token_shift``, ``readout`` and ``stacked`` are per layer (see
     :data:`PER_LAYER`): ``readout=[false, true]`` reads only the second layer out (the last
-    layer is always read out: nothing else would hear it). ``adaptation`` maps an ALIF
+    layer is always read out: nothing else would hear it); a layer that is not ``stacked``
+    hears the token input instead of the layer below (beside it, not above it: the first
+    layer always hears the token). ``adaptation`` maps an ALIF
     neuron's trained parameter to its threshold jump: ``softplus`` (positive, with a
     gradient everywhere, so no neuron's adaptation dies) or ``relu`` (models trained before
     it: a jump trained to <= 0 stayed there). ``dense`` names projections that pruning keeps
@@ -60,6 +63,7 @@ class LMConfig:
     recurrent: bool = True
     token_shift: bool = True
     readout: bool = True
+    stacked: bool = True
     tau_m: tuple = (2.0, 20.0)      # membrane time constants drawn log-uniformly at init
     tau_adp: tuple = (20.0, 200.0)  # adaptation time constants (ALIF)
     surrogate_width: float = 2.0
@@ -121,9 +125,10 @@ class LMConfig:
             elif not ok(v):
                 raise ValueError(f"{k} must be {what}, or a list of {L} (one per hidden "
                                  f"layer), not {v!r}")
-        if not self.layer("readout", L - 1):
-            raise ValueError("readout must include the last hidden layer (nothing else "
-                             "reads its spikes)")
+        for l in range(L):
+            if not (self.layer("readout", l) or l + 1 < L and self.layer("stacked", l + 1)):
+                raise ValueError(f"readout must include hidden layer {l}: neither the readout "
+                                 "nor a layer stacked on it reads its spikes")
         for k in ("tau_m", "tau_adp"):
             t = getattr(self, k)
             if (not isinstance(t, tuple) or len(t) != 2 or not all(is_num(x) for x in t)
@@ -160,7 +165,7 @@ def projection_specs(cfg):
     L = len(cfg.hidden)
     specs = []
     for l in range(L):
-        src = INPUT if l == 0 else l - 1
+        src = l - 1 if l > 0 and cfg.layer("stacked", l) else INPUT
         specs.append(ProjSpec(f"ff{l}", src, l, 0))
         if cfg.layer("token_shift", l):
             specs.append(ProjSpec(f"shift{l}", src, l, 1))
@@ -186,6 +191,7 @@ class SpikingLM(nn.Module):
         self.kinds = [NeuronKind[cfg.layer("kind", l)] for l in range(len(cfg.hidden))]
         H, V, L = cfg.hidden, cfg.vocab_size, len(cfg.hidden)
         self.specs = specs = projection_specs(cfg)
+        self.specs_src = [next(sp.src for sp in specs if sp.name == f"ff{l}") for l in range(L)]
         size = lambda i: V if i == INPUT else (H[i] if i < L else V)
         self.weights = nn.ParameterDict()
         for sp in specs:
@@ -257,7 +263,8 @@ class SpikingLM(nn.Module):
         src = torch.cat([prev_tok[:, None], onehot], 1)        # token at t-1 and t
         layer_spikes, new_state = [], []
         for l in range(L):
-            below = src if l == 0 else torch.cat([state[l - 1][2][:, None], layer_spikes[-1]], 1)
+            below = (torch.cat([state[l - 1][2][:, None], layer_spikes[-1]], 1)
+                     if self.specs_src[l] != INPUT else src)
             drive = below[:, 1:] @ self.weight(f"ff{l}")
             if cfg.layer("token_shift", l):
                 drive = drive + below[:, :-1] @ self.weight(f"shift{l}")

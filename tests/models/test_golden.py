@@ -98,15 +98,17 @@ def test_golden_matches_float_model(kind):
     assert 0.1 < rate < 0.9
 
 
-def _exact_two_layer_model(seed=0):
-    """Like :func:`_exact_model`, with the per-layer settings of a stacked LM: layer 0 ALIF
-    with a token shift and no readout, layer 1 LIF and recurrent, read out."""
+def _exact_two_layer_model(stacked, seed=0):
+    """Like :func:`_exact_model`, with per-layer settings: layer 0 ALIF with a token shift,
+    layer 1 LIF and recurrent, read out; stacked on layer 0 (which is then not read out) or
+    beside it, hearing the token (both read out)."""
     cfg = LMConfig(vocab_size=6, hidden=(8, 5), kind=("ALIF", "LIF"), recurrent=(False, True),
-                   token_shift=(True, False), readout=(False, True), adaptation="relu",
-                   dense=("out_in",)).check()
+                   token_shift=(True, False), readout=(not stacked, True),
+                   stacked=(True, stacked), adaptation="relu", dense=("out_in",)).check()
     torch.manual_seed(seed)
     model = SpikingLM(cfg)
-    assert [sp.name for sp in model.specs] == ["ff0", "shift0", "ff1", "rec1", "out1", "out_in"]
+    assert [sp.name for sp in model.specs] == ["ff0", "shift0", "ff1", "rec1"] + (
+        ["out1"] if stacked else ["out0", "out1"]) + ["out_in"]
     g = torch.Generator().manual_seed(seed)
     k = lambda lo, hi, *shape: torch.randint(lo, hi + 1, shape, generator=g).float() / SCALE
     one_zero = lambda n: torch.tensor([200.0 if i % 2 else -200.0 for i in range(n)])
@@ -115,13 +117,15 @@ def _exact_two_layer_model(seed=0):
         ff[torch.arange(8) % 6, torch.arange(8)] = 127 / SCALE
         model.weights["ff0"].copy_(ff)
         model.weights["shift0"].copy_(k(-60, 40, 6, 8))
-        ff1 = k(-50, 60, 8, 5)
+        ff1 = k(-50, 60, 8 if stacked else 6, 5)
         ff1[torch.arange(5) + 1, torch.arange(5)] = 127 / SCALE
         model.weights["ff1"].copy_(ff1)
         model.weights["rec1"].copy_(k(-48, 40, 5, 5))
         out = k(-127, 127, 5, 6)
         out[0, 0] = 127 / SCALE
         model.weights["out1"].copy_(out)
+        if not stacked:
+            model.weights["out0"].copy_(k(-127, 127, 8, 6))
         model.weights["out_in"].copy_(k(-127, 127, 6, 6))
         model.out_bias.copy_(k(-64, 64, 6))
         for l, n in enumerate(cfg.hidden):
@@ -133,14 +137,16 @@ def _exact_two_layer_model(seed=0):
     return model
 
 
-def test_golden_matches_a_two_layer_model_with_per_layer_settings():
-    model = _exact_two_layer_model()
+@pytest.mark.parametrize("stacked", [True, False])
+def test_golden_matches_a_two_layer_model_with_per_layer_settings(stacked):
+    model = _exact_two_layer_model(stacked)
     vocab = Vocab("abcdef")
     rates = [np.linspace(0.9, 0.1, 8), np.linspace(0.2, 0.8, 5)]
     net = quantise(model, vocab, lanes=2, rates=rates)
     assert [p.kind.name for p in net.populations] == ["ALIF", "LIF", "READOUT"]
     assert [(pr.src, pr.dst, pr.delay) for pr in net.projections] == [
-        (INPUT, 0, 0), (INPUT, 0, 1), (0, 1, 0), (1, 1, 1), (1, 2, 0), (INPUT, 2, 0)]
+        (INPUT, 0, 0), (INPUT, 0, 1), (0 if stacked else INPUT, 1, 0), (1, 1, 1)] + (
+        [] if stacked else [(0, 2, 0)]) + [(1, 2, 0), (INPUT, 2, 0)]
     for pop in net.populations:
         assert pop.scale.tolist() == [SCALE] * pop.size
     T, B = 40, 2

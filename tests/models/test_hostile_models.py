@@ -216,7 +216,7 @@ def test_evaluate_uses_a_checkpoint_beside_the_image(tmp_path, shipped):
     ("unknown=1", "unknown setting"), ("kind=XX", "kind"), ("sparsity=1.5", "sparsity"),
     ("recurrent=maybe", "expected bool"), ("steps", "KEY=VALUE"),
     ("recurrent=[1,0]", "expected a bool or a list of them"),
-    ("readout=[false]", "readout must include the last hidden layer"),
+    ("readout=[false]", "readout must include hidden layer 0"),
     ("token_shift=[true,true]", "token_shift must be true or false, or a list of 1"),
     ("dense=[1]", "expected projection names"), ("dense=rec5", "dense must list projections"),
     ("adaptation=tanh", "adaptation must be softplus or relu")])

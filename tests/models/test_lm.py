@@ -28,7 +28,7 @@ def test_per_layer_settings_choose_the_projections():
 
 @pytest.mark.parametrize("kw, words", [
     (dict(recurrent=(True,)), "recurrent must be true or false, or a list of 2"),
-    (dict(readout=(True, False)), "readout must include the last hidden layer"),
+    (dict(readout=(True, False)), "readout must include hidden layer 1"),
     (dict(kind=("ALIF", "GRU")), "kind must be LIF, ALIF or IF"),
     (dict(token_shift=(1, 0)), "token_shift must be true or false"),
     (dict(adaptation="exp"), "adaptation must be softplus or relu"),
@@ -89,3 +89,24 @@ def test_per_layer_settings_from_the_command_line(tmp_path):
                                                "out1", "out_in"]
     assert [k.name for k in model.kinds] == ["IF", "ALIF"]
     assert model.mask_out_in.eq(1).all() and model.mask_ff0.eq(0).any()
+
+
+def test_a_layer_beside_the_one_below_hears_the_token():
+    cfg = LMConfig(vocab_size=5, hidden=(6, 4), stacked=(True, False), recurrent=(False, True))
+    m = SpikingLM(cfg.check())
+    assert [(sp.name, sp.src, sp.dst) for sp in m.specs] == [
+        ("ff0", -1, 0), ("shift0", -1, 0), ("ff1", -1, 1), ("shift1", -1, 1), ("rec1", 1, 1),
+        ("out0", 0, 2), ("out1", 1, 2), ("out_in", -1, 2)]
+    assert m.weights["ff1"].shape == (5, 4)
+    tokens = torch.randint(0, 5, (2, 7), generator=torch.Generator().manual_seed(0))
+    logits, _, (s0, s1) = m(tokens, return_spikes=True)
+    # Layer 1 does not depend on layer 0: silencing layer 0 changes nothing in it.
+    with torch.no_grad():
+        m.weights["ff0"].zero_()
+        m.weights["shift0"].zero_()
+        m.bias[0].fill_(-100.0)
+    _, _, (t0, t1) = m(tokens, return_spikes=True)
+    assert t0.sum() == 0 and torch.equal(s1, t1)
+    with pytest.raises(ValueError, match="readout must include hidden layer 0"):
+        LMConfig(vocab_size=5, hidden=(6, 4), stacked=(True, False),
+                 readout=(False, True)).check()
