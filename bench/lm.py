@@ -5,14 +5,19 @@ counted on the training split (interpolated Kneser-Ney, Chen & Goodman 1999, one
 per order from its count-of-counts), and each given checkpoint: its float loss, and the
 golden model's on the image compiled from it for 16 lanes (the same streams from reset as
 ``models.evaluate``), with its training steps and minutes as the checkpoint recorded them,
-and whether the image fits the default ULX3S-85F core (``boards.ulx3s.core_config``).
+and whether the image fits the default ULX3S-85F core (``boards.ulx3s.core_config``); and
+the float LSTM baseline that ``bench.lstm`` trained and recorded.
 """
 
 import argparse
+import json
 import math
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+
+import torch
 
 from boards.ulx3s import core_config
 from models.checkpoint import CheckpointError, load_checkpoint
@@ -22,6 +27,7 @@ from models.evaluate import float_loss, golden_loss
 from spikestream.image import Image
 
 from ._report import update_section
+from .lstm import RESULT as LSTM_RESULT
 
 __all__ = ["KneserNey", "main"]
 
@@ -85,7 +91,7 @@ def checkpoint_row(path, text, streams):
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     val = split(text)[1]
-    ids = vocab.encode(val)
+    ids = torch.tensor(vocab.encode(val))
     net = compile_model(model, vocab, LANES, None, text)
     fits = core_config("85f").fits(Image(net=net, lanes=LANES))
     fl = float_loss(model, ids, streams)["nats"]
@@ -106,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--orders", type=int, nargs="+", default=[3, 4, 5], metavar="N")
     ap.add_argument("--data", metavar="PATH", help="text (default: the shipped tiny-shakespeare)")
     ap.add_argument("--streams", type=int, default=64, metavar="N")
+    ap.add_argument("--lstm", default=str(LSTM_RESULT), metavar="JSON",
+                    help="the float LSTM baseline's result (bench.lstm; default: %(default)s)")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = ap.parse_args(argv)
     text = load_text(args.data or DEFAULT_TEXT)
@@ -126,6 +134,12 @@ def main(argv=None):
                     f"{r['golden']:.4f} | {spent}; {r['synapses']:,} synapses; "
                     f"{r['events']:.0f} events, {r['cycles']:.0f} cycles a token at {LANES} "
                     f"lanes; fits the default 85F core: {'yes' if r['fits_85f'] else 'no'} |")
+    if args.lstm and Path(args.lstm).exists():
+        r = json.loads(Path(args.lstm).read_text())
+        rows.append(f"| float LSTM, {r['hidden']} units ({r['params']:,} parameters; "
+                    f"`python -m bench.lstm`) | {r['val_nats']:.4f} | {r['steps']} steps, "
+                    f"{r['minutes']:.0f} min on {r['threads']} CPU thread(s), from "
+                    f"`{Path(args.lstm).name}` |")
     body = "\n".join(rows) + (f"\n\nValidation: the last 10% of the text, {len(val):,} "
                               "characters.")
     print(body)

@@ -1,11 +1,13 @@
 """bench.lm: the Kneser-Ney baselines are distributions and behave like n-gram models."""
 
+import json
 import math
 import random
 
 import pytest
 
 from bench.lm import KneserNey
+from bench.lstm import CharLSTM, lstm_hidden_for, main
 
 TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog met on a mat.\n" * 20
         + "zebra quiz")
@@ -34,3 +36,13 @@ def test_longer_contexts_predict_repeated_text_better():
 def test_an_order_below_one_is_refused():
     with pytest.raises(ValueError, match="order must be at least 1"):
         KneserNey(TEXT, 0, TEXT)
+
+
+def test_the_lstm_baseline_matches_a_parameter_count_and_records_its_run(tmp_path, capsys):
+    h = lstm_hidden_for(116_000, 65)
+    assert sum(p.numel() for p in CharLSTM(65, h).parameters()) == pytest.approx(116_000, rel=0.01)
+    out = tmp_path / "lstm.json"
+    main(["--params", "3000", "--minutes", "0.01", "--steps", "20", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["steps"] <= 20 and r["params"] == pytest.approx(3000, rel=0.05)
+    assert r["val_chars"] == 111_540 and 1.0 < r["val_nats"] < math.log(65) + 0.5
