@@ -5,9 +5,10 @@ size, and the issue-14 image that claims 32 GiB.
 
 Cases (the last two are built in a temporary folder, with a fixed seed):
 
-* ``shipped``: ``models/pretrained/shakespeare.img`` (1,089 neurons, 101,943 synapses,
+* ``shipped``: ``models/pretrained/shakespeare.img`` (1,153 neurons, 115,740 synapses,
   16 lanes).
-* ``10x``: the shipped network's shape ten times wider: 10,240 ALIF neurons, the same four
+* ``10x``: the shape of the network shipped before issue 18 (one layer of 1024 ALIF
+  neurons) ten times wider: 10,240 ALIF neurons, the same four
   projections at the same density (half of every weight non-zero), random int8 weights,
   16 lanes: about ten times the synapses and the file.
 * ``claims-32GiB``: the reproducer of issue 14: two 32,000-neuron populations joined by four

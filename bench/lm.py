@@ -22,7 +22,7 @@ import torch
 from boards.ulx3s import core_config
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.compile import compile_model
-from models.data import DEFAULT_TEXT, load_text, split
+from models.data import DEFAULT_TEXT, Vocab, load_text, split
 from models.evaluate import float_loss, golden_loss
 from spikestream.image import Image
 
@@ -95,7 +95,8 @@ def checkpoint_row(path, text, streams):
     net = compile_model(model, vocab, LANES, None, text)
     fits = core_config("85f").fits(Image(net=net, lanes=LANES))
     fl = float_loss(model, ids, streams)["nats"]
-    gl = golden_loss(net, LANES, ids, streams)
+    # The compiler relabels the vocabulary (the image's order balances the readout's lanes).
+    gl = golden_loss(net, LANES, torch.tensor(Vocab(net.vocab).encode(val)), streams)
     hist = ck.get("history", []) if isinstance(ck.get("history"), list) else []
     minutes = max((h.get("minutes", 0) for h in hist if isinstance(h, dict)), default=None)
     cfg = model.cfg

@@ -5,7 +5,7 @@ import torch
 
 from models import train
 from models.checkpoint import load_checkpoint
-from models.lm import LMConfig, SpikingLM
+from models.lm import PER_LAYER, LMConfig, SpikingLM
 from spikestream.board import SHIPPED_IMAGE
 
 SHIPPED_CHECKPOINT = SHIPPED_IMAGE.with_suffix(".pt")
@@ -48,11 +48,10 @@ def test_a_config_round_trips_and_old_checkpoints_keep_relu():
     old = dict(d, kind="ALIF", readout=True)
     del old["adaptation"], old["dense"]
     assert LMConfig.from_dict(old).adaptation == "relu"
-    # The shipped checkpoint predates the setting: its jumps are relu's.
-    model = load_checkpoint(SHIPPED_CHECKPOINT)[0]
-    assert model.cfg.adaptation == "relu"
-    jump = model.neuron_params(0)[3]
-    assert torch.equal(jump, torch.relu(model.jump[0].detach()))
+    model = SpikingLM(LMConfig.from_dict(dict(old, hidden=[4])).check())
+    with torch.no_grad():
+        model.jump[0].copy_(torch.tensor([-1.0, 0.0, 0.5, 2.0]))
+    assert model.neuron_params(0)[3].tolist() == [0.0, 0.0, 0.5, 2.0]
 
 
 def test_a_softplus_adaptation_cannot_die():
@@ -110,3 +109,15 @@ def test_a_layer_beside_the_one_below_hears_the_token():
     with pytest.raises(ValueError, match="readout must include hidden layer 0"):
         LMConfig(vocab_size=5, hidden=(6, 4), stacked=(True, False),
                  readout=(False, True)).check()
+
+
+def test_the_shipped_checkpoint_is_the_shakespeare_config():
+    """``spikestream train --config shakespeare`` trains the shipped model's architecture."""
+    model = load_checkpoint(SHIPPED_CHECKPOINT)[0]
+    want = train.CONFIGS["shakespeare"][0]
+    got = model.cfg
+    assert got.hidden == want.hidden and got.dense == want.dense
+    assert got.adaptation == want.adaptation == "softplus"
+    for key in PER_LAYER:
+        assert [got.layer(key, l) for l in range(len(got.hidden))] == \
+            [want.layer(key, l) for l in range(len(want.hidden))], key
