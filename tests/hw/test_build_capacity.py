@@ -16,7 +16,7 @@ from boards import ulx3s
 from hw.build import TOOLS, yosys_memory_script
 from hw.core.lane import Lane
 from hw.core.layouts import lane_port_layout
-from spikestream.memory_map import CoreConfig, Mem
+from spikestream.memory_map import CoreConfig
 from spikestream.capacity import core_plan, lutram_memories
 
 YOSYS = TOOLS["YOSYS"]
