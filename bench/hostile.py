@@ -404,8 +404,8 @@ class Bench:
         return self.fixture("tiny", make)
 
     def image(self):
-        """The shipped network as an image of the current format (the shipped file is
-        version 1): ``(bytes, manifest, body)``."""
+        """The shipped network as an image of the current format: ``(bytes, manifest,
+        body)``."""
         def make():
             data = current_image()
             manifest, body = split_image(data)

@@ -1,6 +1,9 @@
 """Settings for the whole test suite."""
 
 import signal
+from pathlib import Path
+
+import pytest
 
 # Several tests send SIGINT (Ctrl-C) to a command, or to this process, and check that it stops
 # at once with one clear line. A shell that starts a job in the background without job
@@ -10,3 +13,10 @@ import signal
 # commands it starts (exec resets a handled signal to its default).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session")
+def v1_image():
+    """The bytes of the LM image shipped before issue 18: a file of image format version 1
+    (the shipped image is version 2 since)."""
+    return (Path(__file__).parent / "fixtures" / "images" / "shakespeare-v1.img").read_bytes()

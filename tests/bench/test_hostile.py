@@ -121,8 +121,8 @@ def test_last_line_skips_progress_bar_segments():
     assert H._last_line("a\rprogress 10%\r          \rerror: x\n\n") == "error: x"
 
 
-def test_image_packer_reproduces_the_shipped_image():
-    old = H.SHIPPED_IMAGE.read_bytes()                  # a version-1 file
+def test_image_packer_reproduces_the_shipped_image(v1_image):
+    old = v1_image                                       # a version-1 file
     assert H.pack_image(*H.split_image(old), version=1) == old
     data = H.current_image()
     manifest, body = H.split_image(data)
