@@ -85,7 +85,7 @@ def test_the_pickle_reproducer_is_refused_everywhere(evil, tmp_path):
 
 def test_the_shipped_checkpoint_loads_without_unpickling():
     model, vocab, ck = load_checkpoint(SHIPPED_CKPT)
-    assert len(vocab) == 65 and ck["config"]["hidden"] == [1024]
+    assert len(vocab) == 65 and ck["config"]["hidden"] == [896, 192]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not-a-dict",
