@@ -23,6 +23,25 @@ SCALE = 64      # every weight below is k / SCALE with |k| <= 127, one of them 1
 
 # -- (a) golden core == float model when quantisation is exact -------------------------------
 
+def _exact_draws(seed):
+    """``k(lo, hi, *shape)``: random multiples of 1/SCALE in ``[lo, hi] / SCALE``."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda lo, hi, *shape: torch.randint(lo, hi + 1, shape, generator=g).float() / SCALE
+
+
+def _one_zero(n):
+    """Logits whose sigmoids are exactly 1 and 0 in turn (decays of 1 and 0)."""
+    return torch.tensor([200.0 if i % 2 else -200.0 for i in range(n)])
+
+
+def _exact_first_layer(model, k):
+    """Token -> layer 0 weights of 6 tokens x 8 neurons, each neuron with one 127/SCALE."""
+    ff = k(-40, 90, 6, 8)
+    ff[torch.arange(8) % 6, torch.arange(8)] = 127 / SCALE
+    model.weights["ff0"].copy_(ff)
+    model.weights["shift0"].copy_(k(-60, 40, 6, 8))
+
+
 def _exact_model(kind, seed=0):
     """A small SpikingLM whose quantisation loses nothing.
 
@@ -38,14 +57,9 @@ def _exact_model(kind, seed=0):
                    adaptation="relu")          # a jump of k/64 exactly (softplus would round)
     torch.manual_seed(seed)
     model = SpikingLM(cfg)
-    g = torch.Generator().manual_seed(seed)
-    k = lambda lo, hi, *shape: torch.randint(lo, hi + 1, shape, generator=g).float() / SCALE
-    one_zero = lambda n: torch.tensor([200.0 if i % 2 else -200.0 for i in range(n)])
+    k = _exact_draws(seed)
     with torch.no_grad():
-        ff = k(-40, 90, 6, 8)
-        ff[torch.arange(8) % 6, torch.arange(8)] = 127 / SCALE
-        model.weights["ff0"].copy_(ff)
-        model.weights["shift0"].copy_(k(-60, 40, 6, 8))
+        _exact_first_layer(model, k)
         rec = k(-48, 40, 8, 8)
         rec[:, :3] = 0          # uneven synaptic load, so the compiler reorders neurons
         model.weights["rec0"].copy_(rec)
@@ -55,8 +69,8 @@ def _exact_model(kind, seed=0):
         model.weights["out_in"].copy_(k(-127, 127, 6, 6))
         model.out_bias.copy_(k(-64, 64, 6))
         model.bias[0].copy_(k(-16, 16, 8))
-        model.alpha_logit[0].copy_(one_zero(8))
-        model.rho_logit[0].copy_(one_zero(8).flip(0))
+        model.alpha_logit[0].copy_(_one_zero(8))
+        model.rho_logit[0].copy_(_one_zero(8).flip(0))
         model.jump[0].copy_(k(0, 40, 8))
     alpha, theta, rho, jump, _ = model.neuron_params(0)
     assert set(alpha.tolist()) <= {0.0, 1.0} and set(rho.tolist()) <= {0.0, 1.0}
@@ -109,14 +123,9 @@ def _exact_two_layer_model(stacked, seed=0):
     model = SpikingLM(cfg)
     assert [sp.name for sp in model.specs] == ["ff0", "shift0", "ff1", "rec1"] + (
         ["out1"] if stacked else ["out0", "out1"]) + ["out_in"]
-    g = torch.Generator().manual_seed(seed)
-    k = lambda lo, hi, *shape: torch.randint(lo, hi + 1, shape, generator=g).float() / SCALE
-    one_zero = lambda n: torch.tensor([200.0 if i % 2 else -200.0 for i in range(n)])
+    k = _exact_draws(seed)
     with torch.no_grad():
-        ff = k(-40, 90, 6, 8)
-        ff[torch.arange(8) % 6, torch.arange(8)] = 127 / SCALE
-        model.weights["ff0"].copy_(ff)
-        model.weights["shift0"].copy_(k(-60, 40, 6, 8))
+        _exact_first_layer(model, k)
         ff1 = k(-50, 60, 8 if stacked else 6, 5)
         ff1[torch.arange(5) + 1, torch.arange(5)] = 127 / SCALE
         model.weights["ff1"].copy_(ff1)
@@ -130,8 +139,8 @@ def _exact_two_layer_model(stacked, seed=0):
         model.out_bias.copy_(k(-64, 64, 6))
         for l, n in enumerate(cfg.hidden):
             model.bias[l].copy_(k(-16, 16, n))
-            model.alpha_logit[l].copy_(one_zero(n))
-            model.rho_logit[l].copy_(one_zero(n).flip(0))
+            model.alpha_logit[l].copy_(_one_zero(n))
+            model.rho_logit[l].copy_(_one_zero(n).flip(0))
         model.jump[0].copy_(k(0, 40, 8))
     assert model.neuron_params(1)[3].tolist() == [0.0] * 5        # LIF: no adaptation
     return model
