@@ -3,14 +3,16 @@
 The core runs a timestep as a sequence of phases, each starting when the previous one has
 finished (all constants are in :class:`spikestream.formats.CoreTiming`):
 
-* **route** (one per projection, in list order): the source's spikes leave its event queue
-  one per cycle in *lane-major* order (every spike of lane 0's neurons in address order, then
-  lane 1's, ...; each lane queues the spikes of its own neurons). A spike with rank ``r``
-  reaches every lane's spike FIFO at cycle ``r + broadcast_latency``. Each lane walks the
-  segment of that spike's row that targets it: ``max(1, length)`` cycles (one synapse per
-  cycle; an empty segment still costs its pointer read). Lanes run independently. The phase
-  lasts until the slowest lane is done, plus ``route_drain``, plus ``phase_overhead``; a
-  projection with no spikes costs ``phase_overhead`` alone.
+* **route** (one per route group: the projections of one source and one delay, see
+  spikestream.network.route_groups, routed before the earliest member target's update):
+  the source's spikes leave its event queue one per cycle in *lane-major* order (every
+  spike of lane 0's neurons in address order, then lane 1's, ...; each lane queues the
+  spikes of its own neurons). A spike with rank ``r`` reaches every lane's spike FIFO at
+  cycle ``r + broadcast_latency``. Each lane walks the segment of that spike's row that
+  targets it (every member's synapses in it): ``max(1, length)`` cycles (one synapse per
+  cycle; an empty segment still costs its pointer read). Lanes run independently. The
+  phase lasts until the slowest lane is done, plus ``route_drain``, plus
+  ``phase_overhead``; a group with no spikes costs ``phase_overhead`` alone.
 * **update** (one per population): ``ceil(size / lanes) + update_latency + phase_overhead``.
 * **sample** (only for a network with a readout): ``vocab + sample_latency +
   phase_overhead`` (one readout value per cycle).
@@ -36,7 +38,7 @@ def lane_major_order(size, lanes):
 
 
 class RouteCost:
-    """Per-projection constants for :func:`route_cost`, built once per image.
+    """Per-group constants for :func:`route_cost`, built once per image.
 
     ``seg_len`` is ``[src size, lanes]``: the length of each source's segment in each lane.
     A population's spikes leave the lanes' queues in lane-major order (``lane_major``); an

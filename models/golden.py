@@ -18,7 +18,7 @@ import torch
 from . import cycles as cyc
 from spikestream.formats import ACC_MAX, ACC_MIN
 from spikestream.timing import DEFAULT_TIMING
-from spikestream.network import INPUT, lane_layout, spike_input
+from spikestream.network import INPUT, lane_layout, route_groups, spike_input
 from .neurons import int_update
 from spikestream.sampler import RNG_MASK, sample, seed_state, xorshift32
 
@@ -74,16 +74,23 @@ class GoldenCore:
     timing : CoreTiming
     batch : int
         Number of independent streams.
+    groups : list of RouteGroup, optional
+        The route phases (default: :func:`spikestream.network.route_groups`, as the host
+        loads a network; a board's tables may hold others).
     """
 
-    def __init__(self, net, lanes, timing=DEFAULT_TIMING, batch=1):
+    def __init__(self, net, lanes, timing=DEFAULT_TIMING, batch=1, groups=None):
         net.check()
         self.net, self.lanes, self.timing, self.batch = net, lanes, timing, batch
-        self.layout = lane_layout(net, lanes)
+        self.layout = lane_layout(net, lanes, route_groups(net) if groups is None else groups)
         self.synapses = [_Synapses(pr, net.source_size(pr.src), net.populations[pr.dst].size)
                          for pr in net.projections]
-        self.route = [cyc.RouteCost(sl, lanes, timing, lane_major=pr.src >= 0)
-                      for sl, pr in zip(self.layout.seg_len, net.projections)]
+        self.route = [cyc.RouteCost(sl, lanes, timing, lane_major=g.src >= 0)
+                      for sl, g in zip(self.layout.seg_len, self.layout.groups)]
+        # A group's phase runs before its earliest target's update (its cycles add up the
+        # same wherever it runs; its source's spikes are those of its delay).
+        self.phases = [[k for k, g in enumerate(self.layout.groups) if g.dst == i]
+                       for i in range(len(net.populations))]
         self.params = [{k: torch.as_tensor(getattr(p, k)) for k in p.PARAMS}
                        for p in net.populations]
         self.incoming = [[j for j, pr in enumerate(net.projections) if pr.dst == i]
@@ -203,16 +210,18 @@ class GoldenCore:
         events = torch.zeros(B, dtype=torch.int64)
         values = [None] * len(net.populations)
         for i, pop in enumerate(net.populations):
+            for k in self.phases[i]:
+                g = self.layout.groups[k]
+                q = now[g.src] if g.delay == 0 else self._hist[g.src][g.delay - 1]
+                c, e = cyc.route_cost(self.route[k], q > 0)
+                route_cycles += c
+                events += e
             acc = torch.zeros(B, pop.size, dtype=torch.int64)
             for j in self.incoming[i]:
                 pr = net.projections[j]
                 q = now[pr.src] if pr.delay == 0 else self._hist[pr.src][pr.delay - 1]
-                fired = q > 0
-                if fired.any():
+                if (q > 0).any():
                     self.synapses[j].add_to(acc, q)
-                c, e = cyc.route_cost(self.route[j], fired)
-                route_cycles += c
-                events += e
             # The accumulator can never leave its range (Network.check guarantees it).
             assert acc.numel() == 0 or (int(acc.min()) >= ACC_MIN and int(acc.max()) <= ACC_MAX)
             q, self._v[i], self._a[i], self._s[i] = int_update(

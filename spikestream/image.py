@@ -14,9 +14,10 @@ Layout (all integers little-endian; see docs/image-format.md)::
                   metadata, and for every array its dtype, shape and offset in the body
     32+M    N     body: the arrays, each 8-byte aligned
 
-The body holds exactly what the core's memories hold: per population the neuron
-parameters, per lane the row pointers ``(start, length)`` and the synapse words
-``(target address, weight)`` of the compressed rows (spikestream/network.py, LaneLayout).
+The body holds what the core's memories hold: per population the neuron parameters, per
+lane the row pointers ``(start, length)`` and the synapse words ``(target address, weight)``
+of the compressed rows (spikestream/network.py, LaneLayout), a block of rows per projection
+(the host merges those of one source and delay as it loads them: network.core_layout).
 :func:`load_image` checks everything and raises :class:`ImageError` with one clear line.
 """
 

@@ -30,7 +30,8 @@ Per lane (``lane`` in ``0 .. lanes-1``):
 ========  ==================  ==========================================================
 
 Global (``lane`` must be 0): ``POP`` (one word per population), ``PROJ`` (one word per
-projection, in routing order), ``CORE`` (the registers of :class:`CoreReg`), ``SRC`` (one
+route group: the projections of one source and one delay, routed in one phase; in routing
+order, see spikestream.network.route_groups), ``CORE`` (the registers of :class:`CoreReg`), ``SRC`` (one
 word per source: where its kept timesteps are), ``SPIKES`` (read only: each population's
 spikes of the last STEP), ``INPUT`` and ``INCOUNT`` (the spike inputs of the next STEP).
 
@@ -92,7 +93,7 @@ import numpy as np
 
 from spikestream.formats import (ACC_BITS, DECAY_BITS, MAX_DELAY, MAX_LEVEL_BITS, MAX_VOCAB,
                                  STATE_BITS, TEMPERATURE_BITS, WEIGHT_BITS, RNG_BITS, NeuronKind)
-from spikestream.network import INPUT, input_index, lane_layout, spike_input
+from spikestream.network import INPUT, core_layout, input_index, spike_input
 
 __all__ = [
     "bits_for", "addr_bits", "MEM_BITS", "LANE_BITS", "ADDR_BITS", "TOKEN_BITS", "COUNTER_BITS", "OP_BITS",
@@ -149,7 +150,7 @@ READ_ONLY_MEMS = (Mem.ACC, Mem.QUEUE, Mem.SPIKES)
 class CoreReg(enum.IntEnum):
     """Addresses of the ``CORE`` registers (lane 0)."""
     POPS = 0          # number of populations
-    PROJS = 1         # number of projections
+    PROJS = 1         # number of route groups (PROJ words)
     READOUT = 2       # index of the readout population
     VOCAB = 3         # vocabulary size (input and readout neurons)
     TEMPERATURE = 4   # the sampler's temperature word (spikestream.sampler)
@@ -266,7 +267,8 @@ class CoreConfig:
         Synapse words and row-pointer words per lane (one more than the rows: the last
         row's end).
     max_pops, max_projs, max_vocab : int
-        Table sizes: populations, projections, tokens.
+        Table sizes: populations, route groups (``PROJ`` words: the projections of one
+        source and one delay share one), tokens.
     spike_depth : int
         Each lane's spike buffer: the most spikes one projection can deliver, so at least
         the size of every population that is the source of a projection (and the
@@ -528,10 +530,10 @@ class CoreConfig:
         aside). With ``input_ids`` (a core's), spike inputs keep at most that many ids per
         timestep; without, all of them (``input_ids`` is then the largest input)."""
         net = image.net
-        lay = lane_layout(net, image.lanes)
+        lay = core_layout(net, image.lanes)
         hist = history_layout(net, image.lanes, input_ids)
-        sources = [net.populations[pr.src].size for pr in net.projections if pr.src >= 0]
-        sources += [hist.stride[pr.src] for pr in net.projections if pr.src <= -2]
+        sources = [net.populations[g.src].size for g in lay.groups if g.src >= 0]
+        sources += [hist.stride[g.src] for g in lay.groups if g.src <= -2]
         levels = [p.level_bits for p in net.populations if p.spiking]
         return {
             "lanes": image.lanes,
@@ -539,7 +541,7 @@ class CoreConfig:
             "syn_depth": max(lay.synapses_per_lane(), default=0),
             "ptr_depth": lay.ptr_entries + 1,      # and the last row's end
             "max_pops": len(net.populations),
-            "max_projs": len(net.projections),
+            "max_projs": len(lay.groups),
             "max_vocab": net.vocab_size,
             "spike_depth": max(sources, default=1),
             "max_delay": max(1, net.max_delay),
@@ -559,7 +561,7 @@ class CoreConfig:
             "syn_depth": "synapse words per lane (the fullest lane)",
             "ptr_depth": "row pointers per lane (one a row, and the last row's end)",
             "max_pops": "populations",
-            "max_projs": "projections",
+            "max_projs": "route groups (projections of one source and delay)",
             "max_vocab": "vocabulary tokens",
             "spike_depth": "spike buffer entries (the largest source population or input "
                            "stride)",
@@ -698,7 +700,7 @@ def image_writes(image, config):
     """
     config.check_image(image)
     net, L = image.net, image.lanes
-    lay = lane_layout(net, L)
+    lay = core_layout(net, L)
     hist = history_layout(net, L, config.input_ids)
     out = []
     pl = config.layout(Mem.PARAM)
@@ -729,17 +731,17 @@ def image_writes(image, config):
             last=hist.first.get(src, 0) + max(h, 1) - 1, base=hist.base.get(src, 0),
             stride=hist.stride.get(src, 0), size=size)))
     projl = config.layout(Mem.PROJ)
-    for j, pr in enumerate(net.projections):
-        if pr.src == INPUT:
+    for j, g in enumerate(lay.groups):
+        if g.src == INPUT:
             first, h = 0, 1
         else:
-            first, h = hist.first[pr.src], hist.slots[pr.src]
+            first, h = hist.first[g.src], hist.slots[g.src]
         out.append(Write(Mem.PROJ, 0, j, projl.pack(
-            src=source_index(pr.src, config) or 0, token=int(pr.src == INPUT), dst=pr.dst,
-            delay=pr.delay, slot=first + (-pr.delay % h), first=first, last=first + h - 1,
+            src=source_index(g.src, config) or 0, token=int(g.src == INPUT), dst=g.dst,
+            delay=g.delay, slot=first + (-g.delay % h), first=first, last=first + h - 1,
             ptr_base=lay.ptr_base[j])))
     for reg, value in ((CoreReg.POPS, len(net.populations)),
-                       (CoreReg.PROJS, len(net.projections)),
+                       (CoreReg.PROJS, len(lay.groups)),
                        (CoreReg.READOUT, net.readout or 0), (CoreReg.VOCAB, net.vocab_size),
                        (CoreReg.SAMPLE, int(net.readout is not None)),
                        (CoreReg.TOKENS, int(net.has_token_input)),
@@ -900,7 +902,7 @@ def output_reads(image, config):
     (step 3 of the module docstring). Any host drives it (see :func:`read_outputs`).
     """
     net, L = image.net, image.lanes
-    lay = lane_layout(net, L)
+    lay = core_layout(net, L)
     spikes, membranes = {}, {}
     queue = config.layout(Mem.QUEUE)
     for p in net.outputs:

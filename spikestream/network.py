@@ -14,10 +14,13 @@ Schedule (one timestep)
 1. The token is the only spike of the token input (source :data:`INPUT`); spike input
    ``k`` (source :func:`spike_input` ``(k)``) carries the 0/1 vector the host sends.
 2. Populations are updated in list order. Before population ``p`` is updated, every
-   projection into ``p`` is routed, in list order (projections are listed grouped by
-   target, in population order): a projection of delay ``d`` carries its source's spikes
-   (values ``q``, each adding ``q * w``) of timestep ``t - d``. Delay 0 needs an input or an
-   earlier population as source; any delay of at least 1 may close a loop.
+   projection into ``p`` is routed (projections are listed grouped by target, in population
+   order): a projection of delay ``d`` carries its source's spikes (values ``q``, each adding
+   ``q * w``) of timestep ``t - d``. Delay 0 needs an input or an earlier population as
+   source; any delay of at least 1 may close a loop. The core routes all projections of one
+   source and one delay in one phase (a :class:`RouteGroup`: each spike is sent once, its
+   row holds the synapses of all of them), before the earliest of their targets is updated;
+   the sums are the same in any order.
 3. If there is a readout, its membranes are the logits; the sampler picks the next token.
 """
 
@@ -32,8 +35,8 @@ from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, NEURON_KIND
 
 __all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "MAX_LABEL_CHARS", "TOKEN_WHITESPACE", "NetworkError",
            "spike_input", "input_index", "check_vocab", "InputSpec", "PopulationMode",
-           "Population", "Projection", "Network", "make_population", "LaneLayout",
-           "lane_layout"]
+           "Population", "Projection", "Network", "make_population", "RouteGroup",
+           "route_groups", "projection_groups", "LaneLayout", "lane_layout", "core_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
 """Local neuron addresses are 16 bits in the image (the core may support fewer)."""
@@ -520,24 +523,57 @@ class Network:
         return self
 
 
+@dataclass(frozen=True)
+class RouteGroup:
+    """Projections the core routes in one phase: one source, one delay.
+
+    Each spike of ``src`` is broadcast once; its row (one row pointer per source neuron)
+    holds the synapses of every member, member by member. The phase runs before population
+    ``dst`` is updated: the earliest target of the members, so that every target's sum is
+    complete before its update. ``members`` are projection indices in list order.
+    """
+    src: int
+    delay: int
+    dst: int
+    members: tuple
+
+
+def route_groups(net):
+    """The phases of ``net`` as the core runs them: one :class:`RouteGroup` for each source
+    and delay, in the order of their targets (then of their first projection)."""
+    by_key = {}
+    for j, pr in enumerate(net.projections):
+        by_key.setdefault((pr.src, pr.delay), []).append(j)
+    groups = [RouteGroup(src, delay, min(net.projections[j].dst for j in m), tuple(m))
+              for (src, delay), m in by_key.items()]
+    return sorted(groups, key=lambda g: (g.dst, g.members[0]))
+
+
+def projection_groups(net):
+    """One :class:`RouteGroup` per projection (a phase each): the layout an image stores."""
+    return [RouteGroup(pr.src, pr.delay, pr.dst, (j,)) for j, pr in enumerate(net.projections)]
+
+
 @dataclass(eq=False)
 class LaneLayout:
     """What each lane's memories hold for a network, and the numbers the cycle model needs.
 
     Neuron ``n`` of population ``p`` lives in lane ``n % lanes`` at local address
-    ``pop_base[p] + n // lanes``. Projection ``j``'s row pointers for source ``k`` are at
-    ``ptr_base[j] + k`` in every lane; entry ``(start, length)`` selects the lane's
-    synapse words ``syn_addr[start:start+length]``, ``syn_weight[...]`` (targets ascending).
+    ``pop_base[p] + n // lanes``. Route group ``g``'s row pointers for source ``k`` are at
+    ``ptr_base[g] + k`` in every lane; entry ``(start, length)`` selects the lane's
+    synapse words ``syn_addr[start:start+length]``, ``syn_weight[...]`` (member by member,
+    each member's targets ascending).
     """
     lanes: int
+    groups: list         # RouteGroup
     pop_base: list
     neurons_per_lane: int
-    ptr_base: list
+    ptr_base: list       # per group, and the total
     ptr_start: list      # per lane: int64 [ptr entries]
     ptr_len: list        # per lane: int64 [ptr entries]
     syn_addr: list       # per lane: int64 [synapses in lane]
     syn_weight: list     # per lane: int64 [synapses in lane]
-    seg_len: list        # per projection: int64 [src size, lanes]
+    seg_len: list        # per group: int64 [src size, lanes]
 
     @property
     def ptr_entries(self):
@@ -552,43 +588,65 @@ class LaneLayout:
         return [len(a) for a in self.syn_addr]
 
 
-def lane_layout(net, lanes):
-    """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`).
+def lane_layout(net, lanes, groups=None):
+    """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`), its projections in
+    ``groups`` (:class:`RouteGroup` s covering each projection once; default: a group per
+    projection, the layout an image stores; :func:`core_layout` is the core's).
 
     Works on each projection's sparse synapses: time and memory grow with the synapses and
     the row pointers, never with ``source size x target size``.
     """
     net.check_lanes(lanes)
+    if groups is None:
+        groups = projection_groups(net)
+    covered = sorted(j for g in groups for j in g.members)
+    if covered != list(range(len(net.projections))) or any(
+            (net.projections[j].src, net.projections[j].delay) != (g.src, g.delay)
+            for g in groups for j in g.members):
+        raise NetworkError("route groups must cover every projection once, each member of "
+                           "the group's source and delay")
     pop_base, base = [], 0
     for p in net.populations:
         pop_base.append(base)
         base += -(-p.size // lanes)
     ptr_base, n_ptr = [], 0
-    for pr in net.projections:
+    for g in groups:
         ptr_base.append(n_ptr)
-        n_ptr += net.source_size(pr.src)
+        n_ptr += net.source_size(g.src)
     ptr_base.append(n_ptr)
     seg_len, lane_of, addr, weight = [], [], [], []
     lane_dtype = np.uint16 if lanes <= 1 << 16 else np.int64     # uint16 sorts in linear time
-    for pr in net.projections:
-        rows, cols, values = pr.synapses()
-        n_src = net.source_size(pr.src)
+    for g in groups:
+        parts = [net.projections[j].synapses() for j in g.members]
+        rows = np.concatenate([r for r, _, _ in parts]).astype(np.int64)
+        cols = np.concatenate([c for _, c, _ in parts]).astype(np.int64)
+        values = np.concatenate([v for _, _, v in parts])
+        g_addr = np.concatenate([c // lanes + pop_base[net.projections[j].dst]
+                                 for j, (_, c, _) in zip(g.members, parts)]).astype(np.int64)
+        del parts
+        if len(g.members) > 1:
+            # Each member is row-major; a stable sort by row puts the group's rows in order,
+            # member by member within a row.
+            order = np.argsort(rows, kind="stable")
+            rows, cols, values, g_addr = rows[order], cols[order], values[order], g_addr[order]
+            del order
+        n_src = net.source_size(g.src)
         lane = cols % lanes
-        seg_len.append(np.bincount(rows.astype(np.int64) * lanes + lane,
+        seg_len.append(np.bincount(rows * lanes + lane,
                                    minlength=n_src * lanes).reshape(n_src, lanes))
         lane_of.append(lane.astype(lane_dtype))
-        addr.append(cols // lanes + pop_base[pr.dst])     # < MAX_NEURONS_PER_LANE
+        addr.append(g_addr)                                # < MAX_NEURONS_PER_LANE
         weight.append(values)
-        del rows, cols, values, lane
-    # Row pointers: each lane stores its words projection by projection, row by row, with
-    # no gaps, so a row starts where the lane's previous rows end.
+        del rows, cols, values, lane, g_addr
+    # Row pointers: each lane stores its words group by group, row by row, with no gaps,
+    # so a row starts where the lane's previous rows end.
     lens = np.concatenate(seg_len) if seg_len else np.zeros((0, lanes), np.int64)
     starts = np.cumsum(lens, axis=0) - lens
     ptr_len = list(np.ascontiguousarray(lens.T))
     ptr_start = list(np.ascontiguousarray(starts.T))
     del lens, starts
-    # Synapse words: every projection's synapses are in row-major order already, so a
-    # stable sort by lane gives each lane its words in storage order.
+    # Synapse words: every group's synapses are in row-major order already, so a stable
+    # sort by lane gives each lane its words in storage order.
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
     lane_of = cat(lane_of)
     order = np.argsort(lane_of, kind="stable")
@@ -599,6 +657,12 @@ def lane_layout(net, lanes):
     syn_addr = [a.astype(np.int64) for a in np.split(addr, split)]
     del addr
     syn_weight = [w.astype(np.int64) for w in np.split(weight, split)]
-    return LaneLayout(lanes=lanes, pop_base=pop_base, neurons_per_lane=base, ptr_base=ptr_base,
+    return LaneLayout(lanes=lanes, groups=list(groups), pop_base=pop_base,
+                      neurons_per_lane=base, ptr_base=ptr_base,
                       ptr_start=ptr_start, ptr_len=ptr_len,
                       syn_addr=syn_addr, syn_weight=syn_weight, seg_len=seg_len)
+
+
+def core_layout(net, lanes):
+    """The layout the core runs: :func:`lane_layout` with :func:`route_groups`."""
+    return lane_layout(net, lanes, route_groups(net))

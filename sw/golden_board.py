@@ -57,8 +57,8 @@ from spikestream.protocol import (CRC_INIT, DONE_FORMAT, END, GENERATE_FORMAT, M
                          word_bytes)
 from spikestream.formats import NeuronKind, ResetMode
 from models.golden import CoreState, GoldenCore
-from spikestream.network import (INPUT, Network, NetworkError, Projection, input_index,
-                                 make_population, spike_input)
+from spikestream.network import (INPUT, Network, NetworkError, Projection, RouteGroup,
+                                 input_index, make_population, spike_input)
 from spikestream.sampler import RNG_MASK, seed_state
 
 __all__ = ["GoldenBoardError", "GoldenBoard", "NETWORK_REGS", "Raw", "wire_bytes"]
@@ -455,9 +455,11 @@ class GoldenBoard:
     # --- the core -----------------------------------------------------------------------------
 
     def network(self):
-        """The :class:`Network` the memories hold (vocabulary ``0 .. VOCAB-1``), decoded
-        from the words; raises :class:`GoldenBoardError` if they hold none the golden model
-        can run."""
+        """``(net, where, groups)``: the :class:`Network` the memories hold (vocabulary
+        ``0 .. VOCAB-1``), decoded from the words, each neuron's ``(lane, address)`` per
+        population, and the :class:`RouteGroup` s of its ``PROJ`` words (the phases the core
+        runs); raises :class:`GoldenBoardError` if they hold none the golden model can
+        run."""
         cfg, L = self.config, self.config.lanes
         n_pops, n_projs = self._regs[CoreReg.POPS], self._regs[CoreReg.PROJS]
         readout, vocab = self._regs[CoreReg.READOUT], self._regs[CoreReg.VOCAB]
@@ -498,9 +500,17 @@ class GoldenBoard:
         starts = [_fields(cfg.layout(Mem.PTR), w)["start"] for w in self._words[Mem.PTR]]
         row_mask = (1 << cfg.rows_bits) - 1
         syns = [_fields(cfg.layout(Mem.SYN), w) for w in self._words[Mem.SYN]]
-        projs = []
+        # A PROJ word is a route group (one phase): its rows hold synapses into any
+        # population from its own target on (their sums are complete before each update).
+        # Each target population it reaches becomes one projection of the decoded network.
+        pop_of = np.full(cfg.neurons_per_lane, -1, np.int64)
+        for i in range(n_pops):
+            pop_of[int(pops_w["base"][i]):int(pops_w["base"][i]) + int(pops_w["rows"][i])] = i
+        members = []                                   # (target, group, weights)
+        groups = []                                    # (src, delay, dst)
         for j in range(n_projs):
             src, dst = int(proj_w["src"][j]), int(proj_w["dst"][j])
+            delay = int(proj_w["delay"][j])
             if proj_w["token"][j]:
                 src = INPUT
             elif src >= cfg.max_pops:
@@ -509,12 +519,14 @@ class GoldenBoard:
             if dst >= n_pops or (src >= n_pops) or (k is not None and k >= n_inputs):
                 raise GoldenBoardError(f"projection {j}: source {src} or target {dst} is "
                                        "not a loaded population or input")
+            if delay == 0 and src >= dst:
+                raise GoldenBoardError(f"projection {j}: delay 0 from source {src} routed "
+                                       f"before population {dst}, which does not follow it")
             n_src = vocab if src == INPUT else inputs[k][1] if k is not None else pops[src].size
             ptr_base = int(proj_w["ptr_base"][j])
             if ptr_base + n_src + 1 > cfg.ptr_depth:
                 raise GoldenBoardError(f"projection {j}: row pointers beyond the table")
-            weights = np.zeros((n_src, pops[dst].size), dtype=np.int64)
-            dst_base = int(pops_w["base"][dst])
+            weights = {dst: np.zeros((n_src, pops[dst].size), dtype=np.int64)}
             for lane in range(L):
                 start = starts[lane][ptr_base:ptr_base + n_src]
                 length = (starts[lane][ptr_base + 1:ptr_base + n_src + 1] - start) & row_mask
@@ -524,13 +536,26 @@ class GoldenBoard:
                 row = np.repeat(np.arange(n_src), length)
                 word = np.repeat(start, length) + np.arange(len(row)) - np.repeat(
                     np.cumsum(length) - length, length)
-                target = (syns[lane]["addr"][word] - dst_base) * L + lane
-                if np.any(target < 0) or np.any(target >= pops[dst].size):
+                addr = syns[lane]["addr"][word]
+                tpop = pop_of[np.minimum(addr, cfg.neurons_per_lane - 1)]
+                tpop[addr >= cfg.neurons_per_lane] = -1
+                target = (addr - pops_w["base"][np.maximum(tpop, 0)].astype(np.int64)) * L + lane
+                bad = (tpop < dst) | (target >= np.array([p.size for p in pops])[tpop])
+                if np.any(bad):
                     raise GoldenBoardError(f"projection {j}, lane {lane}: a synapse targets "
-                                           "a neuron outside its population")
-                np.add.at(weights, (row, target), syns[lane]["weight"][word])
-            projs.append(Projection(src=src, dst=dst, delay=int(proj_w["delay"][j]),
-                                    weights=weights))
+                                           "no neuron of its population or a later one")
+                for q in np.unique(tpop):
+                    w = weights.setdefault(int(q), np.zeros((n_src, pops[q].size), np.int64))
+                    at = tpop == q
+                    np.add.at(w, (row[at], target[at]), syns[lane]["weight"][word[at]])
+            groups.append((src, delay, dst))
+            members += [(q, len(groups) - 1, w) for q, w in weights.items()]
+        members.sort(key=lambda m: m[0])        # the network lists projections by target
+        projs = [Projection(src=groups[g][0], dst=q, delay=groups[g][1], weights=w)
+                 for q, g, w in members]
+        route = [RouteGroup(src, delay, dst, tuple(i for i, m in enumerate(members)
+                                                   if m[1] == g))
+                 for g, (src, delay, dst) in enumerate(groups)]
         try:
             net = Network(vocab=list(range(vocab)) if (sampled or tokens) else [],
                           populations=pops, projections=projs,
@@ -539,13 +564,13 @@ class GoldenBoard:
         except NetworkError as e:
             raise GoldenBoardError(f"the memories hold no network the golden model can run: "
                                    f"{e}") from None
-        return net, where
+        return net, where, route
 
     def _core(self):
         if not self._net_valid:
             try:
-                net, where = self.network()
-                core = GoldenCore(net, self.config.lanes, self.timing)
+                net, where, route = self.network()
+                core = GoldenCore(net, self.config.lanes, self.timing, groups=route)
             except GoldenBoardError:
                 raise
             except Exception as e:  # noqa: BLE001 - any word may be in the memories

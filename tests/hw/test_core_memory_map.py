@@ -86,7 +86,7 @@ def test_check_image_names_every_shortfall():
     net = _net(hidden=40)
     image = Image(net=net, lanes=2)
     small = CoreConfig(lanes=2, neurons_per_lane=8, syn_depth=16, ptr_depth=16, max_pops=1,
-                       max_projs=2, max_vocab=2, spike_depth=16)
+                       max_projs=1, max_vocab=2, spike_depth=16)
     with pytest.raises(CoreFitError) as e:
         small.check_image(image)
     msg = str(e.value)
@@ -94,7 +94,8 @@ def test_check_image_names_every_shortfall():
     assert f"neurons per lane: needs {lay.neurons_per_lane}, the core has 8 " \
            f"({lay.neurons_per_lane - 8} too many)" in msg
     for what in ("synapse words per lane", "row pointers per lane", "populations: needs 2",
-                 "projections: needs 3", "vocabulary tokens: needs 4",
+                 "route groups (projections of one source and delay): needs 3",
+                 "vocabulary tokens: needs 4",
                  "spike buffer entries (the largest source population or input stride): "
                  "needs 40"):
         assert what in msg

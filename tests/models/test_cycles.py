@@ -17,7 +17,8 @@ from models.cycles import RouteCost, lane_major_order, route_cost, sample_cycles
 from spikestream.formats import NeuronKind
 from spikestream.timing import PLANNED_TIMING, CoreTiming
 from models.golden import GoldenCore
-from spikestream.network import INPUT, Network, Projection, lane_layout, make_population
+from spikestream.network import (INPUT, Network, Projection, core_layout, lane_layout,
+                                 make_population, projection_groups)
 
 CUSTOM = CoreTiming(broadcast_latency=5, route_drain=7, update_latency=11, phase_overhead=13,
                     sample_latency=17)
@@ -149,6 +150,12 @@ def test_lane_layout_segments():
     # Input row 0 targets h neurons 0 and 2 (lane 0) and none in lane 1.
     assert lay.seg_len[0].tolist() == [[2, 0], [0, 1], [2, 1], [0, 0]]
     assert lay.seg_len[2].tolist() == [[1, 1], [0, 1], [1, 1]]
+    # The core's layout: the token's two projections share one row a token (h's synapses,
+    # then the readout's), so one phase routes both.
+    core = core_layout(_two_population_net(), 2)
+    assert core.seg_len[0].tolist() == [[3, 0], [0, 2], [3, 1], [0, 1]]
+    assert core.ptr_base == [0, 4, 7, 10]
+    assert core.syn_addr[0][:3].tolist() == [0, 1, 2]      # h 0, h 2, then readout 0
 
 
 def test_golden_step_cycles():
@@ -158,53 +165,67 @@ def test_golden_step_cycles():
     # sample 4 + 3 + 1 = 8. Total 22.
     assert core.fixed_cycles == 22
 
+    # The core routes three groups (one phase per source and delay): G0 the token at delay
+    # 0 (proj 0 into h and proj 3 into the readout, one row each), before h's update; G1 h
+    # at delay 1 (proj 1); G2 h at delay 0 (proj 2), before the readout's update.
     # Step 1, token 0 (after reset nothing spiked before):
-    #   proj 0: token 0, segments [2, 0] -> lane costs 2, 1; done 2 + 2 = 4; 4+3+1 = 8; 2 ev.
-    #   proj 1: no previous h spikes -> 1 cycle; 0 ev.
+    #   G0: token 0: proj 0 row 0 -> h 0, 2 (lane 0), proj 3 row 0 -> readout 0 (lane 0):
+    #       segments [3, 0] -> lane costs 3, 1; done 2 + 3 = 5; 5+3+1 = 9 cycles; 3 ev.
+    #   G1: no previous h spikes -> 1 cycle; 0 ev.
     #   h: current [1, 0, 1] -> spikes {0, 2}.
-    #   proj 2: h {0, 2}, lane-major [0, 2, 1]; segments [1, 1] and [1, 1]; each lane
-    #           2 cycles; done 4; 8 cycles; events 2 + 2 = 4.
-    #   proj 3: token 0 -> column 0, lane 0: segments [1, 0]; done 2 + 1 = 3; 7 cycles; 1 ev.
-    #   route 8 + 1 + 8 + 7 = 24; total 24 + 22 = 46; events 2 + 0 + 4 + 1 = 7.
+    #   G2: h {0, 2}, lane-major [0, 2, 1]; segments [1, 1] and [1, 1]; each lane
+    #       2 cycles; done 4; 8 cycles; events 2 + 2 = 4.
+    #   route 9 + 1 + 8 = 18; total 18 + 22 = 40; events 3 + 0 + 4 = 7.
     r = core.step([0])
     assert r.spikes[0].tolist() == [[True, False, True]]
-    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (24, 46, 7)
+    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (18, 40, 7)
     # Logits: w_out rows 0 + 2 = [1, 0, 1, 3], plus w_tok row 0 = [2, 0, 1, 3]; argmax 3.
     assert r.logits.tolist() == [[2, 0, 1, 3]] and r.token.tolist() == [3]
     _check_events(net, r, token=0, prev_h=[False] * 3)
     prev_h = r.spikes[0][0].tolist()
 
     # Step 2, token 2:
-    #   proj 0: row 2, segments [2, 1] -> done 2 + 2 = 4; 8 cycles; 3 ev.
-    #   proj 1: previous h {0, 2}: segments [0, 1] and [0, 0] -> costs 1 per lane each;
-    #           done 2 + 2 = 4; 8 cycles; 1 event. Current [1,1,1] + [0,-1,0] = [1,0,1].
-    #   proj 2: h {0, 2} again: 8 cycles, 4 ev.   proj 3: token 2 -> lane 0: 7 cycles, 1 ev.
-    #   route 8 + 8 + 8 + 7 = 31; total 31 + 22 = 53; events 3 + 1 + 4 + 1 = 9.
+    #   G0: proj 0 row 2 -> h 0, 2 (lane 0), h 1 (lane 1); proj 3 row 2 -> readout 2
+    #       (lane 0): segments [3, 1] -> done 2 + 3 = 5; 9 cycles; 4 ev.
+    #   G1: previous h {0, 2}: segments [0, 1] and [0, 0] -> costs 1 per lane each;
+    #       done 2 + 2 = 4; 8 cycles; 1 event. Current [1,1,1] + [0,-1,0] = [1,0,1].
+    #   G2: h {0, 2} again: 8 cycles, 4 ev.
+    #   route 9 + 8 + 8 = 25; total 25 + 22 = 47; events 4 + 1 + 4 = 9.
     r = core.step([2])
     assert r.spikes[0].tolist() == [[True, False, True]]
-    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (31, 53, 9)
+    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (25, 47, 9)
     _check_events(net, r, token=2, prev_h=prev_h)
 
     # The whole step is the sum of its phases, computed the long way.
-    lay = lane_layout(net, 2)
+    lay = core_layout(net, 2)
+    assert [(g.src, g.delay, g.dst, g.members) for g in lay.groups] == \
+        [(INPUT, 0, 0, (0, 3)), (0, 1, 0, (1,)), (0, 0, 1, (2,))]
     phases = [_route(lay.seg_len[0], [0, 0, 1, 0], 2)[0], _route(lay.seg_len[1], prev_h, 2)[0],
-              _route(lay.seg_len[2], [1, 0, 1], 2)[0], _route(lay.seg_len[3], [0, 0, 1, 0], 2)[0],
+              _route(lay.seg_len[2], [1, 0, 1], 2)[0],
               update_cycles(3, 2, PLANNED_TIMING), update_cycles(4, 2, PLANNED_TIMING),
               sample_cycles(4, PLANNED_TIMING)]
-    assert phases == [8, 8, 8, 7, 7, 7, 8] and sum(phases) == 53
+    assert phases == [9, 8, 8, 7, 7, 8] and sum(phases) == 47
+
+    # One phase per projection instead (a board's tables may hold that): 6 cycles more a
+    # step here, the same sums.
+    apart = GoldenCore(net, lanes=2, timing=PLANNED_TIMING, groups=projection_groups(net))
+    together = GoldenCore(net, lanes=2, timing=PLANNED_TIMING)
+    for token, route in ((0, 24), (2, 31)):
+        a, t = apart.step([token]), together.step([token])
+        assert int(a.route_cycles[0]) == route == int(t.route_cycles[0]) + 6
+        assert a.logits.tolist() == t.logits.tolist() and int(a.events[0]) == int(t.events[0])
 
 
 def test_golden_step_cycles_custom_timing():
     core = GoldenCore(_two_population_net(), lanes=1, timing=CUSTOM)
     # One lane. Fixed: update h 3 + 11 + 13 = 27, readout 4 + 11 + 13 = 28, sample
     # 4 + 17 + 13 = 34; total 89.
-    # Token 3: input row 3 is empty of synapses but the token still spikes:
-    #   proj 0: one spike, empty segment: 5 + 1 = 6; 6 + 7 + 13 = 26; 0 ev.
-    #   proj 1: no previous spikes: 13. h gets no current: no spikes. proj 2: 13.
-    #   proj 3: token 3 -> 1 synapse: 5 + 1 = 6; 26; 1 ev.
-    #   route 26 + 13 + 13 + 26 = 78; total 78 + 89 = 167.
+    # Token 3: input row 3 holds no synapse of proj 0 (into h), one of proj 3 (the readout):
+    #   G0: one spike, a segment of 1: 5 + 1 = 6; 6 + 7 + 13 = 26; 1 ev.
+    #   G1: no previous spikes: 13. h gets no current: no spikes. G2: 13.
+    #   route 26 + 13 + 13 = 52; total 52 + 89 = 141.
     r = core.step([3])
-    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (78, 167, 1)
+    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (52, 141, 1)
 
 
 def _check_events(net, r, token, prev_h):

@@ -44,7 +44,7 @@ from models.golden import GoldenCore
 from models.mr import fold_indices, load_mr, tokenize
 from models.textcnn import golden_run, read_text_meta
 from spikestream.image import Image, load_image
-from spikestream.network import Projection, Network, lane_layout
+from spikestream.network import Projection, Network, core_layout
 from spikestream.sampler import temperature_word
 from sim.core_check import NeuronMap, compare_step, observe_golden
 from sim.netgen import MAX_TEST_DELAY, recipe_network, stimulus
@@ -251,15 +251,21 @@ def test_shipped_lm(sim):
 # The check fails when it must ---------------------------------------------------------------
 
 def _syn_word_owner(layout, net, lane, k):
-    """``(projection, source row, target neuron)`` of SYN word ``k`` of ``lane``."""
+    """``(projection, source row, target neuron)`` of SYN word ``k`` of ``lane`` in the
+    core's layout (a route group's row holds its members' synapses, member by member)."""
     L = layout.lanes
-    for j, pr in enumerate(net.projections):
-        lo, hi = layout.ptr_base[j], layout.ptr_base[j + 1]
+    for g, group in enumerate(layout.groups):
+        lo, hi = layout.ptr_base[g], layout.ptr_base[g + 1]
         start, length = layout.ptr_start[lane][lo:hi], layout.ptr_len[lane][lo:hi]
         rows = np.nonzero((start <= k) & (k < start + length))[0]
         if len(rows):
             addr = int(layout.syn_addr[lane][k])
-            return j, int(rows[0]), (addr - layout.pop_base[pr.dst]) * L + lane
+            row = int(rows[0])
+            for j in group.members:
+                pr = net.projections[j]
+                n = (addr - layout.pop_base[pr.dst]) * L + lane
+                if 0 <= n < net.populations[pr.dst].size and pr.weights[row, n] != 0:
+                    return j, row, n
     raise ValueError(f"SYN word {k} of lane {lane} belongs to no row")
 
 
@@ -293,7 +299,7 @@ def test_corrupted_weight_is_reported(sim):
     spec = {"recipe": "deep", "seed": 77}
     net = recipe_network(spec["recipe"], lanes, spec["seed"])
     config.check_image(Image(net=net, lanes=lanes))
-    layout = lane_layout(net, lanes)
+    layout = core_layout(net, lanes)
     rng = np.random.default_rng(5)
     tokens = rng.integers(0, net.vocab_size, 10).tolist()
     syn = config.layout(Mem.SYN)
@@ -352,7 +358,7 @@ def test_networks_cover_the_corners(monkeypatch):
             if spec["recipe"] in GENERAL:
                 continue                   # test_general_networks_cover_the_corners
             net = recipe_network(spec["recipe"], lanes, spec["seed"])
-            layout = lane_layout(net, lanes)
+            layout = core_layout(net, lanes)
             golden = GoldenCore(net, lanes)
             tokens = np.random.default_rng(spec["seed"]).integers(0, net.vocab_size,
                                                                   spec["steps"]).tolist()
@@ -379,14 +385,16 @@ def test_networks_cover_the_corners(monkeypatch):
                             seen.add((name, "saturated high"))
                         if (x == STATE_MIN).any():
                             seen.add((name, "saturated low"))
-                for j, pr in enumerate(net.projections):
-                    if pr.src == INPUT:
+                for k, g in enumerate(layout.groups):
+                    if g.src == INPUT:
                         continue
-                    src = r.spikes[pr.src][0] if pr.delay == 0 else \
-                        (prev[pr.src] if prev is not None else None)
+                    src = r.spikes[g.src][0] if g.delay == 0 else \
+                        (prev[g.src] if prev is not None else None)
                     if src is None or not src.any():
                         continue
-                    seg = layout.seg_len[j][src.numpy()]      # [spiking sources, lanes]
+                    if len({net.projections[j].dst for j in g.members}) > 1:
+                        seen.add(("one phase routes into several populations",))
+                    seg = layout.seg_len[k][src.numpy()]      # [spiking sources, lanes]
                     if (seg == 0).any():
                         seen.add(("empty segment routed",))
                     if (seg > SKID_DEPTH).any():
@@ -418,6 +426,7 @@ def test_networks_cover_the_corners(monkeypatch):
             ("a", "saturated high"), ("a", "saturated low"),
             ("empty segment routed",), ("segment longer than the segment queue",),
             ("row in one lane only",), ("more spikes than the segment queue",),
+            ("one phase routes into several populations",),
             ("population that never fires",), ("sampling with temperature",),
             ("accumulator above 16 bits",), ("accumulator below 16 bits",),
             ("current saturated high",), ("current saturated low",)}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from spikestream.memory_map import CoreReg, Mem, image_writes, settings_writes
+from spikestream.network import core_layout
 from spikestream.protocol import (IDENTIFY_BODY, DONE_FORMAT, END, ESC, GENERATE_FORMAT, MAGIC,
                          MAX_PAYLOAD, MAX_READ, MAX_RUN, NACK_OP, PROTOCOL_VERSION,
                          READ_HEADER, STATUS_FORMAT, STREAM_BODY, STREAM_END_BODY,
@@ -295,16 +296,20 @@ def test_network_edits_are_decoded_again(small_config, small_image):
     """A WRITE to a synapse changes what the next STEP computes (the cache is dropped)."""
     c = small_config
     board = make_board(c, small_image)
-    net = board.network()[0]
-    assert all(np.array_equal(a.weights, b.weights) for a, b in
-               zip(net.projections, small_image.net.projections))
+    same = lambda net: len(net.projections) == len(small_image.net.projections) and all(
+        any((a.src, a.dst, a.delay) == (b.src, b.dst, b.delay) and
+            np.array_equal(a.weights, b.weights) for b in net.projections)
+        for a in small_image.net.projections)
+    # The PROJ words are route groups (one per source and delay); decoded, each target
+    # population a group reaches is one projection again.
+    net, _, groups = board.network()
+    assert same(net) and len(groups) < len(net.projections)
     syn = c.layout(Mem.SYN)
     word = read(board, c, Mem.SYN, 0, 0, 1)[0]
     f = syn.unpack(word)
     ask(board, Cmd.WRITE, 1, write_body(Mem.SYN, 0, 0, [syn.pack(addr=f["addr"], weight=-f["weight"] or 1)], c))
     ask(board, Cmd.RUN, 1, struct.pack("<H", 0))
-    assert not all(np.array_equal(a.weights, b.weights) for a, b in
-                   zip(board.network()[0].projections, small_image.net.projections))
+    assert not same(board.network()[0])
 
 
 def test_half_loaded_memories_are_refused_not_guessed(small_config, small_image):
@@ -362,3 +367,25 @@ def test_an_unexpected_failure_is_answered_and_the_board_serves_on(small_config,
     assert board.fault.startswith("ZeroDivisionError") and board.faults == 3
     (op, _, st, _), = ask(board, Cmd.IDENTIFY, 10)
     assert (op, st) == (Cmd.IDENTIFY, S.OK)
+
+
+@pytest.mark.parametrize("dst, problem", [
+    (2, "a synapse targets no neuron of its population or a later one"),
+    (0, "delay 0 from source 0 routed before population 0, which does not follow it")])
+def test_route_group_order_is_checked(small_config, small_image, dst, problem):
+    """A PROJ word is a route group: its phase runs before population ``dst`` is updated,
+    so every synapse must target ``dst`` or a later population, and a delay-0 source must
+    be updated before ``dst``. Tables that break either are refused, not run differently
+    from the golden model."""
+    c = small_config
+    board = make_board(c, small_image)
+    groups = core_layout(small_image.net, small_image.lanes).groups
+    g = next(k for k, gr in enumerate(groups) if (gr.src, gr.delay) == (0, 0))
+    assert groups[g].dst == 1 and len(groups[g].members) == 2     # into h1 and the readout
+    proj = c.layout(Mem.PROJ)
+    f = proj.unpack(read(board, c, Mem.PROJ, 0, g, 1)[0])
+    (_, _, st, _), = ask(board, Cmd.WRITE, 1, write_body(Mem.PROJ, 0, g,
+                                                         [proj.pack(**{**f, "dst": dst})], c))
+    assert st == S.OK
+    with pytest.raises(GoldenBoardError, match=problem):
+        board.network()
