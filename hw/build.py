@@ -889,7 +889,16 @@ def argument_parser(prog="python -m hw.build"):
 def main(argv=None, prog="python -m hw.build"):
     """Run the command on ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in its help
     and errors (``spikestream build`` when run from the console script)."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # so that the tool is killed too
+    # A SIGTERM ends the build as an exception, so that the tool it runs is killed too; the
+    # caller's handler is back when it returns (tests and scripts call it in process).
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv, prog):
     ap = argument_parser(prog)
     args = ap.parse_args(argv)
 

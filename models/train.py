@@ -89,7 +89,7 @@ class TrainConfig:
 CONFIGS = {
     # The shipped model (issue 18): 896 feed-forward ALIF neurons with a token shift and,
     # beside them, 192 recurrent ALIF neurons that hear the token too; both read out. It
-    # fits the default ULX3S-85F core (16 lanes: 73 neurons and 1,606 pointer rows a lane).
+    # fits the default ULX3S-85F core (16 lanes: 73 neurons and 1,411 pointer rows a lane).
     # About 65 minutes on one core of a 2-core CPU (budget: 2 hours on 2 cores).
     "shakespeare": (LMConfig(hidden=(896, 192), kind="ALIF", recurrent=(False, True),
                              token_shift=True, readout=True, stacked=(True, False),

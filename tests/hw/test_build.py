@@ -1,6 +1,7 @@
 """hw.build without running the tools: arguments, capacity refusals, report parsing."""
 
 import json
+import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -53,6 +54,18 @@ def test_fpga_and_pnr_seed_reach_the_build(capsys, monkeypatch):
         status, _, err = run(capsys, old, "1")
         assert status == 2 and err.startswith("error: unrecognized arguments") \
             and err.count("\n") == 1
+
+
+def test_sigterm_handler_is_given_back(capsys):
+    """main() turns a SIGTERM into SystemExit only while it runs (so that a build's tool is
+    killed too); the caller's handler is back afterwards, however it ended."""
+    mine = lambda signum, frame: None
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        status, _, _ = run(capsys, "--lanes", "0")
+        assert status == hwb.EXIT_USAGE and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_bad_lanes_and_clock(capsys):
@@ -124,7 +137,7 @@ def test_check_fit_names_every_shortfall():
         hwb.check_fit(config, ulx3s.device("85f"), load_image(SHIPPED))
     msg = str(e.value)
     for what in ("neurons per lane: needs 145, the core has 64 (81 too many)",
-                 "row pointers per lane (one a row, and the last row's end): needs 1606",
+                 "row pointers per lane (one a row, and the last row's end): needs 1411",
                  "spike buffer entries"):
         assert what in msg
 
