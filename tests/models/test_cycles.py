@@ -17,8 +17,9 @@ from models.cycles import RouteCost, lane_major_order, route_cost, sample_cycles
 from spikestream.formats import NeuronKind
 from spikestream.timing import PLANNED_TIMING, CoreTiming
 from models.golden import GoldenCore
-from spikestream.network import (INPUT, Network, Projection, core_layout, lane_layout,
-                                 make_population, projection_groups)
+from spikestream.network import (INPUT, Network, NetworkError, Projection, RouteGroup,
+                                 core_layout, lane_layout, make_population, projection_groups,
+                                 route_groups)
 
 CUSTOM = CoreTiming(broadcast_latency=5, route_drain=7, update_latency=11, phase_overhead=13,
                     sample_latency=17)
@@ -254,3 +255,17 @@ def test_batch_cycles_are_per_stream(lanes):
             assert int(rb.cycles[b]) == int(rs.cycles[0])
             assert int(rb.route_cycles[b]) == int(rs.route_cycles[0])
             assert int(rb.events[b]) == int(rs.events[0])
+
+
+def test_route_groups_must_cover_each_projection_once():
+    net = _two_population_net()
+    groups = route_groups(net)
+    assert [g.members for g in groups] == [(0, 3), (1,), (2,)]
+    bad = [groups[0], groups[1]]                                   # projection 2 left out
+    with pytest.raises(NetworkError, match="cover every projection once"):
+        lane_layout(net, 2, bad)
+    with pytest.raises(NetworkError, match="cover every projection once"):
+        lane_layout(net, 2, groups + [groups[1]])                 # projection 1 twice
+    mixed = [RouteGroup(INPUT, 0, 0, (0, 1))] + groups[2:] + [RouteGroup(INPUT, 0, 1, (3,))]
+    with pytest.raises(NetworkError, match="cover every projection once"):
+        lane_layout(net, 2, mixed)                 # projection 1 is h's, at delay 1
