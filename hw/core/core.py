@@ -541,6 +541,9 @@ class Core(wiring.Component):
         # (SPIKES, INCOUNT) use the same port while the core is idle.
         # The projection table is read a cycle ahead too (at j_next) into a register, so that
         # D1 decides from flip-flops (the table is written only in IDLE, cycles before D1).
+        # Its words are route groups (spikestream.network.route_groups): all projections of
+        # one source and one delay, whose rows hold synapses into any population from `dst`
+        # on; `dst` only orders the phases (a lane adds into whatever address a synapse has).
         next_proj = Signal(PROJ, name="next_proj")
         from_input = Signal(name="from_input")       # a spike input's projection
         m.d.sync += [next_proj.eq(proj_rd.data),

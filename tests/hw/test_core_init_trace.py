@@ -22,7 +22,7 @@ from spikestream.memory_map import (CoreConfig, CoreReg, LANE_MEMS, Mem, Op, Wri
                            image_writes, settings_writes, write_problem)
 from models.golden import GoldenCore
 from spikestream.image import Image
-from spikestream.network import lane_layout
+from spikestream.network import core_layout, route_groups
 from sim.core_check import NeuronMap, WriteBack
 from sim.netgen import recipe_network
 
@@ -54,7 +54,7 @@ async def _snapshot(ctx, core, net):
     """Every word the network uses, the tables and the registers (the sampler's state
     included), read through the read port."""
     cfg = core.config
-    lay = lane_layout(net, cfg.lanes)
+    lay = core_layout(net, cfg.lanes)
     extent = {Mem.PARAM: lambda lane: lay.neurons_per_lane,
               Mem.STATE: lambda lane: lay.neurons_per_lane,
               Mem.ACC: lambda lane: lay.neurons_per_lane,
@@ -120,7 +120,7 @@ def test_init_contents_and_reset():
 
     async def bench(ctx):
         for reg, want in ((CoreReg.POPS, len(net.populations)),
-                          (CoreReg.PROJS, len(net.projections)),
+                          (CoreReg.PROJS, len(route_groups(net))),
                           (CoreReg.READOUT, net.readout), (CoreReg.VOCAB, net.vocab_size),
                           (CoreReg.TEMPERATURE, 77), (CoreReg.SEED, 9)):
             await write_words(ctx, core, [Write(Mem.CORE, 0, reg, 0)])

@@ -15,8 +15,8 @@ from spikestream.memory_map import (CoreConfig, CoreFitError, CoreReg, Field, Me
 from spikestream.formats import NeuronKind, ResetMode
 from spikestream.timing import DEFAULT_TIMING
 from spikestream.image import Image, image_bytes, parse_image
-from spikestream.network import (INPUT, Network, Projection, lane_layout, make_population,
-                                 spike_input)
+from spikestream.network import (INPUT, Network, Projection, core_layout, lane_layout,
+                                 make_population, spike_input)
 
 
 def _net(hidden=10, vocab=4):
@@ -53,7 +53,7 @@ def test_for_image_fits_and_loads_everything():
     image = parse_image(image_bytes(net, 3))
     config = CoreConfig.for_image(image)
     assert config.lanes == 3 and config.stages == 2
-    lay = lane_layout(net, 3)
+    lay = core_layout(net, 3)
     assert config.neurons_per_lane >= lay.neurons_per_lane
     writes = image_writes(image, config)
     by_mem = {m: [w for w in writes if w.mem == m] for m in Mem}
