@@ -88,7 +88,7 @@ from sw.fake_board import MODES as FAKE_BOARD_MODES
 from ._report import update_section
 
 __all__ = ["VERDICTS", "Outcome", "Plan", "Case", "execute", "classify", "split_image",
-           "pack_image", "all_cases", "run_cases", "summarise", "main"]
+           "pack_image", "all_cases", "run_cases", "summarise", "interruptible", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "Hostile inputs"
@@ -168,6 +168,17 @@ def child_env():
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
     return env
+
+
+def interruptible():
+    """Let the cases' commands take a Ctrl-C as from a terminal. A shell without job control
+    starts a background command with SIGINT ignored, and an ignored signal stays ignored
+    across ``exec``: every command would inherit that (Python then installs no
+    KeyboardInterrupt handler) and the signal cases would hang for the harness's sake. A
+    caught signal is reset to its default at ``exec``, so catching it here is enough.
+    Call it from the main thread."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _killpg(pgid, sig):
@@ -1470,6 +1481,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, not {args.jobs}")
+    interruptible()
     cases = [c for c in all_cases() if (c.quick or not args.quick)
              and (not args.k or any(k in c.name for k in args.k))
              and not any(x in c.name for x in args.exclude)]

@@ -109,6 +109,25 @@ def test_ctrl_c_with_default_handler_is_a_traceback(tmp_path):
     assert verdict == "traceback"
 
 
+def test_commands_get_ctrl_c_when_the_bench_ignores_it():
+    """A bench started with SIGINT ignored (a background job of a shell without job
+    control) still gives its commands a terminal's Ctrl-C: without interruptible() they
+    would inherit the ignored signal, and every signal case would hang."""
+    probe = ("import signal; "
+             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    code = ("import signal, subprocess, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "run = lambda: subprocess.run([sys.executable, '-c', %r], capture_output=True,\n"
+            "                             text=True).stdout.strip()\n"
+            "before = run()\n"
+            "from bench import hostile\n"
+            "hostile.interruptible()\n"
+            "print(before, run())\n") % probe
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
 def test_code_execution_outranks_a_clear_error(tmp_path):
     plan = H.Plan(argv=[])
     out = H.execute([sys.executable, "-c", "import sys; sys.exit('error: no')"], tmp_path, 10)
