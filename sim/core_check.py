@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikestream.memory_map import Outputs
-from spikestream.network import lane_layout
+from spikestream.network import pop_bases
 
 __all__ = ["WriteBack", "Observed", "Mismatch", "NeuronMap", "compare_step", "golden_outputs",
            "observe_golden", "format_mismatches"]
@@ -88,7 +88,7 @@ class NeuronMap:
 
     def __init__(self, net, lanes):
         self.net, self.lanes = net, lanes
-        self.base = lane_layout(net, lanes).pop_base
+        self.base = pop_bases(net, lanes)[0]
         self._by_addr = {}
         for p, pop in enumerate(net.populations):
             for n in range(pop.size):

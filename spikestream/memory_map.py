@@ -93,7 +93,7 @@ import numpy as np
 
 from spikestream.formats import (ACC_BITS, DECAY_BITS, MAX_DELAY, MAX_LEVEL_BITS, MAX_VOCAB,
                                  STATE_BITS, TEMPERATURE_BITS, WEIGHT_BITS, RNG_BITS, NeuronKind)
-from spikestream.network import INPUT, core_layout, input_index, spike_input
+from spikestream.network import INPUT, core_layout, input_index, pop_bases, spike_input
 
 __all__ = [
     "bits_for", "addr_bits", "MEM_BITS", "LANE_BITS", "ADDR_BITS", "TOKEN_BITS", "COUNTER_BITS", "OP_BITS",
@@ -902,7 +902,7 @@ def output_reads(image, config):
     (step 3 of the module docstring). Any host drives it (see :func:`read_outputs`).
     """
     net, L = image.net, image.lanes
-    lay = core_layout(net, L)
+    base, _ = pop_bases(net, L)
     spikes, membranes = {}, {}
     queue = config.layout(Mem.QUEUE)
     for p in net.outputs:
@@ -912,7 +912,7 @@ def output_reads(image, config):
             state = config.layout(Mem.STATE)
             for lane in range(min(L, pop.size)):
                 rows = len(range(lane, pop.size, L))
-                words = yield Read(Mem.STATE, lane, lay.pop_base[p], rows)
+                words = yield Read(Mem.STATE, lane, base[p], rows)
                 v[lane::L] = [state.unpack(w)["v"] for w in words]
             membranes[p] = v
             continue

@@ -36,7 +36,8 @@ from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, NEURON_KIND
 __all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "MAX_LABEL_CHARS", "TOKEN_WHITESPACE", "NetworkError",
            "spike_input", "input_index", "check_vocab", "InputSpec", "PopulationMode",
            "Population", "Projection", "Network", "make_population", "RouteGroup",
-           "route_groups", "projection_groups", "LaneLayout", "lane_layout", "core_layout"]
+           "route_groups", "projection_groups", "pop_bases", "LaneLayout", "lane_layout",
+           "core_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
 """Local neuron addresses are 16 bits in the image (the core may support fewer)."""
@@ -588,6 +589,16 @@ class LaneLayout:
         return [len(a) for a in self.syn_addr]
 
 
+def pop_bases(net, lanes):
+    """Each population's first local address in a lane (:class:`LaneLayout`'s ``pop_base``),
+    and the neurons a lane holds: cheap, for hosts that need only where neurons live."""
+    bases, base = [], 0
+    for p in net.populations:
+        bases.append(base)
+        base += -(-p.size // lanes)
+    return bases, base
+
+
 def lane_layout(net, lanes, groups=None):
     """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`), its projections in
     ``groups`` (:class:`RouteGroup` s covering each projection once; default: a group per
@@ -605,10 +616,7 @@ def lane_layout(net, lanes, groups=None):
             for g in groups for j in g.members):
         raise NetworkError("route groups must cover every projection once, each member of "
                            "the group's source and delay")
-    pop_base, base = [], 0
-    for p in net.populations:
-        pop_base.append(base)
-        base += -(-p.size // lanes)
+    pop_base, base = pop_bases(net, lanes)
     ptr_base, n_ptr = [], 0
     for g in groups:
         ptr_base.append(n_ptr)

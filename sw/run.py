@@ -35,7 +35,7 @@ from spikestream.cmdline import run
 from spikestream.files import FileProblem, atomic_write_bytes, check_output, read_regular
 from spikestream.image import Image, ImageError, image_tag, load_image, read_image_bytes
 from spikestream.memory_map import CoreFitError, Mem, image_writes, input_writes, read_outputs
-from spikestream.network import lane_layout
+from spikestream.network import pop_bases
 from spikestream.sampler import temperature_word
 
 from .board import board_config
@@ -186,7 +186,7 @@ def run_board(client, image, tokens=None, spikes=None, *, steps=None, temperatur
     client.settings(_temperature_word(net, temperature), seed)
     values, v, out_tokens, cycles = _empty_results(net, T)
     state = config.layout(Mem.STATE)
-    base = lane_layout(net, image.lanes).pop_base
+    base = pop_bases(net, image.lanes)[0]
     L = image.lanes
 
     def read(request):
