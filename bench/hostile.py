@@ -81,14 +81,14 @@ from hw.build import EXIT_FIT, EXIT_PROGRAM, EXIT_TIMING, EXIT_TOOL, EXIT_USAGE
 from models.compile import SHIPPED_CHECKPOINT
 from models.data import DEFAULT_TEXT as SHIPPED_TEXT
 from spikestream.board import SHIPPED_IMAGE
-from spikestream.cmdline import INTERRUPTED
+from spikestream.cmdline import INTERRUPTED, interruptible
 from spikestream.image import IMAGE_MAGIC, IMAGE_VERSION, image_bytes, load_image
 from sw.fake_board import MODES as FAKE_BOARD_MODES
 
 from ._report import update_section
 
 __all__ = ["VERDICTS", "Outcome", "Plan", "Case", "execute", "classify", "split_image",
-           "pack_image", "all_cases", "run_cases", "summarise", "interruptible", "main"]
+           "pack_image", "all_cases", "run_cases", "summarise", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "Hostile inputs"
@@ -168,17 +168,6 @@ def child_env():
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
     return env
-
-
-def interruptible():
-    """Let the cases' commands take a Ctrl-C as from a terminal. A shell without job control
-    starts a background command with SIGINT ignored, and an ignored signal stays ignored
-    across ``exec``: every command would inherit that (Python then installs no
-    KeyboardInterrupt handler) and the signal cases would hang for the harness's sake. A
-    caught signal is reset to its default at ``exec``, so catching it here is enough.
-    Call it from the main thread."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _killpg(pgid, sig):

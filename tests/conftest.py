@@ -1,18 +1,15 @@
 """Settings for the whole test suite."""
 
-import signal
 from pathlib import Path
 
 import pytest
 
+from spikestream.cmdline import interruptible
+
 # Several tests send SIGINT (Ctrl-C) to a command, or to this process, and check that it stops
-# at once with one clear line. A shell that starts a job in the background without job
-# control (`cmd &` in a script, as a CI runner or `nohup` may) starts it with SIGINT ignored,
-# and children inherit that: Python then never raises KeyboardInterrupt, and those tests would
-# fail for a reason that is not the project's. Restore Ctrl-C for this process and so for the
-# commands it starts (exec resets a handled signal to its default).
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# at once with one clear line: a suite started as a background job (SIGINT ignored) must
+# still have Ctrl-C, and so must the commands it starts.
+interruptible()
 
 
 @pytest.fixture(scope="session")
