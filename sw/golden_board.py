@@ -504,6 +504,7 @@ class GoldenBoard:
         # population from its own target on (their sums are complete before each update).
         # Each target population it reaches becomes one projection of the decoded network.
         pop_of = np.full(cfg.neurons_per_lane, -1, np.int64)
+        pop_size = np.array([p.size for p in pops], np.int64)
         for i in range(n_pops):
             pop_of[int(pops_w["base"][i]):int(pops_w["base"][i]) + int(pops_w["rows"][i])] = i
         members = []                                   # (target, group, weights)
@@ -540,7 +541,7 @@ class GoldenBoard:
                 tpop = pop_of[np.minimum(addr, cfg.neurons_per_lane - 1)]
                 tpop[addr >= cfg.neurons_per_lane] = -1
                 target = (addr - pops_w["base"][np.maximum(tpop, 0)].astype(np.int64)) * L + lane
-                bad = (tpop < dst) | (target >= np.array([p.size for p in pops])[tpop])
+                bad = (tpop < dst) | (target >= pop_size[tpop])
                 if np.any(bad):
                     raise GoldenBoardError(f"projection {j}, lane {lane}: a synapse targets "
                                            "no neuron of its population or a later one")
