@@ -26,7 +26,7 @@ from spikestream.cli import CommandParser
 from spikestream.cmdline import run
 from .data import DEFAULT_TEXT, load_text, split
 from spikestream.files import FileProblem, check_output
-from spikestream.formats import DECAY_ONE, MAX_VOCAB, STATE_BITS, WEIGHT_MAX, NeuronKind
+from spikestream.formats import DECAY_ONE, MAX_VOCAB, NeuronKind
 from spikestream.image import save_image
 from spikestream.network import INPUT, Network, Projection, make_population
 
@@ -38,10 +38,6 @@ MAX_LANES = 256
 
 SHIPPED_CHECKPOINT = SHIPPED_IMAGE.with_suffix(".pt")
 """The float checkpoint of the shipped image, beside it (the default ``--checkpoint``)."""
-
-# Largest scale per neuron: keeps the membrane range at 8 thresholds or more.
-_MAX_THRESHOLD = 1 << (STATE_BITS - 4)
-
 
 def _round(x):
     return np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
@@ -162,13 +158,12 @@ def quantise(model, vocab, lanes=1, rates=None, meta=None):
             sum(src_rate(sp.src) @ (w[sp.name] != 0) for sp in incoming[L]), lanes))
     perm_of = lambda s: perms[L] if s == INPUT else perms[s]
 
-    pops, scales = [], []
+    pops = []
+    scales = [s.numpy() for s in model.quant_scales()]
     for dst in range(L + 1):
-        wmax = np.max([np.abs(w[sp.name]).max(0) for sp in incoming[dst]], axis=0)
-        wmax = np.maximum(wmax, 1e-12)
+        scale = scales[dst]
         if dst < L:
             alpha, theta, rho, jump, bias = (t.double().numpy() for t in model.neuron_params(dst))
-            scale = np.minimum(WEIGHT_MAX / wmax, _MAX_THRESHOLD / theta)
             p = perms[dst]
             pop = make_population(
                 f"h{dst}", model.kinds[dst], cfg.hidden[dst],
@@ -177,15 +172,11 @@ def quantise(model, vocab, lanes=1, rates=None, meta=None):
                 bias=_round(bias[p] * scale[p]), scale=scale[p], perm=p)
         else:
             bias = model.out_bias.double().numpy()
-            scale = np.full(len(vocab), (WEIGHT_MAX / wmax).min())
-            limit = (1 << (STATE_BITS - 1)) - 1
-            scale = np.minimum(scale, limit / max(np.abs(bias).max(), 1e-12))
             p = perms[dst]
             pop = make_population("readout", NeuronKind.READOUT, len(vocab), alpha=0,
                                   theta=0, rho=0, jump=0, bias=_round(bias[p] * scale[p]),
                                   scale=scale[p], perm=p)
         pops.append(pop)
-        scales.append(scale)
     projs = []
     for sp in model.specs:
         dst_scale = scales[sp.dst][perm_of(sp.dst)]

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spikestream.formats import NeuronKind
+from spikestream.formats import DECAY_ONE, STATE_BITS, WEIGHT_MAX, NeuronKind
 from spikestream.network import INPUT
-from .neurons import float_step
+from .neurons import fake_quant, float_step
 
-__all__ = ["MAX_LAYER", "PER_LAYER", "LMConfig", "SpikingLM", "ProjSpec", "projection_specs"]
+__all__ = ["MAX_LAYER", "MAX_THRESHOLD", "PER_LAYER", "LMConfig", "SpikingLM", "ProjSpec",
+           "projection_specs"]
 
 MAX_LAYER = 1 << 16
 """Most neurons (or tokens) in one layer of a model (a lane addresses 2**16 neurons)."""
@@ -38,6 +39,10 @@ MAX_LAYER = 1 << 16
 PER_LAYER = ("kind", "recurrent", "token_shift", "readout", "stacked")
 """The settings of :class:`LMConfig` that may differ by layer: one value for every layer, or
 a list with one per hidden layer."""
+
+MAX_THRESHOLD = 1 << (STATE_BITS - 4)
+"""Largest integer threshold the compiler gives a neuron (a population's scale is at most
+this over its float threshold): keeps the membrane's range at 8 thresholds or more."""
 
 KINDS = ("LIF", "ALIF", "IF")
 ADAPTATIONS = ("softplus", "relu")
@@ -75,6 +80,15 @@ class LMConfig:
         """Setting ``key`` (one of :data:`PER_LAYER`) of hidden layer ``l``."""
         v = getattr(self, key)
         return v[l] if isinstance(v, tuple) else v
+
+    def same_model(self, other):
+        """Whether ``other`` (an LMConfig) builds the same model: per-layer settings compared
+        layer by layer (``True`` and ``[true, true]`` are the same for two layers)."""
+        a, b = self.to_dict(), other.to_dict()
+        for d, cfg in ((a, self), (b, other)):
+            for k in PER_LAYER:
+                d[k] = [cfg.layer(k, l) for l in range(len(cfg.hidden))]
+        return a == b
 
     def to_dict(self):
         d = asdict(self)
@@ -219,6 +233,11 @@ class SpikingLM(nn.Module):
             self.bias.append(nn.Parameter(torch.zeros(n)))
         self.out_bias = nn.Parameter(torch.zeros(V))
         self.register_buffer("theta", torch.ones(1))
+        self.quantised = False
+        """Run forward as the compiled core would (quantisation-aware training): weights,
+        thresholds, jumps and biases on the compiler's integer grid of each target
+        (:meth:`quant_scales`), decays on ``DECAY_ONE``, the decayed state rounded as the
+        core rounds it; gradients pass straight through. Not saved: a setting of the run."""
 
     # -- parameters in neuron terms (what the compiler quantises) --------------------------
 
@@ -239,14 +258,42 @@ class SpikingLM(nn.Module):
             rho, jump = torch.zeros(n), torch.zeros(n)
         return alpha, self.theta.expand(n), rho, jump, self.bias[l]
 
-    # -- forward ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def quant_scales(self):
+        """Integer units per float unit, per target neuron, that the compiler quantises to
+        (float64): for hidden layer ``l`` ``min(WEIGHT_MAX / max |w|, MAX_THRESHOLD /
+        theta)`` over the weights into each neuron; for the readout one scale for every
+        neuron (the sampler compares them), the smallest weight scale, lowered so that the
+        biases fit ``STATE_BITS``. A list: the hidden layers', then the readout's."""
+        L = len(self.cfg.hidden)
+        # (a tensor numerator: torch computes ``number / tensor`` as a reciprocal times the
+        # number, an ulp away from the compiler's numpy division)
+        const = lambda c, like: torch.full_like(like, float(c))
+        scales = []
+        for dst in range(L + 1):
+            wmax = torch.stack([self.weight(sp.name).detach().double().abs().amax(0)
+                                for sp in self.specs if sp.dst == dst]).amax(0)
+            wmax = wmax.clamp_min(1e-12)
+            if dst < L:
+                theta = self.theta.double().expand_as(wmax)
+                scales.append(torch.minimum(const(WEIGHT_MAX, wmax) / wmax,
+                                            const(MAX_THRESHOLD, theta) / theta))
+            else:
+                bias = self.out_bias.detach().double().abs().max().clamp_min(1e-12)
+                limit = const((1 << (STATE_BITS - 1)) - 1, bias) / bias
+                scale = torch.minimum((const(WEIGHT_MAX, wmax) / wmax).min(), limit)
+                scales.append(scale.expand_as(wmax).clone())
+        return scales
 
-    def _drive(self, src_spikes, name, delay):
-        """Input current from a projection for all timesteps: ``[B, T, N]``."""
-        x = src_spikes
-        if delay:
-            x = F.pad(x, (0, 0, 1, 0))[:, :-1]
-        return x @ self.weight(name)
+    def _weights(self, scales):
+        """Every projection's weights as forward uses them: ``name -> [src, dst]``."""
+        w = {sp.name: self.weight(sp.name) for sp in self.specs}
+        if scales is not None:
+            w = {sp.name: fake_quant(w[sp.name], scales[sp.dst].to(w[sp.name].dtype))
+                 for sp in self.specs}
+        return w
+
+    # -- forward ---------------------------------------------------------------------------
 
     def forward(self, tokens, state=None, return_spikes=False):
         """Logits ``[B, T, V]`` for token ids ``[B, T]``; optional initial/final state.
@@ -259,34 +306,44 @@ class SpikingLM(nn.Module):
         onehot = F.one_hot(tokens, cfg.vocab_size).float()
         if state is None:
             state = self.initial_state(B, tokens.device)
+        scales = self.quant_scales() if self.quantised else None
+        W = self._weights(scales)
         prev_tok = state[-1]
         src = torch.cat([prev_tok[:, None], onehot], 1)        # token at t-1 and t
         layer_spikes, new_state = [], []
         for l in range(L):
             below = (torch.cat([state[l - 1][2][:, None], layer_spikes[-1]], 1)
                      if self.specs_src[l] != INPUT else src)
-            drive = below[:, 1:] @ self.weight(f"ff{l}")
+            drive = below[:, 1:] @ W[f"ff{l}"]
             if cfg.layer("token_shift", l):
-                drive = drive + below[:, :-1] @ self.weight(f"shift{l}")
+                drive = drive + below[:, :-1] @ W[f"shift{l}"]
             alpha, theta, rho, jump, bias = self.neuron_params(l)
+            grid = None
+            if scales is not None:
+                grid = scales[l].to(drive.dtype)
+                alpha, rho = fake_quant(alpha, DECAY_ONE), fake_quant(rho, DECAY_ONE)
+                theta, jump, bias = (fake_quant(x, grid) for x in (theta, jump, bias))
             drive = drive + bias
             v, a, s = state[l]
-            w_rec = self.weight(f"rec{l}") if cfg.layer("recurrent", l) else None
+            w_rec = W[f"rec{l}"] if cfg.layer("recurrent", l) else None
             out = []
             for t in range(T):
                 cur = drive[:, t]
                 if w_rec is not None:
                     cur = cur + s @ w_rec
                 s, v, a = float_step(self.kinds[l], v, a, cur, alpha, theta, rho, jump,
-                                     cfg.surrogate_width)
+                                     cfg.surrogate_width, grid=grid)
                 out.append(s)
             spikes = torch.stack(out, 1)
             layer_spikes.append(spikes)
             new_state.append((v, a, s))
-        logits = onehot @ self.weight("out_in") + self.out_bias
+        out_bias = self.out_bias
+        if scales is not None:
+            out_bias = fake_quant(out_bias, scales[L].to(out_bias.dtype))
+        logits = onehot @ W["out_in"] + out_bias
         for l in range(L):
             if cfg.layer("readout", l):
-                logits = logits + layer_spikes[l] @ self.weight(f"out{l}")
+                logits = logits + layer_spikes[l] @ W[f"out{l}"]
         new_state.append(onehot[:, -1])
         if return_spikes:
             return logits, new_state, layer_spikes

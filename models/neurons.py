@@ -27,7 +27,7 @@ from spikestream.formats import (DECAY_FRAC_BITS, NEURON_KIND_CUBA, NEURON_KIND_
                                  NEURON_KIND_SPIKES, STATE_BITS, NeuronKind, ResetMode,
                                  round_shift, saturate)
 
-__all__ = ["spike_fn", "float_step", "int_step", "int_update"]
+__all__ = ["spike_fn", "fake_quant", "float_step", "int_step", "int_update"]
 
 
 class _ArctanSpike(torch.autograd.Function):
@@ -46,12 +46,21 @@ class _ArctanSpike(torch.autograd.Function):
         return grad * (w / 2) / (1 + (math.pi / 2 * w * x) ** 2), None
 
 
+def fake_quant(x, scale, half_up=False):
+    """``x`` on the grid ``1 / scale`` in the forward pass, unchanged in the backward pass
+    (straight-through): what the compiler (``half_up=False``: ``np.rint``, half to even) or
+    the core (``half_up=True``: ``round_shift`` after a decay) makes of it."""
+    y = x * scale
+    q = torch.floor(y + 0.5) if half_up else torch.round(y)
+    return x + (q / scale - x).detach()
+
+
 def spike_fn(x, width=2.0):
     """Binary spike ``[x >= 0]`` with an arctan surrogate gradient of sharpness ``width``."""
     return _ArctanSpike.apply(x, width)
 
 
-def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0):
+def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0, grid=None):
     """One timestep of the float form, for training.
 
     Parameters
@@ -64,6 +73,10 @@ def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0
         Synaptic input plus bias for this timestep, ``[..., N]``.
     alpha, theta, rho, jump : torch.Tensor
         Per-neuron parameters, ``[N]``.
+    grid : torch.Tensor, optional
+        Per-neuron integer units per float unit (quantisation-aware training): each decayed
+        state (``alpha * v``, ``rho * a``) is rounded half up on the grid ``1 / grid``, as
+        the integer form's ``round_shift`` rounds it, the gradient passing straight through.
 
     Returns
     -------
@@ -71,7 +84,8 @@ def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0
         Spikes (float 0/1 with a surrogate gradient; zeros for a readout) and new state.
     """
     reset = NEURON_KIND_RESET[NeuronKind(kind)]
-    v = alpha * v + current
+    decay = (lambda x: x) if grid is None else (lambda x: fake_quant(x, grid, half_up=True))
+    v = decay(alpha * v) + current
     if reset == ResetMode.NONE:
         return torch.zeros_like(v), v, a
     thr = theta + a
@@ -80,7 +94,7 @@ def float_step(kind, v, a, current, alpha, theta, rho, jump, surrogate_width=2.0
         v = v * (1 - s)
     else:
         v = v - thr * s
-    a = rho * a + jump * s
+    a = decay(rho * a) + jump * s
     return s, v, a
 
 

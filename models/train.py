@@ -47,6 +47,7 @@ class TrainConfig:
     prune_start: float = 0.2       # fraction of training where pruning starts ...
     prune_end: float = 0.7         # ... and where it reaches ``sparsity``
     rate_reg: float = 0.0          # penalty on the mean firing rate (activity sparsity)
+    qat_steps: int = 0             # the last steps train quantisation-aware (SpikingLM.quantised)
     eval_every: int = 500
     eval_streams: int = 32
     eval_chars: int = 16384
@@ -65,6 +66,10 @@ class TrainConfig:
                 raise ValueError(f"{k} must be a positive integer, not {v!r}")
         if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
             raise ValueError(f"warmup must be an integer >= 0, not {self.warmup!r}")
+        if (not isinstance(self.qat_steps, int) or isinstance(self.qat_steps, bool)
+                or not 0 <= self.qat_steps <= self.steps):
+            raise ValueError(f"qat_steps must be an integer in [0, steps={self.steps}], not "
+                             f"{self.qat_steps!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, not {self.seed!r}")
         if num("lr") <= 0:
@@ -95,6 +100,15 @@ CONFIGS = {
                              token_shift=True, readout=True, stacked=(True, False),
                              dense=("out_in",)),
                     TrainConfig(steps=11000, batch=32, seq=128, sparsity=0.55)),
+    # Its quantisation-aware fine-tuning (issue 18): from the 11,000-step checkpoint
+    # (``--init``), 1,000 more steps that run forward as the core computes (weights, thresholds
+    # and decays on the compiler's integer grids, the state rounded as the core rounds it).
+    # The masks come with the weights; pruning to the same sparsity keeps them.
+    "shakespeare-qat": (LMConfig(hidden=(896, 192), kind="ALIF", recurrent=(False, True),
+                                 token_shift=True, readout=True, stacked=(True, False),
+                                 dense=("out_in",)),
+                        TrainConfig(steps=1000, batch=32, seq=128, lr=3e-4, warmup=50,
+                                    sparsity=0.55, qat_steps=1000, eval_every=250)),
     # The model shipped before it: one feed-forward layer of 1024 (its weight-sparsity sweep
     # and the numbers of BENCHMARKS.md before issue 18; its adaptation was relu then).
     "shakespeare-ff": (LMConfig(hidden=(1024,), kind="ALIF", recurrent=False, token_shift=True),
@@ -146,8 +160,14 @@ def plot_history(history, path, title):
         fig.savefig(f, dpi=100, format="png")
 
 
-def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=None):
+def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=None,
+          init=None):
     """Train (or resume) and return the path of the last checkpoint.
+
+    ``init`` (a checkpoint path) starts a fresh run from that checkpoint's weights and
+    pruning masks instead of random ones (fine-tuning, e.g. quantisation-aware with
+    ``qat_steps``); its model settings and vocabulary must be this run's. A resumed run
+    ignores it (its checkpoint says where it started).
 
     Raises ``SystemExit`` with one line for settings, text or a checkpoint that cannot be
     used, before any training step.
@@ -185,7 +205,7 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=tc.lr)
     gen = torch.Generator().manual_seed(tc.seed)
-    step, history = 0, []
+    step, history, started = 0, [], None
     if ck_path.exists() and not fresh:
         try:
             ck = read_checkpoint(ck_path)
@@ -196,7 +216,10 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
         if missing:
             raise SystemExit(f"error: {ck_path} cannot be resumed (no {', '.join(missing)}: "
                              "not a training checkpoint); use --fresh to start over")
-        if ck["config"] != cfg.to_dict() or ck["train"] != asdict(tc) or ck["vocab"] != vocab.chars:
+        saved = dict(ck["train"]) if isinstance(ck["train"], dict) else ck["train"]
+        if isinstance(saved, dict):
+            saved.setdefault("qat_steps", 0)        # written before the setting existed
+        if ck["config"] != cfg.to_dict() or saved != asdict(tc) or ck["vocab"] != vocab.chars:
             raise SystemExit(f"error: {ck_path} was made with other settings or text; "
                              "use --fresh to start over or --out for a new folder")
         try:
@@ -211,14 +234,19 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise SystemExit(f"error: {ck_path} cannot be resumed ({reason}); use --fresh "
                              "to start over") from None
+        started = ck.get("init")
         log(f"resuming from {ck_path} at step {step}")
+    elif init is not None:
+        started = _start_from(model, cfg, vocab, init)
+        log(f"starting from {init} (step {started['step']})")
     train_ids = torch.tensor(vocab.encode(train_text))
     val_ids = torch.tensor(vocab.encode(val_text))[:tc.eval_chars]
 
     def save():
         save_checkpoint({"config": cfg.to_dict(), "train": asdict(tc), "vocab": vocab.chars,
                          "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                         "rng": gen.get_state(), "history": history}, ck_path)
+                         "rng": gen.get_state(), "history": history,
+                         **({"init": started} if started else {})}, ck_path)
 
     kinds = "/".join(cfg.layer("kind", l) for l in range(len(cfg.hidden)))
     t_start = time.time()
@@ -232,6 +260,7 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
                 model.prune_(target)
             for g in opt.param_groups:
                 g["lr"] = _lr(tc, step)
+            model.quantised = step >= tc.steps - tc.qat_steps
             x = random_windows(train_ids, tc.batch, tc.seq, gen).to(device)
             logits, _, spikes = model(x[:, :-1], return_spikes=True)
             loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), x[:, 1:].reshape(-1))
@@ -253,9 +282,13 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
             if step % 50 == 0:
                 history.append({"step": step, "train": running, "rate": rate})
             if step % tc.eval_every == 0 or step == tc.steps:
+                # (quantisation-aware steps validate quantised: within 1e-4 nats of the
+                # golden model on the shipped model's whole validation split)
                 val = float_loss(model, val_ids, tc.eval_streams, device=device)["nats"]
-                history.append({"step": step, "val": val, "minutes": (time.time() - t_start) / 60})
-                log(f"step {step}: train {running:.4f} val {val:.4f} nats/char, rate {rate:.3f}, "
+                history.append({"step": step, "val": val, "minutes": (time.time() - t_start) / 60,
+                                **({"quantised": True} if model.quantised else {})})
+                log(f"step {step}: train {running:.4f} val {val:.4f} nats/char"
+                    f"{' (quantised)' if model.quantised else ''}, rate {rate:.3f}, "
                     f"sparsity {model.sparsity():.3f}")
                 save()
                 plot_history(history, out / "loss.png", f"{kinds} {list(cfg.hidden)}")
@@ -266,6 +299,25 @@ def train(cfg, tc, text, out, device="cpu", fresh=False, log=print, max_minutes=
     finally:
         bar.close()
     return ck_path
+
+
+def _start_from(model, cfg, vocab, path):
+    """Load the weights and masks of checkpoint ``path`` into ``model``; what the saved
+    checkpoints record of it (``init``). ``SystemExit`` (one line) if it is another model."""
+    try:
+        start, start_vocab, ck = load_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: --init: {e}") from None
+    if not start.cfg.same_model(cfg) or start_vocab.chars != vocab.chars:
+        raise SystemExit(f"error: --init {path} holds another model (its settings or "
+                         "vocabulary differ from this run's)")
+    model.load_state_dict(start.state_dict())
+    step = ck.get("step") if isinstance(ck.get("step"), int) else None
+    minutes = max((h.get("minutes", 0) for h in ck.get("history", [])
+                   if isinstance(h, dict) and isinstance(h.get("minutes", 0), (int, float))),
+                  default=0)
+    return {"checkpoint": Path(path).name, "step": step, "minutes": minutes,
+            "train": ck.get("train") if isinstance(ck.get("train"), dict) else None}
 
 
 def _field_value(field, value):
@@ -345,6 +397,10 @@ def argument_parser(prog="python -m models.train"):
                     help="start over, ignoring a checkpoint in the output folder")
     ap.add_argument("--max-minutes", type=float, metavar="MIN",
                     help="stop (resumably) after this many minutes (default: no limit)")
+    ap.add_argument("--init", metavar="CKPT",
+                    help="start from this checkpoint's weights (same model settings and "
+                         "text), e.g. quantisation-aware fine-tuning of a trained model: "
+                         "--init models/pretrained/shakespeare.pt --config shakespeare-qat")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model or training setting, each value checked against "
                          "the setting's type, e.g. --set hidden=[256,256] or --set seed=2 "
@@ -385,7 +441,7 @@ def main(argv=None, prog="python -m models.train"):
     t0 = time.monotonic()
     try:
         path = train(cfg, tc, text, out, device=device, fresh=args.fresh, log=log,
-                     max_minutes=args.max_minutes)
+                     max_minutes=args.max_minutes, init=args.init)
     except KeyboardInterrupt:
         ck = Path(out) / "ckpt.pt"
         kept = f"; {ck} holds the last validation's state, run again to resume" \
