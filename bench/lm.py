@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from boards.ulx3s import core_config
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, training_record
 from models.compile import compile_model
 from models.data import DEFAULT_TEXT, Vocab, load_text, split
 from models.evaluate import float_loss, golden_loss
@@ -97,11 +97,10 @@ def checkpoint_row(path, text, streams):
     fl = float_loss(model, ids, streams)["nats"]
     # The compiler relabels the vocabulary (the image's order balances the readout's lanes).
     gl = golden_loss(net, LANES, torch.tensor(Vocab(net.vocab).encode(val)), streams)
-    hist = ck.get("history", []) if isinstance(ck.get("history"), list) else []
-    minutes = max((h.get("minutes", 0) for h in hist if isinstance(h, dict)), default=None)
+    step, minutes, steps = training_record(ck)
     cfg = model.cfg
-    return {"checkpoint": str(path), "hidden": list(cfg.hidden), "step": ck.get("step"),
-            "minutes": minutes, "float": fl, "golden": gl["nats"],
+    return {"checkpoint": str(path), "hidden": list(cfg.hidden), "step": step,
+            "steps": steps, "minutes": minutes, "float": fl, "golden": gl["nats"],
             "events": gl["events_per_token"], "cycles": gl["cycles_per_token"],
             "synapses": net.nonzero_synapses, "fits_85f": fits, "val_chars": len(ids)}
 
@@ -129,8 +128,8 @@ def main(argv=None):
     for path in args.checkpoint:
         r = checkpoint_row(path, text, args.streams)
         print(r, file=sys.stderr)
-        spent = (f"{r['step']} steps, {r['minutes']:.0f} min" if r["minutes"] is not None
-                 else f"{r['step']} steps")
+        spent = (f"{r['steps']}, {r['minutes']:.0f} min" if r["minutes"] is not None
+                 else r["steps"])
         rows.append(f"| {path} (hidden {r['hidden']}) | float {r['float']:.4f}, golden "
                     f"{r['golden']:.4f} | {spent}; {r['synapses']:,} synapses; "
                     f"{r['events']:.0f} events, {r['cycles']:.0f} cycles a token at {LANES} "

@@ -7,7 +7,7 @@ tiny-shakespeare, 64 streams from reset) and the training time recorded in its c
 import argparse
 import sys
 
-from models.checkpoint import read_checkpoint
+from models.checkpoint import read_checkpoint, training_record
 from models.evaluate import main as evaluate
 from spikestream.board import SHIPPED_IMAGE
 from spikestream.capacity import memory_plan
@@ -26,7 +26,7 @@ def main(argv=None):
     plan = memory_plan(img.net, img.lanes)
     ck = read_checkpoint(SHIPPED_IMAGE.with_suffix(".pt")) \
         if args.image == str(SHIPPED_IMAGE) else {}
-    minutes = max((h.get("minutes", 0) for h in ck.get("history", [])), default=None)
+    _, minutes, steps = training_record(ck)
     dense = sum(pr.weights.size for pr in img.net.projections)
     md = "\n".join([
         "| quantity | value |", "|---|---|",
@@ -39,7 +39,7 @@ def main(argv=None):
         f"| synaptic events per token | {r['synaptic_events_per_token']:.1f} |",
         f"| predicted cycles per token ({r['lanes']} lanes) | {r['cycles_per_token']:.1f} (routing {r['route_cycles_per_token']:.1f}, ideal {r['ideal_route_cycles_per_token']:.1f}, efficiency {r['ideal_route_cycles_per_token'] / r['route_cycles_per_token']:.3f}) |",
         f"| block RAM estimate | {plan.summary()} |",
-        f"| training | {ck.get('step', '?')} steps, {minutes:.1f} min wall-clock as recorded in the checkpoint |" if minutes else "| training | (not recorded) |",
+        f"| training | {steps}, {minutes:.1f} min wall-clock as recorded in the checkpoint |" if minutes else "| training | (not recorded) |",
     ])
     print(md)
     if args.write:

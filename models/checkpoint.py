@@ -22,7 +22,7 @@ from .lm import LMConfig, SpikingLM
 from spikestream.network import check_vocab
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "read_checkpoint", "load_checkpoint",
-           "save_checkpoint"]
+           "save_checkpoint", "training_record"]
 
 MAX_CHECKPOINT_BYTES = 1 << 30
 """Largest checkpoint file read (1 GiB; the shipped one is 1.7 MB)."""
@@ -102,3 +102,27 @@ def save_checkpoint(ck, path):
     over it: an interrupted save keeps the previous checkpoint)."""
     with atomic_write(path, "wb") as f:
         torch.save(ck, f)
+
+
+def training_record(ck):
+    """What a checkpoint dict says of its training: ``(steps, minutes, text)``, ``steps``
+    and ``minutes`` over the run and the run it was fine-tuned from (``init``, written by
+    ``models.train --init``), ``minutes`` None where nothing was recorded, ``text`` one
+    phrase for a table ("11000 steps, then 1000 more (1000 of them quantisation-aware)").
+    Tolerates anything a checkpoint file may hold in these fields."""
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    hist = ck.get("history") if isinstance(ck.get("history"), list) else []
+    times = [h["minutes"] for h in hist if isinstance(h, dict) and num(h.get("minutes"))]
+    minutes = max(times) if times else None
+    step = ck.get("step") if num(ck.get("step")) else None
+    text = f"{step} steps"
+    init = ck.get("init") if isinstance(ck.get("init"), dict) else None
+    if init and num(init.get("step")) and step is not None:
+        train = ck.get("train") if isinstance(ck.get("train"), dict) else {}
+        qat = train.get("qat_steps") if num(train.get("qat_steps")) else 0
+        text = (f"{init['step']} steps, then {step} more"
+                f"{f' ({qat} of them quantisation-aware)' if qat else ''}")
+        step += init["step"]
+        if minutes is not None and num(init.get("minutes")):
+            minutes += init["minutes"]
+    return step, minutes, text
