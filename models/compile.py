@@ -281,7 +281,8 @@ def main(argv=None, prog="python -m models.compile"):
                          f"({plan.blocks - device.dp16kd} too many); prune harder or use fewer lanes")
     size = save_image(net, args.lanes, out)
     if ck_out is not None:
-        slim = {k: ck[k] for k in ("config", "train", "vocab", "step", "history") if k in ck}
+        slim = {k: ck[k] for k in ("config", "train", "vocab", "step", "history", "init")
+                if k in ck}
         save_checkpoint(dict(slim, model=model.state_dict()), ck_out)
         print(f"wrote {ck_out}")
     print(f"wrote {out} ({size} bytes, {args.lanes} lanes)")

@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
+from models import compile as compile_cmd
 from models import train
-from models.checkpoint import load_checkpoint, read_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint, training_record
 from models.compile import compile_model, quantise
 from models.data import Vocab, load_text, split
 from models.evaluate import float_loss, golden_loss
@@ -97,6 +98,13 @@ def test_quantisation_aware_fine_tuning_from_a_checkpoint(tmp_path, capsys):
     d_init = (after.weights["ff0"] - before.weights["ff0"]).abs().max()
     d_fresh = (after.weights["ff0"] - fresh.weights["ff0"]).abs().max()
     assert d_init < d_fresh / 5, (d_init, d_fresh)
+    # Its record counts both runs, also in the checkpoint written beside an image.
+    compile_cmd.main(["--checkpoint", str(out / "ckpt.pt"), "-o", str(tmp_path / "q.img"),
+                      "--lanes", "2", "--with-checkpoint"])
+    for ck in (read_checkpoint(out / "ckpt.pt"), read_checkpoint(tmp_path / "q.pt")):
+        steps, minutes, text = training_record(ck)
+        assert steps == 36 and minutes > 0
+        assert text == "30 steps, then 6 more (4 of them quantisation-aware)"
     # Run again: it resumes (the init is not read again) and has nothing left to do.
     train.main(["--config", "tiny", "--out", str(out), "--set", "steps=6", "--set",
                 "qat_steps=4", "--set", "eval_every=2", "--set", "warmup=0"])
