@@ -120,6 +120,13 @@ def _reference(segments, spikes):
     return acc.tolist(), WALK_LATENCY + work
 
 
+def _segment(rng, n, targets=16):
+    """``n`` random synapses ``(target, weight)``: targets below ``targets``, weights of the
+    whole 8-bit range."""
+    return [(int(t), int(w)) for t, w in zip(rng.integers(0, targets, n),
+                                             rng.integers(-128, 128, n))]
+
+
 def _check(segments, spikes, gaps=None):
     acc, latency = _route_case(segments, spikes, gaps)
     want_acc, want_latency = _reference(segments, spikes)
@@ -150,8 +157,7 @@ def test_long_then_short_segments():
     # A long segment fills the segment queue and the spike buffer; then a run of empty and
     # one-synapse segments drains them at one spike per cycle: the walker must not starve.
     rng = np.random.default_rng(5)
-    segs = [[(int(t), int(w)) for t, w in zip(rng.integers(0, 16, 64), rng.integers(-128, 128, 64))],
-            [], [(7, 3)], [(7, -3), (8, 4)]]
+    segs = [_segment(rng, 64), [], [(7, 3)], [(7, -3), (8, 4)]]
     spikes = [0] + [int(x) for x in rng.integers(1, 4, 40)] + [0] + [1] * 20
     _check(segs, spikes)
 
@@ -162,8 +168,7 @@ def test_random_segments(seed):
     segs = []
     for _ in range(40):
         n = int(rng.choice([0, 0, 1, 1, 2, 3, 8, 25]))
-        segs.append([(int(t), int(w)) for t, w in zip(rng.integers(0, 16, n),
-                                                      rng.integers(-128, 128, n))])
+        segs.append(_segment(rng, n))
     spikes = [int(x) for x in rng.integers(0, 40, int(rng.integers(1, 65)))]
     _check(segs, spikes)
     # The same with idle cycles between arrivals: sums still exact.
@@ -176,8 +181,7 @@ def test_graded_spikes(seed):
     # through the same hazards: back-to-back targets, spikes waiting in the spike buffer.
     rng = np.random.default_rng(100 + seed)
     segs = [[(3, -128), (3, 127), (4, -1)], [(3, 127)], [], [(5, -128)] * 3]
-    segs += [[(int(t), int(w)) for t, w in zip(rng.integers(0, 8, n), rng.integers(-128, 128, n))]
-             for n in rng.choice([0, 1, 2, 9, 20], 12)]
+    segs += [_segment(rng, n, targets=8) for n in rng.choice([0, 1, 2, 9, 20], 12)]
     spikes = [(int(p), int(q)) for p, q in zip(rng.integers(0, len(segs), 40),
                                                 rng.integers(1, 16, 40))]
     _check(segs, [(0, 15), (1, 15), (3, 15), (2, 7)] + spikes)
@@ -189,8 +193,7 @@ def test_every_row_of_a_full_pointer_table():
     # odd pointers alike, empty ones among them.
     rng = np.random.default_rng(9)
     rows = CONFIG.ptr_depth - 1
-    segs = [[(int(t), int(w)) for t, w in zip(rng.integers(0, 16, n), rng.integers(-128, 128, n))]
-            for n in rng.choice([0, 1, 2, 5], rows)]
+    segs = [_segment(rng, n) for n in rng.choice([0, 1, 2, 5], rows)]
     _check(segs, [rows - 1, rows - 2, 0, 1] + [int(x) for x in rng.integers(0, rows, 30)])
 
 
