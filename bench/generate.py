@@ -15,9 +15,9 @@ Measured in one run, batch 1, the same prompt, seed and temperature everywhere:
   in its TOKEN frames, and the UART's limit, ``baud / (10 bits x bytes per TOKEN frame)``;
   the board's rate is the smaller of the two.
 
-Fmax comes from ``--fmax``, else from BENCHMARKS.md's "FPGA builds" section (the default
-lane count's row, as written by ``python -m bench.fmax --write``), else 100 MHz (the
-architecture's target); the report says which. Every rate is also given as a ratio to the
+The clock comes from ``--fmax``, else from the recorded default build
+(``bench/results/build-85f.json``: its target where timing was met, as bench.throughput
+projects), else 100 MHz (the architecture's target); the report says which. Every rate is also given as a ratio to the
 CPU float rate. The golden and simulated texts must be identical (checked).
 
 With ``--json`` the last line printed is one JSON object of the results.
@@ -26,7 +26,6 @@ With ``--json`` the last line printed is one JSON object of the results.
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
@@ -43,7 +42,7 @@ from sw.board import board_config
 from sw.client import Client
 from sw.transport import GoldenTransport, SimTransport
 
-from ._report import BENCHMARKS, update_section
+from ._report import BUILD_RESULT, board_clock_mhz, build_result, update_section
 
 PROMPT = "ROMEO:"
 SEED = 0
@@ -113,23 +112,18 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def fmax_from_benchmarks(lanes, device="85F"):
-    """``(MHz, where)`` of the ``lanes`` row in BENCHMARKS.md's FPGA build section, or None."""
-    if not BENCHMARKS.exists():
+def recorded_clock(lanes):
+    """``(MHz, where)``: the clock a board runs the recorded default build at
+    (``bench/results/build-85f.json``, the one bench.throughput projects from) if that build
+    has ``lanes`` lanes, else None."""
+    if not BUILD_RESULT.exists():
         return None
-    text = BENCHMARKS.read_text()
-    m = re.search(rf"^## FPGA builds: Fmax and utilisation \({device}\)\n(.*?)(?=^## |\Z)",
-                  text, re.S | re.M)
-    if not m:
+    result = build_result()
+    if result.get("lanes") != lanes:
         return None
-    for line in m.group(1).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) > 3 and cells[0] == str(lanes):
-            try:
-                return float(cells[3]), f"BENCHMARKS.md, FPGA builds ({device}), {lanes} lanes"
-            except ValueError:
-                return None
-    return None
+    return board_clock_mhz(result), (f"the recorded default build ({BUILD_RESULT.name}: "
+                                     f"commit {result.get('commit')}, nextpnr seed "
+                                     f"{result.get('seed')}, Fmax {result['fmax_mhz']:g} MHz)")
 
 
 def main(argv=None):
@@ -139,7 +133,8 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=200, help="tokens for CPU float and golden")
     ap.add_argument("--sim-tokens", type=int, default=100, help="tokens on the simulated SoC")
     ap.add_argument("--no-sim", action="store_true", help="skip the simulated SoC")
-    ap.add_argument("--fmax", type=float, help="board clock in MHz for the projection")
+    ap.add_argument("--fmax", type=float, help="board clock in MHz for the projection "
+                    "(default: the recorded default build's)")
     ap.add_argument("--threads", type=int,
                     help="torch threads for the float model (default: the faster of 1 and 2)")
     ap.add_argument("--write", action="store_true", help="write the result into BENCHMARKS.md")
@@ -186,7 +181,7 @@ def main(argv=None):
             raise SystemExit("error: the simulated SoC's tokens or cycles differ from the "
                              "golden board's")
 
-    found = fmax_from_benchmarks(config.lanes)
+    found = recorded_clock(config.lanes)
     if args.fmax:
         fmax, source = args.fmax, "--fmax"
     elif found:
@@ -208,7 +203,7 @@ def main(argv=None):
     if "sim" in result:
         rows.append(("simulated SoC (Verilator, via pty + pyserial)",
                      result["sim"]["tokens_per_second"], "measured"))
-    rows += [(f"board compute: Fmax / cycles per token ({fmax:g} MHz / {cycles:.0f})", compute,
+    rows += [(f"board compute: clock / cycles per token ({fmax:g} MHz / {cycles:.0f})", compute,
               "projected"),
              (f"board UART: {DEFAULT_BAUD / 1e6:g} Mbaud / (10 bits x "
               f"{golden['token_frame_bytes']:.1f} bytes per TOKEN frame)", uart, "limit"),
@@ -230,8 +225,8 @@ def main(argv=None):
             f"and golden board: {args.tokens} tokens; simulated SoC: {args.sim_tokens} tokens "
             f"on the default ULX3S-85F core ({config.lanes} lanes), whose tokens and cycle "
             f"counts are identical to the golden board's. Cycles per token: {cycles:.1f} "
-            f"(the board's own count, over the golden board's {args.tokens} tokens). Fmax: "
-            f"{fmax:g} MHz from {source}.")
+            f"(the board's own count, over the golden board's {args.tokens} tokens). Board "
+            f"clock: {fmax:g} MHz from {source}.")
         if "sim" in result:
             s = result["sim"]
             intro += (f" The simulation started in {s['start_seconds']:.0f} s ("
