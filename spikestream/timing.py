@@ -80,7 +80,7 @@ NEURON_LATENCY = 10
 input current, integrate, one stage per bit of the graded spike (``MAX_LEVEL_BITS``
 compare-and-subtract steps), reset."""
 
-SAMPLER_LATENCY = 7
+SAMPLER_LATENCY = 6
 """Sampler: noise table read (2), operands, temperature multiply, score, compare
 (hw.core.sampler)."""
 

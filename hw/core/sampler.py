@@ -120,32 +120,14 @@ class Sampler(wiring.Component):
             c_valid.eq(s_valid), c_index.eq(s_index),
         ]
 
-        # Stage 6: compare the score with the best so far, a cycle ahead of the decision.
-        # ``best`` is the maximum over the values up to two before this one; the value just
-        # before it is being decided now, so the score is also compared with that value:
-        # the decision picks one of the two registered answers, and no carry chain feeds the
-        # enable of ``best`` and ``token``. (Written `a < b`: Yosys maps a less-than to a
-        # carry chain whose carry-out is the answer, a greater-than to a chain and a tree.)
+        # Stage 6: keep the first maximum. (Written `best < score`: Yosys maps a less-than
+        # to a carry chain whose carry-out is the answer, but a greater-than to a chain and
+        # then a tree of LUTs, on the way to the enable of best and token.)
         best = Signal(signed(TEMPERATURE_BITS + 19), name="best")
-        d_score = Signal(signed(TEMPERATURE_BITS + 19), name="d_score")
-        d_valid = Signal(name="d_valid")
-        d_index = Signal(self._token_bits, name="d_index")
-        beats_prev = Signal(name="beats_prev")      # d_score beats the value before it
-        beats_best = Signal(name="beats_best")      # d_score beats best as it was
-        m.d.sync += [
-            d_score.eq(score), d_valid.eq(c_valid), d_index.eq(c_index),
-            beats_prev.eq(d_score < score), beats_best.eq(best < score),
-        ]
-
-        # Stage 7: keep the first maximum.
         first = Signal(name="first")
-        took = Signal(name="took")                  # the value before d_score became best
-        take = Signal(name="take")
-        m.d.comb += take.eq(d_valid & (first | Mux(took, beats_prev, beats_best)))
-        m.d.sync += took.eq(take & ~self.start)
         with m.If(self.start):
             m.d.sync += first.eq(1)
-        with m.Elif(take):
-            m.d.sync += [best.eq(d_score), self.token.eq(d_index), first.eq(0)]
-        assert SAMPLER_LATENCY == 7
+        with m.Elif(c_valid & (first | (best < score))):
+            m.d.sync += [best.eq(score), self.token.eq(c_index), first.eq(0)]
+        assert SAMPLER_LATENCY == 6
         return m
