@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
@@ -142,8 +143,11 @@ def plot_history(history, path, title):
     # matplotlib is imported with the module, not here: the first plot comes right after the
     # first checkpoint, and a Ctrl-C landing in matplotlib's first import (its C extensions'
     # initialisation) surfaced as "ImportError: initialization failed" with a traceback.
-    # A Figure of its own (no pyplot): no backend or global state is touched.
+    # A Figure of its own (no pyplot): no backend or global state is touched. Its Agg canvas
+    # is imported with the module too: savefig would otherwise import it (a C extension)
+    # on the first plot, and a Ctrl-C landing there was the same ImportError.
     fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
     ax = fig.subplots()
     tr = [h for h in history if "train" in h]
     va = [h for h in history if "val" in h]

@@ -322,3 +322,19 @@ def test_ctrl_c_stops_train_and_keeps_the_checkpoint(tmp_path):
     assert status == 130 and dt < 5
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
     assert read_checkpoint(out / "ckpt.pt")["step"] >= 5
+
+
+def test_the_loss_plot_imports_no_extension_module(tmp_path):
+    """A Ctrl-C that lands while a C extension initialises surfaces as ``ImportError:
+    initialization failed`` (a traceback), not KeyboardInterrupt. Training plots right after
+    its first checkpoint, when a Ctrl-C is most likely (bench.hostile sends one the moment
+    the checkpoint appears): the plot must not import one (matplotlib's Agg canvas did)."""
+    subprocess.run([sys.executable, "-c", "import sys, importlib.machinery as M\n"
+                    "from models.train import plot_history\n"
+                    "before = set(sys.modules)\n"
+                    f"plot_history([{{'step': 1, 'train': 2.0}}, {{'step': 2, 'val': 1.9}}], "
+                    f"{str(tmp_path / 'loss.png')!r}, 't')\n"
+                    "new = [n for n in set(sys.modules) - before if str(getattr(sys.modules[n], "
+                    "'__file__', None) or '').endswith(tuple(M.EXTENSION_SUFFIXES))]\n"
+                    "assert not new, new\n"], cwd=ROOT, check=True, timeout=120)
+    assert (tmp_path / "loss.png").stat().st_size > 1000
