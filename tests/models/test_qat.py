@@ -9,14 +9,11 @@ import torch
 from models import compile as compile_cmd
 from models import train
 from models.checkpoint import load_checkpoint, read_checkpoint, training_record
-from models.compile import compile_model, quantise
+from models.compile import SHIPPED_CHECKPOINT, compile_model, quantise
 from models.data import Vocab, load_text, split
 from models.evaluate import float_loss, golden_loss
 from models.lm import LMConfig, SpikingLM
 from models.neurons import fake_quant
-from spikestream.board import SHIPPED_IMAGE
-
-SHIPPED_CHECKPOINT = SHIPPED_IMAGE.with_suffix(".pt")
 
 
 def test_fake_quant_rounds_forward_and_passes_gradients_straight_through():
