@@ -9,7 +9,8 @@ model with the timing of the core built for that lane count (``hw.core.core_timi
 RTL's pipeline, which the cocotb tests prove the RTL meets cycle for cycle) over the first
 ``--chars`` characters of the validation text, ``--streams`` streams from reset. Reported
 per lane count: synaptic events per token, cycles per token (whole timestep), routing
-cycles per token, the ideal routing cycles (events / lanes) and the routing efficiency
+cycles per token, the ideal routing cycles (events / (2 x lanes): every lane adding a pair
+of synapses every cycle) and the routing efficiency
 (ideal / routing cycles), plus ideal / whole timestep.
 
 ``--sim-tokens`` runs the shipped image (as laid out in the file) on the Verilated core for
@@ -86,7 +87,7 @@ def sim_speed(tokens):
 
 def table(rows):
     out = ["| lanes | tree stages | synaptic events/token | cycles/token | routing cycles/token | "
-           "ideal (events/lanes) | routing efficiency | ideal / cycles |",
+           "ideal (events / 2 lanes) | routing efficiency | ideal / cycles |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['lanes']} | {r['stages']} | {r['events_per_token']:.0f} | "

@@ -44,7 +44,7 @@ import time
 from boards.ulx3s import core_config, lane_budget, ulx3s_device
 from hw.build import BuildError, check_fit
 from spikestream.board import DEFAULT_BAUD, SHIPPED_IMAGE
-from spikestream.capacity import bram_blocks, lane_memories, lutram_memories
+from spikestream.capacity import lane_memories, lutram_memories
 from spikestream.image import Image, image_tag, load_image
 from spikestream.memory_map import image_writes
 from spikestream.protocol import TOKEN_BODY, Cmd, frame, response, stream_token_bytes
@@ -119,7 +119,7 @@ def synapse_blocks(config):
     """DP16KD blocks holding the synapse memories of a core built for ``config``."""
     lut = lutram_memories(config, lane_budget("85f", config.lanes))
     syn = next(m for m in lane_memories(config) if m.name == "syn")
-    return 0 if "syn" in lut else config.lanes * bram_blocks(syn.words, syn.bits)
+    return 0 if "syn" in lut else config.lanes * syn.block_ram
 
 
 def fits_85f(lanes):

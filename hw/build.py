@@ -314,8 +314,7 @@ def lane_blocks(config, lutram):
     shapes = [("sbuf", config.ptr_bits, config.spike_depth),
               ("ptr_b0", config.layout(Mem.PTR).bits, even),
               ("ptr_b1", config.layout(Mem.PTR).bits, max(1, config.ptr_depth - even))]
-    shapes += [(f"syn_b{k}", config.layout(Mem.SYN).bits,
-                min(config.syn_bank_words, config.syn_depth - k * config.syn_bank_words))
+    shapes += [(f"syn_b{k}", config.layout(Mem.SYN).bits, config.syn_bank(k)[2])
                for k in range(config.syn_banks)]
     shapes += [("state", config.layout(Mem.STATE).bits, config.neurons_per_lane),
                ("param", config.layout(Mem.PARAM).bits, config.neurons_per_lane)]

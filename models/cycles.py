@@ -9,8 +9,12 @@ finished (all constants are in :class:`spikestream.formats.CoreTiming`):
   spike of lane 0's neurons in address order, then lane 1's, ...; each lane queues the
   spikes of its own neurons). A spike with rank ``r`` reaches every lane's spike FIFO at
   cycle ``r + broadcast_latency``. Each lane walks the segment of that spike's row that
-  targets it (every member's synapses in it): ``max(1, length)`` cycles (one synapse per
-  cycle; an empty segment still costs its pointer read). Lanes run independently. The
+  targets it (every member's synapses in it) in the segment's *slots*: two synapses a
+  cycle where the layout pairs them, one elsewhere (``LaneLayout.seg_cycles``, see
+  spikestream.network.pair_row: ``max(1, even, odd)`` cycles for ``even`` and ``odd``
+  synapses to even and odd local addresses, one more for a row of as many of each that
+  starts at an odd address; an empty segment still costs its pointer read). Lanes run
+  independently. The
   phase lasts until the slowest lane is done, plus ``route_drain``, plus
   ``phase_overhead``; a group with no spikes costs ``phase_overhead`` alone.
 * **update** (one per population): ``ceil(size / lanes) + update_latency + phase_overhead``.
@@ -22,7 +26,8 @@ in ascending id order (rank ``r`` is the ``r``-th smallest id spiking), injected
 scheduler where the lanes' first spike would have been. A spike's value ``q`` (multi-level
 neurons) costs nothing extra: the lane multiplies as it adds.
 
-The ideal routing time is ``synaptic events / lanes``: every lane busy every cycle.
+The ideal routing time is ``synaptic events / (lanes x LANE_SYNAPSES)``: every lane adding
+a pair of synapses every cycle (spikestream.timing.LANE_SYNAPSES).
 """
 
 import numpy as np
@@ -40,17 +45,19 @@ def lane_major_order(size, lanes):
 class RouteCost:
     """Per-group constants for :func:`route_cost`, built once per image.
 
-    ``seg_len`` is ``[src size, lanes]``: the length of each source's segment in each lane.
-    A population's spikes leave the lanes' queues in lane-major order (``lane_major``); an
-    input's (the token, a spike input's vector) are injected by the scheduler in ascending
-    id order (``lane_major=False``).
+    ``seg_len`` is ``[src size, lanes]``: the synapses of each source's segment in each lane;
+    ``seg_cycles`` (the same shape) the cycles a lane walks it (default: one synapse a cycle,
+    ``max(1, seg_len)``). A population's spikes leave the lanes' queues in lane-major order
+    (``lane_major``); an input's (the token, a spike input's vector) are injected by the
+    scheduler in ascending id order (``lane_major=False``).
     """
 
-    def __init__(self, seg_len, lanes, timing, lane_major=True):
+    def __init__(self, seg_len, lanes, timing, lane_major=True, seg_cycles=None):
         n = seg_len.shape[0]
         order = lane_major_order(n, lanes) if lane_major else np.arange(n)
         self.order = torch.as_tensor(order)
-        self.cost = torch.as_tensor(np.maximum(seg_len[order], 1))      # [S, L] lane-major
+        cycles = np.maximum(seg_len, 1) if seg_cycles is None else seg_cycles
+        self.cost = torch.as_tensor(cycles[order])                      # [S, L] lane-major
         self.events = torch.as_tensor(seg_len.sum(1))                   # [S] id order
         self.timing = timing
 

@@ -17,7 +17,7 @@ from .compile import MAX_LANES, compile_model
 from .data import Vocab, load_text, split, stream_batches
 from spikestream.board import SHIPPED_IMAGE
 from spikestream.formats import NeuronKind
-from spikestream.timing import DEFAULT_TIMING
+from spikestream.timing import DEFAULT_TIMING, LANE_SYNAPSES
 from .golden import GoldenCore
 from .mr import MRDataError, load_mr
 from .textcnn import TASK as TEXT_TASK, TextMetaError, evaluate_image
@@ -61,7 +61,8 @@ def golden_loss(net, lanes, ids, streams, timing=None, progress=False):
 
     Returns a dict with ``nats``, ``bits``, ``rate`` (per spiking population),
     ``events_per_token``, ``cycles_per_token``, ``route_cycles_per_token`` and
-    ``ideal_route_cycles_per_token`` (events / lanes).
+    ``ideal_route_cycles_per_token`` (events / (lanes x LANE_SYNAPSES): every lane adding
+    a pair of synapses every cycle).
     """
     core = GoldenCore(net, lanes, timing or DEFAULT_TIMING, batch=streams)
     x = stream_batches(ids, streams)
@@ -83,7 +84,8 @@ def golden_loss(net, lanes, ids, streams, timing=None, progress=False):
     return {"nats": nats, "bits": nats / math.log(2),
             "rate": [spikes[i].item() / n / net.populations[i].size for i in spiking],
             "events_per_token": events / n, "cycles_per_token": cycles / n,
-            "route_cycles_per_token": route / n, "ideal_route_cycles_per_token": events / n / lanes}
+            "route_cycles_per_token": route / n,
+            "ideal_route_cycles_per_token": events / n / lanes / LANE_SYNAPSES}
 
 
 def _note(line):

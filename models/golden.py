@@ -82,11 +82,13 @@ class GoldenCore:
     def __init__(self, net, lanes, timing=DEFAULT_TIMING, batch=1, groups=None):
         net.check()
         self.net, self.lanes, self.timing, self.batch = net, lanes, timing, batch
-        self.layout = lane_layout(net, lanes, route_groups(net) if groups is None else groups)
+        self.layout = lane_layout(net, lanes, route_groups(net) if groups is None else groups,
+                                  paired=True)
         self.synapses = [_Synapses(pr, net.source_size(pr.src), net.populations[pr.dst].size)
                          for pr in net.projections]
-        self.route = [cyc.RouteCost(sl, lanes, timing, lane_major=g.src >= 0)
-                      for sl, g in zip(self.layout.seg_len, self.layout.groups)]
+        self.route = [cyc.RouteCost(sl, lanes, timing, lane_major=g.src >= 0, seg_cycles=sc)
+                      for sl, sc, g in zip(self.layout.seg_len, self.layout.seg_cycles,
+                                           self.layout.groups)]
         # A group's phase runs before its earliest target's update (its cycles add up the
         # same wherever it runs; its source's spikes are those of its delay).
         self.phases = [[k for k, g in enumerate(self.layout.groups) if g.dst == i]

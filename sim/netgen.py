@@ -188,9 +188,12 @@ def _rows(rng, lanes):
         style = row % 5
         if style == 0:                                  # dense: every lane's whole share
             w[row] = rng.integers(1, 40, dst) * rng.choice([-1, 1], dst)
-        elif style == 1:                                # all in one lane
+        elif style == 1 and row % 2:                    # all in one lane
             lane = int(rng.integers(0, lanes))
             w[row, lane::lanes] = rng.integers(-30, 50, len(range(lane, dst, lanes))) | 1
+        elif style == 1:            # every other neuron of one lane: targets of one parity,
+            lane = int(rng.integers(0, lanes))          # a long tail (pads at one lane)
+            w[row, lane::2 * lanes] = rng.integers(-30, 50, len(range(lane, dst, 2 * lanes))) | 1
         elif style == 2:                                # one synapse
             w[row, int(rng.integers(0, dst))] = int(rng.integers(-60, 60)) | 1
         elif style == 3:                                # random, half full

@@ -72,23 +72,30 @@ class LaneMemory:
     bits: int
     lutram: bool = False     # the build puts it into LUT RAM
     bank_words: int = 0      # built as banks of this many words each (0: as one memory)
+    halves: int = 1          # built as this many interleaved memories (word a in a % halves)
 
     @property
     def block_ram(self):
         """DP16KD blocks it takes in block RAM (each bank shaped on its own)."""
+        words = -(-self.words // self.halves)
         if not self.bank_words:
-            return bram_blocks(self.words, self.bits)
-        return sum(bram_blocks(min(self.bank_words, self.words - w), self.bits)
-                   for w in range(0, self.words, self.bank_words))
+            return self.halves * bram_blocks(words, self.bits)
+        return self.halves * sum(bram_blocks(min(self.bank_words, words - w), self.bits)
+                                 for w in range(0, words, self.bank_words))
 
     @property
     def blocks(self):
         return 0 if self.lutram else self.block_ram
 
     @property
+    def lutram_cells(self):
+        """TRELLIS_DPR16X4 cells it takes in LUT RAM."""
+        return self.halves * dpr16x4_cells(-(-self.words // self.halves), self.bits)
+
+    @property
     def cells(self):
         """TRELLIS_DPR16X4 cells if in LUT RAM."""
-        return dpr16x4_cells(self.words, self.bits) if self.lutram else 0
+        return self.lutram_cells if self.lutram else 0
 
 
 def ptr_bank_words(config):
@@ -102,13 +109,16 @@ def lane_memories(config):
     return (
         LaneMemory("param", npl, config.layout(Mem.PARAM).bits),
         LaneMemory("state", npl, config.layout(Mem.STATE).bits),
-        LaneMemory("acc", npl, ACC_BITS),
+        # Two banks by the target's parity: a lane adds two synapses a cycle.
+        LaneMemory("acc", npl, ACC_BITS, halves=2),
         # Even and odd words in banks of their own: a row reads its start and its end
         # (the next row's start) in one cycle (hw.core.lane).
         LaneMemory("ptr", config.ptr_depth, config.layout(Mem.PTR).bits,
                    bank_words=ptr_bank_words(config)),
+        # Even and odd words in memories of their own, each in banks (hw.core.lane): a
+        # lane reads one of each a cycle.
         LaneMemory("syn", config.syn_depth, config.layout(Mem.SYN).bits,
-                   bank_words=config.syn_bank_words),
+                   bank_words=config.syn_bank_words, halves=2),
         LaneMemory("queue", config.queue_depth, config.layout(Mem.QUEUE).bits),
         LaneMemory("sbuf", config.spike_depth, config.ptr_bits + config.q_bits),
     )
@@ -142,7 +152,7 @@ def lutram_memories(config, blocks_per_lane=None):
     for mask in range(1 << len(candidates)):
         chosen = [m for k, m in enumerate(candidates) if mask >> k & 1]
         blocks = fixed + sum(m.block_ram for m in candidates if m not in chosen)
-        cells = sum(dpr16x4_cells(m.words, m.bits) for m in chosen)
+        cells = sum(m.lutram_cells for m in chosen)
         if blocks <= blocks_per_lane and (best is None or (cells, len(chosen)) < best[0]):
             best = ((cells, len(chosen)), chosen)
     chosen = candidates if best is None else best[1]
@@ -197,8 +207,12 @@ MULT_SOC = 1
 # named components (hw.core.walker) and its pipeline's tag cut to one bit placed (seed 1) at
 # 57,506 LUT4 and 45,490 flip-flops with 80 neurons a lane: +100 LUT4 and -300 FF a lane;
 # with the lanes' windows on a scatter tree (a lane's leaf of the broadcast no longer keeps
-# every lane's bounds) at 42,322 flip-flops: -198 FF a lane more.
-LUT_PER_LANE = 1160 + 290 + 385 + 100
+# every lane's bounds) at 42,322 flip-flops: -198 FF a lane more. Lanes that add two
+# synapses a cycle (a second accumulator, its steering, the walker's pairs; 35b1c7a,
+# seed 1) placed at 65,514 LUT4 and 46,171 flip-flops, 9c7a631 at
+# 59,810 and 43,723: +356 LUT4 a lane (60 of it the accumulator's LUT RAM cells, counted
+# below) and +153 FF.
+LUT_PER_LANE = 1160 + 290 + 385 + 100 + 296
 """A lane's logic, LUT RAM aside."""
 LUT_PER_CELL = 10
 """Per LUT RAM cell: its four RAM LUTs and its share of the read multiplexers."""
@@ -210,7 +224,7 @@ LUT_PER_SOURCE = 45
 share of the multiplexers that read them."""
 LUT_PER_PROJ = 20
 """A projection's read entry, stepped every STEP, and its share of the dispatch's look-up."""
-FF_PER_LANE = 1600 + 680 + 680 - 300 - 198
+FF_PER_LANE = 1600 + 680 + 680 - 300 - 198 + 153
 FF_SOC = 2100
 FF_PER_SOURCE = 50
 FF_PER_PROJ = 16

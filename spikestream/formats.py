@@ -22,7 +22,7 @@ __all__ = [
     "DECAY_FRAC_BITS", "DECAY_ONE", "DECAY_BITS",
     "NeuronKind", "ResetMode", "NEURON_KIND_RESET", "NEURON_KIND_SPIKES", "NEURON_KIND_CUBA",
     "MAX_LEVEL_BITS", "MAX_DELAY",
-    "MAX_VOCAB",
+    "MAX_VOCAB", "TAIL_BITS", "MAX_TAIL",
     "RNG_BITS", "GUMBEL_TABLE_BITS", "GUMBEL_FRAC_BITS", "TEMPERATURE_BITS",
     "saturate", "round_shift",
 ]
@@ -31,6 +31,14 @@ __all__ = [
 WEIGHT_BITS = 8
 WEIGHT_MIN = -(1 << (WEIGHT_BITS - 1))
 WEIGHT_MAX = (1 << (WEIGHT_BITS - 1)) - 1
+
+# A lane walks its synapse words two a cycle (one from the even, one from the odd address)
+# where the row pairs them, one a cycle elsewhere: a row starting at an odd address begins
+# with one synapse, then pairs (each of one even and one odd target: the lane's accumulator
+# is two banks by target parity), then its *tail* of synapses walked one a cycle, whose
+# number the row pointer holds in TAIL_BITS (spikestream.network.lane_layout).
+TAIL_BITS = 4
+MAX_TAIL = (1 << TAIL_BITS) - 1
 
 # Input accumulator. It is wide enough that it can never overflow: the image checker refuses
 # any neuron whose sum of |weights| over all incoming synapses exceeds ACC_MAX. That makes the

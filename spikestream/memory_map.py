@@ -19,10 +19,11 @@ Per lane (``lane`` in ``0 .. lanes-1``):
 ``PARAM``  neurons_per_lane   neuron parameters ``alpha, theta, rho, jump, bias``
 ``STATE``  neurons_per_lane   neuron state ``v, a, s`` (cleared by RESET)
 ``ACC``    neurons_per_lane   input accumulator (read only; cleared by RESET and UPDATE)
-``PTR``    ptr_depth          row starts ``start``: a lane keeps its rows back to back, so
-                              row ``k`` is synapse words ``start[k] .. start[k+1]-1``
-                              (its length the difference, modulo ``2**rows_bits``) and
-                              the word after a lane's last row is that row's end
+``PTR``    ptr_depth          row starts ``start`` and ``tail``: a lane keeps its rows
+                              back to back, so row ``k`` is synapse words ``start[k] ..
+                              start[k+1]-1``, and the word after a lane's last row is that
+                              row's end; ``tail`` is how many of the row's last words are
+                              walked one a cycle (spikestream.network.pair_row)
 ``SYN``    syn_depth          synapse words ``(target address, weight)``
 ``QUEUE``  queue_depth        spike queue ``(row, q)`` (read only): the lane's spikes, by
                               population and kept timestep (see History below); neuron
@@ -92,7 +93,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from spikestream.formats import (ACC_BITS, DECAY_BITS, MAX_DELAY, MAX_LEVEL_BITS, MAX_VOCAB,
-                                 STATE_BITS, TEMPERATURE_BITS, WEIGHT_BITS, RNG_BITS, NeuronKind)
+                                 STATE_BITS, TAIL_BITS, TEMPERATURE_BITS, WEIGHT_BITS, RNG_BITS,
+                                 NeuronKind)
 from spikestream.network import INPUT, core_layout, input_index, pop_bases, spike_input
 
 __all__ = [
@@ -432,15 +434,28 @@ class CoreConfig:
         return self.max_level_bits
 
     @property
+    def syn_half_words(self):
+        """Words of each half of a lane's synapse memory: the even addresses' and the odd
+        ones' (a lane reads one word of each a cycle: spikestream.network.pair_row)."""
+        return -(-self.syn_depth // 2)
+
+    @property
     def syn_bank_words(self):
-        """Words per bank of a lane's synapse memory, which the gateware builds as banks of
-        one block RAM's depth (a DP16KD in 1024 x 18 mode; a wider word takes several side
-        by side), so that each bank's output is registered before they are merged."""
-        return min(1024, self.syn_depth)
+        """Words per bank of a half of a lane's synapse memory, which the gateware builds as
+        banks of one block RAM's depth (a DP16KD in 1024 x 18 mode; a wider word takes
+        several side by side), so that each bank's output is registered before they are
+        merged."""
+        return min(1024, self.syn_half_words)
+
+    def syn_bank(self, k):
+        """Bank ``k`` (``0 .. syn_banks-1``) of a lane's synapse memory as ``(half, first,
+        words)``: it holds the words ``2 * (first + i) + half``, ``i < words``."""
+        first = (k // 2) * self.syn_bank_words
+        return k % 2, first, min(self.syn_bank_words, self.syn_half_words - first)
 
     @property
     def syn_banks(self):
-        return -(-self.syn_depth // self.syn_bank_words)
+        return 2 * -(-self.syn_half_words // self.syn_bank_words)
 
     # Word layouts ----------------------------------------------------------------------------
 
@@ -457,7 +472,7 @@ class CoreConfig:
         if mem == Mem.ACC:
             return WordLayout(Field("acc", ACC_BITS, True))
         if mem == Mem.PTR:
-            return WordLayout(Field("start", bits_for(self.syn_depth)))
+            return WordLayout(Field("start", bits_for(self.syn_depth)), Field("tail", TAIL_BITS))
         if mem == Mem.SYN:
             return WordLayout(Field("addr", self.local_bits), Field("weight", WEIGHT_BITS, True))
         if mem == Mem.POP:
@@ -487,10 +502,12 @@ class CoreConfig:
         return WordLayout(Field("value", RNG_BITS))
 
     def segment_layout(self):
-        """A row of a lane as its walker takes it: the first synapse word and the row's
-        length (two consecutive ``PTR`` words, their difference modulo ``2**rows_bits``)."""
+        """A row of a lane as its walker takes it: the first synapse word, the cycles it is
+        walked in (``slots``: from two consecutive ``PTR`` words, ``(end - start + start % 2
+        + tail) / 2``, modulo ``2**rows_bits``; see spikestream.network.pair_row) and its
+        ``tail``."""
         return WordLayout(Field("start", bits_for(self.syn_depth)),
-                          Field("length", self.rows_bits))
+                          Field("slots", self.rows_bits), Field("tail", TAIL_BITS))
 
     def depth(self, mem):
         """Words in memory ``mem`` (per lane for lane memories)."""
@@ -711,8 +728,8 @@ def image_writes(image, config):
                                                            "bias")})))
     ptr, syn = config.layout(Mem.PTR), config.layout(Mem.SYN)
     for lane in range(L):
-        for k, s in enumerate(lay.row_starts(lane)):
-            out.append(Write(Mem.PTR, lane, k, ptr.pack(start=int(s))))
+        for k, (s, t) in enumerate(zip(lay.row_starts(lane), lay.row_tails(lane))):
+            out.append(Write(Mem.PTR, lane, k, ptr.pack(start=int(s), tail=int(t))))
         for k, (a, w) in enumerate(zip(lay.syn_addr[lane], lay.syn_weight[lane])):
             out.append(Write(Mem.SYN, lane, k, syn.pack(addr=int(a), weight=int(w))))
     popl = config.layout(Mem.POP)

@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, NEURON_KIND_CUBA,
-                      NEURON_KIND_RESET, NEURON_KIND_SPIKES, STATE_MAX, STATE_MIN, WEIGHT_MAX,
-                      WEIGHT_MIN, NeuronKind, ResetMode)
+from .formats import (ACC_MAX, DECAY_ONE, MAX_DELAY, MAX_LEVEL_BITS, MAX_TAIL,
+                      NEURON_KIND_CUBA, NEURON_KIND_RESET, NEURON_KIND_SPIKES, STATE_MAX,
+                      STATE_MIN, WEIGHT_MAX, WEIGHT_MIN, NeuronKind, ResetMode)
 
 __all__ = ["INPUT", "MAX_NEURONS_PER_LANE", "MAX_LABEL_CHARS", "TOKEN_WHITESPACE", "NetworkError",
            "spike_input", "input_index", "check_vocab", "InputSpec", "PopulationMode",
            "Population", "Projection", "Network", "make_population", "RouteGroup",
-           "route_groups", "projection_groups", "pop_bases", "LaneLayout", "lane_layout",
-           "core_layout"]
+           "route_groups", "projection_groups", "pop_bases", "LaneLayout", "pair_row",
+           "lane_layout", "core_layout"]
 
 MAX_NEURONS_PER_LANE = 1 << 16
 """Local neuron addresses are 16 bits in the image (the core may support fewer)."""
@@ -562,8 +562,12 @@ class LaneLayout:
     Neuron ``n`` of population ``p`` lives in lane ``n % lanes`` at local address
     ``pop_base[p] + n // lanes``. Route group ``g``'s row pointers for source ``k`` are at
     ``ptr_base[g] + k`` in every lane; entry ``(start, length)`` selects the lane's
-    synapse words ``syn_addr[start:start+length]``, ``syn_weight[...]`` (member by member,
-    each member's targets ascending).
+    synapse words ``syn_addr[start:start+length]``, ``syn_weight[...]``. Unpaired (the
+    layout an image stores) a row holds its synapses member by member, each member's
+    targets ascending, and ``ptr_tail`` is 0. Paired (the core's: :func:`core_layout`) a
+    row is laid out for a lane that walks two words a cycle (:func:`pair_row`): ``ptr_tail``
+    is the number of its last words walked one a cycle, and a row may hold zero-weight
+    words (pads) beyond its synapses.
     """
     lanes: int
     groups: list         # RouteGroup
@@ -571,19 +575,25 @@ class LaneLayout:
     neurons_per_lane: int
     ptr_base: list       # per group, and the total
     ptr_start: list      # per lane: int64 [ptr entries]
-    ptr_len: list        # per lane: int64 [ptr entries]
-    syn_addr: list       # per lane: int64 [synapses in lane]
-    syn_weight: list     # per lane: int64 [synapses in lane]
-    seg_len: list        # per group: int64 [src size, lanes]
+    ptr_len: list        # per lane: int64 [ptr entries]: words (synapses and pads)
+    ptr_tail: list       # per lane: int64 [ptr entries]
+    syn_addr: list       # per lane: int64 [words in lane]
+    syn_weight: list     # per lane: int64 [words in lane]
+    seg_len: list        # per group: int64 [src size, lanes]: synapses (events)
+    seg_cycles: list     # per group: int64 [src size, lanes]: cycles a lane walks the row
 
     @property
     def ptr_entries(self):
         return self.ptr_base[-1] if self.ptr_base else 0
 
     def row_starts(self, lane):
-        """Lane ``lane``'s ``PTR`` words: each row's start, then the last row's end (its
+        """Lane ``lane``'s ``PTR`` starts: each row's start, then the last row's end (its
         rows lie back to back: row ``k`` ends where row ``k + 1`` starts)."""
         return np.append(self.ptr_start[lane], len(self.syn_addr[lane]))
+
+    def row_tails(self, lane):
+        """Lane ``lane``'s ``PTR`` tails, as :meth:`row_starts` (the last word's is 0)."""
+        return np.append(self.ptr_tail[lane], 0)
 
     def synapses_per_lane(self):
         return [len(a) for a in self.syn_addr]
@@ -599,10 +609,109 @@ def pop_bases(net, lanes):
     return bases, base
 
 
-def lane_layout(net, lanes, groups=None):
+def pair_row(even, odd, odd_start):
+    """How a lane that walks two synapse words a cycle lays out rows of ``even`` and ``odd``
+    synapses (to targets of even and odd local address; arrays or ints) starting at an odd
+    address or not (``odd_start``).
+
+    A lane reads words ``2k`` and ``2k + 1`` together, and its accumulator is two banks by
+    target parity, so a *pair* is an even target at an even address and an odd one after it.
+    A row is: one synapse if it starts at an odd address (a *lead*: of the more numerous
+    parity), then pairs, then its *tail* of the synapses left (all of one parity), walked
+    one a cycle. A tail longer than :data:`~spikestream.formats.MAX_TAIL` (what a row pointer
+    holds) is shortened by pads: zero-weight synapses of the other parity that make pairs.
+
+    Returns ``(lead, pairs, tail, pads, cycles)``: ``cycles = max(1, lead + pairs + tail)``,
+    which is ``max(1, even, odd)`` except for a row with as many of each that starts at an
+    odd address (one more); an empty row costs its pointer read.
+    """
+    even, odd = np.asarray(even), np.asarray(odd)
+    n = even + odd
+    r = np.abs(even - odd)
+    lead = (np.asarray(odd_start) & (n > 0)).astype(np.int64)
+    # r >= 1: the lead is one of the majority; r == 0: an even one, and an odd one is left.
+    tail = np.where(r == 0, lead, r - lead)
+    pads = np.maximum(0, tail - MAX_TAIL)
+    tail = tail - pads
+    pairs = (n + pads - lead - tail) // 2
+    return lead, pairs, tail, pads, np.maximum(1, lead + pairs + tail)
+
+
+def _parity_counts(rows, lane, addr, lanes, n_src):
+    """Synapses to even and to odd local addresses of each row: ``[2, n_src * lanes]``."""
+    key = (rows * lanes + lane) * 2 + (addr & 1)
+    return np.bincount(key, minlength=2 * n_src * lanes).reshape(n_src * lanes, 2).T
+
+
+def _odd_starts(parts_of, seg_len, lanes):
+    """Whether each group's rows start at an odd address (``[src size, lanes]`` a group) in
+    a paired layout: a lane's rows lie back to back, each its synapses and its pads long, and
+    a row's pads depend on where it starts, so the few rows that may need pads (a tail that
+    could exceed MAX_TAIL) are placed one after another."""
+    counts = [_parity_counts(r, ln, a, lanes, len(n)).reshape(2, *n.shape)
+              for (r, ln, a, _), n in zip(parts_of, seg_len)]
+    if not counts:
+        return []
+    even = np.concatenate([c[0] for c in counts])
+    odd = np.concatenate([c[1] for c in counts])
+    n = even + odd
+    starts = np.cumsum(n, axis=0) - n
+    pads = np.zeros_like(n)
+    for ln in range(n.shape[1]):
+        shift = 0
+        for k in np.flatnonzero(np.abs(even[:, ln] - odd[:, ln]) > MAX_TAIL):
+            pads[k, ln] = pair_row(even[k, ln], odd[k, ln], (starts[k, ln] + shift) & 1)[3]
+            shift += pads[k, ln]
+    lens = n + pads
+    odd_start = (np.cumsum(lens, axis=0) - lens) & 1
+    return np.split(odd_start, np.cumsum([len(s) for s in seg_len])[:-1])
+
+
+def _paired_layout(rows, lane, addr, values, lanes, n_src, start_odd, pad_ok):
+    """One group's synapses in paired order (see :func:`pair_row`) with its pads, given
+    whether each of its rows starts at an odd address (``start_odd`` ``[n_src, lanes]``).
+    Returns ``(lane, addr, values, words, tail, cycles)``, the last three ``[n_src, lanes]``."""
+    seg = rows * lanes + lane
+    par = addr & 1
+    even, odd = _parity_counts(rows, lane, addr, lanes, n_src)
+    lead, pairs, tail, pads, cycles = pair_row(even, odd, start_odd.reshape(-1))
+    major = (odd > even).astype(np.int64)
+    if pads.any():
+        pad_par = 1 - major
+        if not pad_ok and (pad_par[pads > 0] == 1).any():
+            raise NetworkError("a row's tail is too long to walk and a lane has no odd "
+                               "address to pad it with")
+        padded = np.repeat(np.arange(n_src * lanes), pads)
+        rows = np.concatenate([rows, padded // lanes])
+        lane = np.concatenate([lane, padded % lanes])
+        # a pad adds 0 to the first address of its parity
+        addr = np.concatenate([addr, pad_par[padded]])
+        values = np.concatenate([values, np.zeros(len(padded), values.dtype)])
+        seg = rows * lanes + lane
+        par = addr & 1
+    # each synapse's rank among its row's synapses of its parity (pads last)
+    order = np.lexsort((np.arange(len(seg)), par, seg))
+    key = (seg * 2 + par)[order]
+    first = np.r_[0, np.flatnonzero(np.diff(key)) + 1] if len(key) else np.zeros(0, np.int64)
+    rank = np.empty(len(seg), np.int64)
+    rank[order] = np.arange(len(key)) - np.repeat(first, np.diff(np.r_[first, len(key)]))
+    ld, pr, mj = lead[seg], pairs[seg], major[seg]
+    # the majority: lead, pairs, then the tail; the minority: pairs, then the tail
+    skip = np.where(par == mj, ld, 0)
+    k = rank - skip
+    pos = np.where((par == mj) & (rank < ld), 0,
+                   np.where(k < pr, ld + 2 * k + par, ld + 2 * pr + (k - pr)))
+    order = np.lexsort((pos, seg))
+    words = (even + odd + pads).reshape(n_src, lanes)
+    return (lane[order], addr[order], values[order], words, tail.reshape(n_src, lanes),
+            cycles.reshape(n_src, lanes))
+
+
+def lane_layout(net, lanes, groups=None, paired=False):
     """Lay ``net`` out over ``lanes`` lanes (see :class:`LaneLayout`), its projections in
     ``groups`` (:class:`RouteGroup` s covering each projection once; default: a group per
-    projection, the layout an image stores; :func:`core_layout` is the core's).
+    projection, the layout an image stores; :func:`core_layout` is the core's), its rows
+    ``paired`` for the core's lanes or not (see :class:`LaneLayout`).
 
     Works on each projection's sparse synapses: time and memory grow with the synapses and
     the row pointers, never with ``source size x target size``.
@@ -622,8 +731,7 @@ def lane_layout(net, lanes, groups=None):
         ptr_base.append(n_ptr)
         n_ptr += net.source_size(g.src)
     ptr_base.append(n_ptr)
-    seg_len, lane_of, addr, weight = [], [], [], []
-    lane_dtype = np.uint16 if lanes <= 1 << 16 else np.int64     # uint16 sorts in linear time
+    seg_len, parts_of = [], []
     for g in groups:
         parts = [net.projections[j].synapses() for j in g.members]
         rows = np.concatenate([r for r, _, _ in parts]).astype(np.int64)
@@ -640,20 +748,44 @@ def lane_layout(net, lanes, groups=None):
             del order
         n_src = net.source_size(g.src)
         lane = cols % lanes
+        del cols
         seg_len.append(np.bincount(rows * lanes + lane,
                                    minlength=n_src * lanes).reshape(n_src, lanes))
-        lane_of.append(lane.astype(lane_dtype))
-        addr.append(g_addr)                                # < MAX_NEURONS_PER_LANE
-        weight.append(values)
-        del rows, cols, values, lane, g_addr
+        parts_of.append((rows, lane, g_addr, values))
+    lane_dtype = np.uint16 if lanes <= 1 << 16 else np.int64     # uint16 sorts in linear time
+    lane_of, addr, weight = [], [], []
+    if not paired:
+        words, tails = seg_len, [np.zeros_like(s) for s in seg_len]
+        seg_cycles = [np.maximum(1, s) for s in seg_len]
+        for rows, lane, g_addr, values in parts_of:
+            lane_of.append(lane.astype(lane_dtype))
+            addr.append(g_addr)                            # < MAX_NEURONS_PER_LANE
+            weight.append(values)
+        del parts_of
+    else:
+        words, tails, seg_cycles = [], [], []
+        for g, start_odd in enumerate(_odd_starts(parts_of, seg_len, lanes)):
+            rows, lane, g_addr, values = parts_of[g]
+            parts_of[g] = None
+            lane, g_addr, values, w, t, c = _paired_layout(
+                rows, lane, g_addr, values, lanes, len(seg_len[g]), start_odd, base > 1)
+            words.append(w)
+            tails.append(t)
+            seg_cycles.append(c)
+            lane_of.append(lane.astype(lane_dtype))
+            addr.append(g_addr)
+            weight.append(values)
+        del parts_of
     # Row pointers: each lane stores its words group by group, row by row, with no gaps,
     # so a row starts where the lane's previous rows end.
-    lens = np.concatenate(seg_len) if seg_len else np.zeros((0, lanes), np.int64)
+    cat2 = lambda xs: np.concatenate(xs) if xs else np.zeros((0, lanes), np.int64)
+    lens = cat2(words)
     starts = np.cumsum(lens, axis=0) - lens
     ptr_len = list(np.ascontiguousarray(lens.T))
     ptr_start = list(np.ascontiguousarray(starts.T))
+    ptr_tail = list(np.ascontiguousarray(cat2(tails).T))
     del lens, starts
-    # Synapse words: every group's synapses are in row-major order already, so a stable
+    # Synapse words: every group's words are in row-major order already, so a stable
     # sort by lane gives each lane its words in storage order.
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
     lane_of = cat(lane_of)
@@ -667,10 +799,11 @@ def lane_layout(net, lanes, groups=None):
     syn_weight = [w.astype(np.int64) for w in np.split(weight, split)]
     return LaneLayout(lanes=lanes, groups=list(groups), pop_base=pop_base,
                       neurons_per_lane=base, ptr_base=ptr_base,
-                      ptr_start=ptr_start, ptr_len=ptr_len,
-                      syn_addr=syn_addr, syn_weight=syn_weight, seg_len=seg_len)
+                      ptr_start=ptr_start, ptr_len=ptr_len, ptr_tail=ptr_tail,
+                      syn_addr=syn_addr, syn_weight=syn_weight, seg_len=seg_len,
+                      seg_cycles=seg_cycles)
 
 
 def core_layout(net, lanes):
-    """The layout the core runs: :func:`lane_layout` with :func:`route_groups`."""
-    return lane_layout(net, lanes, route_groups(net))
+    """The layout the core runs: :func:`lane_layout` with :func:`route_groups`, paired."""
+    return lane_layout(net, lanes, route_groups(net), paired=True)

@@ -13,7 +13,8 @@ of gather (OR) and done (AND) trees.
 
 __all__ = ["CoreTiming", "PLANNED_TIMING", "DEFAULT_TIMING", "COMMAND_LATENCY", "READ_LATENCY",
            "BANKED_READ_LATENCY", "HOST_READ_LATENCY", "NEURON_LATENCY", "SAMPLER_LATENCY",
-           "WALK_LATENCY", "DISPATCH_CYCLES", "SKID_DEPTH", "core_timing", "reset_settle"]
+           "WALK_LATENCY", "DISPATCH_CYCLES", "SKID_DEPTH", "LANE_SYNAPSES", "core_timing",
+           "reset_settle"]
 
 
 class CoreTiming:
@@ -96,6 +97,11 @@ WRITE_LATENCY = 3
 """A write handshaken in cycle t shows its verdict (``status.write_error``) from cycle
 t + 1 + WRITE_LATENCY: it is registered as it comes, checked, then done (hw.core.Core); not
 part of the cycle model."""
+
+LANE_SYNAPSES = 2
+"""Synapses a lane adds a cycle at most (a pair: one word of each half of its synapse
+memory, one target of each bank of its accumulator; spikestream.network.pair_row). The
+ideal routing time is synaptic events / (lanes x LANE_SYNAPSES)."""
 
 DISPATCH_CYCLES = 2
 """Scheduler cycles per phase: read the tables, then look up the spike count and decide."""

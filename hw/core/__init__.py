@@ -8,9 +8,11 @@
   synapses, spike queue, spike buffer) and its engines: the neuron pipeline
   (:class:`NeuronUnit`, ``models.neurons.int_update`` one neuron per cycle, in its
   population's kind, reset mode and spike levels); after the row-pointer read the
-  :class:`SegmentQueue`, the :class:`Walker` (one synapse per cycle) and the
-  :class:`Accumulator` (each synapse's weight times its spike's value, forwarding the two
-  writes in flight); and the readout streamer.
+  :class:`SegmentQueue`, the :class:`Walker` (a slot per cycle: two synapse words, one of
+  each half of the synapse memory, or one), the steering of each word to the bank of its
+  target's parity and an :class:`Accumulator` per bank of the
+  accumulator (even and odd targets; each synapse's weight times its spike's value,
+  forwarding the two writes in flight); and the readout streamer.
 * :class:`Sampler` — xorshift32, the Gumbel table and the running first maximum.
 
 How a timestep runs (every phase begins with ``DISPATCH_CYCLES`` of table lookups):
@@ -31,10 +33,11 @@ How a timestep runs (every phase begins with ``DISPATCH_CYCLES`` of table lookup
   would have been: the token of ``d`` timesteps ago (a ring of the last ``max_delay + 1``),
   or a spike input's ids, one per cycle, ascending. Each lane takes every spike straight
   to its row-pointer read when its segment queue has room, otherwise into its spike buffer
-  (deep enough for a whole source population), and walks ``max(1, length)`` slots per
-  spike. Since a lane never starves and every spike costs at least a cycle, lane ``l``
-  finishes ``broadcast_latency + sum(max(1, length))`` cycles after the phase starts: the
-  cycle model's route cost. The phase ends when the AND tree has seen every lane done.
+  (deep enough for a whole source population), and walks ``max(1, slots)`` slots per
+  spike (a row's pairs two synapses a slot: spikestream.network.pair_row). Since a lane
+  never starves and every spike costs at least a cycle, lane ``l`` finishes
+  ``broadcast_latency + sum(max(1, slots))`` cycles after the phase starts: the cycle
+  model's route cost. The phase ends when the AND tree has seen every lane done.
 * **sample** (a network with a readout): one SAMPLE; lane ``i % lanes`` sends readout
   membrane ``i`` at cycle ``i`` through the gather tree to the sampler.
 * After the result, the spike inputs' next entries are emptied (not part of the step).

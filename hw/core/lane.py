@@ -13,7 +13,7 @@ from .layouts import (LaneOp, gather_layout, lane_port_layout, segment_layout, t
 from spikestream.capacity import lutram_memories, ptr_bank_words
 from .bram import BlockRAM, PipelinedRAM
 from .neuron import NeuronUnit
-from .walker import Accumulator, SegmentQueue, Walker
+from .walker import Accumulator, SegmentQueue, Walker, synapse_layout
 from spikestream.timing import BANKED_READ_LATENCY, HOST_READ_LATENCY, READ_LATENCY, SKID_DEPTH
 
 ROW_WORDS = 32
@@ -47,11 +47,12 @@ class Lane(wiring.Component):
       ``ptr_base``, with their values
       ``q``) into the gather tree at the matching cycles (so all lanes together emit them
       one per cycle, lane-major), and walk every spike that then arrives on ``bus.spike``:
-      read its row pointer and spend ``max(1, length)`` cycles adding the segment's weights
-      times ``q`` into the accumulator (:class:`~hw.core.walker.SegmentQueue`,
-      :class:`~hw.core.walker.Walker`, :class:`~hw.core.walker.Accumulator`: a
-      read-modify-write with forwarding). ``done`` rises when all ``count`` spikes have been
-      walked.
+      read its row pointer and spend ``max(1, slots)`` cycles (two synapses a slot where
+      the row pairs them: spikestream.network.pair_row) adding the segment's weights
+      times ``q`` into the accumulator, two banks by target parity
+      (:class:`~hw.core.walker.SegmentQueue`, :class:`~hw.core.walker.Walker`, an
+      :class:`~hw.core.walker.Accumulator` per bank: a read-modify-write with forwarding).
+      ``done`` rises when all ``count`` spikes have been walked.
     * ``UPDATE``: stream ``count`` rows from ``addr`` through the neuron pipeline
       (:class:`~hw.core.neuron.NeuronUnit`, in the population's ``mode``); write the state
       back, clear the accumulator, and (if ``push``) queue each spiking neuron's row
@@ -109,37 +110,40 @@ class Lane(wiring.Component):
         return self._index
 
     def _synapse_banks(self, m, layout, init, attrs):
-        """The synapse memory as ``config.syn_banks`` :class:`BlockRAM` banks (named
-        ``syn_b0``, ``syn_b1``, ...): returns its read port (``addr``), write port (``en``,
-        ``addr``, ``data``), its data as ``layout``, ``BANKED_READ_LATENCY`` cycles after
-        the address, and the same a cycle earlier, unregistered. The banks' registered
-        outputs are gated by their registered selects and ORed into one more register."""
+        """The synapse memory as two halves, the even words and the odd ones, each as
+        :class:`BlockRAM` banks (``config.syn_bank(k)``; named ``syn_b0``, ``syn_b1``, ...):
+        returns its read port (``addr``: word ``a``; both halves read their row ``a // 2``,
+        the words ``a & ~1`` and ``a | 1``), its write port (``en``, ``addr``, ``data``) and
+        the two words as ``layout``, ``BANKED_READ_LATENCY`` cycles after the address. Each
+        bank's registered output is gated by its registered select and a half's are ORed
+        into one more register."""
         cfg = self._config
-        words = cfg.syn_bank_words
-        low = addr_bits(words)
+        low = addr_bits(cfg.syn_bank_words)
         port = SimpleNamespace(addr=Signal(addr_bits(cfg.syn_depth), name="syn_addr"))
         wr = SimpleNamespace(en=Signal(name="syn_we"),
                              addr=Signal(addr_bits(cfg.syn_depth), name="syn_waddr"),
                              data=Signal(layout.size, name="syn_wdata"))
-        merged = 0
+        row, wrow = port.addr[1:], wr.addr[1:]
+        merged = [0, 0]
         for k in range(cfg.syn_banks):
-            depth = min(words, cfg.syn_depth - k * words)
-            bank = BlockRAM(layout.size, depth, init[k * words:(k + 1) * words], attrs,
-                            name=f"syn_b{k}", lutram="syn" in self._lutram)
+            half, first, depth = cfg.syn_bank(k)
+            words = init[2 * first + half:2 * (first + depth):2]
+            bank = BlockRAM(layout.size, depth, words, attrs, name=f"syn_b{k}",
+                            lutram="syn" in self._lutram)
             m.submodules[f"syn_b{k}"] = bank
             hit = Signal(name=f"syn_b{k}_hit")
             m.d.comb += [
-                bank.raddr.eq(port.addr[:low]),
-                bank.we.eq(wr.en & (wr.addr[low:] == k)),
-                bank.waddr.eq(wr.addr[:low]),
+                bank.raddr.eq(row[:low]),
+                bank.we.eq(wr.en & (wr.addr[0] == half) & (wrow[low:] == k // 2)),
+                bank.waddr.eq(wrow[:low]),
                 bank.wdata.eq(wr.data),
             ]
-            m.d.sync += hit.eq(port.addr[low:] == k)
+            m.d.sync += hit.eq(row[low:] == k // 2)
             hit = _delay(m, hit, 1, f"syn_b{k}_hit")
-            merged = merged | Mux(hit, bank.rdata, 0)
-        q = Signal(layout, name="syn_q", reset_less=True)
-        m.d.sync += q.eq(merged)
-        return port, wr, q, layout(merged)
+            merged[half] = merged[half] | Mux(hit, bank.rdata, 0)
+        q = [Signal(layout, name=f"syn_q{h}", reset_less=True) for h in (0, 1)]
+        m.d.sync += [q[h].eq(merged[h]) for h in (0, 1)]
+        return port, wr, q
 
     def _row_pointers(self, m, init, attrs):
         """The row pointers as two :class:`BlockRAM` banks, ``ptr_b0`` of the even words and
@@ -170,9 +174,13 @@ class Lane(wiring.Component):
         odd_q = _delay(m, odd, READ_LATENCY, "ptr_odd", reset_less=True)
         start = Signal(width, name="ptr_start")
         m.d.comb += start.eq(Mux(odd_q, banks[1].rdata, banks[0].rdata))
-        end = Mux(odd_q, banks[0].rdata, banks[1].rdata)
+        PTR = word_layout(cfg, Mem.PTR)
+        first, end = PTR(start), PTR(Mux(odd_q, banks[0].rdata, banks[1].rdata))
         seg = Signal(segment_layout(cfg), name="ptr_seg", reset_less=True)
-        m.d.sync += [seg.start.eq(start), seg.length.eq(end - start)]
+        # slots: (words + start % 2 + tail) / 2 (spikestream.network.pair_row)
+        twice = Signal(cfg.rows_bits + 1, name="ptr_twice_slots")
+        m.d.comb += twice.eq(end.start - first.start + first.start[0] + first.tail)
+        m.d.sync += [seg.start.eq(first.start), seg.slots.eq(twice[1:]), seg.tail.eq(first.tail)]
         return port, wr, start, seg
 
     def elaborate(self, platform):
@@ -224,9 +232,14 @@ class Lane(wiring.Component):
                     SimpleNamespace(en=ram.we, addr=ram.waddr, data=ram.wdata),
                     layout(ram.rdata) if isinstance(layout, data.Layout) else ram.rdata)
 
-        m.submodules.acc = acc = PipelinedRAM(ACC_BITS, NPL, attrs=bram, name="acc",
-                                              lutram="acc" in self._lutram,
-                                              row_words=ROW_WORDS)
+        # The accumulator is two banks, the even local addresses' and the odd ones': a lane
+        # adds a pair of synapses (one of each) a cycle.
+        accs = []
+        for h in (0, 1):
+            m.submodules[f"acc_b{h}"] = bank = PipelinedRAM(
+                ACC_BITS, -(-NPL // 2), attrs=bram, name=f"acc_b{h}",
+                lutram="acc" in self._lutram, row_words=ROW_WORDS)
+            accs.append(bank)
         QUEUE = word_layout(cfg, Mem.QUEUE)
         SPIKE = data.StructLayout({"ptr": unsigned(cfg.ptr_bits), "q": unsigned(cfg.q_bits)})
         m.submodules.queue = queue = PipelinedRAM(QUEUE.size, cfg.queue_depth, attrs=bram,
@@ -237,12 +250,12 @@ class Lane(wiring.Component):
 
         param_r, param_w, param_q = block_ram("param", PARAM, NPL, initial(Mem.PARAM))
         state_r, state_w, state_q = block_ram("state", STATE, NPL, initial(Mem.STATE))
-        acc_w = SimpleNamespace(en=acc.we, addr=acc.waddr, data=acc.wdata)
-        acc_raw = acc.rdata.as_signed()         # the word at acc.raddr of two cycles before
-        acc_q = data_reg(signed(ACC_BITS), "acc_q")
-        m.d.sync += acc_q.eq(acc_raw)
+        # each bank's word at its raddr of two cycles before
+        acc_raw = [bank.rdata.as_signed() for bank in accs]
+        acc_q = data_reg(signed(ACC_BITS), "acc_q")         # the update's or the host's word
+        acc_sel = data_reg(1, "acc_sel")
         ptr_r, ptr_w, ptr_q, ptr_seg = self._row_pointers(m, initial(Mem.PTR), bram)
-        syn_r, syn_w, syn_q, syn_next = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
+        syn_r, syn_w, syn_q = self._synapse_banks(m, SYN, initial(Mem.SYN), bram)
         # The spike queue's second read register adds the projection's row-pointer base
         # (held for the phase), so a lane sends row-pointer addresses from a register.
         queue_w = SimpleNamespace(en=queue.we, addr=queue.waddr, data=QUEUE(queue.wdata))
@@ -309,7 +322,10 @@ class Lane(wiring.Component):
         m.d.sync += [
             fast_word.eq(fast[0] | fast[1] | fast[2] | fast[3] | fast[4]),
             host_q.eq(delay(host_rd, BANKED_READ_LATENCY + 1, "host_rd")),
-            host_word.eq(fast_word | gate(Mem.SYN, syn_q, BANKED_READ_LATENCY)),
+            host_word.eq(fast_word | gate(Mem.SYN, Mux(delay(host_addr[0], BANKED_READ_LATENCY,
+                                                             "host_syn_odd", True),
+                                                       syn_q[1], syn_q[0]),
+                                          BANKED_READ_LATENCY)),
         ]
         assert BANKED_READ_LATENCY == READ_LATENCY + 1
 
@@ -528,11 +544,11 @@ class Lane(wiring.Component):
         push_seg = delay(ptr_issue, READ_LATENCY + 1, "ptr_issue")
         seg_q = delay(issue_q, READ_LATENCY + 1, "issue_q", True)
 
-        # The segment queue, the walker (one slot per cycle, max(1, length) slots per spike)
-        # and the accumulator (read-modify-write with forwarding) behind the synapse banks.
+        # The segment queue, the walker (one slot per cycle, max(1, slots) slots per spike)
+        # and an accumulator per bank (read-modify-write with forwarding) behind the synapse
+        # halves.
         m.submodules.segments = segments = SegmentQueue(cfg)
         m.submodules.walker = walker = Walker(cfg)
-        m.submodules.accumulate = accumulate = Accumulator(cfg)
         wiring.connect(m, segments.o, walker.i)
         m.d.comb += [
             segments.i.valid.eq(push_seg),
@@ -545,28 +561,64 @@ class Lane(wiring.Component):
             syn_r.addr.eq(Mux(host_rd, host_addr, walker.o.payload.addr)),
             self.done.eq(route_on & (walker.walked == bus.count) & walker.idle),
         ]
-        # The value of the spike each synapse read belongs to travels with the read.
-        v_r = delay(walker.o.valid & route_on, BANKED_READ_LATENCY, "syn_issue")
+        # Which halves a slot reads (a pair: both; one word: its address's) and the value of
+        # its spike travel with the read.
+        issue, odd = walker.o.valid & route_on, walker.o.payload.addr[0]
+        pair = walker.o.payload.pair
+        v_r = [delay(issue & (pair | ~odd), BANKED_READ_LATENCY, "syn_issue0"),
+               delay(issue & (pair | odd), BANKED_READ_LATENCY, "syn_issue1")]
         q_r = delay(walker.o.payload.q, BANKED_READ_LATENCY, "syn_q_value", True)
-        m.d.comb += [
-            accumulate.i.valid.eq(v_r),
-            accumulate.i.payload.addr.eq(syn_q.addr),
-            accumulate.i.payload.weight.eq(syn_q.weight),
-            accumulate.i.payload.q.eq(q_r),
-            accumulate.raw.eq(acc_raw),
-        ]
+        # Each bank takes the word whose target has its parity (a pair holds one of each:
+        # spikestream.network.pair_row), into a register; the bank's address register is
+        # loaded with the same address (halved) in the same cycle.
+        SYNAPSE = synapse_layout(cfg)
+        steer_addr = []
+        for h in (0, 1):
+            from_odd = Signal(name=f"steer{h}_odd")
+            chosen = Signal(SYN, name=f"steer{h}_word")
+            m.d.comb += [
+                from_odd.eq(v_r[1] & (syn_q[1].addr[0] == h)),
+                chosen.eq(Mux(from_odd, syn_q[1], syn_q[0])),
+            ]
+            to_bank = Signal(SYNAPSE, name=f"acc{h}_in", reset_less=True)
+            to_bank_v = Signal(name=f"acc{h}_in_valid")
+            m.d.sync += [
+                to_bank_v.eq(from_odd | (v_r[0] & (syn_q[0].addr[0] == h))),
+                to_bank.addr.eq(chosen.addr[1:]),
+                to_bank.weight.eq(chosen.weight),
+                to_bank.q.eq(q_r),
+            ]
+            steer_addr.append(chosen.addr[1:])
+            m.submodules[f"accumulate{h}"] = accumulate = Accumulator(cfg)
+            m.d.comb += [
+                accumulate.i.valid.eq(to_bank_v),
+                accumulate.i.payload.eq(to_bank),
+                accumulate.raw.eq(acc_raw[h]),
+            ]
+            bank = accs[h]
+            with m.If(clr_run):
+                m.d.comb += [bank.we.eq(1), bank.waddr.eq(clr_addr[1:]), bank.wdata.eq(0)]
+            with m.Elif(neuron.o.valid):
+                m.d.comb += [bank.we.eq(wb_addr[0] == h), bank.waddr.eq(wb_addr[1:]),
+                             bank.wdata.eq(0)]
+            with m.Else():
+                m.d.comb += [bank.we.eq(accumulate.o.valid),
+                             bank.waddr.eq(accumulate.o.payload.addr),
+                             bank.wdata.eq(accumulate.o.payload.value)]
+            # The bank's address register is loaded with what its address would be next
+            # cycle: the synapse's in the bank's input register, the host's or the update's
+            # (each from the values its own register is about to take). A host read is never
+            # in ROUTE: its op ends the mode.
+            m.d.comb += bank.raddr.eq(Mux(route_on_next, steer_addr[h],
+                                          Mux(host_rd_next, bus.addr[1:], upd_addr_next[1:])))
+        # The update's and the host's word: the bank of the address read.
+        m.d.sync += [acc_sel.eq(Mux(host_rd, host_addr[0], upd_addr[0])),
+                     acc_q.eq(Mux(acc_sel, acc_raw[1], acc_raw[0]))]
 
         # Memory port sharing. Host accesses only happen while the core is idle.
         m.d.comb += [
             param_r.addr.eq(Mux(host_rd, host_addr, upd_addr)),
             state_r.addr.eq(Mux(host_rd, host_addr, Mux(smp_run, smp_addr, upd_addr))),
-            # The accumulator's address register is loaded with what its address would be
-            # next cycle: the synapse's in the synapse register, the host's or the update's
-            # (each from the values its own register is about to take). The synapse banks'
-            # word comes last, through the last multiplexer only (a host read is never in
-            # ROUTE: its op ends the mode).
-            acc.raddr.eq(Mux(route_on_next, syn_next.addr,
-                             Mux(host_rd_next, bus.addr, upd_addr_next))),
         ]
         with m.If(host_wr[Mem.STATE]):
             m.d.comb += [state_w.en.eq(1), state_w.addr.eq(host_addr), state_w.data.eq(host_data)]
@@ -575,12 +627,4 @@ class Lane(wiring.Component):
         with m.Else():
             m.d.comb += [state_w.en.eq(write_back), state_w.addr.eq(wb_addr),
                          state_w.data.eq(out.state)]
-        with m.If(clr_run):
-            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(clr_addr), acc_w.data.eq(0)]
-        with m.Elif(neuron.o.valid):
-            m.d.comb += [acc_w.en.eq(1), acc_w.addr.eq(wb_addr), acc_w.data.eq(0)]
-        with m.Else():
-            m.d.comb += [acc_w.en.eq(accumulate.o.valid),
-                         acc_w.addr.eq(accumulate.o.payload.addr),
-                         acc_w.data.eq(accumulate.o.payload.value)]
         return m

@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikestream.formats import ACC_BITS, WEIGHT_BITS
+from spikestream.formats import ACC_BITS, TAIL_BITS, WEIGHT_BITS
 from spikestream.timing import SKID_DEPTH
 from .layouts import segment_layout
 
@@ -21,16 +21,19 @@ def segment_entry_layout(config):
 
 def head_layout(config):
     """A segment as the walker takes it, decoded ahead: its first synapse, whether it has
-    any (``nonzero``), whether it has at most one (``single``), the slots after the first
-    (``more``) and the spike's value."""
+    any slot with a synapse (``nonzero``), whether it has at most one slot (``single``), the
+    slots after the first (``more``), how many of its last slots are single (``tail``) and
+    the spike's value."""
     return data.StructLayout({"start": unsigned(config.syn_bits), "nonzero": 1, "single": 1,
                               "more": unsigned(config.rows_bits),
-                              "q": unsigned(config.q_bits)})
+                              "tail": unsigned(TAIL_BITS), "q": unsigned(config.q_bits)})
 
 
 def synapse_read_layout(config):
-    """A synapse read the walker issues: its address and the value of its spike."""
-    return data.StructLayout({"addr": unsigned(config.syn_bits), "q": unsigned(config.q_bits)})
+    """A synapse read the walker issues: its address, whether it reads the word after it too
+    (``pair``: the address is even) and the value of its spike."""
+    return data.StructLayout({"addr": unsigned(config.syn_bits), "pair": 1,
+                              "q": unsigned(config.q_bits)})
 
 
 def synapse_layout(config):
@@ -82,10 +85,10 @@ class SegmentQueue(wiring.Component):
 
         def load_head(entry):
             seg = entry.seg
-            return [head.start.eq(seg.start), head.nonzero.eq(seg.length != 0),
-                    head.single.eq(seg.length <= 1),
-                    head.more.eq(Mux(seg.length != 0, seg.length - 1, 0)), head.q.eq(entry.q),
-                    head_valid.eq(1)]
+            return [head.start.eq(seg.start), head.nonzero.eq(seg.slots != 0),
+                    head.single.eq(seg.slots <= 1),
+                    head.more.eq(Mux(seg.slots != 0, seg.slots - 1, 0)),
+                    head.tail.eq(seg.tail), head.q.eq(entry.q), head_valid.eq(1)]
 
         skid_wp = Signal(range(SKID_DEPTH), name="skid_wp")
         skid_rp = Signal(range(SKID_DEPTH), name="skid_rp")
@@ -120,11 +123,13 @@ class SegmentQueue(wiring.Component):
 
 
 class Walker(wiring.Component):
-    """Walk each segment one slot per cycle, ``max(1, length)`` slots per segment.
+    """Walk each segment one slot per cycle, ``max(1, slots)`` slots per segment.
 
     A segment is taken (``i.ready``) when the walker is ``enable`` d and has no slot left of
     the last one; from then on it issues one synapse read a cycle (none for an empty
-    segment's single slot).
+    segment's single slot). A slot reads one word, or two (``pair``: the word at an even
+    address and the next), as spikestream.network.pair_row lays a row out: one word at an
+    odd address, one word in the row's last ``tail`` slots, two otherwise.
 
     Attributes
     ----------
@@ -159,12 +164,19 @@ class Walker(wiring.Component):
         rem_zero = self.idle
         cur = Signal(cfg.syn_bits, name="cur", reset_less=True)
         cur_q = Signal(cfg.q_bits, name="cur_q", reset_less=True)   # the spike walked
+        tail = Signal(TAIL_BITS, name="tail", reset_less=True)     # of the segment walked
         take = Signal(name="take")
+        pair = Signal(name="pair")
+        # A slot is a pair unless its address is odd or it is one of the last `tail` (slots
+        # after it: `more` when taken, `rem - 1` later).
         m.d.comb += [
             self.i.ready.eq(self.enable & rem_zero),
             take.eq(self.i.valid & self.i.ready),
             self.o.valid.eq((take & head.nonzero) | ~rem_zero),
             self.o.payload.addr.eq(Mux(take, head.start, cur)),
+            pair.eq(Mux(take, ~head.start[0] & (head.more >= head.tail),
+                        ~cur[0] & (rem > tail))),
+            self.o.payload.pair.eq(pair),
             self.o.payload.q.eq(Mux(take, head.q, cur_q)),
         ]
         with m.If(self.clear):
@@ -172,13 +184,14 @@ class Walker(wiring.Component):
         with m.Elif(take):
             m.d.sync += [
                 self.walked.eq(self.walked + 1),
-                cur.eq(head.start + 1),
+                cur.eq(head.start + 1 + pair),
                 cur_q.eq(head.q),
+                tail.eq(head.tail),
                 rem.eq(head.more),
                 rem_zero.eq(head.single),
             ]
         with m.Elif(~rem_zero):
-            m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), rem_zero.eq(rem == 1)]
+            m.d.sync += [cur.eq(cur + 1 + pair), rem.eq(rem - 1), rem_zero.eq(rem == 1)]
         return m
 
 

@@ -164,12 +164,12 @@ def test_85f_default_holds_the_shipped_model_at_16_lanes():
 
 
 def test_lanes_that_do_not_fit_are_refused():
-    with pytest.raises(ValueError, match=r"64 lanes do not fit the LFE5U-85F: .*259 DP16KD"):
+    with pytest.raises(ValueError, match=r"64 lanes do not fit the LFE5U-85F: .*323 DP16KD"):
         ulx3s.core_config("85f", 64)
     # 32 lanes: the logic is refused, not the block RAM: the LUT4 estimate passes LUT_FILL,
     # and even all of the device's LUT4.
     with pytest.raises(ValueError, match=r"32 lanes do not fit the LFE5U-85F: an estimated "
-                                         r"\d+ LUT4 .* more than 75% "):
+                                         r"\d+ LUT4 .* more than 80% "):
         ulx3s.core_config("85f", 32)
     with pytest.raises(ValueError, match=r"32 lanes do not fit the LFE5U-85F: an estimated "
                                          r"\d+ LUT4 .* more than 100% "):

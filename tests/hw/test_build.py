@@ -97,19 +97,19 @@ def test_refuses_too_many_lanes_fast(capsys):
     status, _, err = run(capsys, "--lanes", "64")
     assert time.monotonic() - t0 < 10
     assert status == hwb.EXIT_FIT
-    assert "64 lanes do not fit the LFE5U-85F" in err and "259 DP16KD" in err
+    assert "64 lanes do not fit the LFE5U-85F" in err and "323 DP16KD" in err
 
 
 def test_refuses_an_image_too_large_fast(capsys):
-    # The 45F's default core (8 lanes of 128 neurons and 7168 synapse words) is too small
-    # for the shipped model (re-laid out for 8 lanes: 145 neurons and up to 14550 synapses
+    # The 45F's default core (8 lanes of 128 neurons and 6144 synapse words) is too small
+    # for the shipped model (re-laid out for 8 lanes: 145 neurons and up to 14551 synapse words
     # in the fullest lane).
     t0 = time.monotonic()
     status, _, err = run(capsys, "--fpga", "45f")
     assert time.monotonic() - t0 < 10
     assert status == hwb.EXIT_FIT
     assert "neurons per lane: needs 145, the core has 128 (17 too many)" in err
-    assert "synapse words per lane (the fullest lane): needs 14550, the core has 7168" in err
+    assert "synapse words per lane (the fullest lane): needs 14551, the core has 6144" in err
 
 
 def test_relayout_is_named(capsys):

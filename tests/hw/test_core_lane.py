@@ -5,12 +5,15 @@ WRITE ops, the accumulators cleared, then a ROUTE phase delivers a list of spike
 cycle (as the broadcast tree does), each with a value ``q`` (1 for a binary spike).
 Afterwards every accumulator, read back with READ ops, must equal the numpy sum of the
 walked segments' weights times their spikes' values, and ``done`` must rise exactly
-``WALK_LATENCY + sum(max(1, length))`` cycles after the first spike arrived: the lane
-never starves, whatever mix of long, short and empty segments it gets.
+``WALK_LATENCY + sum(max(1, slots))`` cycles after the first spike arrived (a row's slots
+as spikestream.network.pair_row counts them: pairs of an even and an odd target, one word
+at an odd start and in the tail): the lane never starves, whatever mix of long, short and
+empty segments it gets.
 
-Segments are written freely (not in the compiler's canonical form) to provoke accumulator
+Segments are chosen freely (not as a compiler would make them) to provoke accumulator
 hazards: the same target in back-to-back slots, within a segment and across spikes, and
-at distance two.
+at distance two; each is laid out in pairs here, by the rule, independently of the
+compiler's code.
 """
 
 import numpy as np
@@ -19,8 +22,10 @@ from amaranth.sim import Simulator
 
 from hw.core.lane import Lane
 from hw.core.layouts import LaneOp
+from spikestream.formats import MAX_TAIL
 from spikestream.timing import HOST_READ_LATENCY, WALK_LATENCY
 from spikestream.memory_map import CoreConfig, Mem
+from spikestream.network import pair_row
 
 CONFIG = CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=2048, ptr_depth=64, max_pops=2,
                     max_projs=2, max_vocab=4, spike_depth=128)
@@ -47,11 +52,12 @@ def _route_case(segments, spikes, gaps=None):
     ptr_l, syn_l = CONFIG.layout(Mem.PTR), CONFIG.layout(Mem.SYN)
     writes, start = [], 0
     for k, seg in enumerate(segments):
-        writes.append((Mem.PTR, k, ptr_l.pack(start=start)))
-        for target, weight in seg:
+        words, tail, _ = _lay_row(seg, start)
+        writes.append((Mem.PTR, k, ptr_l.pack(start=start, tail=tail)))
+        for target, weight in words:
             writes.append((Mem.SYN, start, syn_l.pack(addr=target, weight=weight)))
             start += 1
-    writes.append((Mem.PTR, len(segments), ptr_l.pack(start=start)))    # the last row's end
+    writes.append((Mem.PTR, len(segments), ptr_l.pack(start=start, tail=0)))   # the end
     assert len(spikes) <= CONFIG.max_source      # a phase delivers at most a population
     assert start <= CONFIG.syn_depth
     gaps = gaps or [0] * len(spikes)
@@ -110,14 +116,36 @@ def _route_case(segments, spikes, gaps=None):
     return out["acc"], out["latency"]
 
 
+def _lay_row(seg, start):
+    """Row ``seg`` of ``(target, weight)`` laid out from ``start`` as pair_row says: its
+    words (a lead of the more numerous parity at an odd start, pairs with the even target
+    first, the tail; pads of weight 0 at address 0 or 1), its tail and its cycles."""
+    even = [s for s in seg if s[0] % 2 == 0]
+    odd = [s for s in seg if s[0] % 2 == 1]
+    lead, pairs, tail, pads, cycles = (int(x) for x in pair_row(len(even), len(odd),
+                                                                start % 2))
+    major, minor = (odd, even) if len(odd) > len(even) else (even, odd)
+    minor = minor + [(int(major is even), 0)] * pads
+    words = major[:lead]
+    for a, b in zip(major[lead:lead + pairs], minor[:pairs]):
+        words += sorted([a, b], key=lambda s: s[0] % 2)
+    words += major[lead + pairs:] + minor[pairs:]
+    assert len(words) == lead + 2 * pairs + tail
+    return words, tail, cycles
+
+
 def _reference(segments, spikes):
     acc = np.zeros(CONFIG.neurons_per_lane, np.int64)
     spikes = [s if isinstance(s, tuple) else (s, 1) for s in spikes]
     for ptr, q in spikes:
         for target, weight in segments[ptr]:
             acc[target] += weight * q
-    work = sum(max(1, len(segments[ptr])) for ptr, _ in spikes)
-    return acc.tolist(), WALK_LATENCY + work
+    cost, start = [], 0                  # each row's cycles, laid out as _route_case does
+    for seg in segments:
+        words, _, cycles = _lay_row(seg, start)
+        cost.append(cycles)
+        start += len(words)
+    return acc.tolist(), WALK_LATENCY + sum(cost[ptr] for ptr, _ in spikes)
 
 
 def _segment(rng, n, targets=16):
@@ -160,6 +188,17 @@ def test_long_then_short_segments():
     segs = [_segment(rng, 64), [], [(7, 3)], [(7, -3), (8, 4)]]
     spikes = [0] + [int(x) for x in rng.integers(1, 4, 40)] + [0] + [1] * 20
     _check(segs, spikes)
+
+
+def test_long_tails_are_padded():
+    # Rows of one parity longer than a row pointer's tail can say (MAX_TAIL): laid out with
+    # pads (weight 0, at address 0 or 1) that pair with the excess; the second row starts
+    # at an odd word (the first is 25 words: 20 synapses, 5 pads).
+    segs = [[(2 * k + 1, k - 9) for k in range(20)], [(2 * k, 7 - k) for k in range(25)],
+            [(3, 1)], [(5, 2), (4, -3), (6, 9)]]
+    assert _lay_row(segs[0], 0)[:2] == (_lay_row(segs[0], 0)[0], MAX_TAIL)
+    assert len(_lay_row(segs[0], 0)[0]) == 25 and len(_lay_row(segs[1], 25)[0]) == 34
+    _check(segs, [0, 1, 2, 0, 3, 1, 1])
 
 
 @pytest.mark.parametrize("seed", range(4))

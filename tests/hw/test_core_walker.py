@@ -1,9 +1,10 @@
 """hw.core.walker: the segment queue and the walker against a slot-by-slot reference.
 
 Segments arrive in bursts and gaps (the queue's LUT RAM fills and drains), the walker is
-paused at random; every segment must be walked in arrival order, ``max(1, length)``
-slots each, one synapse read per slot of a non-empty segment at consecutive addresses
-with its spike's value, and ``walked`` must count them. The accumulator, on the memory
+paused at random; every segment must be walked in arrival order, ``max(1, slots)`` slots
+each, one read per slot of a non-empty segment, of one word or of a pair (an even address
+and the next) as spikestream.network.pair_row lays rows out, with its spike's value, and
+``walked`` must count them. The accumulator, on the memory
 the lane gives it, must sum every synapse exactly however close its repeats.
 """
 
@@ -16,6 +17,7 @@ from hw.core.bram import PipelinedRAM
 from hw.core.walker import Accumulator, SegmentQueue, Walker, synapse_layout
 from spikestream.formats import ACC_BITS
 from spikestream.memory_map import CoreConfig
+from spikestream.network import pair_row
 from spikestream.timing import SKID_DEPTH
 
 CONFIG = CoreConfig(lanes=1, neurons_per_lane=64, syn_depth=2048, ptr_depth=64, max_pops=2,
@@ -36,8 +38,20 @@ class _Pair(Elaboratable):
 
 
 def _reference(segments):
-    """Per segment: the (address, q) reads its slots issue."""
-    return [[(start + k, q) for k in range(length)] for start, length, q in segments]
+    """Per segment: the (address, pair, q) reads its slots issue."""
+    out = []
+    for start, words, tail, q in segments:
+        reads, a, end = [], start, start + words
+        while a < end:
+            single = a % 2 == 1 or end - a <= tail
+            reads.append((a, int(not single), q))
+            a += 1 if single else 2
+        out.append(reads)
+    return out
+
+
+def _slots(start, words, tail):
+    return (words + start % 2 + tail) // 2
 
 
 def _run(segments, arrive_every, enable_p, seed):
@@ -56,17 +70,19 @@ def _run(segments, arrive_every, enable_p, seed):
             # the lane's spike buffer does), offering one every `arrive_every` cycles.
             offer = bool(pending) and cycle % arrive_every == 0 and in_queue < SKID_DEPTH + 1
             if offer:
-                start, length, value = pending[0]
+                start, words, tail, value = pending[0]
                 ctx.set(q.i.valid, 1)
                 ctx.set(q.i.payload.seg.start, start)
-                ctx.set(q.i.payload.seg.length, length)
+                ctx.set(q.i.payload.seg.slots, _slots(start, words, tail))
+                ctx.set(q.i.payload.seg.tail, tail)
                 ctx.set(q.i.payload.q, value)
             else:
                 ctx.set(q.i.valid, 0)
             ctx.set(w.enable, int(rng.random() < enable_p))
             taken = ctx.get(w.i.valid) and ctx.get(w.i.ready)
             if ctx.get(w.o.valid):
-                reads.append((ctx.get(w.o.payload.addr), ctx.get(w.o.payload.q)))
+                reads.append((ctx.get(w.o.payload.addr), ctx.get(w.o.payload.pair),
+                              ctx.get(w.o.payload.q)))
             if taken or not ctx.get(w.idle):
                 slots[0] += 1
             await ctx.tick()
@@ -87,11 +103,16 @@ def _run(segments, arrive_every, enable_p, seed):
 
 
 def _segments(rng, n):
+    """Rows of random even and odd synapse counts (tails up to 40, so pads too) laid out as
+    pair_row does, at random starts: (start, words, tail, q)."""
     out = []
     for _ in range(n):
-        length = int(rng.choice([0, 1, 2, int(rng.integers(3, 80))]))
-        out.append((int(rng.integers(0, CONFIG.syn_depth - 80)), length,
-                    int(rng.integers(0, 1 << CONFIG.q_bits))))
+        even, odd = (int(rng.choice([0, 1, 2, int(rng.integers(3, 40))])) for _ in range(2))
+        start = int(rng.integers(0, CONFIG.syn_depth - 120))
+        _, _, tail, pads, cycles = pair_row(even, odd, start % 2)
+        words = even + odd + int(pads)
+        assert max(1, _slots(start, words, int(tail))) == cycles
+        out.append((start, words, int(tail), int(rng.integers(0, 1 << CONFIG.q_bits))))
     return out
 
 
@@ -101,7 +122,7 @@ def test_walks_every_segment_in_order():
         segments = _segments(rng, 60)
         reads, slots, walked = _run(segments, arrive_every, enable_p, seed=arrive_every)
         assert reads == [r for seg in _reference(segments) for r in seg]
-        assert slots == sum(max(1, length) for _, length, _ in segments)
+        assert slots == sum(max(1, _slots(s, n, t)) for s, n, t, _ in segments)
         assert walked == len(segments)
 
 
@@ -114,7 +135,7 @@ def test_clear_forgets_queued_segments():
         for start in range(5):                 # five segments wait, the walker paused
             ctx.set(q.i.valid, 1)
             ctx.set(q.i.payload.seg.start, 100 * start)
-            ctx.set(q.i.payload.seg.length, 3)
+            ctx.set(q.i.payload.seg.slots, 3)
             await ctx.tick()
         ctx.set(q.i.valid, 0)
         assert ctx.get(q.o.valid)
@@ -191,3 +212,4 @@ def test_accumulator_forwards_writes_in_flight():
     sim.add_testbench(testbench)
     sim.run()
     assert got == [int(x) for x in expect[:8]]
+

@@ -25,8 +25,8 @@ CUSTOM = CoreTiming(broadcast_latency=5, route_drain=7, update_latency=11, phase
                     sample_latency=17)
 
 
-def _route(seg_len, spikes, lanes, timing=PLANNED_TIMING):
-    rc = RouteCost(np.asarray(seg_len, dtype=np.int64), lanes, timing)
+def _route(seg_len, spikes, lanes, timing=PLANNED_TIMING, seg_cycles=None):
+    rc = RouteCost(np.asarray(seg_len, dtype=np.int64), lanes, timing, seg_cycles=seg_cycles)
     c, e = route_cost(rc, torch.as_tensor(spikes, dtype=torch.bool).reshape(1, -1))
     return int(c[0]), int(e[0])
 
@@ -171,15 +171,17 @@ def test_golden_step_cycles():
     # at delay 1 (proj 1); G2 h at delay 0 (proj 2), before the readout's update.
     # Step 1, token 0 (after reset nothing spiked before):
     #   G0: token 0: proj 0 row 0 -> h 0, 2 (lane 0), proj 3 row 0 -> readout 0 (lane 0):
-    #       segments [3, 0] -> lane costs 3, 1; done 2 + 3 = 5; 5+3+1 = 9 cycles; 3 ev.
+    #       segments [3, 0]; lane 0's targets are local addresses 0, 1, 2 from word 0: a
+    #       pair (0, 1), then a tail of one (2): 2 slots. Lane costs 2, 1; done 2 + 2 = 4;
+    #       4+3+1 = 8 cycles; 3 ev.
     #   G1: no previous h spikes -> 1 cycle; 0 ev.
     #   h: current [1, 0, 1] -> spikes {0, 2}.
     #   G2: h {0, 2}, lane-major [0, 2, 1]; segments [1, 1] and [1, 1]; each lane
     #       2 cycles; done 4; 8 cycles; events 2 + 2 = 4.
-    #   route 9 + 1 + 8 = 18; total 18 + 22 = 40; events 3 + 0 + 4 = 7.
+    #   route 8 + 1 + 8 = 17; total 17 + 22 = 39; events 3 + 0 + 4 = 7.
     r = core.step([0])
     assert r.spikes[0].tolist() == [[True, False, True]]
-    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (18, 40, 7)
+    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (17, 39, 7)
     # Logits: w_out rows 0 + 2 = [1, 0, 1, 3], plus w_tok row 0 = [2, 0, 1, 3]; argmax 3.
     assert r.logits.tolist() == [[2, 0, 1, 3]] and r.token.tolist() == [3]
     _check_events(net, r, token=0, prev_h=[False] * 3)
@@ -187,31 +189,33 @@ def test_golden_step_cycles():
 
     # Step 2, token 2:
     #   G0: proj 0 row 2 -> h 0, 2 (lane 0), h 1 (lane 1); proj 3 row 2 -> readout 2
-    #       (lane 0): segments [3, 1] -> done 2 + 3 = 5; 9 cycles; 4 ev.
+    #       (lane 0): segments [3, 1]; lane 0's row starts at word 3 (odd) with targets
+    #       0, 1, 3: a lead (an odd one), then a pair: 2 slots; done 2 + 2 = 4; 8 cycles;
+    #       4 ev.
     #   G1: previous h {0, 2}: segments [0, 1] and [0, 0] -> costs 1 per lane each;
     #       done 2 + 2 = 4; 8 cycles; 1 event. Current [1,1,1] + [0,-1,0] = [1,0,1].
     #   G2: h {0, 2} again: 8 cycles, 4 ev.
-    #   route 9 + 8 + 8 = 25; total 25 + 22 = 47; events 4 + 1 + 4 = 9.
+    #   route 8 + 8 + 8 = 24; total 24 + 22 = 46; events 4 + 1 + 4 = 9.
     r = core.step([2])
     assert r.spikes[0].tolist() == [[True, False, True]]
-    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (25, 47, 9)
+    assert (int(r.route_cycles[0]), int(r.cycles[0]), int(r.events[0])) == (24, 46, 9)
     _check_events(net, r, token=2, prev_h=prev_h)
 
     # The whole step is the sum of its phases, computed the long way.
     lay = core_layout(net, 2)
     assert [(g.src, g.delay, g.dst, g.members) for g in lay.groups] == \
         [(INPUT, 0, 0, (0, 3)), (0, 1, 0, (1,)), (0, 0, 1, (2,))]
-    phases = [_route(lay.seg_len[0], [0, 0, 1, 0], 2)[0], _route(lay.seg_len[1], prev_h, 2)[0],
-              _route(lay.seg_len[2], [1, 0, 1], 2)[0],
-              update_cycles(3, 2, PLANNED_TIMING), update_cycles(4, 2, PLANNED_TIMING),
-              sample_cycles(4, PLANNED_TIMING)]
-    assert phases == [9, 8, 8, 7, 7, 8] and sum(phases) == 47
+    phases = [_route(lay.seg_len[k], spikes, 2, seg_cycles=lay.seg_cycles[k])[0]
+              for k, spikes in enumerate(([0, 0, 1, 0], prev_h, [1, 0, 1]))]
+    phases += [update_cycles(3, 2, PLANNED_TIMING), update_cycles(4, 2, PLANNED_TIMING),
+               sample_cycles(4, PLANNED_TIMING)]
+    assert phases == [8, 8, 8, 7, 7, 8] and sum(phases) == 46
 
     # One phase per projection instead (a board's tables may hold that): 6 cycles more a
     # step here, the same sums.
     apart = GoldenCore(net, lanes=2, timing=PLANNED_TIMING, groups=projection_groups(net))
     together = GoldenCore(net, lanes=2, timing=PLANNED_TIMING)
-    for token, route in ((0, 24), (2, 31)):
+    for token, route in ((0, 23), (2, 30)):
         a, t = apart.step([token]), together.step([token])
         assert int(a.route_cycles[0]) == route == int(t.route_cycles[0]) + 6
         assert a.logits.tolist() == t.logits.tolist() and int(a.events[0]) == int(t.events[0])

@@ -307,6 +307,8 @@ def test_corrupted_weight_is_reported(sim):
     for _ in range(200):
         lane = int(rng.integers(0, lanes))
         k = int(rng.integers(0, len(layout.syn_addr[lane])))
+        if layout.syn_weight[lane][k] == 0:
+            continue                                   # a pad (network.pair_row)
         j, row, n = _syn_word_owner(layout, net, lane, k)
         old = int(layout.syn_weight[lane][k])
         new = old + 37 if old < 0 else old - 37
@@ -397,6 +399,19 @@ def test_networks_cover_the_corners(monkeypatch):
                     seg = layout.seg_len[k][src.numpy()]      # [spiking sources, lanes]
                     if (seg == 0).any():
                         seen.add(("empty segment routed",))
+                    rows = layout.ptr_base[k] + np.flatnonzero(src.numpy())
+                    for lane in range(lanes):
+                        start = layout.ptr_start[lane][rows]
+                        words = layout.ptr_len[lane][rows]
+                        tail = layout.ptr_tail[lane][rows]
+                        if ((start % 2 == 1) & (words > 0)).any():
+                            seen.add(("row starts at an odd word",))
+                        if (words - tail - (start % 2) >= 2).any():
+                            seen.add(("row walked in pairs",))
+                        if (tail > 1).any():
+                            seen.add(("row with a tail",))
+                        if (words > seg[:, lane]).any():
+                            seen.add(("row with pads",))
                     if (seg > SKID_DEPTH).any():
                         seen.add(("segment longer than the segment queue",))
                     if ((seg > 0).sum(1) == 1).any() and (seg.max(1) > 1).any():
@@ -425,6 +440,8 @@ def test_networks_cover_the_corners(monkeypatch):
             ("v", "saturated high"), ("v", "saturated low"),
             ("a", "saturated high"), ("a", "saturated low"),
             ("empty segment routed",), ("segment longer than the segment queue",),
+            ("row starts at an odd word",), ("row walked in pairs",), ("row with a tail",),
+            ("row with pads",),
             ("row in one lane only",), ("more spikes than the segment queue",),
             ("one phase routes into several populations",),
             ("population that never fires",), ("sampling with temperature",),
