@@ -643,15 +643,15 @@ def _parity_counts(rows, lane, addr, lanes, n_src):
     return np.bincount(key, minlength=2 * n_src * lanes).reshape(n_src * lanes, 2).T
 
 
-def _odd_starts(parts_of, seg_len, lanes):
+def _odd_starts(counts, seg_len):
     """Whether each group's rows start at an odd address (``[src size, lanes]`` a group) in
-    a paired layout: a lane's rows lie back to back, each its synapses and its pads long, and
-    a row's pads depend on where it starts, so the few rows that may need pads (a tail that
-    could exceed MAX_TAIL) are placed one after another."""
-    counts = [_parity_counts(r, ln, a, lanes, len(n)).reshape(2, *n.shape)
-              for (r, ln, a, _), n in zip(parts_of, seg_len)]
+    a paired layout, given each group's :func:`_parity_counts`: a lane's rows lie back to
+    back, each its synapses and its pads long, and a row's pads depend on where it starts,
+    so the few rows that may need pads (a tail that could exceed MAX_TAIL) are placed one
+    after another."""
     if not counts:
         return []
+    counts = [c.reshape(2, *n.shape) for c, n in zip(counts, seg_len)]
     even = np.concatenate([c[0] for c in counts])
     odd = np.concatenate([c[1] for c in counts])
     n = even + odd
@@ -667,13 +667,13 @@ def _odd_starts(parts_of, seg_len, lanes):
     return np.split(odd_start, np.cumsum([len(s) for s in seg_len])[:-1])
 
 
-def _paired_layout(rows, lane, addr, values, lanes, n_src, start_odd, pad_ok):
-    """One group's synapses in paired order (see :func:`pair_row`) with its pads, given
-    whether each of its rows starts at an odd address (``start_odd`` ``[n_src, lanes]``).
-    Returns ``(lane, addr, values, words, tail, cycles)``, the last three ``[n_src, lanes]``."""
-    seg = rows * lanes + lane
-    par = addr & 1
-    even, odd = _parity_counts(rows, lane, addr, lanes, n_src)
+def _paired_layout(rows, lane, addr, values, lanes, counts, start_odd, pad_ok):
+    """One group's synapses in paired order (see :func:`pair_row`) with its pads, given its
+    :func:`_parity_counts` and whether each of its rows starts at an odd address
+    (``start_odd`` ``[n_src, lanes]``). Returns ``(lane, addr, values, words, tail,
+    cycles)``, the last three ``[n_src, lanes]``."""
+    n_src = start_odd.shape[0]
+    even, odd = counts
     lead, pairs, tail, pads, cycles = pair_row(even, odd, start_odd.reshape(-1))
     major = (odd > even).astype(np.int64)
     if pads.any():
@@ -687,8 +687,8 @@ def _paired_layout(rows, lane, addr, values, lanes, n_src, start_odd, pad_ok):
         # a pad adds 0 to the first address of its parity
         addr = np.concatenate([addr, pad_par[padded]])
         values = np.concatenate([values, np.zeros(len(padded), values.dtype)])
-        seg = rows * lanes + lane
-        par = addr & 1
+    seg = rows * lanes + lane
+    par = addr & 1
     # each synapse's rank among its row's synapses of its parity (pads last)
     order = np.lexsort((np.arange(len(seg)), par, seg))
     key = (seg * 2 + par)[order]
@@ -764,11 +764,13 @@ def lane_layout(net, lanes, groups=None, paired=False):
         del parts_of
     else:
         words, tails, seg_cycles = [], [], []
-        for g, start_odd in enumerate(_odd_starts(parts_of, seg_len, lanes)):
+        counts = [_parity_counts(r, ln, a, lanes, len(n))
+                  for (r, ln, a, _), n in zip(parts_of, seg_len)]
+        for g, start_odd in enumerate(_odd_starts(counts, seg_len)):
             rows, lane, g_addr, values = parts_of[g]
             parts_of[g] = None
             lane, g_addr, values, w, t, c = _paired_layout(
-                rows, lane, g_addr, values, lanes, len(seg_len[g]), start_odd, base > 1)
+                rows, lane, g_addr, values, lanes, counts[g], start_odd, base > 1)
             words.append(w)
             tails.append(t)
             seg_cycles.append(c)
